@@ -1,0 +1,181 @@
+// Fused attention O = softmax(scale * Q Kᵀ + mask) V, never storing the nq x nk scores.
+// Header constants: BR (query rows per workgroup), DP (head dim padded: 32/64/128/256),
+// KC (head-dim chunk for K tiles), TPR (threads per query row = 256 / BR),
+// NJ = DP / TPR (output columns per thread), NS = BC / TPR (scores per thread per key tile).
+// Bindings: 1 q, 2 mask, 3 key lengths, 4 k, 5 v, 6 out, 7 lse (f32).
+// Views: v0 q, v1 k, v2 v (key/value head h / group), v3 mask, v4 out, v5 lse (row length 1).
+//
+// Each workgroup owns BR query rows (Q pre-scaled by scale*log2(e) and held in workgroup
+// memory) and walks key tiles of BC keys: S = Q Kᵀ through K chunks of KC dims; masking;
+// online softmax in base 2 (running max m, per-thread partial sum l, accumulator rescaled by
+// exp2(m_old - m_new)); O += P V through V chunks of VK keys. Per-thread arrays have constant
+// sizes and constant trip counts so that they stay in registers. Fully masked rows give 0
+// and lse = -inf.
+
+@group(0) @binding(1) var<storage, read> Q: array<elem>;
+@group(0) @binding(4) var<storage, read> K: array<elem>;
+@group(0) @binding(5) var<storage, read> V: array<elem>;
+@group(0) @binding(6) var<storage, read_write> O: array<elem>;
+@group(0) @binding(7) var<storage, read_write> LSE: array<f32>;
+
+const WG: u32 = 256u;
+const BC: u32 = 32u;
+const VK: u32 = 8u;
+const KCP: u32 = KC + 1u;
+const LOG2E: f32 = 1.4426950408889634;
+const LN2: f32 = 0.6931471805599453;
+
+var<workgroup> Qs: array<f32, BR * DP>;
+var<workgroup> Ks: array<f32, BC * KCP>;
+var<workgroup> Vs: array<f32, VK * DP>;
+var<workgroup> Ps: array<f32, BR * BC>;
+var<workgroup> red: array<f32, WG>;
+var<workgroup> wkend: u32;
+
+@compute @workgroup_size(WG)
+fn attention(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let row_blocks = (P.nr + BR - 1u) / BR;
+    let wg = linear_wg(wid, nwg);
+    if (wg >= P.nbh * row_blocks) {
+        return;
+    }
+    let bh = P.bh0 + wg / row_blocks;
+    let row_first = P.r0 + (wg % row_blocks) * BR;
+    let row_end = min(P.r0 + P.nr, row_first + BR);
+    let b = bh / P.heads;
+    let h = bh % P.heads;
+    let hk = h / P.group;
+    let r = t / TPR;
+    let c = t % TPR;
+    let row = row_first + r;
+    let row_ok = row < row_end;
+    let qscale = P.scale * LOG2E;
+
+    for (var e = t; e < BR * DP; e += WG) {
+        let rr = e / DP;
+        let dd = e % DP;
+        var x = 0.0;
+        if (row_first + rr < row_end && dd < P.d) {
+            x = f32(Q[vidx(P.v0, b, h, row_first + rr) + dd]) * qscale;
+        }
+        Qs[e] = x;
+    }
+    if (t == 0u) {
+        // keys past this are masked for every row of the block
+        wkend = key_limit(b, row_end - 1u);
+    }
+    let kend = workgroupUniformLoad(&wkend);
+    let row_lim = key_limit(b, row);
+
+    var m = NEG;
+    var l = 0.0;
+    var acc: array<f32, NJ>;
+    var s: array<f32, NS>;
+    let ntiles = (kend + BC - 1u) / BC;
+    for (var kt = 0u; kt < ntiles; kt++) {
+        let k0 = kt * BC;
+        for (var u = 0u; u < NS; u++) {
+            s[u] = 0.0;
+        }
+        for (var d0 = 0u; d0 < DP; d0 += KC) {
+            if (d0 < P.d) {
+                workgroupBarrier();
+                for (var e = t; e < BC * KC; e += WG) {
+                    let kk = e / KC;
+                    let dd = e % KC;
+                    var x = 0.0;
+                    if (k0 + kk < kend && d0 + dd < P.d) {
+                        x = f32(K[vidx(P.v1, b, hk, k0 + kk) + d0 + dd]);
+                    }
+                    Ks[kk * KCP + dd] = x;
+                }
+                workgroupBarrier();
+                for (var dd = 0u; dd < KC; dd++) {
+                    let qv = Qs[r * DP + d0 + dd];
+                    for (var u = 0u; u < NS; u++) {
+                        s[u] += qv * Ks[(c + u * TPR) * KCP + dd];
+                    }
+                }
+            }
+        }
+        // mask, then the new running max of each row across its TPR threads
+        var keep = 0u;
+        var pm = NEG;
+        for (var u = 0u; u < NS; u++) {
+            let j = k0 + c + u * TPR;
+            if (row_ok && j < row_lim) {
+                let add = mask_term(b, h, row, j);
+                if (add != NEG) {
+                    s[u] += add * LOG2E;
+                    keep |= 1u << u;
+                    pm = max(pm, s[u]);
+                }
+            }
+        }
+        red[t] = pm;
+        workgroupBarrier();
+        var mnew = m;
+        for (var q = 0u; q < TPR; q++) {
+            mnew = max(mnew, red[r * TPR + q]);
+        }
+        let alpha = exp2(m - mnew);
+        m = mnew;
+        l *= alpha;
+        for (var j = 0u; j < NJ; j++) {
+            acc[j] *= alpha;
+        }
+        for (var u = 0u; u < NS; u++) {
+            var p = 0.0;
+            if ((keep & (1u << u)) != 0u) {
+                p = exp2(s[u] - mnew);
+            }
+            l += p;
+            Ps[r * BC + c + u * TPR] = p;
+        }
+        // O += P V, VK keys at a time
+        for (var v0 = 0u; v0 < BC; v0 += VK) {
+            workgroupBarrier();
+            for (var e = t; e < VK * DP; e += WG) {
+                let kk = e / DP;
+                let dd = e % DP;
+                var x = 0.0;
+                if (k0 + v0 + kk < kend && dd < P.d) {
+                    x = f32(V[vidx(P.v2, b, hk, k0 + v0 + kk) + dd]);
+                }
+                Vs[e] = x;
+            }
+            workgroupBarrier();
+            for (var kk = 0u; kk < VK; kk++) {
+                let p = Ps[r * BC + v0 + kk];
+                for (var j = 0u; j < NJ; j++) {
+                    acc[j] += p * Vs[kk * DP + c + j * TPR];
+                }
+            }
+        }
+    }
+
+    workgroupBarrier();
+    red[t] = l;
+    workgroupBarrier();
+    var lsum = 0.0;
+    for (var q = 0u; q < TPR; q++) {
+        lsum += red[r * TPR + q];
+    }
+    if (row_ok) {
+        let inv = select(0.0, 1.0 / lsum, lsum > 0.0);
+        let ob = vidx(P.v4, b, h, row);
+        for (var j = 0u; j < NJ; j++) {
+            let dd = c + j * TPR;
+            if (dd < P.d) {
+                O[ob + dd] = elem(acc[j] * inv);
+            }
+        }
+        if (c == 0u && (P.flags & F_LSE) != 0u) {
+            LSE[vidx(P.v5, b, h, row)] = select(bitcast<f32>(NEG_INF_BITS), (m + log2(lsum)) * LN2, lsum > 0.0);
+        }
+    }
+}

@@ -1,0 +1,73 @@
+// Softmax over the last dimension: y = softmax(x * scale + mask) over kept columns,
+// masked columns 0, fully masked rows all 0. `scale` is 1/temperature.
+// Views: v0 = x (columns = P.nk), v3 = mask, v4 = y. Bindings: 1 x, 2 mask, 3 key lengths, 4 y.
+//
+// One workgroup per row. Each thread keeps a running (max, sum) over its columns (online
+// softmax), the pairs are merged in a tree, then each thread writes its columns.
+
+@group(0) @binding(1) var<storage, read> X: array<elem>;
+@group(0) @binding(4) var<storage, read_write> Y: array<elem>;
+
+const WG: u32 = 256u;
+var<workgroup> red_m: array<f32, WG>;
+var<workgroup> red_l: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn softmax(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let wg = linear_wg(wid, nwg);
+    if (wg >= P.nbh * P.nr) {
+        return;
+    }
+    let bh = P.bh0 + wg / P.nr;
+    let row = P.r0 + wg % P.nr;
+    let b = bh / P.heads;
+    let h = bh % P.heads;
+    let xb = vidx(P.v0, b, h, row);
+    let lim = key_limit(b, row);
+
+    var m = NEG;
+    var l = 0.0;
+    for (var j = t; j < lim; j += WG) {
+        let add = mask_term(b, h, row, j);
+        if (add == NEG) {
+            continue;
+        }
+        let x = f32(X[xb + j]) * P.scale + add;
+        if (x > m) {
+            l = l * exp(m - x) + 1.0;
+            m = x;
+        } else {
+            l += exp(x - m);
+        }
+    }
+    red_m[t] = m;
+    red_l[t] = l;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            let m2 = red_m[t + s];
+            let mm = max(red_m[t], m2);
+            red_l[t] = red_l[t] * exp(red_m[t] - mm) + red_l[t + s] * exp(m2 - mm);
+            red_m[t] = mm;
+        }
+        workgroupBarrier();
+    }
+    let mx = red_m[0];
+    let inv = select(0.0, 1.0 / red_l[0], red_l[0] > 0.0);
+
+    let yb = vidx(P.v4, b, h, row);
+    for (var j = t; j < P.nk; j += WG) {
+        var y = 0.0;
+        if (j < lim) {
+            let add = mask_term(b, h, row, j);
+            if (add != NEG) {
+                y = exp(f32(X[xb + j]) * P.scale + add - mx) * inv;
+            }
+        }
+        Y[yb + j] = elem(y);
+    }
+}

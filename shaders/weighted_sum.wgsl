@@ -1,0 +1,88 @@
+// Weighted sum O = P·V per (batch, head): weights P [batch, heads, nq, nk] (f32) times values
+// V [batch, kv_heads, nk, d] (key/value head h / group), out O [batch, heads, nq, d].
+// Views: v0 = weights (row length P.nk), v1 = values, v2 = out.
+//
+// A 64 (rows) x 64 (head dim) output tile per workgroup of 256 threads, 4x4 outputs per
+// thread, the keys consumed 16 at a time through workgroup memory.
+
+@group(0) @binding(1) var<storage, read> W: array<f32>;
+@group(0) @binding(2) var<storage, read> V: array<elem>;
+@group(0) @binding(3) var<storage, read_write> O: array<elem>;
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+
+var<workgroup> As: array<f32, 1024>; // [TK][TM]
+var<workgroup> Bs: array<f32, 1024>; // [TK][TN]
+
+@compute @workgroup_size(256)
+fn weighted_sum(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let row_blocks = (P.nr + TM - 1u) / TM;
+    let col_blocks = (P.d + TN - 1u) / TN;
+    let wg = linear_wg(wid, nwg);
+    if (wg >= P.nbh * row_blocks * col_blocks) {
+        return;
+    }
+    let cb = wg % col_blocks;
+    let rest = wg / col_blocks;
+    let bh = P.bh0 + rest / row_blocks;
+    let row0 = P.r0 + (rest % row_blocks) * TM;
+    let row_end = P.r0 + P.nr;
+    let col0 = cb * TN;
+    let b = bh / P.heads;
+    let h = bh % P.heads;
+    let hk = h / P.group;
+    let tx = t % 16u;
+    let ty = t / 16u;
+
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < P.nk; k0 += TK) {
+        for (var i = 0u; i < 4u; i++) {
+            let e = t + i * 256u;
+            // weights tile: row r, key kk (keys contiguous in memory)
+            let r = e / TK;
+            let kk = e % TK;
+            var a = 0.0;
+            if (row0 + r < row_end && k0 + kk < P.nk) {
+                a = W[vidx(P.v0, b, h, row0 + r) + k0 + kk];
+            }
+            As[kk * TM + r] = a;
+            // values tile: key kv, column c (columns contiguous in memory)
+            let kv = e / TN;
+            let c = e % TN;
+            var bv = 0.0;
+            if (k0 + kv < P.nk && col0 + c < P.d) {
+                bv = f32(V[vidx(P.v1, b, hk, k0 + kv) + col0 + c]);
+            }
+            Bs[kv * TN + c] = bv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let a = vec4<f32>(As[kk * TM + ty * 4u], As[kk * TM + ty * 4u + 1u], As[kk * TM + ty * 4u + 2u], As[kk * TM + ty * 4u + 3u]);
+            let bb = vec4<f32>(Bs[kk * TN + tx * 4u], Bs[kk * TN + tx * 4u + 1u], Bs[kk * TN + tx * 4u + 2u], Bs[kk * TN + tx * 4u + 3u]);
+            acc[0] += a.x * bb;
+            acc[1] += a.y * bb;
+            acc[2] += a.z * bb;
+            acc[3] += a.w * bb;
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let gr = row0 + ty * 4u + i;
+        if (gr >= row_end) {
+            continue;
+        }
+        let ob = vidx(P.v2, b, h, gr);
+        for (var j = 0u; j < 4u; j++) {
+            let gc = col0 + tx * 4u + j;
+            if (gc < P.d) {
+                O[ob + gc] = elem(acc[i][j]);
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! # wgpu-attention
+//!
+//! Attention as soft retrieval, on any Vulkan, Metal or DX12 GPU through [wgpu], with a CPU
+//! path of the same semantics.
+//!
+//! - [`Context`]: a device (chosen for you, or your own via [`Context::from_device`]) with cached
+//!   pipelines. GPU-resident [`Tensor`]s of logical shape `[batch, heads, seq, dim]`, stored
+//!   [`Layout::Bhsd`] or [`Layout::Bshd`], f32 or f16.
+//! - Operations: [`Context::similarity`] (dot, scaled dot, cosine), [`Context::softmax`]
+//!   (temperature, masks, causal, key lengths), [`Context::attention`] (fused, online softmax,
+//!   GQA/MQA, masks, causal, key lengths, head dims 1..=256, optional log-sum-exp) and
+//!   [`Context::attention_unfused`] (returns the weights). Each has an `encode_*` twin that
+//!   records into your `CommandEncoder`.
+//! - [`cpu`]: the same operations on the CPU (rayon, f64 accumulation).
+//! - [`Backend`]: one-shot helpers on host slices that use the GPU when there is one.
+//!
+//! ## Semantics in brief
+//! - Scores are `scale · q·k` (default scale `1/sqrt(d)`), plus an additive mask if given.
+//! - Boolean masks: `true` keeps a key. Additive masks: `-inf` drops a key.
+//! - Causal is aligned bottom-right (FlashAttention): query `i` sees keys `j <= i + nk - nq`.
+//! - A row with every key masked gives zeros (and log-sum-exp `-inf`), never NaN.
+//! - Host inputs with NaN or ±inf are refused with [`Error::NonFinite`] (additive masks may hold
+//!   `-inf`). Buffers wrapped with [`Tensor::from_buffer`] are not scanned; non-finite values there
+//!   give unspecified values in the rows they touch.
+//!
+//! ```no_run
+//! use wgpu_attention::*;
+//! # fn main() -> Result<()> {
+//! let ctx = Context::new_blocking()?;
+//! let shape = Shape::new(2, 8, 128, 64); // batch, heads, seq, head dim
+//! let data: Vec<f32> = (0..shape.numel()).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+//! let q = ctx.upload(&data, shape)?;
+//! let k = ctx.upload(&data, shape)?;
+//! let v = ctx.upload(&data, shape)?;
+//! let out = ctx.attention(&q, &k, &v, None, &AttentionOptions { causal: true, ..Default::default() })?;
+//! let host: Vec<f32> = out.download_blocking(&ctx)?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod backend;
+mod context;
+pub mod cpu;
+mod dispatch;
+mod error;
+mod ops;
+mod options;
+mod pipeline;
+mod shape;
+mod tensor;
+
+pub use backend::Backend;
+pub use context::{list_adapters, Context, ContextInfo, ContextOptions};
+pub use error::{Error, Result};
+pub use options::{AttentionOptions, Similarity, SoftmaxOptions};
+pub use pipeline::{variant_source, Family};
+pub use shape::{DType, Element, HostMask, HostMaskValues, HostTensor, Layout, MaskKind, Shape, Strides, MAX_HEAD_DIM};
+pub use tensor::{Mask, Tensor};
+
+/// Re-export of the wgpu version this crate is built against.
+pub use wgpu;
+/// Re-export of `half` (for `f16`).
+pub use half;

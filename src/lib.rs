@@ -54,7 +54,7 @@ pub use backend::Backend;
 pub use context::{list_adapters, Context, ContextInfo, ContextOptions};
 pub use error::{Error, Result};
 pub use options::{AttentionOptions, Similarity, SoftmaxOptions};
-pub use pipeline::{variant_source, Family};
+pub use pipeline::{all_variants, variant_source, Family};
 pub use shape::{DType, Element, HostMask, HostMaskValues, HostTensor, Layout, MaskKind, Shape, Strides, MAX_HEAD_DIM};
 pub use tensor::{Mask, Tensor};
 

@@ -91,6 +91,23 @@ pub fn variant_source(family: Family, dtype: DType, consts: &[(&str, u32)]) -> S
     s
 }
 
+/// Every variant the crate can build: `(family, dtype, header constants)`. The shader tests
+/// validate and translate each one.
+pub fn all_variants() -> Vec<(Family, DType, Vec<(&'static str, u32)>)> {
+    let mut v = vec![];
+    for dtype in [DType::F32, DType::F16] {
+        for cosine in [0, 1] {
+            v.push((Family::Similarity, dtype, vec![("COSINE", cosine)]));
+        }
+        v.push((Family::Softmax, dtype, vec![]));
+        v.push((Family::WeightedSum, dtype, vec![]));
+        for tile in crate::ops::AttentionTile::all() {
+            v.push((Family::Attention, dtype, tile.consts()));
+        }
+    }
+    v
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
     family: Family,

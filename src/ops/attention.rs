@@ -39,15 +39,7 @@ impl AttentionTile {
             )));
         }
         let dp = [32u32, 64, 128, 256].into_iter().find(|&p| p as usize >= d).unwrap_or(256);
-        let first = match dp {
-            32 | 64 => 64,
-            128 => 32,
-            _ => 16,
-        };
-        [64u32, 32, 16, 8]
-            .into_iter()
-            .filter(|&br| br <= first)
-            .map(|br| AttentionTile { br, dp })
+        Self::candidates(dp)
             .find(|t| t.workgroup_bytes() <= max_bytes)
             .ok_or_else(|| {
                 Error::Unsupported(format!(
@@ -57,7 +49,22 @@ impl AttentionTile {
             })
     }
 
-    fn consts(&self) -> Vec<(&'static str, u32)> {
+    /// Tiles for padded head dim `dp`, largest first (at most 16 output columns per thread).
+    fn candidates(dp: u32) -> impl Iterator<Item = AttentionTile> {
+        let first = match dp {
+            32 | 64 => 64,
+            128 => 32,
+            _ => 16,
+        };
+        [64u32, 32, 16, 8].into_iter().filter(move |&br| br <= first).map(move |br| AttentionTile { br, dp })
+    }
+
+    /// Every tile [`AttentionTile::choose`] can return.
+    pub fn all() -> impl Iterator<Item = AttentionTile> {
+        [32u32, 64, 128, 256].into_iter().flat_map(Self::candidates)
+    }
+
+    pub(crate) fn consts(&self) -> Vec<(&'static str, u32)> {
         let tpr = WG / self.br;
         vec![("BR", self.br), ("DP", self.dp), ("KC", KC), ("TPR", tpr), ("NJ", self.dp / tpr), ("NS", BC / tpr)]
     }

@@ -7,6 +7,8 @@
 
 mod attention;
 mod similarity;
+
+pub(crate) use attention::AttentionTile;
 mod softmax;
 
 use crate::context::Context;

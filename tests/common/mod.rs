@@ -158,3 +158,132 @@ pub fn ref_attention(
     }
     (out, lse, weights)
 }
+
+/// One attention problem.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub b: usize,
+    pub h: usize,
+    pub hkv: usize,
+    pub nq: usize,
+    pub nk: usize,
+    pub d: usize,
+    pub causal: bool,
+    pub layout: Layout,
+    pub scale: Option<f32>,
+    pub key_lengths: Option<Vec<u32>>,
+    /// Boolean mask of this shape (kept with probability 0.7).
+    pub bool_mask: Option<[usize; 4]>,
+    /// Additive mask of this shape (values in [-2, 2), 20% -inf).
+    pub add_mask: Option<[usize; 4]>,
+    pub amp: f32,
+    pub seed: u64,
+}
+
+impl Case {
+    pub fn new(b: usize, h: usize, hkv: usize, nq: usize, nk: usize, d: usize) -> Self {
+        Case {
+            b, h, hkv, nq, nk, d,
+            causal: false, layout: Layout::Bhsd, scale: None, key_lengths: None,
+            bool_mask: None, add_mask: None, amp: 1.0, seed: (b * 1000 + h * 100 + nq * 7 + nk * 13 + d) as u64,
+        }
+    }
+}
+
+/// Inputs of a case: q, k, v, bool mask values, additive mask values.
+pub struct CaseData {
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub qs: Shape,
+    pub ks: Shape,
+    pub bmask: Vec<bool>,
+    pub amask: Vec<f32>,
+}
+
+pub fn case_data(c: &Case) -> CaseData {
+    let qs = Shape::new(c.b, c.h, c.nq, c.d);
+    let ks = Shape::new(c.b, c.hkv, c.nk, c.d);
+    let bmask = c.bool_mask.map(|s| rand_bools(c.seed + 4, s.iter().product(), 0.7)).unwrap_or_default();
+    let amask = c
+        .add_mask
+        .map(|s| {
+            let r = rand_vec(c.seed + 5, s.iter().product(), 2.0);
+            let drop = rand_bools(c.seed + 6, r.len(), 0.2);
+            r.iter().zip(drop).map(|(&x, d)| if d { f32::NEG_INFINITY } else { x }).collect()
+        })
+        .unwrap_or_default();
+    CaseData {
+        q: rand_vec(c.seed + 1, qs.numel(), c.amp),
+        k: rand_vec(c.seed + 2, ks.numel(), c.amp),
+        v: rand_vec(c.seed + 3, ks.numel(), 1.0),
+        qs,
+        ks,
+        bmask,
+        amask,
+    }
+}
+
+pub fn host_mask<'a>(c: &Case, data: &'a CaseData) -> Option<HostMask<'a>> {
+    if let Some(s) = c.bool_mask {
+        return Some(HostMask::bool(&data.bmask, s).unwrap());
+    }
+    c.add_mask.map(|s| HostMask::additive(&data.amask, s).unwrap())
+}
+
+/// The f64 reference for a case: (out, lse, weights).
+pub fn case_reference(c: &Case, data: &CaseData) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let rm = RefMask {
+        causal: c.causal,
+        key_lengths: c.key_lengths.as_deref(),
+        bool_mask: c.bool_mask.map(|s| (&data.bmask[..], s)),
+        add_mask: c.add_mask.map(|s| (&data.amask[..], s)),
+    };
+    let scale = c.scale.map(|s| s as f64).unwrap_or(1.0 / (c.d as f64).sqrt());
+    ref_attention(&data.q, data.qs, c.layout, &data.k, data.ks, c.layout, &data.v, c.layout, scale, &rm)
+}
+
+/// Compares log-sum-exp rows: -inf exactly where the reference has -inf, else relative error.
+pub fn assert_lse(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if *w == f64::NEG_INFINITY {
+            assert_eq!(*g, f32::NEG_INFINITY, "{what}: lse[{i}] = {g}, want -inf (fully masked row)");
+        } else {
+            let err = (*g as f64 - w).abs() / w.abs().max(1.0);
+            assert!(err <= tol, "{what}: lse[{i}] = {g}, want {w} (error {err:.2e})");
+        }
+    }
+}
+
+/// Runs a case on the CPU path and (if `ctx`) the GPU fused and unfused paths, checking each
+/// against the f64 reference with the f32 tolerances.
+pub fn check_case(ctx: Option<&Context>, c: &Case) {
+    let data = case_data(c);
+    let (want, want_lse, want_w) = case_reference(c, &data);
+    let mask = host_mask(c, &data);
+    let opts = AttentionOptions { scale: c.scale, causal: c.causal, key_lengths: c.key_lengths.as_deref() };
+    let hq = HostTensor::with_layout(&data.q, data.qs, c.layout).unwrap();
+    let hk = HostTensor::with_layout(&data.k, data.ks, c.layout).unwrap();
+    let hv = HostTensor::with_layout(&data.v, data.ks, c.layout).unwrap();
+    let what = format!("{c:?}");
+
+    let (out, lse) = cpu::attention(&hq, &hk, &hv, mask.as_ref(), &opts).unwrap();
+    assert_close(&format!("cpu fused {what}"), &out, &want, 1e-6);
+    assert_lse(&format!("cpu lse {what}"), &lse, &want_lse, 1e-6);
+    let (out, w) = cpu::attention_unfused(&hq, &hk, &hv, mask.as_ref(), &opts).unwrap();
+    assert_close(&format!("cpu unfused {what}"), &out, &want, 1e-6);
+    assert_close(&format!("cpu weights {what}"), &w, &want_w, 1e-6);
+
+    let Some(ctx) = ctx else { return };
+    let up = |v: &[f32], s| ctx.upload_with_layout(v, s, c.layout).unwrap();
+    let (gq, gk, gv) = (up(&data.q, data.qs), up(&data.k, data.ks), up(&data.v, data.ks));
+    let gmask = mask.as_ref().map(|m| ctx.upload_mask(m).unwrap());
+    let (o, l) = ctx.attention_with_lse(&gq, &gk, &gv, gmask.as_ref(), &opts).unwrap();
+    assert_eq!(o.layout(), c.layout);
+    assert_close(&format!("gpu fused {what}"), &o.download_blocking(ctx).unwrap(), &want, 1e-5);
+    assert_lse(&format!("gpu lse {what}"), &l.download_blocking(ctx).unwrap(), &want_lse, 1e-5);
+    let (o, w) = ctx.attention_unfused(&gq, &gk, &gv, gmask.as_ref(), &opts).unwrap();
+    assert_close(&format!("gpu unfused {what}"), &o.download_blocking(ctx).unwrap(), &want, 1e-5);
+    assert_close(&format!("gpu weights {what}"), &w.download_blocking(ctx).unwrap(), &want_w, 1e-5);
+}

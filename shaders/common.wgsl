@@ -34,7 +34,7 @@ fn vidx(v: View, b: u32, h: u32, s: u32) -> u32 {
     return v.base + b * v.sb + h * v.sh + s * v.ss;
 }
 
-// Linear workgroup index over a 2-D grid (grids over 65,535 in x wrap into y).
+// Linear workgroup index over a 3-D grid (grids over the per-dimension limit wrap into y, z).
 fn linear_wg(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
+    return wid.x + nwg.x * (wid.y + nwg.y * wid.z);
 }

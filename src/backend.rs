@@ -69,6 +69,7 @@ impl Backend {
         match self {
             Backend::Cpu => cpu::similarity(q, k, metric),
             Backend::Gpu(ctx) => {
+                cpu::similarity::check_host(q, k)?;
                 let (qg, kg) = (Self::upload(ctx, q)?, Self::upload(ctx, k)?);
                 ctx.similarity(&qg, &kg, metric)?.download_blocking(ctx)
             }
@@ -80,6 +81,7 @@ impl Backend {
         match self {
             Backend::Cpu => cpu::softmax(x, mask, opts),
             Backend::Gpu(ctx) => {
+                cpu::softmax::check_host(x, mask, opts)?;
                 let m = mask.map(|m| ctx.upload_mask(m)).transpose()?;
                 ctx.softmax(&Self::upload(ctx, x)?, m.as_ref(), opts)?.download_blocking(ctx)
             }
@@ -110,6 +112,7 @@ impl Backend {
         match self {
             Backend::Cpu => cpu::attention(q, k, v, mask, opts),
             Backend::Gpu(ctx) => {
+                cpu::attention::check_all(q, k, v, mask, opts)?;
                 let m = mask.map(|m| ctx.upload_mask(m)).transpose()?;
                 let (qg, kg, vg) = (Self::upload(ctx, q)?, Self::upload(ctx, k)?, Self::upload(ctx, v)?);
                 let (o, l) = ctx.attention_with_lse(&qg, &kg, &vg, m.as_ref(), opts)?;
@@ -130,6 +133,7 @@ impl Backend {
         match self {
             Backend::Cpu => cpu::attention_unfused(q, k, v, mask, opts),
             Backend::Gpu(ctx) => {
+                cpu::attention::check_all(q, k, v, mask, opts)?;
                 let m = mask.map(|m| ctx.upload_mask(m)).transpose()?;
                 let (qg, kg, vg) = (Self::upload(ctx, q)?, Self::upload(ctx, k)?, Self::upload(ctx, v)?);
                 let (o, w) = ctx.attention_unfused(&qg, &kg, &vg, m.as_ref(), opts)?;

@@ -275,6 +275,12 @@ impl Context {
         })
     }
 
+    /// Records with `f` into a fresh encoder and submits it. For tests of the error paths.
+    #[doc(hidden)]
+    pub fn submit_for_test(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
+        self.submit(f)
+    }
+
     /// Runs `f` inside a validation and an out-of-memory error scope; wgpu errors become `Err`.
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let dev = &self.inner.device;

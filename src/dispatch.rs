@@ -1,5 +1,5 @@
 //! Turning one operation into dispatches: buffer windows that fit the device's binding limit,
-//! grids that fit its per-dimension workgroup limit, and the shared parameter block.
+//! grids that fit its per-dimension workgroup limit (3-D, linearised in the kernels), and the shared parameter block.
 //!
 //! Work is split over (batch·head slice, query rows). Each chunk binds, for every tensor, the
 //! smallest aligned window of its buffer that the chunk touches; the kernel addresses elements
@@ -163,8 +163,11 @@ fn window(arg: &Arg, heads: usize, bh0: usize, nbh: usize, r0: usize, nr: usize)
     (lo * arg.elem, hi * arg.elem)
 }
 
-/// Splits the work so that every argument's window fits the binding limit.
-pub(crate) fn plan(ctx: &Context, grid: Grid, args: &[Arg]) -> Result<Vec<Chunk>> {
+/// Splits the work so that every argument's window fits the binding limit and every chunk's
+/// workgroups fit the grid.
+pub(crate) fn plan(ctx: &Context, grid: Grid, args: &[Arg], workgroups: &dyn Fn(usize, usize) -> u64) -> Result<Vec<Chunk>> {
+    let max_dim = ctx.limits().max_compute_workgroups_per_dimension.max(1) as u64;
+    let max_wgs = max_dim.saturating_mul(max_dim).saturating_mul(max_dim).min(u32::MAX as u64);
     let max_binding = ctx.limits().max_storage_buffer_binding_size;
     let align = ctx.limits().min_storage_buffer_offset_alignment.max(4) as u64;
     let (mut nbh, mut nr) = (grid.bh, grid.nq);
@@ -174,6 +177,19 @@ pub(crate) fn plan(ctx: &Context, grid: Grid, args: &[Arg]) -> Result<Vec<Chunk>
             let cbh = nbh.min(grid.bh - bh0);
             for r0 in (0..grid.nq).step_by(nr) {
                 let cnr = nr.min(grid.nq - r0);
+                if workgroups(cbh, cnr) > max_wgs {
+                    if nbh > 1 {
+                        nbh = nbh.div_ceil(2);
+                    } else if nr > grid.row_tile {
+                        nr = nr.div_ceil(2).div_ceil(grid.row_tile) * grid.row_tile;
+                    } else {
+                        return Err(Error::TooLarge {
+                            argument: "shape",
+                            message: format!("one slice needs {} workgroups, over the device's grid", workgroups(cbh, cnr)),
+                        });
+                    }
+                    continue 'shrink;
+                }
                 let mut windows = Vec::with_capacity(args.len());
                 for a in args {
                     let (lo, hi) = window(a, grid.heads, bh0, cbh, r0, cnr);
@@ -186,10 +202,16 @@ pub(crate) fn plan(ctx: &Context, grid: Grid, args: &[Arg]) -> Result<Vec<Chunk>
                         } else if nr > grid.row_tile {
                             nr = nr.div_ceil(2).div_ceil(grid.row_tile) * grid.row_tile;
                         } else {
+                            let hint = if a.sh < a.ss {
+                                " (in Layout::Bshd one head's rows are interleaved with the other heads of its batch, \
+                                 so the window spans them all; Layout::Bhsd needs less)"
+                            } else {
+                                ""
+                            };
                             return Err(Error::TooLarge {
                                 argument: a.name,
                                 message: format!(
-                                    "one slice needs a {} byte binding, over the device's max_storage_buffer_binding_size {}",
+                                    "one slice needs a {} byte binding, over the device's max_storage_buffer_binding_size {}{hint}",
                                     end - start,
                                     max_binding
                                 ),
@@ -207,15 +229,17 @@ pub(crate) fn plan(ctx: &Context, grid: Grid, args: &[Arg]) -> Result<Vec<Chunk>
     }
 }
 
-/// A 2-D grid of `total` workgroups within the per-dimension limit.
-pub(crate) fn grid_2d(ctx: &Context, total: u64) -> Result<(u32, u32)> {
+/// A 3-D grid of at least `total` workgroups within the per-dimension limit (the kernels
+/// linearise it and skip the excess).
+pub(crate) fn grid_3d(ctx: &Context, total: u64) -> Result<(u32, u32, u32)> {
     let max = ctx.limits().max_compute_workgroups_per_dimension.max(1) as u64;
     let x = total.clamp(1, max);
-    let y = total.div_ceil(x);
-    if y > max {
+    let y = total.div_ceil(x).clamp(1, max);
+    let z = total.div_ceil(x * y);
+    if z > max {
         return Err(Error::TooLarge { argument: "shape", message: format!("{total} workgroups exceed the device's grid") });
     }
-    Ok((x as u32, y as u32))
+    Ok((x as u32, y as u32, z as u32))
 }
 
 /// A recorded kernel launch over all chunks.
@@ -236,7 +260,7 @@ impl Launch<'_> {
     pub fn record(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
         let pipeline = ctx.inner.cache.get(ctx, self.family, self.dtype, &self.consts)?;
         let layout = ctx.inner.cache.bind_group_layout(self.family)?;
-        let chunks = plan(ctx, self.grid, &self.args)?;
+        let chunks = plan(ctx, self.grid, &self.args, self.workgroups)?;
         ctx.scoped(|| {
             for ch in &chunks {
                 let mut p = self.params;
@@ -270,14 +294,14 @@ impl Launch<'_> {
                     layout,
                     entries: &entries,
                 });
-                let (x, y) = grid_2d(ctx, (self.workgroups)(ch.nbh, ch.nr))?;
+                let (x, y, z) = grid_3d(ctx, (self.workgroups)(ch.nbh, ch.nr))?;
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(self.family.entry()),
                     timestamp_writes: None,
                 });
                 pass.set_pipeline(&pipeline);
                 pass.set_bind_group(0, &bg, &[]);
-                pass.dispatch_workgroups(x, y, 1);
+                pass.dispatch_workgroups(x, y, z);
             }
             Ok(())
         })

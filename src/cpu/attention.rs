@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 use crate::options::{check_key_lengths, check_mask_shape, check_qkv, check_scalar, AttentionOptions, Dims};
 use crate::shape::{check_finite, Element, HostMask, HostTensor, Shape};
 
-fn check_all<T: Element>(
+/// Host-side checks of an attention call (shapes, mask, key lengths, scale, finite inputs).
+pub(crate) fn check_all<T: Element>(
     q: &HostTensor<T>,
     k: &HostTensor<T>,
     v: &HostTensor<T>,

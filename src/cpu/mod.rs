@@ -4,9 +4,9 @@
 //! in f64, so it doubles as the validation reference. Outputs are f32, in the layout of the
 //! first input (scores and weights are always `[batch, heads, nq, nk]` row-major).
 
-mod attention;
-mod similarity;
-mod softmax;
+pub(crate) mod attention;
+pub(crate) mod similarity;
+pub(crate) mod softmax;
 
 pub use attention::{attention, attention_unfused, weighted_sum};
 pub use similarity::similarity;

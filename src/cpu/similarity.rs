@@ -6,13 +6,19 @@ use crate::error::Result;
 use crate::options::{check_qk, Similarity};
 use crate::shape::{check_finite, Element, HostTensor};
 
+/// Host-side checks of a similarity call.
+pub(crate) fn check_host<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>) -> Result<crate::options::Dims> {
+    let dims = check_qk(&q.shape, &k.shape)?;
+    check_finite("q", q.data)?;
+    check_finite("k", k.data)?;
+    Ok(dims)
+}
+
 /// Scores `S[b, h, i, j] = metric(q[b, h, i], k[b, h / group, j])`, returned `[batch, heads, nq, nk]`.
 ///
 /// Cosine of a zero vector is 0.
 pub fn similarity<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>, metric: Similarity) -> Result<Vec<f32>> {
-    let dims = check_qk(&q.shape, &k.shape)?;
-    check_finite("q", q.data)?;
-    check_finite("k", k.data)?;
+    let dims = check_host(q, k)?;
     let scale = metric.scale(dims.d) as f64;
     let cosine = matches!(metric, Similarity::Cosine);
     let mut out = vec![0.0f32; dims.batch * dims.heads * dims.nq * dims.nk];

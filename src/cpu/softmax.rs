@@ -7,10 +7,8 @@ use crate::error::Result;
 use crate::options::{check_key_lengths, check_mask_shape, check_scalar, SoftmaxOptions};
 use crate::shape::{check_finite, Element, HostMask, HostTensor};
 
-/// Softmax over the last dimension of `x` (`[batch, heads, rows, cols]`), after dividing by the
-/// temperature and adding the mask. Masked columns give 0; a fully masked row gives zeros.
-/// Output in `x`'s layout.
-pub fn softmax<T: Element>(x: &HostTensor<T>, mask: Option<&HostMask>, opts: &SoftmaxOptions) -> Result<Vec<f32>> {
+/// Host-side checks of a softmax call.
+pub(crate) fn check_host<T: Element>(x: &HostTensor<T>, mask: Option<&HostMask>, opts: &SoftmaxOptions) -> Result<()> {
     let s = x.shape;
     s.check_nonempty("x")?;
     check_finite("x", x.data)?;
@@ -18,7 +16,15 @@ pub fn softmax<T: Element>(x: &HostTensor<T>, mask: Option<&HostMask>, opts: &So
     if let Some(m) = mask {
         check_mask_shape(m.shape, s.batch, s.heads, s.seq, s.dim)?;
     }
-    check_key_lengths(opts.key_lengths, s.batch, s.dim)?;
+    check_key_lengths(opts.key_lengths, s.batch, s.dim)
+}
+
+/// Softmax over the last dimension of `x` (`[batch, heads, rows, cols]`), after dividing by the
+/// temperature and adding the mask. Masked columns give 0; a fully masked row gives zeros.
+/// Output in `x`'s layout.
+pub fn softmax<T: Element>(x: &HostTensor<T>, mask: Option<&HostMask>, opts: &SoftmaxOptions) -> Result<Vec<f32>> {
+    check_host(x, mask, opts)?;
+    let s = x.shape;
     let rm = RowMask { mask, causal: opts.causal, key_lengths: opts.key_lengths, nq: s.seq, nk: s.dim };
     let inv_t = 1.0 / opts.temperature as f64;
     let mut out = vec![0.0f32; s.numel()];

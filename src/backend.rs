@@ -10,7 +10,7 @@ use crate::{cpu, Tensor};
 
 /// Where the one-shot helpers run: a GPU [`Context`] or the CPU path.
 ///
-/// ```no_run
+/// ```
 /// # use wgpu_attention::*;
 /// # fn main() -> Result<()> {
 /// let backend = Backend::auto(); // GPU if any adapter exists, else CPU (said once on stderr)

@@ -54,7 +54,7 @@ pub use backend::Backend;
 pub use context::{list_adapters, Context, ContextInfo, ContextOptions};
 pub use error::{Error, Result};
 pub use options::{AttentionOptions, Similarity, SoftmaxOptions};
-pub use pipeline::{all_variants, variant_source, Family};
+pub use pipeline::{all_variants, variant_source, Family, Variant};
 pub use shape::{DType, Element, HostMask, HostMaskValues, HostTensor, Layout, MaskKind, Shape, Strides, MAX_HEAD_DIM};
 pub use tensor::{Mask, Tensor};
 
@@ -62,3 +62,8 @@ pub use tensor::{Mask, Tensor};
 pub use wgpu;
 /// Re-export of `half` (for `f16`).
 pub use half;
+
+/// The README's code blocks, compiled as doctests so the API tour stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

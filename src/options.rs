@@ -100,7 +100,7 @@ pub(crate) fn check_qk(q: &Shape, k: &Shape) -> Result<Dims> {
     if k.dim != q.dim {
         return Err(Error::ShapeMismatch { argument: "k", other: "q", dim: "dim", got: k.dim, expected: q.dim });
     }
-    if q.heads % k.heads != 0 {
+    if !q.heads.is_multiple_of(k.heads) {
         return Err(Error::HeadsNotDivisible { argument: "k", q_heads: q.heads, kv_heads: k.heads });
     }
     Ok(Dims { batch: q.batch, heads: q.heads, kv_heads: k.heads, nq: q.seq, nk: k.seq, d: q.dim })

@@ -91,9 +91,12 @@ pub fn variant_source(family: Family, dtype: DType, consts: &[(&str, u32)]) -> S
     s
 }
 
+/// One kernel variant: family, storage dtype, header constants.
+pub type Variant = (Family, DType, Vec<(&'static str, u32)>);
+
 /// Every variant the crate can build: `(family, dtype, header constants)`. The shader tests
 /// validate and translate each one.
-pub fn all_variants() -> Vec<(Family, DType, Vec<(&'static str, u32)>)> {
+pub fn all_variants() -> Vec<Variant> {
     let mut v = vec![];
     for dtype in [DType::F32, DType::F16] {
         for cosine in [0, 1] {

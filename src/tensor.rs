@@ -232,7 +232,7 @@ impl Context {
     pub(crate) fn create_init(&self, bytes: &[u8], argument: &'static str) -> Result<wgpu::Buffer> {
         let mut owned;
         let mut contents = bytes;
-        if bytes.len() % 4 != 0 || bytes.is_empty() {
+        if !bytes.len().is_multiple_of(4) || bytes.is_empty() {
             owned = bytes.to_vec();
             owned.resize(padded(bytes.len() as u64) as usize, 0);
             contents = &owned;

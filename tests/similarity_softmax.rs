@@ -109,7 +109,9 @@ fn ref_softmax(x: &[f32], s: Shape, layout: Layout, temp: f64, mask: &RefMask) -
 #[test]
 fn softmax_options_masks_and_shapes() {
     let ctx = shared_gpu();
-    let cases: Vec<(Shape, f32, bool, Option<Vec<u32>>, Option<[usize; 4]>, bool, f32)> = vec![
+    // (shape, temperature, causal, key lengths, mask shape, additive mask, input amplitude)
+    type SoftmaxCase = (Shape, f32, bool, Option<Vec<u32>>, Option<[usize; 4]>, bool, f32);
+    let cases: Vec<SoftmaxCase> = vec![
         (Shape::new(1, 1, 1, 1), 1.0, false, None, None, false, 1.0),
         (Shape::new(2, 3, 7, 300), 0.5, false, None, None, false, 3.0),
         (Shape::new(1, 2, 5, 4097), 2.0, false, None, None, false, 1.0),

@@ -122,7 +122,7 @@ pub fn weighted_sum<T: Element>(p: &HostTensor<f32>, v: &HostTensor<T>) -> Resul
             return Err(Error::ShapeMismatch { argument: "v", other: "weights", dim, got, expected });
         }
     }
-    if ps.heads % vs.heads != 0 {
+    if !ps.heads.is_multiple_of(vs.heads) {
         return Err(Error::HeadsNotDivisible { argument: "v", q_heads: ps.heads, kv_heads: vs.heads });
     }
     let group = ps.heads / vs.heads;

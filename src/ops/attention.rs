@@ -263,7 +263,7 @@ impl Context {
                 return Err(Error::ShapeMismatch { argument: "v", other: "weights", dim, got, expected });
             }
         }
-        if w.heads % vs.heads != 0 {
+        if !w.heads.is_multiple_of(vs.heads) {
             return Err(Error::HeadsNotDivisible { argument: "v", q_heads: w.heads, kv_heads: vs.heads });
         }
         check_dtype(self, "weights", weights, Some(DType::F32))?;

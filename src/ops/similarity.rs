@@ -13,7 +13,7 @@ impl Context {
     /// Scores `S[b, h, i, j] = metric(q[b, h, i], k[b, h / group, j])` as a new f32 tensor
     /// `[batch, heads, nq, nk]` (BHSD). `k` may have fewer heads (a divisor of q's).
     ///
-    /// ```no_run
+    /// ```
     /// # use wgpu_attention::*;
     /// # fn main() -> Result<()> {
     /// let ctx = Context::new_blocking()?;

@@ -1,0 +1,136 @@
+//! Using the crate inside an application that already drives a GPU: its device, its buffers,
+//! its command encoder; a context shared across threads; async download.
+
+mod common;
+use common::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use wgpu::util::DeviceExt;
+use wgpu_attention::*;
+
+fn assert_send_sync<T: Send + Sync>() {}
+
+/// The application's own device (as an engine would create it).
+fn app_device() -> Option<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
+    shared_gpu()?;
+    pollster::block_on(async {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await.ok()?;
+        let (d, q) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                required_features: adapter.features() & wgpu::Features::SHADER_F16,
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        Some((d, q, adapter.get_info()))
+    })
+}
+
+#[test]
+fn callers_device_buffers_and_encoder() {
+    assert_send_sync::<Context>();
+    let Some((device, queue, info)) = app_device() else { return };
+    let ctx = Context::from_device_with_info(device.clone(), queue.clone(), &info);
+    assert_eq!(ctx.info().adapter, info.name);
+
+    // One application buffer holding q, k and v at offsets that are not 256-byte aligned.
+    let (qs, ks) = (Shape::new(2, 4, 33, 24), Shape::new(2, 2, 50, 24));
+    let (q, k, v) = (rand_vec(1, qs.numel(), 1.0), rand_vec(2, ks.numel(), 1.0), rand_vec(3, ks.numel(), 1.0));
+    let (oq, ok, ov) = (3usize, 3 + qs.numel() + 5, 3 + qs.numel() + 5 + ks.numel() + 7);
+    let mut packed = vec![0.0f32; ov + ks.numel() + 1];
+    packed[oq..oq + q.len()].copy_from_slice(&q);
+    packed[ok..ok + k.len()].copy_from_slice(&k);
+    packed[ov..ov + v.len()].copy_from_slice(&v);
+    let app_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("app qkv"),
+        contents: bytemuck::cast_slice(&packed),
+        usage: wgpu::BufferUsages::STORAGE,
+    });
+    let out_buf = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("app out"),
+        size: ((qs.numel() + 11) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let tq = Tensor::from_buffer(app_buf.clone(), oq as u64, qs, Layout::Bhsd, DType::F32).unwrap();
+    let tk = Tensor::from_buffer(app_buf.clone(), ok as u64, ks, Layout::Bhsd, DType::F32).unwrap();
+    let tv = Tensor::from_buffer(app_buf.clone(), ov as u64, ks, Layout::Bhsd, DType::F32).unwrap();
+    let tout = Tensor::from_buffer(out_buf.clone(), 11, qs, Layout::Bhsd, DType::F32).unwrap();
+    let opts = AttentionOptions { causal: true, ..Default::default() };
+
+    // Record into the application's encoder; the application submits and reads back itself.
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: out_buf.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = device.create_command_encoder(&Default::default());
+    ctx.encode_attention(&mut enc, &tq, &tk, &tv, None, &opts, &tout, None).unwrap();
+    enc.copy_buffer_to_buffer(&out_buf, 0, &staging, 0, out_buf.size());
+    queue.submit([enc.finish()]);
+    staging.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
+    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    let got: Vec<f32> = bytemuck::cast_slice(&staging.get_mapped_range(..).unwrap())[11..11 + qs.numel()].to_vec();
+
+    let hq = HostTensor::new(&q, qs).unwrap();
+    let (hk, hv) = (HostTensor::new(&k, ks).unwrap(), HostTensor::new(&v, ks).unwrap());
+    let (want, _) = cpu::attention(&hq, &hk, &hv, None, &opts).unwrap();
+    assert_close("caller buffers", &got, &to_f64(&want), 1e-5);
+    // the crate's own download works on caller tensors with COPY_SRC, too
+    assert_close("download", &tout.download_blocking(&ctx).unwrap(), &to_f64(&want), 1e-5);
+}
+
+#[test]
+fn context_shared_across_threads() {
+    let Some(ctx) = shared_gpu() else { return };
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let ctx = ctx.clone();
+            std::thread::spawn(move || {
+                let s = Shape::new(1, 2, 20 + i, 16 + 16 * i);
+                let x = rand_vec(i as u64, s.numel(), 1.0);
+                let h = HostTensor::new(&x, s).unwrap();
+                let got = Backend::Gpu(ctx).attention(&h, &h, &h, None, &AttentionOptions::default()).unwrap();
+                let (want, _) = cpu::attention(&h, &h, &h, None, &AttentionOptions::default()).unwrap();
+                assert_close(&format!("thread {i}"), &got, &to_f64(&want), 1e-5);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn async_download_resolves_when_the_device_is_polled() {
+    let Some(ctx) = shared_gpu() else { return };
+    let s = Shape::new(1, 1, 8, 8);
+    let x = rand_vec(3, s.numel(), 1.0);
+    let t = ctx.upload(&x, s).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (ctx, done) = (ctx.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let _ = ctx.device().poll(wgpu::PollType::Poll);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    let got = futures::executor::block_on(t.download(&ctx)).unwrap();
+    done.store(true, Ordering::Relaxed);
+    poller.join().unwrap();
+    assert_eq!(got, x);
+}
+
+#[test]
+fn auto_backend_uses_the_gpu_here() {
+    let Some(_) = shared_gpu() else { return };
+    match Backend::auto() {
+        Backend::Gpu(ctx) => assert!(!ctx.info().adapter.is_empty()),
+        Backend::Cpu => panic!("an adapter exists but Backend::auto chose the CPU"),
+    }
+}

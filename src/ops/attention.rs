@@ -219,8 +219,9 @@ impl Context {
         Ok((out, weights))
     }
 
-    /// Records unfused attention into `encoder`; `weights` (f32 `[batch, heads, nq, nk]`) holds
-    /// the scores, then the softmax weights, in place.
+    /// Records unfused attention into `encoder`: `weights` (f32 `[batch, heads, nq, nk]`)
+    /// receives the softmax weights and `out` the output. The raw scores go to a temporary
+    /// buffer of the same size, allocated here.
     #[allow(clippy::too_many_arguments)]
     pub fn encode_attention_unfused(
         &self,

@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     pub placeholder_read: wgpu::Buffer,
     /// Bound in place of an absent output (lse).
     pub placeholder_write: wgpu::Buffer,
+    /// The active kernel-time measurement, if any.
+    pub timing: std::sync::Mutex<Option<crate::timing::Session>>,
 }
 
 /// A GPU device and queue with this crate's compiled pipelines.
@@ -232,7 +234,18 @@ impl Context {
         };
         let placeholder_read = placeholder("wgpu-attention placeholder (read)");
         let placeholder_write = placeholder("wgpu-attention placeholder (write)");
-        Context { inner: Arc::new(Inner { device, queue, info, limits, cache, placeholder_read, placeholder_write }) }
+        Context {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                limits,
+                cache,
+                placeholder_read,
+                placeholder_write,
+                timing: Default::default(),
+            }),
+        }
     }
 
     /// Adapter, backend, driver and features in use.
@@ -275,9 +288,9 @@ impl Context {
         })
     }
 
-    /// Records with `f` into a fresh encoder and submits it. For tests of the error paths.
-    #[doc(hidden)]
-    pub fn submit_for_test(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
+    /// Records work with `f` into a fresh encoder and submits it, without waiting. wgpu
+    /// validation errors of the submission come back as `Err(Error::Gpu)`.
+    pub fn record_and_submit(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
         self.submit(f)
     }
 

@@ -295,9 +295,14 @@ impl Launch<'_> {
                     entries: &entries,
                 });
                 let (x, y, z) = grid_3d(ctx, (self.workgroups)(ch.nbh, ch.nr))?;
+                let stamps = crate::timing::next_pass(&ctx.inner.timing);
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(self.family.entry()),
-                    timestamp_writes: None,
+                    timestamp_writes: stamps.as_ref().map(|(qs, i)| wgpu::ComputePassTimestampWrites {
+                        query_set: qs,
+                        beginning_of_pass_write_index: Some(*i),
+                        end_of_pass_write_index: Some(*i + 1),
+                    }),
                 });
                 pass.set_pipeline(&pipeline);
                 pass.set_bind_group(0, &bg, &[]);

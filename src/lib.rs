@@ -49,6 +49,7 @@ mod options;
 mod pipeline;
 mod shape;
 mod tensor;
+mod timing;
 
 pub use backend::Backend;
 pub use context::{list_adapters, Context, ContextInfo, ContextOptions};

@@ -168,7 +168,7 @@ fn wgpu_validation_errors_become_err() {
     let Some(ctx) = shared_gpu() else { return };
     let s = Shape::new(1, 1, 8, 16);
     let q = ctx.upload(&t(s.numel()), s).unwrap();
-    let e = ctx.submit_for_test(|enc| ctx.encode_attention(enc, &q, &q, &q, None, &AttentionOptions::default(), &q, None));
+    let e = ctx.record_and_submit(|enc| ctx.encode_attention(enc, &q, &q, &q, None, &AttentionOptions::default(), &q, None));
     assert!(matches!(e, Err(Error::Gpu(_))), "{e:?}");
     // the context stays usable afterwards
     let out = ctx.attention(&q, &q, &q, None, &AttentionOptions::default()).unwrap();

@@ -134,3 +134,25 @@ fn auto_backend_uses_the_gpu_here() {
         Backend::Cpu => panic!("an adapter exists but Backend::auto chose the CPU"),
     }
 }
+
+#[test]
+fn kernel_time_from_timestamp_queries() {
+    let Some(ctx) = shared_gpu() else { return };
+    assert!(ctx.info().features.contains(wgpu::Features::TIMESTAMP_QUERY), "lavapipe has TIMESTAMP_QUERY");
+    let s = Shape::new(1, 4, 256, 64);
+    let x = ctx.upload(&rand_vec(8, s.numel(), 1.0), s).unwrap();
+    let out = ctx.zeros(s, Layout::Bhsd, DType::F32).unwrap();
+    let w = ctx.zeros(Shape::new(1, 4, 256, 256), Layout::Bhsd, DType::F32).unwrap();
+    let o = AttentionOptions::default();
+    ctx.attention(&x, &x, &x, None, &o).unwrap(); // compile outside the measurement
+    let t0 = std::time::Instant::now();
+    let fused = ctx.time_gpu(|enc| ctx.encode_attention(enc, &x, &x, &x, None, &o, &out, None)).unwrap().unwrap();
+    let wall = t0.elapsed().as_secs_f64();
+    assert!(fused > 0.0 && fused <= wall, "kernel {fused} s, wall {wall} s");
+    // three kernels (similarity, softmax, weighted sum) are summed
+    ctx.attention_unfused(&x, &x, &x, None, &o).unwrap();
+    let unfused = ctx.time_gpu(|enc| ctx.encode_attention_unfused(enc, &x, &x, &x, None, &o, &out, &w)).unwrap().unwrap();
+    assert!(unfused > 0.0);
+    // an empty measurement is zero
+    assert_eq!(ctx.time_gpu(|_| Ok(())).unwrap(), Some(0.0));
+}

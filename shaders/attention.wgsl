@@ -1,9 +1,13 @@
 // Fused attention O = softmax(scale * Q Kᵀ + mask) V, never storing the nq x nk scores.
 // Header constants: BR (query rows per workgroup), DP (head dim padded: 32/64/128/256),
 // KC (head-dim chunk for K tiles), TPR (threads per query row = 256 / BR),
-// NJ = DP / TPR (output columns per thread), NS = BC / TPR (scores per thread per key tile).
+// NJ = DP / TPR (output columns per thread), NS = BC / TPR (scores per thread per key tile),
+// SPLIT (1: split-K; each workgroup takes P.split_len keys and writes partial results).
 // Bindings: 1 q, 2 mask, 3 key lengths, 4 k, 5 v, 6 out, 7 lse (f32).
 // Views: v0 q, v1 k, v2 v (key/value head h / group), v3 mask, v4 out, v5 lse (row length 1).
+// With SPLIT = 1, binding 7 holds partials instead: row (split * nq + i) of v5 is the raw
+// accumulator (d values), the running max m (base 2) and the sum l; attention_merge.wgsl
+// combines them.
 //
 // Each workgroup owns BR query rows (Q pre-scaled by scale*log2(e) and held in workgroup
 // memory) and walks key tiles of BC keys: S = Q Kᵀ through K chunks of KC dims; masking;
@@ -39,12 +43,18 @@ fn attention(
     @builtin(local_invocation_index) t: u32,
 ) {
     let row_blocks = (P.nr + BR - 1u) / BR;
+    var nsplit = 1u;
+    if (SPLIT == 1u) {
+        nsplit = (P.nk + P.split_len - 1u) / P.split_len;
+    }
     let wg = linear_wg(wid, nwg);
-    if (wg >= P.nbh * row_blocks) {
+    if (wg >= P.nbh * row_blocks * nsplit) {
         return;
     }
-    let bh = P.bh0 + wg / row_blocks;
-    let row_first = P.r0 + (wg % row_blocks) * BR;
+    let split = wg % nsplit;
+    let rest = wg / nsplit;
+    let bh = P.bh0 + rest / row_blocks;
+    let row_first = P.r0 + (rest % row_blocks) * BR;
     let row_end = min(P.r0 + P.nr, row_first + BR);
     let b = bh / P.heads;
     let h = bh % P.heads;
@@ -64,9 +74,17 @@ fn attention(
         }
         Qs[e] = x;
     }
+    var k_begin = 0u;
+    if (SPLIT == 1u) {
+        k_begin = split * P.split_len;
+    }
     if (t == 0u) {
-        // keys past this are masked for every row of the block
-        wkend = key_limit(b, row_end - 1u);
+        // keys past this are masked for every row of the block (or belong to the next split)
+        var ke = key_limit(b, row_end - 1u);
+        if (SPLIT == 1u) {
+            ke = min(ke, k_begin + P.split_len);
+        }
+        wkend = ke;
     }
     let kend = workgroupUniformLoad(&wkend);
     let row_lim = key_limit(b, row);
@@ -75,9 +93,12 @@ fn attention(
     var l = 0.0;
     var acc: array<f32, NJ>;
     var s: array<f32, NS>;
-    let ntiles = (kend + BC - 1u) / BC;
+    var ntiles = 0u;
+    if (kend > k_begin) {
+        ntiles = (kend - k_begin + BC - 1u) / BC;
+    }
     for (var kt = 0u; kt < ntiles; kt++) {
-        let k0 = kt * BC;
+        let k0 = k_begin + kt * BC;
         for (var u = 0u; u < NS; u++) {
             s[u] = 0.0;
         }
@@ -107,7 +128,7 @@ fn attention(
         var pm = NEG;
         for (var u = 0u; u < NS; u++) {
             let j = k0 + c + u * TPR;
-            if (row_ok && j < row_lim) {
+            if (row_ok && j < row_lim && j < kend) {
                 let add = mask_term(b, h, row, j);
                 if (add != NEG) {
                     s[u] += add * LOG2E;
@@ -165,7 +186,19 @@ fn attention(
     for (var q = 0u; q < TPR; q++) {
         lsum += red[r * TPR + q];
     }
-    if (row_ok) {
+    if (row_ok && SPLIT == 1u) {
+        let pb = vidx(P.v5, b, h, split * P.nq + row);
+        for (var j = 0u; j < NJ; j++) {
+            let dd = c + j * TPR;
+            if (dd < P.d) {
+                LSE[pb + dd] = acc[j];
+            }
+        }
+        if (c == 0u) {
+            LSE[pb + P.d] = m;
+            LSE[pb + P.d + 1u] = lsum;
+        }
+    } else if (row_ok) {
         let inv = select(0.0, 1.0 / lsum, lsum > 0.0);
         let ob = vidx(P.v4, b, h, row);
         for (var j = 0u; j < NJ; j++) {

@@ -13,8 +13,9 @@ struct Params {
     bh0: u32, nbh: u32, r0: u32, nr: u32,
     // problem: query heads, query heads per key/value head, query rows, key count
     heads: u32, group: u32, nq: u32, nk: u32,
-    // head dim (or reduction length), F_* flags, score scale (or 1/temperature), spare
-    d: u32, flags: u32, scale: f32, aux: f32,
+    // head dim (or reduction length), F_* flags, score scale (or 1/temperature),
+    // keys per split (split-K attention and its merge: the number of splits)
+    d: u32, flags: u32, scale: f32, split_len: u32,
     v0: View, v1: View, v2: View, v3: View, v4: View, v5: View,
 }
 

@@ -47,7 +47,8 @@ pub(crate) struct Params {
     pub d: u32,
     pub flags: u32,
     pub scale: f32,
-    pub aux: f32,
+    /// Split-K attention: keys per split; its merge: the number of splits.
+    pub split_len: u32,
     pub views: [ViewParams; 6],
 }
 

@@ -23,6 +23,8 @@ pub enum Family {
     WeightedSum,
     /// `shaders/attention.wgsl`: fused attention with online softmax.
     Attention,
+    /// `shaders/attention_merge.wgsl`: combines split-K attention partials.
+    AttentionMerge,
 }
 
 /// How a binding is declared.
@@ -35,7 +37,7 @@ enum Slot {
 
 impl Family {
     /// Every family, for validation.
-    pub const ALL: [Family; 4] = [Family::Similarity, Family::Softmax, Family::WeightedSum, Family::Attention];
+    pub const ALL: [Family; 5] = [Family::Similarity, Family::Softmax, Family::WeightedSum, Family::Attention, Family::AttentionMerge];
 
     /// The WGSL body of this family.
     pub fn source(&self) -> &'static str {
@@ -44,6 +46,7 @@ impl Family {
             Family::Softmax => include_str!("../shaders/softmax.wgsl"),
             Family::WeightedSum => include_str!("../shaders/weighted_sum.wgsl"),
             Family::Attention => include_str!("../shaders/attention.wgsl"),
+            Family::AttentionMerge => include_str!("../shaders/attention_merge.wgsl"),
         }
     }
 
@@ -54,6 +57,7 @@ impl Family {
             Family::Softmax => "softmax",
             Family::WeightedSum => "weighted_sum",
             Family::Attention => "attention",
+            Family::AttentionMerge => "attention_merge",
         }
     }
 
@@ -69,6 +73,8 @@ impl Family {
             Family::WeightedSum => &[Uniform, Read, Read, Write],
             // params, q, mask, key_lengths, k, v, out, lse
             Family::Attention => &[Uniform, Read, Read, Read, Read, Read, Write, Write],
+            // params, partials, out, lse
+            Family::AttentionMerge => &[Uniform, Read, Write, Write],
         }
     }
 }
@@ -105,8 +111,11 @@ pub fn all_variants() -> Vec<Variant> {
         v.push((Family::Softmax, dtype, vec![]));
         v.push((Family::WeightedSum, dtype, vec![]));
         for tile in crate::ops::AttentionTile::all() {
-            v.push((Family::Attention, dtype, tile.consts()));
+            for split in [false, true] {
+                v.push((Family::Attention, dtype, tile.consts(split)));
+            }
         }
+        v.push((Family::AttentionMerge, dtype, vec![]));
     }
     v
 }

@@ -159,3 +159,29 @@ fn f16_storage_with_f32_statistics() {
         assert_close("f16 unfused", &o.download_blocking(&ctx).unwrap(), &want, 1e-3);
     }
 }
+
+#[test]
+fn split_k_decode_with_every_option() {
+    // Few queries against many keys take the split-K path (partials merged by log-sum-exp).
+    let ctx = shared_gpu();
+    for (nq, nk, d) in [(1, 1024, 64), (1, 4099, 128), (3, 2500, 40), (16, 1500, 256), (7, 1030, 1)] {
+        check_case(ctx.as_ref(), &Case::new(1, 2, 1, nq, nk, d));
+    }
+    let mut c = Case::new(3, 4, 2, 2, 3000, 64);
+    c.causal = true;
+    c.key_lengths = Some(vec![3000, 0, 700]);
+    check_case(ctx.as_ref(), &c);
+    let mut c = Case::new(2, 2, 2, 4, 2048, 32);
+    c.bool_mask = Some([2, 1, 4, 2048]);
+    c.layout = Layout::Bshd;
+    check_case(ctx.as_ref(), &c);
+    let mut c = Case::new(1, 2, 2, 5, 1500, 48);
+    c.add_mask = Some([1, 2, 5, 1500]);
+    c.scale = Some(0.5);
+    check_case(ctx.as_ref(), &c);
+    // every key of row 0 masked through key length 0 in one batch, causal with nq > visible keys
+    let mut c = Case::new(2, 1, 1, 9, 1024, 16);
+    c.key_lengths = Some(vec![0, 5]);
+    c.causal = true;
+    check_case(ctx.as_ref(), &c);
+}

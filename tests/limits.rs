@@ -80,3 +80,12 @@ fn more_than_65535_workgroups_on_default_limits() {
     let want = cpu::softmax(&HostTensor::new(&x, s).unwrap(), None, &SoftmaxOptions::default()).unwrap();
     assert_close("70k rows", &y, &to_f64(&want), 1e-5);
 }
+
+#[test]
+fn split_k_under_lowered_limits() {
+    let Some(ctx) = small_device() else { return };
+    let mut c = Case::new(2, 4, 2, 3, 1500, 8); // one key head: 1500*8*4 = 48 KB
+    c.causal = true;
+    c.key_lengths = Some(vec![1500, 999]);
+    check_case(Some(&ctx), &c);
+}

@@ -31,16 +31,23 @@ impl AttentionTile {
         4 * (self.br * self.dp + BC * (KC + 1) + VK * self.dp + self.br * BC + WG + 1)
     }
 
-    /// The largest tile for head dim `d` that fits `max_bytes` of workgroup memory.
-    pub fn choose(d: usize, max_bytes: u32, max_invocations: u32) -> Result<Self> {
+    /// The tile for head dim `d` and `nq` queries: the smallest row count that covers `nq`
+    /// (few queries waste less work on empty rows), else the largest that fits `max_bytes` of
+    /// workgroup memory.
+    pub fn choose(d: usize, nq: usize, max_bytes: u32, max_invocations: u32) -> Result<Self> {
         if max_invocations < WG {
             return Err(Error::Unsupported(format!(
                 "fused attention needs {WG} invocations per workgroup, the device allows {max_invocations}"
             )));
         }
         let dp = [32u32, 64, 128, 256].into_iter().find(|&p| p as usize >= d).unwrap_or(256);
-        Self::candidates(dp)
-            .find(|t| t.workgroup_bytes() <= max_bytes)
+        let fitting: Vec<AttentionTile> = Self::candidates(dp).filter(|t| t.workgroup_bytes() <= max_bytes).collect();
+        fitting
+            .iter()
+            .rev()
+            .find(|t| t.br as usize >= nq)
+            .or(fitting.first())
+            .copied()
             .ok_or_else(|| {
                 Error::Unsupported(format!(
                     "head dim {d} needs {} bytes of workgroup memory, the device allows {max_bytes}",
@@ -64,10 +71,33 @@ impl AttentionTile {
         [32u32, 64, 128, 256].into_iter().flat_map(Self::candidates)
     }
 
-    pub(crate) fn consts(&self) -> Vec<(&'static str, u32)> {
+    pub(crate) fn consts(&self, split: bool) -> Vec<(&'static str, u32)> {
         let tpr = WG / self.br;
-        vec![("BR", self.br), ("DP", self.dp), ("KC", KC), ("TPR", tpr), ("NJ", self.dp / tpr), ("NS", BC / tpr)]
+        vec![
+            ("BR", self.br),
+            ("DP", self.dp),
+            ("KC", KC),
+            ("TPR", tpr),
+            ("NJ", self.dp / tpr),
+            ("NS", BC / tpr),
+            ("SPLIT", split as u32),
+        ]
     }
+}
+
+/// Keys per split for split-K attention, or `None` to run unsplit: used when there are few
+/// query blocks and many keys, so that at least ~256 workgroups share the keys, each taking
+/// at least 256 keys (at most 64 splits).
+fn split_len(slices: usize, row_blocks: usize, nk: usize) -> Option<usize> {
+    let blocks = slices * row_blocks;
+    if blocks >= 256 || nk < 1024 {
+        return None;
+    }
+    let splits = 256usize.div_ceil(blocks).min(nk / 256).min(64);
+    if splits < 2 {
+        return None;
+    }
+    Some(nk.div_ceil(splits).div_ceil(BC as usize) * BC as usize)
 }
 
 /// Checks shared by fused and unfused attention; returns dims and flags.
@@ -164,18 +194,30 @@ impl Context {
             fl |= flags::LSE;
         }
         let lim = self.limits();
-        let tile = AttentionTile::choose(dims.d, lim.max_compute_workgroup_storage_size, lim.max_compute_invocations_per_workgroup)?;
+        let tile = AttentionTile::choose(dims.d, dims.nq, lim.max_compute_workgroup_storage_size, lim.max_compute_invocations_per_workgroup)?;
         let kl = key_lengths_buffer(self, opts.key_lengths)?;
         let br = tile.br as usize;
-        let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(br)) as u64;
-        let lse_arg = match lse {
-            Some(l) => Arg::tensor("lse", l, 1, Rows::Query, 5, 7),
-            None => Arg::whole("lse", &self.inner.placeholder_write, 7),
+        let slices = dims.batch * dims.heads;
+        let split = split_len(slices, dims.nq.div_ceil(br), dims.nk);
+        let nsplit = split.map_or(1, |s| dims.nk.div_ceil(s));
+        // split-K partials: per query row and split, the raw accumulator, max and sum
+        let partial = match split {
+            Some(_) => Some(self.zeros(Shape::new(dims.batch, dims.heads, nsplit * dims.nq, dims.d + 2), Layout::Bhsd, DType::F32)?),
+            None => None,
+        };
+        let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(br) * nsplit) as u64;
+        let (out_arg, lse_arg) = match (&partial, lse) {
+            (Some(p), _) => (
+                Arg::whole("out", &self.inner.placeholder_write, 6),
+                Arg::tensor("partials", p, 1, Rows::All(nsplit * dims.nq), 5, 7),
+            ),
+            (None, Some(l)) => (Arg::tensor("out", out, 1, Rows::Query, 4, 6), Arg::tensor("lse", l, 1, Rows::Query, 5, 7)),
+            (None, None) => (Arg::tensor("out", out, 1, Rows::Query, 4, 6), Arg::whole("lse", &self.inner.placeholder_write, 7)),
         };
         Launch {
             family: Family::Attention,
             dtype: q.dtype,
-            consts: tile.consts(),
+            consts: tile.consts(split.is_some()),
             grid: Grid { bh: dims.batch * dims.heads, heads: dims.heads, nq: dims.nq, row_tile: br },
             args: vec![
                 Arg::tensor("q", q, 1, Rows::Query, 0, 1),
@@ -183,7 +225,7 @@ impl Context {
                 Arg::whole("key_lengths", kl.as_ref().unwrap_or(&self.inner.placeholder_read), 3),
                 Arg::tensor("k", k, dims.group(), Rows::All(dims.nk), 1, 4),
                 Arg::tensor("v", v, dims.group(), Rows::All(dims.nk), 2, 5),
-                Arg::tensor("out", out, 1, Rows::Query, 4, 6),
+                out_arg,
                 lse_arg,
             ],
             params: Params {
@@ -194,9 +236,38 @@ impl Context {
                 d: dims.d as u32,
                 flags: fl,
                 scale: opts.scale_for(dims.d),
+                split_len: split.unwrap_or(0) as u32,
                 ..Default::default()
             },
             workgroups: &workgroups,
+        }
+        .record(self, encoder)?;
+        let Some(partial) = partial else { return Ok(()) };
+        let merge_groups = |nbh: usize, nr: usize| (nbh * nr) as u64;
+        Launch {
+            family: Family::AttentionMerge,
+            dtype: q.dtype,
+            consts: vec![],
+            grid: Grid { bh: slices, heads: dims.heads, nq: dims.nq, row_tile: 1 },
+            args: vec![
+                Arg::tensor("partials", &partial, 1, Rows::All(nsplit * dims.nq), 0, 1),
+                Arg::tensor("out", out, 1, Rows::Query, 1, 2),
+                match lse {
+                    Some(l) => Arg::tensor("lse", l, 1, Rows::Query, 2, 3),
+                    None => Arg::whole("lse", &self.inner.placeholder_write, 3),
+                },
+            ],
+            params: Params {
+                heads: dims.heads as u32,
+                group: 1,
+                nq: dims.nq as u32,
+                nk: dims.nk as u32,
+                d: dims.d as u32,
+                flags: fl & flags::LSE,
+                split_len: nsplit as u32,
+                ..Default::default()
+            },
+            workgroups: &merge_groups,
         }
         .record(self, encoder)
     }

@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""PyTorch on the same shapes and dtypes as an attn-bench run, JSON out in attn-bench's schema.
+
+    python3 benches/torch_reference.py --cases ours.json --json torch.json [--device cuda|cpu]
+        [--threads N] [--runs 10] [--warmup 2]
+
+--cases takes an `attn-bench --json` file: every distinct case in its results is run here.
+Per case and operation:
+  attention          scaled_dot_product_attention with each backend that applies
+                     (flash, efficient, cudnn, math; on CPU: flash and math), impl "torch-<backend>"
+  attention_unfused  matmul, softmax, matmul ("torch-matmul")
+  similarity         matmul times 1/sqrt(d) ("torch-matmul"); cosine: normalize + matmul
+  softmax            torch.softmax over the last dim
+Times: CUDA events around each run (kernel_ms) and host wall time with synchronisation
+(wall_ms); on CPU, wall time only. FLOPs: 4*BH*Nq*Nk*D for attention (halved when causal),
+2*BH*Nq*Nk*D for similarity. rel_err: first batch*head slice against float64 math.
+Causal with Nq != Nk uses the bottom-right aligned mask, as attn-bench does.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+try:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+except ImportError:  # very old torch
+    SDPBackend = None
+
+
+def stats(ms):
+    if not ms:
+        return None
+    return {"median": statistics.median(ms), "min": min(ms), "max": max(ms)}
+
+
+def flops(c):
+    base = c["bh"] * c["nq"] * c["nk"] * c["d"]
+    if c["op"] in ("attention", "attention_unfused"):
+        return 4.0 * base * (0.5 if c["causal"] else 1.0)
+    if c["op"] in ("similarity", "cosine"):
+        return 2.0 * base
+    return 0.0
+
+
+def nbytes(c):
+    e = 4.0 if c["dtype"] == "f32" else 2.0
+    bh, nq, nk, d = c["bh"], c["nq"], c["nk"], c["d"]
+    if c["op"] == "attention":
+        return e * (2 * bh * nq * d + 2 * bh * nk * d)
+    if c["op"] == "attention_unfused":
+        return e * (2 * bh * nq * d + 2 * bh * nk * d) + 4.0 * bh * nq * nk
+    if c["op"] in ("similarity", "cosine"):
+        return e * (bh * nq * d + bh * nk * d) + 4.0 * bh * nq * nk
+    return 2.0 * e * bh * nq * nk
+
+
+def causal_mask(nq, nk, device):
+    # bottom-right alignment: query i sees keys j <= i + nk - nq
+    i = torch.arange(nq, device=device).unsqueeze(1)
+    j = torch.arange(nk, device=device).unsqueeze(0)
+    return j <= i + (nk - nq)
+
+
+def make_inputs(c, device, dtype, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    bh, nq, nk, d = c["bh"], c["nq"], c["nk"], c["d"]
+    if c["op"] == "softmax":
+        x = torch.rand((1, bh, nq, nk), generator=g) * 2 - 1
+        return (x.to(device=device, dtype=dtype),)
+    q = torch.rand((1, bh, nq, d), generator=g) * 2 - 1
+    k = torch.rand((1, bh, nk, d), generator=g) * 2 - 1
+    v = torch.rand((1, bh, nk, d), generator=g) * 2 - 1
+    return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
+
+
+def implementations(c, device):
+    """(impl name, fn(inputs) -> output) for this case."""
+    op, causal, nq, nk, d = c["op"], c["causal"], c["nq"], c["nk"], c["d"]
+    scale = 1.0 / math.sqrt(d) if d else 1.0
+    out = []
+    if op == "attention":
+        mask = None
+        is_causal = False
+        if causal:
+            if nq == nk:
+                is_causal = True
+            else:
+                mask = causal_mask(nq, nk, device)
+        backends = []
+        if SDPBackend is not None:
+            names = ["FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH"] if device == "cuda" else ["FLASH_ATTENTION", "MATH"]
+            backends = [(n.split("_")[0].lower(), getattr(SDPBackend, n)) for n in names if hasattr(SDPBackend, n)]
+
+        for name, be in backends:
+            def run(inp, be=be):
+                q, k, v = inp
+                with sdpa_kernel(be):
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+            out.append(("torch-" + name, run))
+    elif op == "attention_unfused":
+        def run(inp):
+            q, k, v = inp
+            s = (q @ k.transpose(-1, -2)) * scale
+            if causal:
+                s = s.masked_fill(~causal_mask(nq, nk, q.device), float("-inf"))
+            return torch.softmax(s.float(), dim=-1).to(v.dtype) @ v
+        out.append(("torch-matmul", run))
+    elif op == "similarity":
+        out.append(("torch-matmul", lambda inp: (inp[0] @ inp[1].transpose(-1, -2)) * scale))
+    elif op == "cosine":
+        out.append(("torch-matmul", lambda inp: F.normalize(inp[0], dim=-1) @ F.normalize(inp[1], dim=-1).transpose(-1, -2)))
+    elif op == "softmax":
+        out.append(("torch-softmax", lambda inp: torch.softmax(inp[0], dim=-1)))
+    return out
+
+
+def reference64(c, inp, fn_name):
+    """First slice in float64 with the math definition."""
+    sl = tuple(t[:, :1].double() for t in inp)
+    op, d = c["op"], c["d"]
+    if op == "softmax":
+        return torch.softmax(sl[0], dim=-1)
+    q, k = sl[0], sl[1]
+    if op == "cosine":
+        return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
+    s = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+    if op == "similarity":
+        return s
+    if c["causal"]:
+        s = s.masked_fill(~causal_mask(c["nq"], c["nk"], s.device), float("-inf"))
+    return torch.softmax(s, dim=-1) @ sl[2]
+
+
+def time_case(fn, inp, device, warmup, runs):
+    for _ in range(warmup):
+        fn(inp)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    kernel, wall = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        if device == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            out = fn(inp)
+            b.record()
+            torch.cuda.synchronize()
+            kernel.append(a.elapsed_time(b))
+        else:
+            out = fn(inp)
+        wall.append((time.perf_counter() - t0) * 1e3)
+    return out, kernel, wall
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", required=True, help="an attn-bench --json file")
+    ap.add_argument("--json", required=True, help="output file")
+    ap.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--cpu-max-gflop", type=float, default=200.0, help="skip CPU cases above this")
+    a = ap.parse_args()
+
+    device = a.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    dev_name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+
+    with open(a.cases) as f:
+        ours = json.load(f)
+    seen, cases = set(), []
+    for r in ours["results"]:
+        key = (r["suite"], r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"])
+        if key not in seen:
+            seen.add(key)
+            cases.append({k: r[k] for k in ("suite", "op", "dtype", "bh", "nq", "nk", "d", "causal")})
+
+    results = []
+    for i, c in enumerate(cases):
+        dtype = torch.float32 if c["dtype"] == "f32" else torch.float16
+        print(f"[{i + 1}/{len(cases)}] {c['op']} {c['dtype']} {c['bh']}x{c['nq']}x{c['nk']}x{c['d']}"
+              f"{' causal' if c['causal'] else ''}", file=sys.stderr)
+        work = max(flops(c), nbytes(c)) / 1e9
+        try:
+            inp = make_inputs(c, device, dtype)
+        except Exception as e:  # out of memory, unsupported dtype
+            inp, err = None, f"{type(e).__name__}: {e}".splitlines()[0]
+        for name, fn in implementations(c, device):
+            rec = dict(c, impl=name, backend="gpu" if device == "cuda" else "cpu", device=dev_name, runs=0,
+                       kernel_ms=None, wall_ms=None, e2e_ms=None, tflops=None, gbps=None, rel_err=None,
+                       gpu_cpu_ratio=None, error=None)
+            if inp is None:
+                rec["error"] = err
+            elif device == "cpu" and work > a.cpu_max_gflop:
+                rec["error"] = f"skipped: {work:.0f} GFLOP is over --cpu-max-gflop {a.cpu_max_gflop}"
+            else:
+                try:
+                    out, kernel, wall = time_case(fn, inp, device, a.warmup, a.runs)
+                    rec["runs"] = a.runs
+                    rec["kernel_ms"], rec["wall_ms"] = stats(kernel), stats(wall)
+                    t = (rec["kernel_ms"] or rec["wall_ms"])["median"] / 1e3
+                    if t > 0:
+                        rec["tflops"] = flops(c) / t / 1e12 if flops(c) else None
+                        rec["gbps"] = nbytes(c) / t / 1e9
+                    want = reference64(c, inp, name).cpu()
+                    got = out[:, :1].double().cpu()
+                    num = torch.linalg.vector_norm(got - want).item()
+                    den = torch.linalg.vector_norm(want).item()
+                    rec["rel_err"] = num / den if den else num
+                    del out
+                except Exception as e:  # backend not applicable to this shape/dtype/device
+                    rec["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+            results.append(rec)
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        del inp
+
+    report = {
+        "tool": "torch_reference",
+        "torch_version": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join(sys.argv),
+        "host": {"os": platform.system().lower(), "arch": platform.machine(), "cpu_threads": torch.get_num_threads(),
+                 "cpu_model": platform.processor() or None},
+        "adapter": {"name": dev_name, "backend": "CUDA" if device == "cuda" else "CPU",
+                    "device_type": "DiscreteGpu" if device == "cuda" else "Cpu",
+                    "driver": torch.version.cuda if device == "cuda" else "", "features": []},
+        "flop_convention": ours.get("flop_convention", ""),
+        "results": results,
+    }
+    with open(a.json, "w") as f:
+        json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

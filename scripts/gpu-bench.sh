@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Our kernels and PyTorch on the same shapes, in one run, joined into one table.
+#
+#   scripts/gpu-bench.sh            GPU mode: suites prefill decode similarity softmax on the best
+#                                   adapter, against PyTorch on CUDA
+#   scripts/gpu-bench.sh --cpu      CPU mode: suite quick on our CPU path and the best adapter
+#                                   (lavapipe here), against PyTorch on the CPU at the same thread count
+#   scripts/gpu-bench.sh [--cpu] SUITE...   other suites
+#
+# Needs python3 with torch, and attn-bench: $ATTN_BENCH, else .devbin/attn-bench (the GPU machine
+# has no cargo), else target/release/attn-bench, else it is built with cargo. Writes ours.json,
+# ours.svg, torch.json and joined.txt under $OUT (default bench-out/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=gpu
+suites=()
+for a in "$@"; do
+  case "$a" in
+    --cpu) mode=cpu ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) suites+=("$a") ;;
+  esac
+done
+out=${OUT:-bench-out}
+mkdir -p "$out"
+bin=${ATTN_BENCH:-}
+if [ -z "$bin" ]; then
+  for b in .devbin/attn-bench target/release/attn-bench; do
+    if [ -x "$b" ]; then bin=$b; break; fi
+  done
+fi
+if [ -z "$bin" ]; then
+  cargo build --release --bin attn-bench
+  bin=target/release/attn-bench
+fi
+python3 -c 'import torch' 2>/dev/null || { echo "error: python3 cannot import torch (pip install torch)" >&2; exit 1; }
+threads=${RAYON_NUM_THREADS:-$(nproc)}
+
+if [ "$mode" = gpu ]; then
+  [ ${#suites[@]} -gt 0 ] || suites=(prefill decode similarity softmax)
+  backend=gpu
+  device=cuda
+else
+  [ ${#suites[@]} -gt 0 ] || suites=(quick)
+  backend=both
+  device=cpu
+fi
+suite_args=()
+for s in "${suites[@]}"; do suite_args+=(--suite "$s"); done
+
+echo "== attn-bench (${suites[*]}, backend $backend)" >&2
+"$bin" "${suite_args[@]}" --backend "$backend" --json "$out/ours.json" --plot "$out/ours.svg" | tee "$out/ours.txt"
+echo "== PyTorch ($device, $threads threads)" >&2
+python3 benches/torch_reference.py --cases "$out/ours.json" --json "$out/torch.json" --device "$device" --threads "$threads"
+echo "== joined" >&2
+python3 scripts/join_bench.py "$out/ours.json" "$out/torch.json" | tee "$out/joined.txt"

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Joins an attn-bench JSON and a torch_reference.py JSON into one table.
+
+    python3 scripts/join_bench.py ours.json torch.json [--markdown]
+
+One row per case: our wgpu kernels and our CPU path (time, TFLOP/s or GB/s), each PyTorch
+implementation's time, and the ratio columns ours/PyTorch = PyTorch time / our time against the
+fastest PyTorch implementation (> 1: we are faster). Times are kernel medians where the tool
+had them (timestamp queries, CUDA events), wall medians otherwise.
+"""
+import json
+import sys
+
+
+def t_ms(r):
+    if r is None or r.get("error"):
+        return None
+    s = r.get("kernel_ms") or r.get("wall_ms")
+    return s["median"] if s else None
+
+
+def rate(r):
+    if r is None or r.get("error"):
+        return "-"
+    if r.get("tflops") is not None:
+        return f"{r['tflops']:.3g} TF"
+    if r.get("gbps") is not None:
+        return f"{r['gbps']:.3g} GB/s"
+    return "-"
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    markdown = "--markdown" in sys.argv
+    if len(args) != 2:
+        sys.exit(__doc__)
+    ours = json.load(open(args[0]))
+    torch = json.load(open(args[1]))
+    key = lambda r: (r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"])
+    cases, ours_by, torch_by = [], {}, {}
+    for r in ours["results"]:
+        if key(r) not in ours_by:
+            cases.append(key(r))
+        ours_by.setdefault(key(r), {})[r["impl"]] = r
+    torch_impls = []
+    for r in torch["results"]:
+        torch_by.setdefault(key(r), {})[r["impl"]] = r
+        if r["impl"] not in torch_impls:
+            torch_impls.append(r["impl"])
+
+    header = ["op", "dtype", "BH", "Nq", "Nk", "D", "causal", "wgpu ms", "wgpu rate", "cpu ms"]
+    header += [f"{t} ms" for t in torch_impls]
+    header += ["best torch", "wgpu/torch", "cpu/torch"]
+    rows = []
+    for k in cases:
+        o, t = ours_by.get(k, {}), torch_by.get(k, {})
+        g, c = o.get("wgpu"), o.get("cpu")
+        tt = {name: t_ms(t.get(name)) for name in torch_impls}
+        best = min(((v, n) for n, v in tt.items() if v), default=None)
+        fmt = lambda v: f"{v:.3f}" if v is not None else "-"
+        ratio = lambda ours_t: f"{best[0] / ours_t:.3f}" if best and ours_t else "-"
+        op, dt, bh, nq, nk, d, causal = k
+        rows.append([op, dt, str(bh), str(nq), str(nk), str(d), "yes" if causal else "no",
+                     fmt(t_ms(g)), rate(g), fmt(t_ms(c))]
+                    + [fmt(tt[n]) for n in torch_impls]
+                    + [best[1] if best else "-", ratio(t_ms(g)), ratio(t_ms(c))])
+    print(f"ours: {ours['adapter']['name'] if ours.get('adapter') else 'CPU path'}; "
+          f"torch {torch.get('torch_version')}: {torch['adapter']['name']}; ratios are torch time / our time")
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join("---" for _ in header) + "|")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        return
+    w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    print(" | ".join(h.ljust(w[i]) for i, h in enumerate(header)))
+    print("-|-".join("-" * x for x in w))
+    for r in rows:
+        print(" | ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+
+
+if __name__ == "__main__":
+    main()

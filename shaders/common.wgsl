@@ -16,6 +16,9 @@ struct Params {
     // head dim (or reduction length), F_* flags, score scale (or 1/temperature),
     // keys per split (split-K attention and its merge: the number of splits)
     d: u32, flags: u32, scale: f32, split_len: u32,
+    // top-k selection: index of the first input element (raw scores), first input element of
+    // each row to read, output slots per row and the slot of this dispatch's first segment
+    idx0: u32, start: u32, out_stride: u32, out_offset: u32,
     v0: View, v1: View, v2: View, v3: View, v4: View, v5: View,
 }
 

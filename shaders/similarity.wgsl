@@ -1,10 +1,11 @@
-// Similarity S = Q·Kᵀ per (batch, head): dot product (times `scale`) or cosine.
-// Header constants: COSINE (0 or 1).
+// Similarity S = Q·Kᵀ per (batch, head): dot product (times `scale`), cosine, or the negated
+// squared Euclidean distance -|q - k|² (times `scale`).
+// Header constants: METRIC (0 dot, 1 cosine, 2 negated squared L2).
 // Views: v0 = q, v1 = k (key/value head h / group), v2 = scores [batch, heads, nq, nk] (f32).
 //
 // A 64x64 output tile per workgroup of 256 threads, 4x4 outputs per thread, the head dim
-// consumed 16 at a time through workgroup memory. For cosine the squared norms of the rows
-// and columns a thread touches are accumulated in the same loop: a zero vector gives 0.
+// consumed 16 at a time through workgroup memory. For cosine and L2 the squared norms of the
+// rows and columns a thread touches are accumulated in the same loop; cosine of a zero vector is 0.
 
 @group(0) @binding(1) var<storage, read> Q: array<elem>;
 @group(0) @binding(2) var<storage, read> K: array<elem>;
@@ -69,7 +70,7 @@ fn similarity(
             acc[1] += a.y * bb;
             acc[2] += a.z * bb;
             acc[3] += a.w * bb;
-            if (COSINE == 1u) {
+            if (METRIC != 0u) {
                 qn += a * a;
                 kn += bb * bb;
             }
@@ -86,9 +87,11 @@ fn similarity(
             let gc = col0 + tx * 4u + j;
             if (gc < P.nk) {
                 var v = acc[i][j];
-                if (COSINE == 1u) {
+                if (METRIC == 1u) {
                     let den = sqrt(qn[i]) * sqrt(kn[j]);
                     v = select(0.0, v / den, den > 0.0);
+                } else if (METRIC == 2u) {
+                    v = -max(qn[i] + kn[j] - 2.0 * v, 0.0);
                 }
                 S[ob + gc] = v * P.scale;
             }

@@ -4,6 +4,7 @@ use std::sync::Once;
 
 use crate::context::Context;
 use crate::error::Result;
+use crate::ops::topk::{Metric, TopK};
 use crate::options::{AttentionOptions, Similarity, SoftmaxOptions};
 use crate::shape::{Element, HostMask, HostTensor};
 use crate::{cpu, Tensor};
@@ -138,6 +139,27 @@ impl Backend {
                 let (qg, kg, vg) = (Self::upload(ctx, q)?, Self::upload(ctx, k)?, Self::upload(ctx, v)?);
                 let (o, w) = ctx.attention_unfused(&qg, &kg, &vg, m.as_ref(), opts)?;
                 Ok((o.download_blocking(ctx)?, w.download_blocking(ctx)?))
+            }
+        }
+    }
+
+    /// Exact top-k of `keys` (`[nk, d]`) for each of `queries` (`[nq, d]`); see [`Context::top_k`]
+    /// and [`cpu::top_k`].
+    pub fn top_k(&self, queries: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) -> Result<TopK> {
+        match self {
+            Backend::Cpu => cpu::top_k(queries, keys, d, k, metric),
+            Backend::Gpu(ctx) => {
+                let rows = |v: &[f32], argument| -> Result<usize> {
+                    if d == 0 || v.is_empty() || !v.len().is_multiple_of(d) {
+                        return Err(crate::Error::LengthMismatch { argument, expected: v.len().div_ceil(d.max(1)).max(1) * d, got: v.len() });
+                    }
+                    Ok(v.len() / d)
+                };
+                let (nq, nk) = (rows(queries, "queries")?, rows(keys, "keys")?);
+                crate::ops::topk::check_top_k(nq, nk, d, d, k)?;
+                let q = ctx.upload(queries, crate::Shape::new(1, 1, nq, d))?;
+                let kt = ctx.upload(keys, crate::Shape::new(1, 1, nk, d))?;
+                ctx.top_k(&q, &kt, k, metric)
             }
         }
     }

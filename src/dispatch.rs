@@ -47,8 +47,16 @@ pub(crate) struct Params {
     pub d: u32,
     pub flags: u32,
     pub scale: f32,
-    /// Split-K attention: keys per split; its merge: the number of splits.
+    /// Split-K attention: keys per split; its merge: the number of splits; top-k: inputs per segment.
     pub split_len: u32,
+    /// Top-k: index of the first input element (raw scores).
+    pub idx0: u32,
+    /// Top-k: first input element of each row to read.
+    pub start: u32,
+    /// Top-k: output slots (of k entries) per row.
+    pub out_stride: u32,
+    /// Top-k: slot of the first segment's output.
+    pub out_offset: u32,
     pub views: [ViewParams; 6],
 }
 

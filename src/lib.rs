@@ -44,7 +44,8 @@ mod context;
 pub mod cpu;
 mod dispatch;
 mod error;
-mod ops;
+mod index;
+pub(crate) mod ops;
 mod options;
 mod pipeline;
 mod shape;
@@ -57,6 +58,8 @@ pub use error::{Error, Result};
 pub use options::{AttentionOptions, Similarity, SoftmaxOptions};
 pub use pipeline::{all_variants, variant_source, Family, Variant};
 pub use shape::{DType, Element, HostMask, HostMaskValues, HostTensor, Layout, MaskKind, Shape, Strides, MAX_HEAD_DIM};
+pub use index::{Index, SearchResult};
+pub use ops::topk::{Metric, TopK, MAX_K};
 pub use tensor::{Mask, Tensor};
 
 /// Re-export of the wgpu version this crate is built against.

@@ -14,13 +14,16 @@ pub enum Similarity {
     ScaledDot(Option<f32>),
     /// `(q · k) / (|q| |k|)`, norms computed in the kernel; a zero vector on either side gives 0.
     Cosine,
+    /// `-|q - k|²`, the negated squared Euclidean distance (larger is closer), computed as
+    /// `-(|q|² + |k|² - 2 q·k)` clamped to at most 0.
+    L2,
 }
 
 impl Similarity {
     /// The factor applied to the raw dot product (cosine applies it after normalising).
     pub(crate) fn scale(&self, dim: usize) -> f32 {
         match self {
-            Similarity::Dot | Similarity::Cosine => 1.0,
+            Similarity::Dot | Similarity::Cosine | Similarity::L2 => 1.0,
             Similarity::ScaledDot(Some(s)) => *s,
             Similarity::ScaledDot(None) => 1.0 / (dim as f32).sqrt(),
         }

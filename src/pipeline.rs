@@ -25,6 +25,8 @@ pub enum Family {
     Attention,
     /// `shaders/attention_merge.wgsl`: combines split-K attention partials.
     AttentionMerge,
+    /// `shaders/topk.wgsl`: exact top-k selection and merging.
+    TopK,
 }
 
 /// How a binding is declared.
@@ -37,7 +39,8 @@ enum Slot {
 
 impl Family {
     /// Every family, for validation.
-    pub const ALL: [Family; 5] = [Family::Similarity, Family::Softmax, Family::WeightedSum, Family::Attention, Family::AttentionMerge];
+    pub const ALL: [Family; 6] =
+        [Family::Similarity, Family::Softmax, Family::WeightedSum, Family::Attention, Family::AttentionMerge, Family::TopK];
 
     /// The WGSL body of this family.
     pub fn source(&self) -> &'static str {
@@ -47,6 +50,7 @@ impl Family {
             Family::WeightedSum => include_str!("../shaders/weighted_sum.wgsl"),
             Family::Attention => include_str!("../shaders/attention.wgsl"),
             Family::AttentionMerge => include_str!("../shaders/attention_merge.wgsl"),
+            Family::TopK => include_str!("../shaders/topk.wgsl"),
         }
     }
 
@@ -58,6 +62,7 @@ impl Family {
             Family::WeightedSum => "weighted_sum",
             Family::Attention => "attention",
             Family::AttentionMerge => "attention_merge",
+            Family::TopK => "top_k_select",
         }
     }
 
@@ -75,6 +80,8 @@ impl Family {
             Family::Attention => &[Uniform, Read, Read, Read, Read, Read, Write, Write],
             // params, partials, out, lse
             Family::AttentionMerge => &[Uniform, Read, Write, Write],
+            // params, scores, indices, out scores, out indices
+            Family::TopK => &[Uniform, Read, Read, Write, Write],
         }
     }
 }
@@ -105,8 +112,8 @@ pub type Variant = (Family, DType, Vec<(&'static str, u32)>);
 pub fn all_variants() -> Vec<Variant> {
     let mut v = vec![];
     for dtype in [DType::F32, DType::F16] {
-        for cosine in [0, 1] {
-            v.push((Family::Similarity, dtype, vec![("COSINE", cosine)]));
+        for metric in [0, 1, 2] {
+            v.push((Family::Similarity, dtype, vec![("METRIC", metric)]));
         }
         v.push((Family::Softmax, dtype, vec![]));
         v.push((Family::WeightedSum, dtype, vec![]));
@@ -116,6 +123,13 @@ pub fn all_variants() -> Vec<Variant> {
             }
         }
         v.push((Family::AttentionMerge, dtype, vec![]));
+        if dtype == DType::F32 {
+            for kp in [16u32, 32, 64, 128, 256, 512, 1024] {
+                for pairs in [0, 1] {
+                    v.push((Family::TopK, dtype, vec![("KP", kp), ("CAP", if kp <= 512 { 1024 } else { 2048 }), ("PAIRS", pairs)]));
+                }
+            }
+        }
     }
     v
 }

@@ -23,6 +23,7 @@ fn ref_similarity(q: &[f32], qs: Shape, k: &[f32], ks: Shape, layout: Layout, me
                             let den = n(&qv) * n(&kv);
                             if den == 0.0 { 0.0 } else { dot / den }
                         }
+                        Similarity::L2 => -qv.iter().zip(&kv).map(|(a, b)| (a - b).powi(2)).sum::<f64>(),
                     });
                 }
             }
@@ -64,7 +65,7 @@ fn check_similarity(ctx: Option<&Context>, qs: Shape, ks: Shape, layout: Layout,
 #[test]
 fn similarity_all_metrics_and_shapes() {
     let ctx = shared_gpu();
-    let metrics = [Similarity::Dot, Similarity::ScaledDot(None), Similarity::ScaledDot(Some(0.3)), Similarity::Cosine];
+    let metrics = [Similarity::Dot, Similarity::ScaledDot(None), Similarity::ScaledDot(Some(0.3)), Similarity::Cosine, Similarity::L2];
     for (b, h, hkv, nq, nk, d) in [(1, 1, 1, 1, 1, 1), (2, 3, 3, 17, 9, 3), (1, 4, 2, 65, 130, 40), (1, 2, 1, 1, 1100, 128), (1, 1, 1, 130, 67, 256)] {
         for metric in metrics {
             for layout in [Layout::Bhsd, Layout::Bshd] {

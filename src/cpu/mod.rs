@@ -7,10 +7,12 @@
 pub(crate) mod attention;
 pub(crate) mod similarity;
 pub(crate) mod softmax;
+mod topk;
 
 pub use attention::{attention, attention_unfused, weighted_sum};
 pub use similarity::similarity;
 pub use softmax::softmax;
+pub use topk::top_k;
 
 use crate::shape::{HostMask, Layout, Shape};
 

@@ -20,7 +20,7 @@ pub(crate) fn check_host<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>) -> Re
 pub fn similarity<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>, metric: Similarity) -> Result<Vec<f32>> {
     let dims = check_host(q, k)?;
     let scale = metric.scale(dims.d) as f64;
-    let cosine = matches!(metric, Similarity::Cosine);
+    let (cosine, l2) = (matches!(metric, Similarity::Cosine), matches!(metric, Similarity::L2));
     let mut out = vec![0.0f32; dims.batch * dims.heads * dims.nq * dims.nk];
     out.par_chunks_mut(dims.nk).enumerate().for_each(|(row, dst)| {
         let i = row % dims.nq;
@@ -34,6 +34,8 @@ pub fn similarity<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>, metric: Simi
             let v = if cosine {
                 let kn: f64 = kr.iter().map(|x| (x.to_f32() as f64).powi(2)).sum::<f64>().sqrt();
                 if qn == 0.0 || kn == 0.0 { 0.0 } else { dot / (qn * kn) }
+            } else if l2 {
+                -qr.iter().zip(kr).map(|(a, b)| (a.to_f32() as f64 - b.to_f32() as f64).powi(2)).sum::<f64>()
             } else {
                 dot
             };

@@ -7,6 +7,7 @@
 
 mod attention;
 mod similarity;
+pub(crate) mod topk;
 
 pub(crate) use attention::AttentionTile;
 mod softmax;

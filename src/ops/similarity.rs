@@ -45,12 +45,16 @@ impl Context {
         check_out(self, "out", out, Shape::new(dims.batch, dims.heads, dims.nq, dims.nk), DType::F32)?;
         let scale = metric.scale(dims.d);
         check_scalar("scale", scale, false)?;
-        let cosine = matches!(metric, Similarity::Cosine) as u32;
+        let metric_id = match metric {
+            Similarity::Dot | Similarity::ScaledDot(_) => 0,
+            Similarity::Cosine => 1,
+            Similarity::L2 => 2,
+        };
         let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(64) * dims.nk.div_ceil(64)) as u64;
         Launch {
             family: Family::Similarity,
             dtype: q.dtype,
-            consts: vec![("COSINE", cosine)],
+            consts: vec![("METRIC", metric_id)],
             grid: Grid { bh: dims.batch * dims.heads, heads: dims.heads, nq: dims.nq, row_tile: 64 },
             args: vec![
                 Arg::tensor("q", q, 1, Rows::Query, 0, 1),

@@ -39,7 +39,7 @@ pub struct Record {
     pub nk: usize,
     pub d: usize,
     pub causal: bool,
-    /// "wgpu" (our kernels) or "cpu" (our CPU path); the PyTorch script writes "torch-<backend>".
+    /// "wgpu" (our kernels) or "cpu" (our CPU path); the PyTorch script writes `torch-<backend>`.
     #[serde(rename = "impl")]
     pub implementation: String,
     /// "gpu" or "cpu".

@@ -49,6 +49,7 @@ pub struct Case {
 }
 
 impl Case {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(suite: &str, op: Op, dtype: Dt, bh: usize, nq: usize, nk: usize, d: usize, causal: bool) -> Self {
         Case { suite: suite.into(), op, dtype, bh, nq, nk, d, causal }
     }

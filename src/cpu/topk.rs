@@ -1,0 +1,59 @@
+//! CPU twin of the GPU top-k (`shaders/similarity.wgsl` + `shaders/topk.wgsl`).
+
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::ops::topk::{check_top_k, Metric, TopK};
+use crate::shape::check_finite;
+
+/// Exact top-k of `keys` (`[nk, d]` row-major) for each of `queries` (`[nq, d]`), best first,
+/// ties to the lower index. Scores are computed in f64 and ranked before rounding to f32
+/// (for [`Metric::L2`] the reported score is the squared distance).
+pub fn top_k(queries: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) -> Result<TopK> {
+    for (argument, v) in [("queries", queries), ("keys", keys)] {
+        if d == 0 || v.is_empty() || !v.len().is_multiple_of(d) {
+            return Err(crate::Error::LengthMismatch { argument, expected: v.len().div_ceil(d.max(1)).max(1) * d, got: v.len() });
+        }
+    }
+    let (nq, nk) = (queries.len() / d, keys.len() / d);
+    check_top_k(nq, nk, d, d, k)?;
+    check_finite("queries", queries)?;
+    check_finite("keys", keys)?;
+    let norms: Vec<f64> = keys.chunks(d).map(|r| r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()).collect();
+    let rows: Vec<(Vec<u32>, Vec<f32>)> = queries
+        .par_chunks(d)
+        .map(|q| {
+            let qn: f64 = q.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+            let mut scored: Vec<(f64, u32)> = keys
+                .chunks(d)
+                .enumerate()
+                .map(|(j, kr)| {
+                    let s = match metric {
+                        Metric::Dot => q.iter().zip(kr).map(|(a, b)| *a as f64 * *b as f64).sum(),
+                        Metric::Cosine => {
+                            let den = qn * norms[j];
+                            let dot: f64 = q.iter().zip(kr).map(|(a, b)| *a as f64 * *b as f64).sum();
+                            if den == 0.0 { 0.0 } else { dot / den }
+                        }
+                        Metric::L2 => -q.iter().zip(kr).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>(),
+                    };
+                    (s, j as u32)
+                })
+                .collect();
+            let better = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+            if k < scored.len() {
+                scored.select_nth_unstable_by(k - 1, better);
+                scored.truncate(k);
+            }
+            scored.sort_by(better);
+            let sign = if metric == Metric::L2 { -1.0 } else { 1.0 };
+            (scored.iter().map(|e| e.1).collect(), scored.iter().map(|e| (sign * e.0) as f32).collect())
+        })
+        .collect();
+    let mut out = TopK { nq, k, indices: Vec::with_capacity(nq * k), scores: Vec::with_capacity(nq * k) };
+    for (i, s) in rows {
+        out.indices.extend(i);
+        out.scores.extend(s);
+    }
+    Ok(out)
+}

@@ -11,7 +11,7 @@
 // One workgroup per (row, segment) streams its inputs through a CAP-entry workgroup buffer:
 // the best KP found so far are kept sorted at the front; each round appends the new inputs that
 // beat the current KP-th best (atomically), and the buffer is bitonic-sorted when the next
-// round might not fit. Sentinels (-inf, 0xffffffff) sort last.
+// round might not fit (KP + R <= CAP). Sentinels (-inf, 0xffffffff) sort last.
 
 @group(0) @binding(1) var<storage, read> SC: array<f32>;
 @group(0) @binding(2) var<storage, read> IX: array<u32>;
@@ -19,7 +19,9 @@
 @group(0) @binding(4) var<storage, read_write> OI: array<u32>;
 
 const WG: u32 = 256u;
-const R: u32 = CAP - KP; // new inputs per round
+// New inputs per round: one per thread. Once the threshold is set few of them pass, so the
+// buffer fills slowly and sorts are rare (a sort runs only when a round might not fit).
+const R: u32 = WG;
 const NONE: u32 = 0xffffffffu;
 
 var<workgroup> bs: array<f32, CAP>;

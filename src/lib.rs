@@ -59,7 +59,7 @@ pub use options::{AttentionOptions, Similarity, SoftmaxOptions};
 pub use pipeline::{all_variants, variant_source, Family, Variant};
 pub use shape::{DType, Element, HostMask, HostMaskValues, HostTensor, Layout, MaskKind, Shape, Strides, MAX_HEAD_DIM};
 pub use index::{Index, SearchResult};
-pub use ops::topk::{Metric, TopK, MAX_K};
+pub use ops::topk::{Metric, TopK, TopKOutput, MAX_K};
 pub use tensor::{Mask, Tensor};
 
 /// Re-export of the wgpu version this crate is built against.

@@ -100,6 +100,41 @@ fn matrix<'a>(name: &'static str, buffer: &'a wgpu::Buffer, row_len: usize, rows
     }
 }
 
+/// Top-k results still on the GPU, from [`Context::encode_top_k`]: per query `kp` (k rounded up
+/// to a power of two, at least 16) scores and indices, best first. Read them with [`TopKOutput::read`]
+/// once the work has been submitted.
+#[derive(Debug, Clone)]
+pub struct TopKOutput {
+    /// Scores `[nq, kp]` f32 (for [`Metric::L2`], negated squared distances).
+    pub scores: wgpu::Buffer,
+    /// Key indices `[nq, kp]` u32.
+    pub indices: wgpu::Buffer,
+    /// Entries stored per query.
+    pub kp: usize,
+    /// Entries requested per query.
+    pub k: usize,
+    /// Number of queries.
+    pub nq: usize,
+    /// The metric (to report L2 scores as distances).
+    pub metric: Metric,
+}
+
+impl TopKOutput {
+    /// Reads the results back (blocking); call after the recording encoder was submitted.
+    pub fn read(&self, ctx: &Context) -> Result<TopK> {
+        let (nq, k, kp) = (self.nq, self.k, self.kp);
+        let shape = Shape::new(1, 1, nq, kp);
+        let s = Tensor::from_buffer(self.scores.clone(), 0, shape, Layout::Bhsd, DType::F32)?.download_blocking(ctx)?;
+        let i = Tensor::from_buffer(self.indices.clone(), 0, shape, Layout::Bhsd, DType::F32)?.download_blocking(ctx)?;
+        let mut out = TopK { nq, k, indices: Vec::with_capacity(nq * k), scores: Vec::with_capacity(nq * k) };
+        for q in 0..nq {
+            out.indices.extend(i[q * kp..q * kp + k].iter().map(|x| x.to_bits()));
+            out.scores.extend(s[q * kp..q * kp + k].iter().map(|&x| if self.metric == Metric::L2 { -x } else { x }));
+        }
+        Ok(out)
+    }
+}
+
 impl Context {
     fn u32_buffer(&self, len: usize) -> Result<wgpu::Buffer> {
         let size = (len.max(1) * 4) as u64;
@@ -119,6 +154,24 @@ impl Context {
     /// 1..=min(nk, 1024). Keys larger than one binding or one dispatch are processed in chunks
     /// merged on the GPU.
     pub fn top_k(&self, queries: &Tensor, keys: &Tensor, k: usize, metric: Metric) -> Result<TopK> {
+        let mut out = None;
+        self.submit(|enc| {
+            out = Some(self.encode_top_k(enc, queries, keys, k, metric)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| Error::Gpu("top-k recorded nothing".into()))?.read(self)
+    }
+
+    /// Records [`Context::top_k`] into `encoder` (no submit, no readback); the results stay on
+    /// the GPU in the returned [`TopKOutput`] (read them after submitting).
+    pub fn encode_top_k(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        queries: &Tensor,
+        keys: &Tensor,
+        k: usize,
+        metric: Metric,
+    ) -> Result<TopKOutput> {
         let (qs, ks) = (queries.shape, keys.shape);
         for (argument, s) in [("queries", qs), ("keys", ks)] {
             if s.batch != 1 || s.heads != 1 {
@@ -160,7 +213,8 @@ impl Context {
         let grid = Grid { bh: 1, heads: 1, nq, row_tile: 1 };
         let consts = |pairs: u32| vec![("KP", kp as u32), ("CAP", cap), ("PAIRS", pairs)];
 
-        self.submit(|enc| {
+        {
+            let enc = encoder;
             for (c, &k0) in chunks.iter().enumerate() {
                 let clen = chunk.min(nk - k0);
                 let kview = Tensor::from_buffer(keys.buffer.clone(), keys.offset + (k0 * d) as u64, Shape::new(1, 1, clen, d), keys.layout, keys.dtype)?;
@@ -224,16 +278,7 @@ impl Context {
                 }
                 .record(self, enc)?;
             }
-            Ok(())
-        })?;
-        let shape = Shape::new(1, 1, nq, kp);
-        let s = Tensor::from_buffer(best_s, 0, shape, Layout::Bhsd, DType::F32)?.download_blocking(self)?;
-        let i = Tensor::from_buffer(best_i, 0, shape, Layout::Bhsd, DType::F32)?.download_blocking(self)?;
-        let mut out = TopK { nq, k, indices: Vec::with_capacity(nq * k), scores: Vec::with_capacity(nq * k) };
-        for q in 0..nq {
-            out.indices.extend(i[q * kp..q * kp + k].iter().map(|x| x.to_bits()));
-            out.scores.extend(s[q * kp..q * kp + k].iter().map(|&x| if metric == Metric::L2 { -x } else { x }));
         }
-        Ok(out)
+        Ok(TopKOutput { scores: best_s, indices: best_i, kp, k, nq, metric })
     }
 }

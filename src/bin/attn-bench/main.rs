@@ -2,6 +2,7 @@
 //!
 //!     attn-bench --suite quick --backend both --json out.json --plot out.svg
 //!     attn-bench --op attention --bh 16 --nq 4096 --nk 4096 --d 128 --causal --dtype f16
+//!     attn-bench --op topk --nq 256 --nk 200000 --d 128 --k 10 --backend both
 //!     attn-bench --list-adapters
 //!
 //! Times: kernel (timestamp queries around every compute pass, summed), wall (submit to
@@ -45,6 +46,9 @@ struct Args {
     /// Causal masking for the free-shape case.
     #[arg(long)]
     causal: bool,
+    /// Results per query of a free-shape top-k case (`--op topk`: --nq queries, --nk keys, --d dims).
+    #[arg(long, default_value_t = 10)]
+    k: usize,
     /// Element type of the free-shape case.
     #[arg(long, value_enum, default_value_t = Dt::F32)]
     dtype: Dt,
@@ -116,7 +120,11 @@ fn main() -> ExitCode {
             eprintln!("error: --bh, --nq, --nk and --d must be at least 1");
             return ExitCode::FAILURE;
         }
-        cases.push(Case::new("custom", op, args.dtype, args.bh, args.nq, args.nk.unwrap_or(args.nq), args.d, args.causal));
+        let nk = args.nk.unwrap_or(args.nq);
+        cases.push(match op {
+            Op::Topk => Case::topk("custom", args.dtype, args.nq, nk, args.d, args.k),
+            _ => Case::new("custom", op, args.dtype, args.bh, args.nq, nk, args.d, args.causal),
+        });
     }
     if cases.is_empty() {
         cases = suites::suite("quick").unwrap_or_default();

@@ -39,6 +39,8 @@ pub struct Record {
     pub nk: usize,
     pub d: usize,
     pub causal: bool,
+    /// Results per query (top-k; 0 otherwise).
+    pub k: usize,
     /// "wgpu" (our kernels) or "cpu" (our CPU path); the PyTorch script writes `torch-<backend>`.
     #[serde(rename = "impl")]
     pub implementation: String,
@@ -76,6 +78,7 @@ impl Record {
             nk: c.nk,
             d: c.d,
             causal: c.causal,
+            k: c.k,
             implementation: implementation.into(),
             backend: backend.into(),
             device: device.into(),
@@ -133,6 +136,7 @@ pub fn data(n: usize, seed: u64) -> Vec<f32> {
 fn shapes(c: &Case) -> (Shape, Shape) {
     match c.op {
         Op::Softmax => (Shape::new(1, c.bh, c.nq, c.nk), Shape::new(1, c.bh, c.nk, 1)),
+        Op::Topk => (Shape::new(1, 1, c.nq, c.d), Shape::new(1, 1, c.nk, c.d)),
         _ => (Shape::new(1, c.bh, c.nq, c.d), Shape::new(1, c.bh, c.nk, c.d)),
     }
 }
@@ -145,7 +149,7 @@ fn host_inputs(c: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         Dt::F16 => v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect(),
     };
     let k = if c.op == Op::Softmax { vec![] } else { round(data(ks.numel(), 2)) };
-    let v = if c.op == Op::Softmax { vec![] } else { round(data(ks.numel(), 3)) };
+    let v = if matches!(c.op, Op::Softmax | Op::Topk) { vec![] } else { round(data(ks.numel(), 3)) };
     (round(data(qs.numel(), 1)), k, v)
 }
 
@@ -190,6 +194,8 @@ fn gpu_case(ctx: &Context, c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Result<
     let q_t = upload(ctx, q, qs, c.dtype)?;
     let (k_t, v_t) = if c.op == Op::Softmax {
         (None, None)
+    } else if c.op == Op::Topk {
+        (Some(upload(ctx, k, ks, c.dtype)?), None)
     } else {
         (Some(upload(ctx, k, ks, c.dtype)?), Some(upload(ctx, v, ks, c.dtype)?))
     };
@@ -198,7 +204,7 @@ fn gpu_case(ctx: &Context, c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Result<
         Op::Attention => (ctx.zeros(qs, Layout::Bhsd, dt)?, None),
         Op::AttentionUnfused => (ctx.zeros(qs, Layout::Bhsd, dt)?, Some(ctx.zeros(scores, Layout::Bhsd, DType::F32)?)),
         Op::Similarity | Op::Cosine => (ctx.zeros(scores, Layout::Bhsd, DType::F32)?, None),
-        Op::Softmax => (ctx.zeros(qs, Layout::Bhsd, dt)?, None),
+        Op::Softmax | Op::Topk => (ctx.zeros(qs, Layout::Bhsd, dt)?, None),
     };
     Ok(GpuCase { q: q_t, k: k_t, v: v_t, out, weights })
 }
@@ -224,6 +230,10 @@ fn encode(ctx: &Context, c: &Case, g: &GpuCase, enc: &mut wgpu::CommandEncoder) 
         Op::Similarity => ctx.encode_similarity(enc, &g.q, kv()?.0, Similarity::ScaledDot(None), &g.out),
         Op::Cosine => ctx.encode_similarity(enc, &g.q, kv()?.0, Similarity::Cosine, &g.out),
         Op::Softmax => ctx.encode_softmax(enc, &g.q, None, &SoftmaxOptions::default(), &g.out),
+        Op::Topk => {
+            let keys = g.k.as_ref().ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no keys".into() })?;
+            ctx.encode_top_k(enc, &g.q, keys, c.k, Metric::Dot).map(|_| ())
+        }
     }
 }
 
@@ -242,6 +252,10 @@ fn cpu_run(c: &Case, qs: Shape, ks: Shape, q: &[f32], k: &[f32], v: &[f32]) -> R
                 }
                 Op::Similarity => cpu::similarity(&hq, &HostTensor::new(&k[..], ks)?, Similarity::ScaledDot(None)),
                 Op::Cosine => cpu::similarity(&hq, &HostTensor::new(&k[..], ks)?, Similarity::Cosine),
+                Op::Topk => {
+                    let widen = |v: &[_]| v.iter().map(|x: &_| Element::to_f32(*x)).collect::<Vec<f32>>();
+                    Ok(cpu::top_k(&widen(&q[..]), &widen(&k[..]), ks.dim, c.k, Metric::Dot)?.scores)
+                }
             }
         }};
     }
@@ -314,13 +328,22 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
     rec.kernel_ms = Stats::of(&kernel);
     rec.wall_ms = Stats::of(&wall);
 
-    // error of the first slice against the CPU path
-    let one = first_slice(c);
-    let (qs1, ks1) = shapes(&one);
-    let (lq, lk) = (qs1.numel(), if c.op == Op::Softmax { 0 } else { ks1.numel() });
-    let want = cpu_run(&one, qs1, ks1, &q[..lq], &k[..lk], &v[..lk])?;
-    let out_slice = Tensor::from_buffer(g.out.buffer().clone(), 0, output_shape(c, 1), Layout::Bhsd, g.out.dtype())?;
-    rec.rel_err = Some(rel_err(&out_slice.download_blocking(ctx)?, &want));
+    // error of the first slice (top-k: the first query's scores) against the CPU path
+    if c.op == Op::Topk {
+        let one = Case { nq: 1, ..c.clone() };
+        let (qs1, ks1) = shapes(&one);
+        let want = cpu_run(&one, qs1, ks1, &q[..c.d], &k, &v)?;
+        let keys = g.k.as_ref().ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no keys".into() })?;
+        let q1 = upload(ctx, &q[..c.d], qs1, c.dtype)?;
+        rec.rel_err = Some(rel_err(&ctx.top_k(&q1, keys, c.k, Metric::Dot)?.scores, &want));
+    } else {
+        let one = first_slice(c);
+        let (qs1, ks1) = shapes(&one);
+        let (lq, lk) = (qs1.numel(), if c.op == Op::Softmax { 0 } else { ks1.numel() });
+        let want = cpu_run(&one, qs1, ks1, &q[..lq], &k[..lk], &v[..lk])?;
+        let out_slice = Tensor::from_buffer(g.out.buffer().clone(), 0, output_shape(c, 1), Layout::Bhsd, g.out.dtype())?;
+        rec.rel_err = Some(rel_err(&out_slice.download_blocking(ctx)?, &want));
+    }
     drop(g);
 
     // end to end: upload, compute, read back the whole output
@@ -328,8 +351,13 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
     for _ in 0..st.e2e_runs {
         let t = Instant::now();
         let g = gpu_case(ctx, c, &q, &k, &v)?;
-        ctx.record_and_submit(|enc| encode(ctx, c, &g, enc))?;
-        let out = g.out.download_blocking(ctx)?;
+        let out = if c.op == Op::Topk {
+            let keys = g.k.as_ref().ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no keys".into() })?;
+            ctx.top_k(&g.q, keys, c.k, Metric::Dot)?.scores
+        } else {
+            ctx.record_and_submit(|enc| encode(ctx, c, &g, enc))?;
+            g.out.download_blocking(ctx)?
+        };
         e2e.push(t.elapsed().as_secs_f64());
         std::hint::black_box(out);
     }

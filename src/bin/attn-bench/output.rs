@@ -68,6 +68,7 @@ fn op_name(op: Op) -> &'static str {
         Op::Similarity => "similarity",
         Op::Cosine => "cosine",
         Op::Softmax => "softmax",
+        Op::Topk => "topk",
     }
 }
 
@@ -91,8 +92,9 @@ pub fn table(records: &[Record]) -> String {
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
+            let op = if r.op == Op::Topk { format!("topk k={}", r.k) } else { op_name(r.op).to_string() };
             let mut row = vec![
-                op_name(r.op).to_string(),
+                op,
                 format!("{:?}", r.dtype).to_lowercase(),
                 r.bh.to_string(),
                 r.nq.to_string(),

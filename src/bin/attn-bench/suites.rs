@@ -16,6 +16,8 @@ pub enum Op {
     Cosine,
     /// Softmax over rows of `nk` columns (`bh · nq` rows).
     Softmax,
+    /// Exact top-k by dot product: `nq` queries against `nk` keys of dim `d` (`bh` = 1).
+    Topk,
 }
 
 /// Element type.
@@ -46,12 +48,19 @@ pub struct Case {
     pub nk: usize,
     pub d: usize,
     pub causal: bool,
+    /// Results per query (top-k only; 0 otherwise).
+    pub k: usize,
 }
 
 impl Case {
     #[allow(clippy::too_many_arguments)]
     pub fn new(suite: &str, op: Op, dtype: Dt, bh: usize, nq: usize, nk: usize, d: usize, causal: bool) -> Self {
-        Case { suite: suite.into(), op, dtype, bh, nq, nk, d, causal }
+        Case { suite: suite.into(), op, dtype, bh, nq, nk, d, causal, k: 0 }
+    }
+
+    /// A top-k case: `nq` queries, `nk` keys of dim `d`, `k` results each.
+    pub fn topk(suite: &str, dtype: Dt, nq: usize, nk: usize, d: usize, k: usize) -> Self {
+        Case { suite: suite.into(), op: Op::Topk, dtype, bh: 1, nq, nk, d, causal: false, k }
     }
 
     /// FLOPs: attention uses the FlashAttention convention 4·BH·Nq·Nk·D, halved when causal;
@@ -60,7 +69,7 @@ impl Case {
         let base = (self.bh * self.nq * self.nk * self.d) as f64;
         match self.op {
             Op::Attention | Op::AttentionUnfused => 4.0 * base * if self.causal { 0.5 } else { 1.0 },
-            Op::Similarity | Op::Cosine => 2.0 * base,
+            Op::Similarity | Op::Cosine | Op::Topk => 2.0 * base,
             Op::Softmax => 0.0,
         }
     }
@@ -74,6 +83,7 @@ impl Case {
             Op::AttentionUnfused => e * (2.0 * bh * nq * d + 2.0 * bh * nk * d) + 4.0 * bh * nq * nk,
             Op::Similarity | Op::Cosine => e * (bh * nq * d + bh * nk * d) + 4.0 * bh * nq * nk,
             Op::Softmax => 2.0 * e * bh * nq * nk,
+            Op::Topk => e * (nq * d + nk * d) + 8.0 * nq * self.k as f64,
         }
     }
 
@@ -85,6 +95,7 @@ impl Case {
             Op::AttentionUnfused => 2.0 * bh * nq * d + 2.0 * bh * nk * d + bh * nq * nk,
             Op::Similarity | Op::Cosine => bh * nq * d + bh * nk * d + bh * nq * nk,
             Op::Softmax => 2.0 * bh * nq * nk,
+            Op::Topk => nq * d + nk * d + 2.0 * nq * self.k as f64,
         }
     }
 }
@@ -143,9 +154,23 @@ pub fn suite(name: &str) -> Option<Vec<Case>> {
                 v.push(Case::new(s, Softmax, dt, 8, 4096, 1024, 0, false));
             }
         }
+        "topk" => {
+            for dt in [F32, F16] {
+                for k in [10, 100] {
+                    v.push(Case::topk(s, dt, 1024, 1 << 20, 128, k));
+                }
+            }
+            v.push(Case::topk(s, F32, 64, 10 << 20, 128, 10));
+        }
+        "topk-cpu" => {
+            // the shape of the faiss / PyTorch CPU figures on a 2-core machine
+            for k in [10, 100] {
+                v.push(Case::topk(s, F32, 256, 200_000, 128, k));
+            }
+        }
         _ => return None,
     }
     Some(v)
 }
 
-pub const SUITES: [&str; 5] = ["quick", "prefill", "decode", "similarity", "softmax"];
+pub const SUITES: [&str; 7] = ["quick", "prefill", "decode", "similarity", "softmax", "topk", "topk-cpu"];

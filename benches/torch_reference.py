@@ -4,6 +4,8 @@
     python3 benches/torch_reference.py --cases ours.json --json torch.json [--device cuda|cpu]
         [--threads N] [--runs 10] [--warmup 2]
 
+--runs and --warmup default to the values attn-bench used (from its command line), else 10 and 2.
+
 --cases takes an `attn-bench --json` file: every distinct case in its results is run here.
 Per case and operation:
   attention          scaled_dot_product_attention with each backend that applies
@@ -11,6 +13,8 @@ Per case and operation:
   attention_unfused  matmul, softmax, matmul ("torch-matmul")
   similarity         matmul times 1/sqrt(d) ("torch-matmul"); cosine: normalize + matmul
   softmax            torch.softmax over the last dim
+  topk               matmul + torch.topk ("torch-matmul-topk"), and, where faiss is installed,
+                     faiss's exact IndexFlatIP ("faiss-flat-ip", CPU, timed with its index built)
 Times: CUDA events around each run (kernel_ms) and host wall time with synchronisation
 (wall_ms); on CPU, wall time only. FLOPs: 4*BH*Nq*Nk*D for attention (halved when causal),
 2*BH*Nq*Nk*D for similarity. rel_err: first batch*head slice against float64 math.
@@ -30,6 +34,11 @@ import torch
 import torch.nn.functional as F
 
 try:
+    import faiss
+except ImportError:
+    faiss = None
+
+try:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 except ImportError:  # very old torch
     SDPBackend = None
@@ -45,7 +54,7 @@ def flops(c):
     base = c["bh"] * c["nq"] * c["nk"] * c["d"]
     if c["op"] in ("attention", "attention_unfused"):
         return 4.0 * base * (0.5 if c["causal"] else 1.0)
-    if c["op"] in ("similarity", "cosine"):
+    if c["op"] in ("similarity", "cosine", "topk"):
         return 2.0 * base
     return 0.0
 
@@ -59,6 +68,8 @@ def nbytes(c):
         return e * (2 * bh * nq * d + 2 * bh * nk * d) + 4.0 * bh * nq * nk
     if c["op"] in ("similarity", "cosine"):
         return e * (bh * nq * d + bh * nk * d) + 4.0 * bh * nq * nk
+    if c["op"] == "topk":
+        return e * (nq * d + nk * d) + 8.0 * nq * c.get("k", 0)
     return 2.0 * e * bh * nq * nk
 
 
@@ -75,6 +86,10 @@ def make_inputs(c, device, dtype, seed=0):
     if c["op"] == "softmax":
         x = torch.rand((1, bh, nq, nk), generator=g) * 2 - 1
         return (x.to(device=device, dtype=dtype),)
+    if c["op"] == "topk":
+        q = torch.rand((nq, d), generator=g) * 2 - 1
+        k = torch.rand((nk, d), generator=g) * 2 - 1
+        return (q.to(device=device, dtype=dtype), k.to(device=device, dtype=dtype))
     q = torch.rand((1, bh, nq, d), generator=g) * 2 - 1
     k = torch.rand((1, bh, nk, d), generator=g) * 2 - 1
     v = torch.rand((1, bh, nk, d), generator=g) * 2 - 1
@@ -119,6 +134,22 @@ def implementations(c, device):
         out.append(("torch-matmul", lambda inp: F.normalize(inp[0], dim=-1) @ F.normalize(inp[1], dim=-1).transpose(-1, -2)))
     elif op == "softmax":
         out.append(("torch-softmax", lambda inp: torch.softmax(inp[0], dim=-1)))
+    elif op == "topk":
+        kk = c["k"]
+        out.append(("torch-matmul-topk", lambda inp: torch.topk(inp[0] @ inp[1].T, kk, dim=-1).values))
+        if faiss is not None and c["dtype"] == "f32":
+            state = {}
+
+            def run(inp):
+                # the index is built once (keys added), then searched: as a resident index is used
+                if "index" not in state:
+                    index = faiss.IndexFlatIP(d)
+                    index.add(inp[1].cpu().numpy())
+                    state["index"] = index
+                    state["q"] = inp[0].cpu().numpy()
+                dist, _ = state["index"].search(state["q"], kk)
+                return torch.from_numpy(dist)
+            out.append(("faiss-flat-ip", run))
     return out
 
 
@@ -128,6 +159,9 @@ def reference64(c, inp, fn_name):
     op, d = c["op"], c["d"]
     if op == "softmax":
         return torch.softmax(sl[0], dim=-1)
+    if op == "topk":
+        q, k = inp[0][:1].double().cpu(), inp[1].double().cpu()
+        return torch.topk(q @ k.T, c["k"], dim=-1).values
     q, k = sl[0], sl[1]
     if op == "cosine":
         return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
@@ -166,8 +200,8 @@ def main():
     ap.add_argument("--json", required=True, help="output file")
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--cpu-max-gflop", type=float, default=200.0, help="skip CPU cases above this")
     a = ap.parse_args()
 
@@ -176,21 +210,28 @@ def main():
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if a.threads > 0:
         torch.set_num_threads(a.threads)
+        if faiss is not None:
+            faiss.omp_set_num_threads(a.threads)
     dev_name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
 
     with open(a.cases) as f:
         ours = json.load(f)
+    theirs = ours.get("command", "").split()
+    for name, default in (("runs", 10), ("warmup", 2)):
+        if getattr(a, name) is None:
+            flag = "--" + name
+            setattr(a, name, int(theirs[theirs.index(flag) + 1]) if flag in theirs[:-1] else default)
     seen, cases = set(), []
     for r in ours["results"]:
-        key = (r["suite"], r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"])
+        key = (r["suite"], r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"], r.get("k", 0))
         if key not in seen:
             seen.add(key)
-            cases.append({k: r[k] for k in ("suite", "op", "dtype", "bh", "nq", "nk", "d", "causal")})
+            cases.append(dict({k: r[k] for k in ("suite", "op", "dtype", "bh", "nq", "nk", "d", "causal")}, k=r.get("k", 0)))
 
     results = []
     for i, c in enumerate(cases):
         dtype = torch.float32 if c["dtype"] == "f32" else torch.float16
-        print(f"[{i + 1}/{len(cases)}] {c['op']} {c['dtype']} {c['bh']}x{c['nq']}x{c['nk']}x{c['d']}"
+        print(f"[{i + 1}/{len(cases)}] {c['op']} {c['dtype']} {c['bh']}x{c['nq']}x{c['nk']}x{c['d']} k={c['k']}"
               f"{' causal' if c['causal'] else ''}", file=sys.stderr)
         work = max(flops(c), nbytes(c)) / 1e9
         try:
@@ -215,7 +256,7 @@ def main():
                         rec["tflops"] = flops(c) / t / 1e12 if flops(c) else None
                         rec["gbps"] = nbytes(c) / t / 1e9
                     want = reference64(c, inp, name).cpu()
-                    got = out[:, :1].double().cpu()
+                    got = (out[:1] if c["op"] == "topk" else out[:, :1]).double().cpu()
                     num = torch.linalg.vector_norm(got - want).item()
                     den = torch.linalg.vector_norm(want).item()
                     rec["rel_err"] = num / den if den else num
@@ -230,6 +271,7 @@ def main():
     report = {
         "tool": "torch_reference",
         "torch_version": torch.__version__,
+        "faiss_version": getattr(faiss, "__version__", None) if faiss is not None else None,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join(sys.argv),
         "host": {"os": platform.system().lower(), "arch": platform.machine(), "cpu_threads": torch.get_num_threads(),

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Our kernels and PyTorch on the same shapes, in one run, joined into one table.
 #
-#   scripts/gpu-bench.sh            GPU mode: suites prefill decode similarity softmax on the best
-#                                   adapter, against PyTorch on CUDA
-#   scripts/gpu-bench.sh --cpu      CPU mode: suite quick on our CPU path and the best adapter
-#                                   (lavapipe here), against PyTorch on the CPU at the same thread count
+#   scripts/gpu-bench.sh            GPU mode: suites prefill decode similarity softmax topk on the
+#                                   best adapter, against PyTorch on CUDA
+#   scripts/gpu-bench.sh --cpu      CPU mode: suites quick and topk-cpu on our CPU path and the best
+#                                   adapter (lavapipe here), against PyTorch on the CPU at the same
+#                                   thread count, and faiss-cpu's IndexFlatIP where installed
 #   scripts/gpu-bench.sh [--cpu] SUITE...   other suites
 #
 # Needs python3 with torch, and attn-bench: $ATTN_BENCH, else .devbin/attn-bench (the GPU machine
 # has no cargo), else target/release/attn-bench, else it is built with cargo. Writes ours.json,
-# ours.svg, torch.json and joined.txt under $OUT (default bench-out/).
+# ours.svg, torch.json and joined.txt under $OUT (default bench-out/). $BENCH_ARGS goes to
+# attn-bench (e.g. "--runs 5"); the PyTorch script takes the same runs and warm-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=gpu
@@ -17,7 +19,7 @@ suites=()
 for a in "$@"; do
   case "$a" in
     --cpu) mode=cpu ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) suites+=("$a") ;;
   esac
 done
@@ -37,11 +39,11 @@ python3 -c 'import torch' 2>/dev/null || { echo "error: python3 cannot import to
 threads=${RAYON_NUM_THREADS:-$(nproc)}
 
 if [ "$mode" = gpu ]; then
-  [ ${#suites[@]} -gt 0 ] || suites=(prefill decode similarity softmax)
+  [ ${#suites[@]} -gt 0 ] || suites=(prefill decode similarity softmax topk)
   backend=gpu
   device=cuda
 else
-  [ ${#suites[@]} -gt 0 ] || suites=(quick)
+  [ ${#suites[@]} -gt 0 ] || suites=(quick topk-cpu)
   backend=both
   device=cpu
 fi
@@ -49,7 +51,8 @@ suite_args=()
 for s in "${suites[@]}"; do suite_args+=(--suite "$s"); done
 
 echo "== attn-bench (${suites[*]}, backend $backend)" >&2
-"$bin" "${suite_args[@]}" --backend "$backend" --json "$out/ours.json" --plot "$out/ours.svg" | tee "$out/ours.txt"
+# shellcheck disable=SC2086
+"$bin" "${suite_args[@]}" --backend "$backend" ${BENCH_ARGS:-} --json "$out/ours.json" --plot "$out/ours.svg" | tee "$out/ours.txt"
 echo "== PyTorch ($device, $threads threads)" >&2
 python3 benches/torch_reference.py --cases "$out/ours.json" --json "$out/torch.json" --device "$device" --threads "$threads"
 echo "== joined" >&2

@@ -36,7 +36,7 @@ def main():
         sys.exit(__doc__)
     ours = json.load(open(args[0]))
     torch = json.load(open(args[1]))
-    key = lambda r: (r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"])
+    key = lambda r: (r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"], r.get("k", 0))
     cases, ours_by, torch_by = [], {}, {}
     for r in ours["results"]:
         if key(r) not in ours_by:
@@ -48,9 +48,9 @@ def main():
         if r["impl"] not in torch_impls:
             torch_impls.append(r["impl"])
 
-    header = ["op", "dtype", "BH", "Nq", "Nk", "D", "causal", "wgpu ms", "wgpu rate", "cpu ms"]
+    header = ["op", "dtype", "BH", "Nq", "Nk", "D", "causal", "k", "wgpu ms", "wgpu rate", "cpu ms"]
     header += [f"{t} ms" for t in torch_impls]
-    header += ["best torch", "wgpu/torch", "cpu/torch"]
+    header += ["best reference", "wgpu/ref", "cpu/ref"]
     rows = []
     for k in cases:
         o, t = ours_by.get(k, {}), torch_by.get(k, {})
@@ -59,13 +59,15 @@ def main():
         best = min(((v, n) for n, v in tt.items() if v), default=None)
         fmt = lambda v: f"{v:.3f}" if v is not None else "-"
         ratio = lambda ours_t: f"{best[0] / ours_t:.3f}" if best and ours_t else "-"
-        op, dt, bh, nq, nk, d, causal = k
-        rows.append([op, dt, str(bh), str(nq), str(nk), str(d), "yes" if causal else "no",
+        op, dt, bh, nq, nk, d, causal, kk = k
+        rows.append([op, dt, str(bh), str(nq), str(nk), str(d), "yes" if causal else "no", str(kk) if kk else "-",
                      fmt(t_ms(g)), rate(g), fmt(t_ms(c))]
                     + [fmt(tt[n]) for n in torch_impls]
                     + [best[1] if best else "-", ratio(t_ms(g)), ratio(t_ms(c))])
+    faiss_v = f", faiss {torch['faiss_version']}" if torch.get("faiss_version") else ""
     print(f"ours: {ours['adapter']['name'] if ours.get('adapter') else 'CPU path'}; "
-          f"torch {torch.get('torch_version')}: {torch['adapter']['name']}; ratios are torch time / our time")
+          f"torch {torch.get('torch_version')}{faiss_v}: {torch['adapter']['name']}; ratios are reference time / our time "
+          f"against the fastest reference")
     if markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "|".join("---" for _ in header) + "|")

@@ -45,6 +45,7 @@ pub mod cpu;
 mod dispatch;
 mod error;
 mod index;
+pub mod npy;
 pub(crate) mod ops;
 mod options;
 mod pipeline;

@@ -58,7 +58,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("attention/4x128x64", |b| {
         b.iter(|| black_box(cpu::attention(&hq, &hk, &hk, None, &AttentionOptions::default()).unwrap()))
     });
-    g.bench_function("similarity/4x128x64", |b| b.iter(|| black_box(cpu::similarity(&hq, &hk, Similarity::Dot).unwrap())));
+    g.bench_function("similarity/4x128x64", |b| {
+        b.iter(|| black_box(cpu::similarity(&hq, &hk, Similarity::Dot).unwrap()))
+    });
     g.finish();
 }
 

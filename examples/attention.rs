@@ -86,7 +86,11 @@ fn main() -> Result<()> {
         "shape: batch {b}, heads {h} (kv {hkv}), nq {nq}, nk {nk}, dim {d}, causal {causal}, {}",
         if f16 { "f16" } else { "f32" }
     );
-    println!("agreement with the CPU path: relative error {:.2e}, max abs {:.2e}", (num / den.max(1e-300)).sqrt(), max_abs);
+    println!(
+        "agreement with the CPU path: relative error {:.2e}, max abs {:.2e}",
+        (num / den.max(1e-300)).sqrt(),
+        max_abs
+    );
     println!("GPU fused attention: {:.3} ms median of {runs} ({:.1} GFLOP/s)", gpu_s * 1e3, flops / gpu_s / 1e9);
     println!(
         "CPU path ({} threads): {:.3} ms ({:.2} GFLOP/s); GPU/CPU speed ratio {:.1}x",

@@ -29,7 +29,9 @@ fn load(path: &str, dim: Option<usize>) -> std::result::Result<Matrix, String> {
 
 fn run() -> std::result::Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
-    let keys_path = value(&args, "--keys").ok_or("usage: search --keys FILE [--queries FILE] [--k N] [--metric cosine|dot|l2] [--dim D] [--f16] [--cpu]")?;
+    let keys_path = value(&args, "--keys").ok_or(
+        "usage: search --keys FILE [--queries FILE] [--k N] [--metric cosine|dot|l2] [--dim D] [--f16] [--cpu]",
+    )?;
     let k: usize = value(&args, "--k").unwrap_or("10").parse().map_err(|_| "--k takes a number")?;
     let dim = value(&args, "--dim").map(|d| d.parse::<usize>().map_err(|_| "--dim takes a number")).transpose()?;
     let metric = match value(&args, "--metric").unwrap_or("cosine") {

@@ -78,7 +78,12 @@ impl Backend {
     }
 
     /// Softmax over the last dimension, in `x`'s layout; see [`Context::softmax`].
-    pub fn softmax<T: Element>(&self, x: &HostTensor<T>, mask: Option<&HostMask>, opts: &SoftmaxOptions) -> Result<Vec<f32>> {
+    pub fn softmax<T: Element>(
+        &self,
+        x: &HostTensor<T>,
+        mask: Option<&HostMask>,
+        opts: &SoftmaxOptions,
+    ) -> Result<Vec<f32>> {
         match self {
             Backend::Cpu => cpu::softmax(x, mask, opts),
             Backend::Gpu(ctx) => {
@@ -151,7 +156,11 @@ impl Backend {
             Backend::Gpu(ctx) => {
                 let rows = |v: &[f32], argument| -> Result<usize> {
                     if d == 0 || v.is_empty() || !v.len().is_multiple_of(d) {
-                        return Err(crate::Error::LengthMismatch { argument, expected: v.len().div_ceil(d.max(1)).max(1) * d, got: v.len() });
+                        return Err(crate::Error::LengthMismatch {
+                            argument,
+                            expected: v.len().div_ceil(d.max(1)).max(1) * d,
+                            got: v.len(),
+                        });
                     }
                     Ok(v.len() / d)
                 };

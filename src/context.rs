@@ -6,9 +6,8 @@ use crate::error::{Error, Result};
 use crate::pipeline::PipelineCache;
 
 /// Optional features this crate uses when the adapter has them.
-const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
-    .union(wgpu::Features::SUBGROUP)
-    .union(wgpu::Features::TIMESTAMP_QUERY);
+const WANTED_FEATURES: wgpu::Features =
+    wgpu::Features::SHADER_F16.union(wgpu::Features::SUBGROUP).union(wgpu::Features::TIMESTAMP_QUERY);
 
 /// How [`Context::with_options`] picks and configures a device.
 #[derive(Debug, Clone, Default)]
@@ -163,7 +162,8 @@ impl Context {
         let inst = instance(opts.backends);
         let name = opts.adapter_name.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let mut adapters = inst.enumerate_adapters(wgpu::Backends::all()).await;
-        let seen: Vec<String> = adapters.iter().map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend)).collect();
+        let seen: Vec<String> =
+            adapters.iter().map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend)).collect();
         if let Some(n) = &name {
             let n = n.to_lowercase();
             adapters.retain(|a| a.get_info().name.to_lowercase().contains(&n));
@@ -196,7 +196,14 @@ impl Context {
     /// The crate uses whatever features and limits that device was created with: f16 needs
     /// `SHADER_F16`; large head dims need enough workgroup storage (16 KiB suffices up to 128).
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        Self::build(device, queue, "caller's device".into(), wgpu::Backend::Noop, wgpu::DeviceType::Other, String::new())
+        Self::build(
+            device,
+            queue,
+            "caller's device".into(),
+            wgpu::Backend::Noop,
+            wgpu::DeviceType::Other,
+            String::new(),
+        )
     }
 
     /// Like [`Context::from_device`], also recording the adapter's info for [`Context::info`].
@@ -280,7 +287,8 @@ impl Context {
 
     /// Records with `f` into a fresh encoder and submits it (errors become `Err`).
     pub(crate) fn submit(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
-        let mut enc = self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-attention") });
+        let mut enc =
+            self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-attention") });
         f(&mut enc)?;
         self.scoped(|| {
             self.queue().submit([enc.finish()]);

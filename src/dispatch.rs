@@ -91,7 +91,14 @@ pub(crate) struct Arg<'a> {
 
 impl<'a> Arg<'a> {
     /// A tensor argument from a [`crate::Tensor`].
-    pub fn tensor(name: &'static str, t: &'a crate::Tensor, group: usize, rows: Rows, view: usize, binding: u32) -> Self {
+    pub fn tensor(
+        name: &'static str,
+        t: &'a crate::Tensor,
+        group: usize,
+        rows: Rows,
+        view: usize,
+        binding: u32,
+    ) -> Self {
         let st = t.layout.strides(&t.shape);
         Arg {
             name,
@@ -103,6 +110,32 @@ impl<'a> Arg<'a> {
             ss: st.seq as u64,
             row_len: t.shape.dim as u64,
             group,
+            rows,
+            view: Some(view),
+            binding,
+        }
+    }
+
+    /// A `[rows, row_len]` row-major buffer of 4-byte elements (f32 or u32), addressed with
+    /// b = h = 0 and s = row.
+    pub fn matrix(
+        name: &'static str,
+        buffer: &'a wgpu::Buffer,
+        row_len: usize,
+        rows: Rows,
+        view: usize,
+        binding: u32,
+    ) -> Self {
+        Arg {
+            name,
+            buffer,
+            elem: 4,
+            offset: 0,
+            sb: 0,
+            sh: 0,
+            ss: row_len as u64,
+            row_len: row_len as u64,
+            group: 1,
             rows,
             view: Some(view),
             binding,
@@ -174,7 +207,12 @@ fn window(arg: &Arg, heads: usize, bh0: usize, nbh: usize, r0: usize, nr: usize)
 
 /// Splits the work so that every argument's window fits the binding limit and every chunk's
 /// workgroups fit the grid.
-pub(crate) fn plan(ctx: &Context, grid: Grid, args: &[Arg], workgroups: &dyn Fn(usize, usize) -> u64) -> Result<Vec<Chunk>> {
+pub(crate) fn plan(
+    ctx: &Context,
+    grid: Grid,
+    args: &[Arg],
+    workgroups: &dyn Fn(usize, usize) -> u64,
+) -> Result<Vec<Chunk>> {
     let max_dim = ctx.limits().max_compute_workgroups_per_dimension.max(1) as u64;
     let max_wgs = max_dim.saturating_mul(max_dim).saturating_mul(max_dim).min(u32::MAX as u64);
     let max_binding = ctx.limits().max_storage_buffer_binding_size;
@@ -194,7 +232,10 @@ pub(crate) fn plan(ctx: &Context, grid: Grid, args: &[Arg], workgroups: &dyn Fn(
                     } else {
                         return Err(Error::TooLarge {
                             argument: "shape",
-                            message: format!("one slice needs {} workgroups, over the device's grid", workgroups(cbh, cnr)),
+                            message: format!(
+                                "one slice needs {} workgroups, over the device's grid",
+                                workgroups(cbh, cnr)
+                            ),
                         });
                     }
                     continue 'shrink;
@@ -246,7 +287,10 @@ pub(crate) fn grid_3d(ctx: &Context, total: u64) -> Result<(u32, u32, u32)> {
     let y = total.div_ceil(x).clamp(1, max);
     let z = total.div_ceil(x * y);
     if z > max {
-        return Err(Error::TooLarge { argument: "shape", message: format!("{total} workgroups exceed the device's grid") });
+        return Err(Error::TooLarge {
+            argument: "shape",
+            message: format!("{total} workgroups exceed the device's grid"),
+        });
     }
     Ok((x as u32, y as u32, z as u32))
 }

@@ -25,13 +25,7 @@ pub enum Error {
     LengthMismatch { argument: &'static str, expected: usize, got: usize },
     /// Two tensors disagree on a dimension they must share.
     #[error("`{argument}`: {dim} is {got}, expected {expected} (to match `{other}`)")]
-    ShapeMismatch {
-        argument: &'static str,
-        other: &'static str,
-        dim: &'static str,
-        got: usize,
-        expected: usize,
-    },
+    ShapeMismatch { argument: &'static str, other: &'static str, dim: &'static str, got: usize, expected: usize },
     /// Query heads must be a multiple of key/value heads (GQA/MQA).
     #[error("`{argument}`: query heads ({q_heads}) must be a multiple of key/value heads ({kv_heads})")]
     HeadsNotDivisible { argument: &'static str, q_heads: usize, kv_heads: usize },

@@ -44,7 +44,12 @@ pub struct Index {
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Index").field("dim", &self.dim).field("metric", &self.metric).field("dtype", &self.dtype).field("len", &self.len).finish()
+        f.debug_struct("Index")
+            .field("dim", &self.dim)
+            .field("metric", &self.metric)
+            .field("dtype", &self.dtype)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -81,14 +86,22 @@ impl Index {
     /// Rows of `dim` values, normalised for cosine (zero rows stay zero), padded, as stored bytes.
     fn prepare(&self, argument: &'static str, values: &[f32]) -> Result<Vec<u8>> {
         if values.is_empty() || !values.len().is_multiple_of(self.dim) {
-            return Err(Error::LengthMismatch { argument, expected: values.len().div_ceil(self.dim).max(1) * self.dim, got: values.len() });
+            return Err(Error::LengthMismatch {
+                argument,
+                expected: values.len().div_ceil(self.dim).max(1) * self.dim,
+                got: values.len(),
+            });
         }
         check_finite(argument, values)?;
         let mut rows = Vec::with_capacity(values.len() / self.dim * self.row);
         for r in values.chunks(self.dim) {
             let scale = if self.metric == Metric::Cosine {
                 let n = r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-                if n > 0.0 { 1.0 / n } else { 0.0 }
+                if n > 0.0 {
+                    1.0 / n
+                } else {
+                    0.0
+                }
             } else {
                 1.0
             };
@@ -97,14 +110,19 @@ impl Index {
         }
         Ok(match self.dtype {
             DType::F32 => bytemuck::cast_slice(&rows).to_vec(),
-            DType::F16 => bytemuck::cast_slice(&rows.iter().map(|&x| half::f16::from_f32(x)).collect::<Vec<_>>()).to_vec(),
+            DType::F16 => {
+                bytemuck::cast_slice(&rows.iter().map(|&x| half::f16::from_f32(x)).collect::<Vec<_>>()).to_vec()
+            }
         })
     }
 
     /// Appends keys (`[n, dim]` row-major). Refused once keys were added with ids.
     pub fn add(&mut self, keys: &[f32]) -> Result<()> {
         if self.ids.is_some() {
-            return Err(Error::InvalidArgument { argument: "ids", message: "this index holds ids: use add_with_ids".into() });
+            return Err(Error::InvalidArgument {
+                argument: "ids",
+                message: "this index holds ids: use add_with_ids".into(),
+            });
         }
         self.append(keys)
     }
@@ -113,7 +131,10 @@ impl Index {
     /// without ids before.
     pub fn add_with_ids(&mut self, keys: &[f32], ids: &[u64]) -> Result<()> {
         if self.ids.is_none() && self.len > 0 {
-            return Err(Error::InvalidArgument { argument: "ids", message: "this index holds keys without ids: use add".into() });
+            return Err(Error::InvalidArgument {
+                argument: "ids",
+                message: "this index holds keys without ids: use add".into(),
+            });
         }
         if ids.len() * self.dim != keys.len() {
             return Err(Error::LengthMismatch { argument: "ids", expected: keys.len() / self.dim, got: ids.len() });
@@ -171,11 +192,21 @@ impl Index {
     /// The `k` best keys for each query (`[nq, dim]` row-major), best first, ties to the lower
     /// position; `k` in 1..=min(len, 1024).
     pub fn search(&self, queries: &[f32], k: usize) -> Result<SearchResult> {
-        let buffer = self.buffer.as_ref().ok_or(Error::InvalidArgument { argument: "index", message: "the index is empty".into() })?;
+        let buffer = self
+            .buffer
+            .as_ref()
+            .ok_or(Error::InvalidArgument { argument: "index", message: "the index is empty".into() })?;
         let bytes = self.prepare("queries", queries)?;
         let nq = queries.len() / self.dim;
-        let q = Tensor::from_buffer(self.ctx.create_init(&bytes, "queries")?, 0, Shape::new(1, 1, nq, self.row), Layout::Bhsd, self.dtype)?;
-        let keys = Tensor::from_buffer(buffer.clone(), 0, Shape::new(1, 1, self.len, self.row), Layout::Bhsd, self.dtype)?;
+        let q = Tensor::from_buffer(
+            self.ctx.create_init(&bytes, "queries")?,
+            0,
+            Shape::new(1, 1, nq, self.row),
+            Layout::Bhsd,
+            self.dtype,
+        )?;
+        let keys =
+            Tensor::from_buffer(buffer.clone(), 0, Shape::new(1, 1, self.len, self.row), Layout::Bhsd, self.dtype)?;
         // keys and queries are normalised already: cosine ranks by their dot product
         let metric = if self.metric == Metric::Cosine { Metric::Dot } else { self.metric };
         let top = self.ctx.top_k(&q, &keys, k, metric)?;

@@ -56,17 +56,17 @@ mod timing;
 pub use backend::Backend;
 pub use context::{list_adapters, Context, ContextInfo, ContextOptions};
 pub use error::{Error, Result};
+pub use index::{Index, SearchResult};
+pub use ops::topk::{Metric, TopK, TopKOutput, MAX_K};
 pub use options::{AttentionOptions, Similarity, SoftmaxOptions};
 pub use pipeline::{all_variants, variant_source, Family, Variant};
 pub use shape::{DType, Element, HostMask, HostMaskValues, HostTensor, Layout, MaskKind, Shape, Strides, MAX_HEAD_DIM};
-pub use index::{Index, SearchResult};
-pub use ops::topk::{Metric, TopK, TopKOutput, MAX_K};
 pub use tensor::{Mask, Tensor};
 
-/// Re-export of the wgpu version this crate is built against.
-pub use wgpu;
 /// Re-export of `half` (for `f16`).
 pub use half;
+/// Re-export of the wgpu version this crate is built against.
+pub use wgpu;
 
 /// The README's code blocks, compiled as doctests so the API tour stays true.
 #[doc = include_str!("../README.md")]

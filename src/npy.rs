@@ -44,13 +44,17 @@ pub fn read_npy(bytes: &[u8]) -> Result<Matrix> {
     } else if descr.starts_with("'<f2'") {
         2
     } else {
-        return Err(bad(format!("dtype {} is not supported (use float32, float64 or float16, little-endian)", descr.split(',').next().unwrap_or(""))));
+        return Err(bad(format!(
+            "dtype {} is not supported (use float32, float64 or float16, little-endian)",
+            descr.split(',').next().unwrap_or("")
+        )));
     };
     if field("fortran_order")?.starts_with("True") {
         return Err(bad("Fortran-order arrays are not supported (save with np.ascontiguousarray)"));
     }
     let shape = field("shape")?;
-    let inner = shape.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or_else(|| bad("unreadable .npy shape"))?;
+    let inner =
+        shape.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or_else(|| bad("unreadable .npy shape"))?;
     let dims: Vec<usize> = inner
         .split(',')
         .map(str::trim)
@@ -77,7 +81,7 @@ pub fn read_npy(bytes: &[u8]) -> Result<Matrix> {
 
 /// Parses raw little-endian f32 values as rows of `dim`.
 pub fn read_raw_f32(bytes: &[u8], dim: usize) -> Result<Matrix> {
-    if dim == 0 || bytes.len() % (4 * dim) != 0 || bytes.is_empty() {
+    if dim == 0 || !bytes.len().is_multiple_of(4 * dim) || bytes.is_empty() {
         return Err(bad(format!("{} bytes are not a whole number of rows of {dim} f32 values", bytes.len())));
     }
     let data: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();

@@ -39,8 +39,14 @@ enum Slot {
 
 impl Family {
     /// Every family, for validation.
-    pub const ALL: [Family; 6] =
-        [Family::Similarity, Family::Softmax, Family::WeightedSum, Family::Attention, Family::AttentionMerge, Family::TopK];
+    pub const ALL: [Family; 6] = [
+        Family::Similarity,
+        Family::Softmax,
+        Family::WeightedSum,
+        Family::Attention,
+        Family::AttentionMerge,
+        Family::TopK,
+    ];
 
     /// The WGSL body of this family.
     pub fn source(&self) -> &'static str {
@@ -126,7 +132,11 @@ pub fn all_variants() -> Vec<Variant> {
         if dtype == DType::F32 {
             for kp in [16u32, 32, 64, 128, 256, 512, 1024] {
                 for pairs in [0, 1] {
-                    v.push((Family::TopK, dtype, vec![("KP", kp), ("CAP", if kp <= 512 { 1024 } else { 2048 }), ("PAIRS", pairs)]));
+                    v.push((
+                        Family::TopK,
+                        dtype,
+                        vec![("KP", kp), ("CAP", if kp <= 512 { 1024 } else { 2048 }), ("PAIRS", pairs)],
+                    ));
                 }
             }
         }

@@ -258,7 +258,8 @@ pub(crate) fn check_mask_values(values: &[f32]) -> Result<()> {
 
 /// Refuse NaN and +-inf in an input.
 pub(crate) fn check_finite<T: Element>(argument: &'static str, values: &[T]) -> Result<()> {
-    if let Some((index, value)) = values.iter().enumerate().map(|(i, v)| (i, v.to_f32())).find(|(_, v)| !v.is_finite()) {
+    if let Some((index, value)) = values.iter().enumerate().map(|(i, v)| (i, v.to_f32())).find(|(_, v)| !v.is_finite())
+    {
         return Err(Error::NonFinite { argument, index, value });
     }
     Ok(())

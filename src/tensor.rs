@@ -5,7 +5,9 @@ use wgpu::util::DeviceExt;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::shape::{check_finite, check_mask_values, DType, Element, HostMask, HostMaskValues, Layout, MaskKind, Shape};
+use crate::shape::{
+    check_finite, check_mask_values, DType, Element, HostMask, HostMaskValues, Layout, MaskKind, Shape,
+};
 
 /// A 4-D tensor in a GPU buffer: logical shape `[batch, heads, seq, dim]`, a [`Layout`], a
 /// [`DType`] and an element offset into the buffer.
@@ -38,7 +40,11 @@ impl Tensor {
     pub fn from_buffer(buffer: wgpu::Buffer, offset: u64, shape: Shape, layout: Layout, dtype: DType) -> Result<Self> {
         shape.check_nonempty("buffer")?;
         if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-            return Err(Error::BufferUsage { argument: "buffer", needed: "STORAGE", got: format!("{:?}", buffer.usage()) });
+            return Err(Error::BufferUsage {
+                argument: "buffer",
+                needed: "STORAGE",
+                got: format!("{:?}", buffer.usage()),
+            });
         }
         let needed = shape.numel() as u64 * dtype.size();
         let have = buffer.size().saturating_sub(offset * dtype.size());
@@ -85,7 +91,9 @@ impl Tensor {
     fn decode(&self, bytes: &[u8]) -> Vec<f32> {
         match self.dtype {
             DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(bytes),
-            DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes).into_iter().map(|x| x.to_f32()).collect(),
+            DType::F16 => {
+                bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes).into_iter().map(|x| x.to_f32()).collect()
+            }
         }
     }
 
@@ -148,7 +156,11 @@ impl Mask {
             return Err(Error::EmptyDimension { argument: "mask", dim: "shape" });
         }
         if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-            return Err(Error::BufferUsage { argument: "mask", needed: "STORAGE", got: format!("{:?}", buffer.usage()) });
+            return Err(Error::BufferUsage {
+                argument: "mask",
+                needed: "STORAGE",
+                got: format!("{:?}", buffer.usage()),
+            });
         }
         let needed = shape.iter().product::<usize>() as u64 * 4;
         if buffer.size() < needed {
@@ -224,7 +236,10 @@ impl Context {
     pub(crate) fn check_buffer_size(&self, argument: &'static str, bytes: u64) -> Result<()> {
         let max = self.limits().max_buffer_size;
         if bytes > max {
-            return Err(Error::TooLarge { argument, message: format!("{bytes} bytes exceed the device's max_buffer_size {max}") });
+            return Err(Error::TooLarge {
+                argument,
+                message: format!("{bytes} bytes exceed the device's max_buffer_size {max}"),
+            });
         }
         Ok(())
     }

@@ -48,8 +48,10 @@ impl Context {
             ty: wgpu::QueryType::Timestamp,
             count: CAPACITY,
         });
-        *self.inner.timing.lock().unwrap_or_else(|e| e.into_inner()) = Some(Session { query_set: query_set.clone(), next: 0, overflow: false });
-        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-attention timed") });
+        *self.inner.timing.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Session { query_set: query_set.clone(), next: 0, overflow: false });
+        let mut enc =
+            dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-attention timed") });
         let recorded = f(&mut enc);
         let session = self.inner.timing.lock().unwrap_or_else(|e| e.into_inner()).take();
         recorded?;
@@ -93,7 +95,9 @@ impl Context {
             let _ = tx.send(r);
         });
         self.wait()?;
-        pollster::block_on(rx).map_err(|e| Error::Readback(e.to_string()))?.map_err(|e| Error::Readback(e.to_string()))?;
+        pollster::block_on(rx)
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
         let view = readback.get_mapped_range(..).map_err(|e| Error::Readback(format!("{e:?}")))?;
         let stamps: Vec<u64> = bytemuck::pod_collect_to_vec(&view[..session.next as usize * 8]);
         drop(view);

@@ -149,7 +149,11 @@ fn f16_storage_with_f32_statistics() {
         let rounded = CaseData { q: widen(&q16), k: widen(&k16), v: widen(&v16), ..data };
         let (want, want_lse, _) = case_reference(&c, &rounded);
         let opts = AttentionOptions { causal, ..Default::default() };
-        let (q, k, v) = (ctx.upload(&q16, rounded.qs).unwrap(), ctx.upload(&k16, rounded.ks).unwrap(), ctx.upload(&v16, rounded.ks).unwrap());
+        let (q, k, v) = (
+            ctx.upload(&q16, rounded.qs).unwrap(),
+            ctx.upload(&k16, rounded.ks).unwrap(),
+            ctx.upload(&v16, rounded.ks).unwrap(),
+        );
         assert_eq!(q.dtype(), DType::F16);
         let (o, l) = ctx.attention_with_lse(&q, &k, &v, None, &opts).unwrap();
         assert_eq!(o.dtype(), DType::F16);

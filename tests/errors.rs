@@ -19,7 +19,8 @@ fn both(
     check: impl Fn(&Error),
 ) {
     let (q, k, v) = (t(qs.numel()), t(ks.numel()), t(vs.numel()));
-    let (hq, hk, hv) = (HostTensor::new(&q, qs).unwrap(), HostTensor::new(&k, ks).unwrap(), HostTensor::new(&v, vs).unwrap());
+    let (hq, hk, hv) =
+        (HostTensor::new(&q, qs).unwrap(), HostTensor::new(&k, ks).unwrap(), HostTensor::new(&v, vs).unwrap());
     let mut backends = vec![Backend::Cpu];
     if let Some(c) = ctx {
         backends.push(Backend::Gpu(c.clone()));
@@ -58,7 +59,9 @@ fn shape_errors_name_the_argument() {
         assert!(matches!(e, Error::EmptyDimension { argument: "q", dim: "seq" }), "{e}")
     });
     let big = Shape::new(1, 1, 2, 257);
-    both(c, big, big, big, None, o, |e| assert!(matches!(e, Error::UnsupportedHeadDim { got: 257, max: 256, .. }), "{e}"));
+    both(c, big, big, big, None, o, |e| {
+        assert!(matches!(e, Error::UnsupportedHeadDim { got: 257, max: 256, .. }), "{e}")
+    });
 }
 
 #[test]
@@ -72,20 +75,27 @@ fn mask_key_length_and_scalar_errors() {
         assert!(matches!(e, Error::MaskShape { got: [3, 1, 8, 8], .. }), "{e}")
     });
     let m2 = vec![true; 8 * 7];
-    both(c, s, s, s, Some(HostMask::bool(&m2, [1, 1, 8, 7]).unwrap()), o, |e| assert!(matches!(e, Error::MaskShape { .. }), "{e}"));
+    both(c, s, s, s, Some(HostMask::bool(&m2, [1, 1, 8, 7]).unwrap()), o, |e| {
+        assert!(matches!(e, Error::MaskShape { .. }), "{e}")
+    });
     let kl = [8u32, 9];
     both(c, s, s, s, None, AttentionOptions { key_lengths: Some(&kl), ..o }, |e| {
         assert!(matches!(e, Error::KeyLengths(m) if m.contains("entry 1 is 9")), "{e}")
     });
     let kl1 = [8u32];
-    both(c, s, s, s, None, AttentionOptions { key_lengths: Some(&kl1), ..o }, |e| assert!(matches!(e, Error::KeyLengths(_)), "{e}"));
+    both(c, s, s, s, None, AttentionOptions { key_lengths: Some(&kl1), ..o }, |e| {
+        assert!(matches!(e, Error::KeyLengths(_)), "{e}")
+    });
     both(c, s, s, s, None, AttentionOptions { scale: Some(f32::NAN), ..o }, |e| {
         assert!(matches!(e, Error::InvalidArgument { argument: "scale", .. }), "{e}")
     });
     // host constructors
     assert!(matches!(HostMask::bool(&m, [1, 1, 8, 8]), Err(Error::LengthMismatch { argument: "mask", .. })));
     let nanmask = vec![f32::NAN; 64];
-    assert!(matches!(HostMask::additive(&nanmask, [1, 1, 8, 8]), Err(Error::NonFinite { argument: "mask", index: 0, .. })));
+    assert!(matches!(
+        HostMask::additive(&nanmask, [1, 1, 8, 8]),
+        Err(Error::NonFinite { argument: "mask", index: 0, .. })
+    ));
     assert!(matches!(HostTensor::new(&[1.0f32; 3], s), Err(Error::LengthMismatch { argument: "data", .. })));
 }
 
@@ -168,7 +178,8 @@ fn wgpu_validation_errors_become_err() {
     let Some(ctx) = shared_gpu() else { return };
     let s = Shape::new(1, 1, 8, 16);
     let q = ctx.upload(&t(s.numel()), s).unwrap();
-    let e = ctx.record_and_submit(|enc| ctx.encode_attention(enc, &q, &q, &q, None, &AttentionOptions::default(), &q, None));
+    let e = ctx
+        .record_and_submit(|enc| ctx.encode_attention(enc, &q, &q, &q, None, &AttentionOptions::default(), &q, None));
     assert!(matches!(e, Err(Error::Gpu(_))), "{e:?}");
     // the context stays usable afterwards
     let out = ctx.attention(&q, &q, &q, None, &AttentionOptions::default()).unwrap();
@@ -178,7 +189,11 @@ fn wgpu_validation_errors_become_err() {
 #[test]
 fn f16_without_the_feature_is_an_error() {
     let Some(_) = shared_gpu() else { return };
-    let ctx = Context::with_options_blocking(ContextOptions { disable_features: wgpu::Features::SHADER_F16, ..Default::default() }).unwrap();
+    let ctx = Context::with_options_blocking(ContextOptions {
+        disable_features: wgpu::Features::SHADER_F16,
+        ..Default::default()
+    })
+    .unwrap();
     assert!(!ctx.supports_f16());
     let x = vec![half::f16::ONE; 16];
     let e = ctx.upload(&x, Shape::new(1, 1, 4, 4)).unwrap_err();
@@ -189,7 +204,10 @@ fn f16_without_the_feature_is_an_error() {
 
 #[test]
 fn no_adapter_by_name_is_an_error() {
-    let e = Context::with_options_blocking(ContextOptions { adapter_name: Some("no such adapter 1234".into()), ..Default::default() })
-        .unwrap_err();
+    let e = Context::with_options_blocking(ContextOptions {
+        adapter_name: Some("no such adapter 1234".into()),
+        ..Default::default()
+    })
+    .unwrap_err();
     assert!(matches!(e, Error::NoAdapter(ref m) if m.contains("no such adapter 1234")), "{e}");
 }

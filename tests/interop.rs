@@ -151,7 +151,8 @@ fn kernel_time_from_timestamp_queries() {
     assert!(fused > 0.0 && fused <= wall, "kernel {fused} s, wall {wall} s");
     // three kernels (similarity, softmax, weighted sum) are summed
     ctx.attention_unfused(&x, &x, &x, None, &o).unwrap();
-    let unfused = ctx.time_gpu(|enc| ctx.encode_attention_unfused(enc, &x, &x, &x, None, &o, &out, &w)).unwrap().unwrap();
+    let unfused =
+        ctx.time_gpu(|enc| ctx.encode_attention_unfused(enc, &x, &x, &x, None, &o, &out, &w)).unwrap().unwrap();
     assert!(unfused > 0.0);
     // an empty measurement is zero
     assert_eq!(ctx.time_gpu(|_| Ok(())).unwrap(), Some(0.0));

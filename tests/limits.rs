@@ -76,7 +76,11 @@ fn more_than_65535_workgroups_on_default_limits() {
     let Some(ctx) = shared_gpu() else { return };
     let s = Shape::new(1, 2, 35_000, 3);
     let x = rand_vec(5, s.numel(), 2.0);
-    let y = ctx.softmax(&ctx.upload(&x, s).unwrap(), None, &SoftmaxOptions::default()).unwrap().download_blocking(&ctx).unwrap();
+    let y = ctx
+        .softmax(&ctx.upload(&x, s).unwrap(), None, &SoftmaxOptions::default())
+        .unwrap()
+        .download_blocking(&ctx)
+        .unwrap();
     let want = cpu::softmax(&HostTensor::new(&x, s).unwrap(), None, &SoftmaxOptions::default()).unwrap();
     assert_close("70k rows", &y, &to_f64(&want), 1e-5);
 }

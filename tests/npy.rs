@@ -24,7 +24,10 @@ fn reads_float_arrays_written_by_numpy() {
 fn refuses_what_it_cannot_read() {
     for (name, needle) in [("fortran.npy", "Fortran"), ("int32.npy", "not supported")] {
         let e = read_npy(&file(name)).unwrap_err();
-        assert!(matches!(e, Error::InvalidArgument { argument: "file", ref message } if message.contains(needle)), "{name}: {e}");
+        assert!(
+            matches!(e, Error::InvalidArgument { argument: "file", ref message } if message.contains(needle)),
+            "{name}: {e}"
+        );
     }
     assert!(read_npy(b"not numpy at all").is_err());
     let mut truncated = file("f32_3x4.npy");

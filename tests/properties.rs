@@ -28,7 +28,12 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         prop::sample::select(HEAD_DIMS.to_vec()),
         any::<bool>(),
         any::<bool>(),
-        prop_oneof![Just(MaskChoice::None), Just(MaskChoice::BoolBroadcast), Just(MaskChoice::BoolFull), Just(MaskChoice::Additive)],
+        prop_oneof![
+            Just(MaskChoice::None),
+            Just(MaskChoice::BoolBroadcast),
+            Just(MaskChoice::BoolFull),
+            Just(MaskChoice::Additive)
+        ],
         any::<bool>(),
         any::<u64>(),
     )

@@ -12,7 +12,8 @@ fn every_variant_validates_and_translates() {
     for (family, dtype, consts) in variants {
         let what = format!("{family:?} {dtype:?} {consts:?}");
         let src = variant_source(family, dtype, &consts);
-        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
+        let module =
+            naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
         let info = Validator::new(ValidationFlags::all(), Capabilities::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
@@ -31,7 +32,10 @@ fn every_variant_validates_and_translates() {
             &module,
             &info,
             &msl::Options { lang_version: (2, 4), ..Default::default() },
-            &msl::PipelineOptions { entry_point: Some((naga::ShaderStage::Compute, entry.clone())), ..Default::default() },
+            &msl::PipelineOptions {
+                entry_point: Some((naga::ShaderStage::Compute, entry.clone())),
+                ..Default::default()
+            },
         )
         .unwrap_or_else(|e| panic!("{what}: MSL: {e}"));
         assert!(msl_src.contains("kernel"), "{what}: MSL has no kernel");

@@ -21,7 +21,11 @@ fn ref_similarity(q: &[f32], qs: Shape, k: &[f32], ks: Shape, layout: Layout, me
                         Similarity::Cosine => {
                             let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
                             let den = n(&qv) * n(&kv);
-                            if den == 0.0 { 0.0 } else { dot / den }
+                            if den == 0.0 {
+                                0.0
+                            } else {
+                                dot / den
+                            }
                         }
                         Similarity::L2 => -qv.iter().zip(&kv).map(|(a, b)| (a - b).powi(2)).sum::<f64>(),
                     });
@@ -65,11 +69,30 @@ fn check_similarity(ctx: Option<&Context>, qs: Shape, ks: Shape, layout: Layout,
 #[test]
 fn similarity_all_metrics_and_shapes() {
     let ctx = shared_gpu();
-    let metrics = [Similarity::Dot, Similarity::ScaledDot(None), Similarity::ScaledDot(Some(0.3)), Similarity::Cosine, Similarity::L2];
-    for (b, h, hkv, nq, nk, d) in [(1, 1, 1, 1, 1, 1), (2, 3, 3, 17, 9, 3), (1, 4, 2, 65, 130, 40), (1, 2, 1, 1, 1100, 128), (1, 1, 1, 130, 67, 256)] {
+    let metrics = [
+        Similarity::Dot,
+        Similarity::ScaledDot(None),
+        Similarity::ScaledDot(Some(0.3)),
+        Similarity::Cosine,
+        Similarity::L2,
+    ];
+    for (b, h, hkv, nq, nk, d) in [
+        (1, 1, 1, 1, 1, 1),
+        (2, 3, 3, 17, 9, 3),
+        (1, 4, 2, 65, 130, 40),
+        (1, 2, 1, 1, 1100, 128),
+        (1, 1, 1, 130, 67, 256),
+    ] {
         for metric in metrics {
             for layout in [Layout::Bhsd, Layout::Bshd] {
-                check_similarity(ctx.as_ref(), Shape::new(b, h, nq, d), Shape::new(b, hkv, nk, d), layout, metric, false);
+                check_similarity(
+                    ctx.as_ref(),
+                    Shape::new(b, h, nq, d),
+                    Shape::new(b, hkv, nk, d),
+                    layout,
+                    metric,
+                    false,
+                );
             }
         }
     }
@@ -78,7 +101,14 @@ fn similarity_all_metrics_and_shapes() {
 #[test]
 fn cosine_of_zero_vectors_is_zero() {
     let ctx = shared_gpu();
-    check_similarity(ctx.as_ref(), Shape::new(2, 2, 5, 16), Shape::new(2, 1, 7, 16), Layout::Bhsd, Similarity::Cosine, true);
+    check_similarity(
+        ctx.as_ref(),
+        Shape::new(2, 2, 5, 16),
+        Shape::new(2, 1, 7, 16),
+        Layout::Bhsd,
+        Similarity::Cosine,
+        true,
+    );
 }
 
 /// f64 softmax reference over [b, h, rows, cols] stored in `layout`, output in `layout`.
@@ -127,7 +157,13 @@ fn softmax_options_masks_and_shapes() {
         let x = rand_vec(s.numel() as u64, s.numel(), amp);
         let bm = mshape.map(|m| rand_bools(3, m.iter().product(), 0.6)).unwrap_or_default();
         let am: Vec<f32> = mshape
-            .map(|m| rand_vec(4, m.iter().product(), 1.0).into_iter().zip(&bm).map(|(v, &k)| if k { v } else { f32::NEG_INFINITY }).collect())
+            .map(|m| {
+                rand_vec(4, m.iter().product(), 1.0)
+                    .into_iter()
+                    .zip(&bm)
+                    .map(|(v, &k)| if k { v } else { f32::NEG_INFINITY })
+                    .collect()
+            })
             .unwrap_or_default();
         let rm = RefMask {
             causal,
@@ -136,10 +172,13 @@ fn softmax_options_masks_and_shapes() {
             add_mask: if additive { mshape.map(|m| (&am[..], m)) } else { None },
         };
         let opts = SoftmaxOptions { temperature: temp, causal, key_lengths: kl.as_deref() };
-        let hmask = mshape.map(|m| if additive { HostMask::additive(&am, m).unwrap() } else { HostMask::bool(&bm, m).unwrap() });
+        let hmask =
+            mshape
+                .map(|m| if additive { HostMask::additive(&am, m).unwrap() } else { HostMask::bool(&bm, m).unwrap() });
         for layout in [Layout::Bhsd, Layout::Bshd] {
             let want = ref_softmax(&x, s, layout, temp as f64, &rm);
-            let what = format!("{s:?} {layout:?} T={temp} causal={causal} kl={kl:?} mask={mshape:?} additive={additive}");
+            let what =
+                format!("{s:?} {layout:?} T={temp} causal={causal} kl={kl:?} mask={mshape:?} additive={additive}");
             let hx = HostTensor::with_layout(&x, s, layout).unwrap();
             assert_close(&format!("cpu {what}"), &cpu::softmax(&hx, hmask.as_ref(), &opts).unwrap(), &want, 1e-6);
             if let Some(ctx) = ctx.as_ref() {

@@ -20,7 +20,11 @@ fn ref_scores(q: &[f32], k: &[f32], d: usize, metric: Metric) -> Vec<Vec<f64>> {
                         Metric::Cosine => {
                             let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
                             let den = n(qr) * n(kr);
-                            if den == 0.0 { 0.0 } else { dot / den }
+                            if den == 0.0 {
+                                0.0
+                            } else {
+                                dot / den
+                            }
                         }
                         Metric::L2 => -qr.iter().zip(kr).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>(),
                     }
@@ -53,9 +57,17 @@ fn check(what: &str, got: &TopK, refs: &[Vec<f64>], k: usize, metric: Metric, to
             let g = gi[r] as usize;
             assert!(g < sc.len() && seen.insert(g), "{what}: query {qi} rank {r}: bad or repeated index {g}");
             let (sg, sw) = (sc[g], sc[want[r] as usize]);
-            assert!((sg - sw).abs() <= tol * scale, "{what}: query {qi} rank {r}: got key {g} (score {sg}), want key {} (score {sw})", want[r]);
+            assert!(
+                (sg - sw).abs() <= tol * scale,
+                "{what}: query {qi} rank {r}: got key {g} (score {sg}), want key {} (score {sw})",
+                want[r]
+            );
             let reported = if metric == Metric::L2 { -(gs[r] as f64) } else { gs[r] as f64 };
-            assert!((reported - sg).abs() <= tol * scale, "{what}: query {qi} rank {r}: reported score {} vs {sg}", gs[r]);
+            assert!(
+                (reported - sg).abs() <= tol * scale,
+                "{what}: query {qi} rank {r}: reported score {} vs {sg}",
+                gs[r]
+            );
         }
     }
 }
@@ -66,14 +78,24 @@ fn run_all(ctx: Option<&Context>, q: &[f32], keys: &[f32], d: usize, k: usize, m
     let what = format!("nq {} nk {} d {d} k {k} {metric:?}", q.len() / d, keys.len() / d);
     check(&format!("cpu {what}"), &cpu::top_k(q, keys, d, k, metric).unwrap(), &refs, k, metric, tol.min(1e-6), exact);
     if let Some(ctx) = ctx {
-        check(&format!("gpu {what}"), &Backend::Gpu(ctx.clone()).top_k(q, keys, d, k, metric).unwrap(), &refs, k, metric, tol, exact);
+        check(
+            &format!("gpu {what}"),
+            &Backend::Gpu(ctx.clone()).top_k(q, keys, d, k, metric).unwrap(),
+            &refs,
+            k,
+            metric,
+            tol,
+            exact,
+        );
     }
 }
 
 #[test]
 fn random_sizes_all_metrics() {
     let ctx = shared_gpu();
-    for (nq, nk, d, k) in [(1, 1, 1, 1), (2, 7, 3, 7), (5, 1000, 16, 10), (3, 1000, 32, 1000), (4, 65537, 32, 100), (2, 20000, 128, 1024)] {
+    for (nq, nk, d, k) in
+        [(1, 1, 1, 1), (2, 7, 3, 7), (5, 1000, 16, 10), (3, 1000, 32, 1000), (4, 65537, 32, 100), (2, 20000, 128, 1024)]
+    {
         let q = rand_vec(nk as u64, nq * d, 1.0);
         let keys = rand_vec(nk as u64 + 1, nk * d, 1.0);
         for metric in [Metric::Dot, Metric::Cosine, Metric::L2] {
@@ -159,7 +181,9 @@ fn chunk_boundaries_under_lowered_limits() {
     let got = Backend::Gpu(ctx).top_k(&qi, &int, d, 1000, Metric::Dot).unwrap();
     check("lowered limits, integer data", &got, &refs, 1000, Metric::Dot, 0.0, true);
     // k over 512 needs 16 KiB + 8 bytes of workgroup memory: a clear error on a 16 KiB device
-    let small = Context::with_options_blocking(ContextOptions { limits: Some(wgpu::Limits::default()), ..Default::default() }).unwrap();
+    let small =
+        Context::with_options_blocking(ContextOptions { limits: Some(wgpu::Limits::default()), ..Default::default() })
+            .unwrap();
     let e = Backend::Gpu(small.clone()).top_k(&qi, &int, d, 1000, Metric::Dot).unwrap_err();
     assert!(matches!(e, Error::Unsupported(ref m) if m.contains("k = 1000")), "{e}");
     assert!(Backend::Gpu(small).top_k(&qi, &int, d, 512, Metric::Dot).is_ok());

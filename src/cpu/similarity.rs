@@ -33,7 +33,11 @@ pub fn similarity<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>, metric: Simi
             let dot: f64 = qr.iter().zip(kr).map(|(a, b)| a.to_f32() as f64 * b.to_f32() as f64).sum();
             let v = if cosine {
                 let kn: f64 = kr.iter().map(|x| (x.to_f32() as f64).powi(2)).sum::<f64>().sqrt();
-                if qn == 0.0 || kn == 0.0 { 0.0 } else { dot / (qn * kn) }
+                if qn == 0.0 || kn == 0.0 {
+                    0.0
+                } else {
+                    dot / (qn * kn)
+                }
             } else if l2 {
                 -qr.iter().zip(kr).map(|(a, b)| (a.to_f32() as f64 - b.to_f32() as f64).powi(2)).sum::<f64>()
             } else {

@@ -12,7 +12,11 @@ use crate::shape::check_finite;
 pub fn top_k(queries: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) -> Result<TopK> {
     for (argument, v) in [("queries", queries), ("keys", keys)] {
         if d == 0 || v.is_empty() || !v.len().is_multiple_of(d) {
-            return Err(crate::Error::LengthMismatch { argument, expected: v.len().div_ceil(d.max(1)).max(1) * d, got: v.len() });
+            return Err(crate::Error::LengthMismatch {
+                argument,
+                expected: v.len().div_ceil(d.max(1)).max(1) * d,
+                got: v.len(),
+            });
         }
     }
     let (nq, nk) = (queries.len() / d, keys.len() / d);
@@ -33,7 +37,11 @@ pub fn top_k(queries: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) 
                         Metric::Cosine => {
                             let den = qn * norms[j];
                             let dot: f64 = q.iter().zip(kr).map(|(a, b)| *a as f64 * *b as f64).sum();
-                            if den == 0.0 { 0.0 } else { dot / den }
+                            if den == 0.0 {
+                                0.0
+                            } else {
+                                dot / den
+                            }
                         }
                         Metric::L2 => -q.iter().zip(kr).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>(),
                     };

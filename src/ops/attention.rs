@@ -6,7 +6,9 @@ use crate::dispatch::{flags, Arg, Grid, Launch, Params, Rows};
 use crate::error::{Error, Result};
 use crate::ops::softmax::mask_arg;
 use crate::ops::{check_dtype, check_out, key_lengths_buffer};
-use crate::options::{check_key_lengths, check_mask_shape, check_qkv, check_scalar, AttentionOptions, Dims, Similarity, SoftmaxOptions};
+use crate::options::{
+    check_key_lengths, check_mask_shape, check_qkv, check_scalar, AttentionOptions, Dims, Similarity, SoftmaxOptions,
+};
 use crate::pipeline::Family;
 use crate::shape::{DType, Layout, MaskKind, Shape};
 use crate::tensor::{Mask, Tensor};
@@ -42,18 +44,12 @@ impl AttentionTile {
         }
         let dp = [32u32, 64, 128, 256].into_iter().find(|&p| p as usize >= d).unwrap_or(256);
         let fitting: Vec<AttentionTile> = Self::candidates(dp).filter(|t| t.workgroup_bytes() <= max_bytes).collect();
-        fitting
-            .iter()
-            .rev()
-            .find(|t| t.br as usize >= nq)
-            .or(fitting.first())
-            .copied()
-            .ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "head dim {d} needs {} bytes of workgroup memory, the device allows {max_bytes}",
-                    AttentionTile { br: 8, dp }.workgroup_bytes()
-                ))
-            })
+        fitting.iter().rev().find(|t| t.br as usize >= nq).or(fitting.first()).copied().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "head dim {d} needs {} bytes of workgroup memory, the device allows {max_bytes}",
+                AttentionTile { br: 8, dp }.workgroup_bytes()
+            ))
+        })
     }
 
     /// Tiles for padded head dim `dp`, largest first (at most 16 output columns per thread).
@@ -149,7 +145,14 @@ impl Context {
     /// assert_eq!(out.len(), shape.numel());
     /// # Ok(()) }
     /// ```
-    pub fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Mask>, opts: &AttentionOptions) -> Result<Tensor> {
+    pub fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Mask>,
+        opts: &AttentionOptions,
+    ) -> Result<Tensor> {
         check_qkv(&q.shape, &k.shape, &v.shape)?;
         let out = self.zeros(q.shape, q.layout, q.dtype)?;
         self.submit(|enc| self.encode_attention(enc, q, k, v, mask, opts, &out, None))?;
@@ -194,7 +197,12 @@ impl Context {
             fl |= flags::LSE;
         }
         let lim = self.limits();
-        let tile = AttentionTile::choose(dims.d, dims.nq, lim.max_compute_workgroup_storage_size, lim.max_compute_invocations_per_workgroup)?;
+        let tile = AttentionTile::choose(
+            dims.d,
+            dims.nq,
+            lim.max_compute_workgroup_storage_size,
+            lim.max_compute_invocations_per_workgroup,
+        )?;
         let kl = key_lengths_buffer(self, opts.key_lengths)?;
         let br = tile.br as usize;
         let slices = dims.batch * dims.heads;
@@ -202,7 +210,11 @@ impl Context {
         let nsplit = split.map_or(1, |s| dims.nk.div_ceil(s));
         // split-K partials: per query row and split, the raw accumulator, max and sum
         let partial = match split {
-            Some(_) => Some(self.zeros(Shape::new(dims.batch, dims.heads, nsplit * dims.nq, dims.d + 2), Layout::Bhsd, DType::F32)?),
+            Some(_) => Some(self.zeros(
+                Shape::new(dims.batch, dims.heads, nsplit * dims.nq, dims.d + 2),
+                Layout::Bhsd,
+                DType::F32,
+            )?),
             None => None,
         };
         let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(br) * nsplit) as u64;
@@ -211,8 +223,12 @@ impl Context {
                 Arg::whole("out", &self.inner.placeholder_write, 6),
                 Arg::tensor("partials", p, 1, Rows::All(nsplit * dims.nq), 5, 7),
             ),
-            (None, Some(l)) => (Arg::tensor("out", out, 1, Rows::Query, 4, 6), Arg::tensor("lse", l, 1, Rows::Query, 5, 7)),
-            (None, None) => (Arg::tensor("out", out, 1, Rows::Query, 4, 6), Arg::whole("lse", &self.inner.placeholder_write, 7)),
+            (None, Some(l)) => {
+                (Arg::tensor("out", out, 1, Rows::Query, 4, 6), Arg::tensor("lse", l, 1, Rows::Query, 5, 7))
+            }
+            (None, None) => {
+                (Arg::tensor("out", out, 1, Rows::Query, 4, 6), Arg::whole("lse", &self.inner.placeholder_write, 7))
+            }
         };
         Launch {
             family: Family::Attention,
@@ -326,7 +342,13 @@ impl Context {
     }
 
     /// Records [`Context::weighted_sum`] into `encoder`.
-    pub fn encode_weighted_sum(&self, encoder: &mut wgpu::CommandEncoder, weights: &Tensor, v: &Tensor, out: &Tensor) -> Result<()> {
+    pub fn encode_weighted_sum(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        weights: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+    ) -> Result<()> {
         let (w, vs) = (weights.shape, v.shape);
         w.check_nonempty("weights")?;
         vs.check_nonempty("v")?;

@@ -82,24 +82,6 @@ fn kp(k: usize) -> usize {
     k.next_power_of_two().max(16)
 }
 
-/// A u32 or f32 `[rows, row_len]` row-major buffer as a kernel argument (b = h = 0).
-fn matrix<'a>(name: &'static str, buffer: &'a wgpu::Buffer, row_len: usize, rows: Rows, view: usize, binding: u32) -> Arg<'a> {
-    Arg {
-        name,
-        buffer,
-        elem: 4,
-        offset: 0,
-        sb: 0,
-        sh: 0,
-        ss: row_len as u64,
-        row_len: row_len as u64,
-        group: 1,
-        rows,
-        view: Some(view),
-        binding,
-    }
-}
-
 /// Top-k results still on the GPU, from [`Context::encode_top_k`]: per query `kp` (k rounded up
 /// to a power of two, at least 16) scores and indices, best first. Read them with [`TopKOutput::read`]
 /// once the work has been submitted.
@@ -125,7 +107,8 @@ impl TopKOutput {
         let (nq, k, kp) = (self.nq, self.k, self.kp);
         let shape = Shape::new(1, 1, nq, kp);
         let s = Tensor::from_buffer(self.scores.clone(), 0, shape, Layout::Bhsd, DType::F32)?.download_blocking(ctx)?;
-        let i = Tensor::from_buffer(self.indices.clone(), 0, shape, Layout::Bhsd, DType::F32)?.download_blocking(ctx)?;
+        let i =
+            Tensor::from_buffer(self.indices.clone(), 0, shape, Layout::Bhsd, DType::F32)?.download_blocking(ctx)?;
         let mut out = TopK { nq, k, indices: Vec::with_capacity(nq * k), scores: Vec::with_capacity(nq * k) };
         for q in 0..nq {
             out.indices.extend(i[q * kp..q * kp + k].iter().map(|x| x.to_bits()));
@@ -175,7 +158,10 @@ impl Context {
         let (qs, ks) = (queries.shape, keys.shape);
         for (argument, s) in [("queries", qs), ("keys", ks)] {
             if s.batch != 1 || s.heads != 1 {
-                return Err(Error::InvalidArgument { argument, message: format!("expected shape [1, 1, rows, dim], got {:?}", s.dims()) });
+                return Err(Error::InvalidArgument {
+                    argument,
+                    message: format!("expected shape [1, 1, rows, dim], got {:?}", s.dims()),
+                });
             }
         }
         let (nq, nk, d) = (qs.seq, ks.seq, qs.dim);
@@ -199,7 +185,9 @@ impl Context {
         if chunk == 0 {
             return Err(Error::TooLarge {
                 argument: "queries",
-                message: format!("{nq} queries of dim {d} leave no room for a chunk of keys in one binding; search fewer at a time"),
+                message: format!(
+                    "{nq} queries of dim {d} leave no room for a chunk of keys in one binding; search fewer at a time"
+                ),
             });
         }
         let seg = (8 * kp).max(8192);
@@ -213,71 +201,75 @@ impl Context {
         let grid = Grid { bh: 1, heads: 1, nq, row_tile: 1 };
         let consts = |pairs: u32| vec![("KP", kp as u32), ("CAP", cap), ("PAIRS", pairs)];
 
-        {
-            let enc = encoder;
-            for (c, &k0) in chunks.iter().enumerate() {
-                let clen = chunk.min(nk - k0);
-                let kview = Tensor::from_buffer(keys.buffer.clone(), keys.offset + (k0 * d) as u64, Shape::new(1, 1, clen, d), keys.layout, keys.dtype)?;
-                let sview = Tensor::from_buffer(scores.buffer.clone(), 0, Shape::new(1, 1, nq, clen), Layout::Bhsd, DType::F32)?;
-                self.encode_similarity(enc, queries, &kview, metric.similarity(), &sview)?;
-                let (x, y) = (c % 2, (c + 1) % 2);
-                let nseg_c = clen.div_ceil(seg);
-                // the best kp of each segment of this chunk, into slots 1.. of x
-                let wg_sel = |_: usize, nr: usize| (nr * nseg_c) as u64;
-                Launch {
-                    family: Family::TopK,
-                    dtype: DType::F32,
-                    consts: consts(0),
-                    grid,
-                    args: vec![
-                        matrix("scores", &scores.buffer, clen, Rows::Query, 0, 1),
-                        Arg::whole("indices", &self.inner.placeholder_read, 2),
-                        // outputs are addressed by slot (kp entries each)
-                        matrix("candidates", &cand_s[x], kp, Rows::All(nq * slots), 2, 3),
-                        matrix("candidates", &cand_i[x], kp, Rows::All(nq * slots), 3, 4),
-                    ],
-                    params: Params {
-                        nk: clen as u32,
-                        split_len: seg as u32,
-                        idx0: k0 as u32,
-                        start: 0,
-                        out_stride: slots as u32,
-                        out_offset: 1,
-                        ..Default::default()
-                    },
-                    workgroups: &wg_sel,
-                }
-                .record(self, enc)?;
-                // merge: slot 0 (the best so far, absent for the first chunk) and this chunk's
-                // segments into slot 0 of y, or into the result after the last chunk
-                let last = c + 1 == chunks.len();
-                let (out_s, out_i, stride) = if last { (&best_s, &best_i, 1) } else { (&cand_s[y], &cand_i[y], slots) };
-                let len = (1 + nseg_c) * kp;
-                let start = if c == 0 { kp } else { 0 };
-                let wg_merge = |_: usize, nr: usize| nr as u64;
-                Launch {
-                    family: Family::TopK,
-                    dtype: DType::F32,
-                    consts: consts(1),
-                    grid,
-                    args: vec![
-                        matrix("candidates", &cand_s[x], slots * kp, Rows::Query, 0, 1),
-                        matrix("candidates", &cand_i[x], slots * kp, Rows::Query, 1, 2),
-                        matrix("result", out_s, kp, Rows::All(nq * stride), 2, 3),
-                        matrix("result", out_i, kp, Rows::All(nq * stride), 3, 4),
-                    ],
-                    params: Params {
-                        nk: len as u32,
-                        split_len: (len - start) as u32,
-                        start: start as u32,
-                        out_stride: stride as u32,
-                        out_offset: 0,
-                        ..Default::default()
-                    },
-                    workgroups: &wg_merge,
-                }
-                .record(self, enc)?;
+        for (c, &k0) in chunks.iter().enumerate() {
+            let clen = chunk.min(nk - k0);
+            let kview = Tensor::from_buffer(
+                keys.buffer.clone(),
+                keys.offset + (k0 * d) as u64,
+                Shape::new(1, 1, clen, d),
+                keys.layout,
+                keys.dtype,
+            )?;
+            let sview =
+                Tensor::from_buffer(scores.buffer.clone(), 0, Shape::new(1, 1, nq, clen), Layout::Bhsd, DType::F32)?;
+            self.encode_similarity(encoder, queries, &kview, metric.similarity(), &sview)?;
+            let (x, y) = (c % 2, (c + 1) % 2);
+            let nseg_c = clen.div_ceil(seg);
+            // the best kp of each segment of this chunk, into slots 1.. of x
+            let wg_sel = |_: usize, nr: usize| (nr * nseg_c) as u64;
+            Launch {
+                family: Family::TopK,
+                dtype: DType::F32,
+                consts: consts(0),
+                grid,
+                args: vec![
+                    Arg::matrix("scores", &scores.buffer, clen, Rows::Query, 0, 1),
+                    Arg::whole("indices", &self.inner.placeholder_read, 2),
+                    // outputs are addressed by slot (kp entries each)
+                    Arg::matrix("candidates", &cand_s[x], kp, Rows::All(nq * slots), 2, 3),
+                    Arg::matrix("candidates", &cand_i[x], kp, Rows::All(nq * slots), 3, 4),
+                ],
+                params: Params {
+                    nk: clen as u32,
+                    split_len: seg as u32,
+                    idx0: k0 as u32,
+                    start: 0,
+                    out_stride: slots as u32,
+                    out_offset: 1,
+                    ..Default::default()
+                },
+                workgroups: &wg_sel,
             }
+            .record(self, encoder)?;
+            // merge: slot 0 (the best so far, absent for the first chunk) and this chunk's
+            // segments into slot 0 of y, or into the result after the last chunk
+            let last = c + 1 == chunks.len();
+            let (out_s, out_i, stride) = if last { (&best_s, &best_i, 1) } else { (&cand_s[y], &cand_i[y], slots) };
+            let len = (1 + nseg_c) * kp;
+            let start = if c == 0 { kp } else { 0 };
+            let wg_merge = |_: usize, nr: usize| nr as u64;
+            Launch {
+                family: Family::TopK,
+                dtype: DType::F32,
+                consts: consts(1),
+                grid,
+                args: vec![
+                    Arg::matrix("candidates", &cand_s[x], slots * kp, Rows::Query, 0, 1),
+                    Arg::matrix("candidates", &cand_i[x], slots * kp, Rows::Query, 1, 2),
+                    Arg::matrix("result", out_s, kp, Rows::All(nq * stride), 2, 3),
+                    Arg::matrix("result", out_i, kp, Rows::All(nq * stride), 3, 4),
+                ],
+                params: Params {
+                    nk: len as u32,
+                    split_len: (len - start) as u32,
+                    start: start as u32,
+                    out_stride: stride as u32,
+                    out_offset: 0,
+                    ..Default::default()
+                },
+                workgroups: &wg_merge,
+            }
+            .record(self, encoder)?;
         }
         Ok(TopKOutput { scores: best_s, indices: best_i, kp, k, nq, metric })
     }

@@ -40,7 +40,11 @@ pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len(), "length mismatch");
     let num: f64 = got.iter().zip(want).map(|(g, w)| (*g as f64 - w).powi(2)).sum();
     let den: f64 = want.iter().map(|w| w * w).sum();
-    if den == 0.0 { num.sqrt() } else { (num / den).sqrt() }
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
 }
 
 /// Asserts relative error <= tol, naming the first element off by more than tol * max|want|.
@@ -114,10 +118,16 @@ impl RefMask<'_> {
 /// Returns (output in q's layout, lse [b, h, nq], weights [b, h, nq, nk]).
 #[allow(clippy::too_many_arguments)]
 pub fn ref_attention(
-    q: &[f32], qs: Shape, ql: Layout,
-    k: &[f32], ks: Shape, kl: Layout,
-    v: &[f32], vl: Layout,
-    scale: f64, mask: &RefMask,
+    q: &[f32],
+    qs: Shape,
+    ql: Layout,
+    k: &[f32],
+    ks: Shape,
+    kl: Layout,
+    v: &[f32],
+    vl: Layout,
+    scale: f64,
+    mask: &RefMask,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (b_, h_, nq, d) = (qs.batch, qs.heads, qs.seq, qs.dim);
     let nk = ks.seq;
@@ -183,9 +193,20 @@ pub struct Case {
 impl Case {
     pub fn new(b: usize, h: usize, hkv: usize, nq: usize, nk: usize, d: usize) -> Self {
         Case {
-            b, h, hkv, nq, nk, d,
-            causal: false, layout: Layout::Bhsd, scale: None, key_lengths: None,
-            bool_mask: None, add_mask: None, amp: 1.0, seed: (b * 1000 + h * 100 + nq * 7 + nk * 13 + d) as u64,
+            b,
+            h,
+            hkv,
+            nq,
+            nk,
+            d,
+            causal: false,
+            layout: Layout::Bhsd,
+            scale: None,
+            key_lengths: None,
+            bool_mask: None,
+            add_mask: None,
+            amp: 1.0,
+            seed: (b * 1000 + h * 100 + nq * 7 + nk * 13 + d) as u64,
         }
     }
 }

@@ -131,7 +131,10 @@ fn main() -> ExitCode {
     }
 
     let ctx = if gpu {
-        match Context::with_options_blocking(ContextOptions { adapter_name: args.adapter.clone(), ..Default::default() }) {
+        match Context::with_options_blocking(ContextOptions {
+            adapter_name: args.adapter.clone(),
+            ..Default::default()
+        }) {
             Ok(c) => Some(c),
             Err(e) => {
                 eprintln!("error: {e} (use --backend cpu for the CPU path alone)");

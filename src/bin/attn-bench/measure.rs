@@ -164,7 +164,10 @@ fn progress(label: &str, total: usize, first: Duration) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(total as u64);
-    pb.set_style(ProgressStyle::with_template("{msg:>40} [{bar:30}] {pos}/{len} ({elapsed})").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>40} [{bar:30}] {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     pb.set_message(label.to_string());
     pb
 }
@@ -224,14 +227,18 @@ fn encode(ctx: &Context, c: &Case, g: &GpuCase, enc: &mut wgpu::CommandEncoder) 
         }
         Op::AttentionUnfused => {
             let (k, v) = kv()?;
-            let w = g.weights.as_ref().ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no weights".into() })?;
+            let w = g
+                .weights
+                .as_ref()
+                .ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no weights".into() })?;
             ctx.encode_attention_unfused(enc, &g.q, k, v, None, &opts, &g.out, w)
         }
         Op::Similarity => ctx.encode_similarity(enc, &g.q, kv()?.0, Similarity::ScaledDot(None), &g.out),
         Op::Cosine => ctx.encode_similarity(enc, &g.q, kv()?.0, Similarity::Cosine, &g.out),
         Op::Softmax => ctx.encode_softmax(enc, &g.q, None, &SoftmaxOptions::default(), &g.out),
         Op::Topk => {
-            let keys = g.k.as_ref().ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no keys".into() })?;
+            let keys =
+                g.k.as_ref().ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no keys".into() })?;
             ctx.encode_top_k(enc, &g.q, keys, c.k, Metric::Dot).map(|_| ())
         }
     }
@@ -246,10 +253,18 @@ fn cpu_run(c: &Case, qs: Shape, ks: Shape, q: &[f32], k: &[f32], v: &[f32]) -> R
             let hq = HostTensor::new(&q[..], qs)?;
             match c.op {
                 Op::Softmax => cpu::softmax(&hq, None, &SoftmaxOptions::default()),
-                Op::Attention => Ok(cpu::attention(&hq, &HostTensor::new(&k[..], ks)?, &HostTensor::new(&v[..], ks)?, None, &opts)?.0),
-                Op::AttentionUnfused => {
-                    Ok(cpu::attention_unfused(&hq, &HostTensor::new(&k[..], ks)?, &HostTensor::new(&v[..], ks)?, None, &opts)?.0)
+                Op::Attention => {
+                    Ok(cpu::attention(&hq, &HostTensor::new(&k[..], ks)?, &HostTensor::new(&v[..], ks)?, None, &opts)?
+                        .0)
                 }
+                Op::AttentionUnfused => Ok(cpu::attention_unfused(
+                    &hq,
+                    &HostTensor::new(&k[..], ks)?,
+                    &HostTensor::new(&v[..], ks)?,
+                    None,
+                    &opts,
+                )?
+                .0),
                 Op::Similarity => cpu::similarity(&hq, &HostTensor::new(&k[..], ks)?, Similarity::ScaledDot(None)),
                 Op::Cosine => cpu::similarity(&hq, &HostTensor::new(&k[..], ks)?, Similarity::Cosine),
                 Op::Topk => {
@@ -273,7 +288,11 @@ fn first_slice(c: &Case) -> Case {
 fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     let num: f64 = got.iter().zip(want).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
     let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    if den == 0.0 { num.sqrt() } else { (num / den).sqrt() }
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
 }
 
 fn output_shape(c: &Case, bh: usize) -> Shape {
@@ -298,7 +317,11 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
         if c.host_bytes() > avail {
             return Err(Error::TooLarge {
                 argument: "shape",
-                message: format!("needs {:.1} GiB of host memory for its data, {:.1} GiB available", c.host_bytes() / 2f64.powi(30), avail / 2f64.powi(30)),
+                message: format!(
+                    "needs {:.1} GiB of host memory for its data, {:.1} GiB available",
+                    c.host_bytes() / 2f64.powi(30),
+                    avail / 2f64.powi(30)
+                ),
             });
         }
     }
@@ -333,7 +356,8 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
         let one = Case { nq: 1, ..c.clone() };
         let (qs1, ks1) = shapes(&one);
         let want = cpu_run(&one, qs1, ks1, &q[..c.d], &k, &v)?;
-        let keys = g.k.as_ref().ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no keys".into() })?;
+        let keys =
+            g.k.as_ref().ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no keys".into() })?;
         let q1 = upload(ctx, &q[..c.d], qs1, c.dtype)?;
         rec.rel_err = Some(rel_err(&ctx.top_k(&q1, keys, c.k, Metric::Dot)?.scores, &want));
     } else {
@@ -341,7 +365,8 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
         let (qs1, ks1) = shapes(&one);
         let (lq, lk) = (qs1.numel(), if c.op == Op::Softmax { 0 } else { ks1.numel() });
         let want = cpu_run(&one, qs1, ks1, &q[..lq], &k[..lk], &v[..lk])?;
-        let out_slice = Tensor::from_buffer(g.out.buffer().clone(), 0, output_shape(c, 1), Layout::Bhsd, g.out.dtype())?;
+        let out_slice =
+            Tensor::from_buffer(g.out.buffer().clone(), 0, output_shape(c, 1), Layout::Bhsd, g.out.dtype())?;
         rec.rel_err = Some(rel_err(&out_slice.download_blocking(ctx)?, &want));
     }
     drop(g);
@@ -352,7 +377,8 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
         let t = Instant::now();
         let g = gpu_case(ctx, c, &q, &k, &v)?;
         let out = if c.op == Op::Topk {
-            let keys = g.k.as_ref().ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no keys".into() })?;
+            let keys =
+                g.k.as_ref().ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no keys".into() })?;
             ctx.top_k(&g.q, keys, c.k, Metric::Dot)?.scores
         } else {
             ctx.record_and_submit(|enc| encode(ctx, c, &g, enc))?;
@@ -376,7 +402,11 @@ pub fn run_cpu(c: &Case, st: &Settings, label: &str) -> Record {
     }
     if let Some(avail) = mem_available() {
         if c.host_bytes() * 1.5 > avail {
-            rec.error = Some(format!("needs {:.1} GiB of host memory, {:.1} GiB available", c.host_bytes() * 1.5 / 2f64.powi(30), avail / 2f64.powi(30)));
+            rec.error = Some(format!(
+                "needs {:.1} GiB of host memory, {:.1} GiB available",
+                c.host_bytes() * 1.5 / 2f64.powi(30),
+                avail / 2f64.powi(30)
+            ));
             return rec;
         }
     }

@@ -38,15 +38,21 @@ pub struct Host {
 }
 
 pub fn host() -> Host {
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()));
-    Host { os: std::env::consts::OS, arch: std::env::consts::ARCH, cpu_threads: rayon::current_num_threads(), cpu_model }
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string())
+    });
+    Host {
+        os: std::env::consts::OS,
+        arch: std::env::consts::ARCH,
+        cpu_threads: rayon::current_num_threads(),
+        cpu_model,
+    }
 }
 
 /// UTC date and time, ISO 8601, from the system clock.
 pub fn now_utc() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // civil-from-days (proleptic Gregorian)
     let z = days + 719468;
@@ -86,8 +92,21 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 /// A readable table of the records.
 pub fn table(records: &[Record]) -> String {
     let header = [
-        "op", "dtype", "BH", "Nq", "Nk", "D", "causal", "impl", "kernel ms (med [min-max])", "wall ms", "e2e ms", "TFLOP/s", "GB/s",
-        "rel err", "GPU/CPU",
+        "op",
+        "dtype",
+        "BH",
+        "Nq",
+        "Nk",
+        "D",
+        "causal",
+        "impl",
+        "kernel ms (med [min-max])",
+        "wall ms",
+        "e2e ms",
+        "TFLOP/s",
+        "GB/s",
+        "rel err",
+        "GPU/CPU",
     ];
     let rows: Vec<Vec<String>> = records
         .iter()
@@ -129,7 +148,14 @@ pub fn table(records: &[Record]) -> String {
         }
     }
     let line = |cells: Vec<String>| -> String {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" | ").trim_end().to_string()
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+            .trim_end()
+            .to_string()
     };
     let mut out = line(header.iter().map(|s| s.to_string()).collect());
     out.push('\n');
@@ -164,7 +190,8 @@ pub fn svg(records: &[Record], title: &str) -> Option<String> {
     let (unit, mul) = if ymax_t < 0.1 { ("GFLOP/s", 1e3) } else { ("TFLOP/s", 1.0) };
     let ymax = nice_ceiling(ymax_t * mul);
     let xs: Vec<f64> = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0.log2())).collect();
-    let (xmin, xmax) = (xs.iter().cloned().fold(f64::INFINITY, f64::min), xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+    let (xmin, xmax) =
+        (xs.iter().cloned().fold(f64::INFINITY, f64::min), xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
     let (xmin, xmax) = if xmax - xmin < 1e-9 { (xmin - 1.0, xmax + 1.0) } else { (xmin, xmax) };
     let (w, h, l, r, t, b) = (760.0, 440.0, 70.0, 250.0, 40.0, 50.0);
     let px = |x: f64| l + (x.log2() - xmin) / (xmax - xmin) * (w - l - r);
@@ -188,13 +215,25 @@ pub fn svg(records: &[Record], title: &str) -> Option<String> {
     while xt <= xmax + 1e-9 {
         let x = px(2f64.powf(xt));
         s += &format!("<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#ddd\"/>\n", t, h - b);
-        s += &format!("<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", h - b + 16.0, 2f64.powf(xt) as u64);
+        s += &format!(
+            "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            h - b + 16.0,
+            2f64.powf(xt) as u64
+        );
         xt += 1.0;
     }
     s += &format!("<line x1=\"{l}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", h - b, w - r, h - b);
     s += &format!("<line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{}\" stroke=\"black\"/>\n", h - b);
-    s += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">sequence length (Nq = Nk)</text>\n", (w - r + l) / 2.0, h - 12.0);
-    s += &format!("<text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">{unit}</text>\n", (h - b + t) / 2.0, (h - b + t) / 2.0);
+    s += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">sequence length (Nq = Nk)</text>\n",
+        (w - r + l) / 2.0,
+        h - 12.0
+    );
+    s += &format!(
+        "<text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">{unit}</text>\n",
+        (h - b + t) / 2.0,
+        (h - b + t) / 2.0
+    );
     for (i, (name, pts)) in series.iter().enumerate() {
         let c = colors[i % colors.len()];
         let path: Vec<String> = pts.iter().map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y))).collect();
@@ -203,7 +242,11 @@ pub fn svg(records: &[Record], title: &str) -> Option<String> {
             s += &format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>\n", px(*x), py(*y));
         }
         let ly = t + 10.0 + 18.0 * i as f64;
-        s += &format!("<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"2\"/>\n", w - r + 15.0, w - r + 35.0);
+        s += &format!(
+            "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"2\"/>\n",
+            w - r + 15.0,
+            w - r + 35.0
+        );
         s += &format!("<text x=\"{}\" y=\"{}\">{}</text>\n", w - r + 40.0, ly + 4.0, xml(name));
     }
     s += "</svg>\n";

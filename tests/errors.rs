@@ -139,17 +139,21 @@ fn gpu_argument_errors() {
     let mut enc = ctx.device().create_command_encoder(&Default::default());
     let e = ctx.encode_attention(&mut enc, &q, &q, &q, None, &o, &bad, None).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { argument: "out", dim: "dim", .. }), "{e}");
-    let half_out = ctx.zeros(s, Layout::Bhsd, DType::F16).unwrap();
-    let e = ctx.encode_attention(&mut enc, &q, &q, &q, None, &o, &half_out, None).unwrap_err();
-    assert!(matches!(e, Error::DTypeMismatch { argument: "out", .. }), "{e}");
+    if ctx.supports_f16() {
+        let half_out = ctx.zeros(s, Layout::Bhsd, DType::F16).unwrap();
+        let e = ctx.encode_attention(&mut enc, &q, &q, &q, None, &o, &half_out, None).unwrap_err();
+        assert!(matches!(e, Error::DTypeMismatch { argument: "out", .. }), "{e}");
+    }
     let lse_bad = ctx.zeros(Shape::new(1, 2, 8, 2), Layout::Bhsd, DType::F32).unwrap();
     let out = ctx.zeros(s, Layout::Bhsd, DType::F32).unwrap();
     let e = ctx.encode_attention(&mut enc, &q, &q, &q, None, &o, &out, Some(&lse_bad)).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { argument: "lse", .. }), "{e}");
     // mixed dtypes
-    let k16 = ctx.upload(&vec![half::f16::ONE; s.numel()], s).unwrap();
-    let e = ctx.attention(&q, &k16, &k16, None, &o).unwrap_err();
-    assert!(matches!(e, Error::DTypeMismatch { argument: "k", .. }), "{e}");
+    if f16_supported(&ctx) {
+        let k16 = ctx.upload(&vec![half::f16::ONE; s.numel()], s).unwrap();
+        let e = ctx.attention(&q, &k16, &k16, None, &o).unwrap_err();
+        assert!(matches!(e, Error::DTypeMismatch { argument: "k", .. }), "{e}");
+    }
     // caller buffer too small / without STORAGE
     let small = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: None,

@@ -252,6 +252,9 @@ fn resident_index_grows_and_returns_ids() {
 #[test]
 fn f16_index_with_odd_dim() {
     let Some(ctx) = shared_gpu() else { return };
+    if !f16_supported(&ctx) {
+        return;
+    }
     let (nk, d) = (3000, 33);
     let round = |v: Vec<f32>| v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect::<Vec<_>>();
     let keys = round(rand_vec(51, nk * d, 1.0));

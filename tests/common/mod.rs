@@ -308,3 +308,17 @@ pub fn check_case(ctx: Option<&Context>, c: &Case) {
     assert_close(&format!("gpu unfused {what}"), &o.download_blocking(ctx).unwrap(), &want, 1e-5);
     assert_close(&format!("gpu weights {what}"), &w.download_blocking(ctx).unwrap(), &want_w, 1e-5);
 }
+
+/// Whether the adapter stores f16. Where it does not, asserts instead that f16 is refused with
+/// the documented error (so an f16 test checks real behaviour on every adapter).
+pub fn f16_supported(ctx: &Context) -> bool {
+    if ctx.supports_f16() {
+        return true;
+    }
+    let e = ctx.upload(&[half::f16::ONE; 4], Shape::new(1, 1, 2, 2)).unwrap_err();
+    assert!(matches!(e, Error::F16Unsupported { .. }), "{e}");
+    let e = Index::new(ctx, 4, Metric::Dot, DType::F16).unwrap_err();
+    assert!(matches!(e, Error::F16Unsupported { .. }), "{e}");
+    eprintln!("{} has no SHADER_F16: checked that f16 is refused", ctx.info().adapter);
+    false
+}

@@ -2,7 +2,8 @@
 // Header constants: BR (query rows per workgroup), DP (head dim padded: 32/64/128/256),
 // KC (head-dim chunk for K tiles), TPR (threads per query row = 256 / BR),
 // NJ = DP / TPR (output columns per thread), NS = BC / TPR (scores per thread per key tile),
-// SPLIT (1: split-K; each workgroup takes P.split_len keys and writes partial results).
+// SPLIT (1: split-K; each workgroup takes P.split_len keys and writes partial results),
+// VEC (4: vector loads of Q, K, V; 1: scalar loads).
 // Bindings: 1 q, 2 mask, 3 key lengths, 4 k, 5 v, 6 out, 7 lse (f32).
 // Views: v0 q, v1 k, v2 v (key/value head h / group), v3 mask, v4 out, v5 lse (row length 1).
 // With SPLIT = 1, binding 7 holds partials instead: row (split * nq + i) of v5 is the raw
@@ -16,9 +17,8 @@
 // sizes and constant trip counts so that they stay in registers. Fully masked rows give 0
 // and lse = -inf.
 
-@group(0) @binding(1) var<storage, read> Q: array<elem>;
-@group(0) @binding(4) var<storage, read> K: array<elem>;
-@group(0) @binding(5) var<storage, read> V: array<elem>;
+// Q (binding 1), K (4) and V (5) and their load4_q/k/v come from a prelude: qkv_vec4.wgsl
+// (VEC = 4: one vector load per 4 elements) or qkv_scalar.wgsl (VEC = 1).
 @group(0) @binding(6) var<storage, read_write> O: array<elem>;
 @group(0) @binding(7) var<storage, read_write> LSE: array<f32>;
 
@@ -65,14 +65,18 @@ fn attention(
     let row_ok = row < row_end;
     let qscale = P.scale * LOG2E;
 
-    for (var e = t; e < BR * DP; e += WG) {
-        let rr = e / DP;
-        let dd = e % DP;
-        var x = 0.0;
+    for (var e = t; e < BR * DP / 4u; e += WG) {
+        let rr = e / (DP / 4u);
+        let dd = (e % (DP / 4u)) * 4u;
+        var x = vec4<f32>(0.0);
         if (row_first + rr < row_end && dd < P.d) {
-            x = f32(Q[vidx(P.v0, b, h, row_first + rr) + dd]) * qscale;
+            x = load4_q(vidx(P.v0, b, h, row_first + rr) + dd, min(P.d - dd, 4u)) * qscale;
         }
-        Qs[e] = x;
+        let o = rr * DP + dd;
+        Qs[o] = x.x;
+        Qs[o + 1u] = x.y;
+        Qs[o + 2u] = x.z;
+        Qs[o + 3u] = x.w;
     }
     var k_begin = 0u;
     if (SPLIT == 1u) {
@@ -105,14 +109,18 @@ fn attention(
         for (var d0 = 0u; d0 < DP; d0 += KC) {
             if (d0 < P.d) {
                 workgroupBarrier();
-                for (var e = t; e < BC * KC; e += WG) {
-                    let kk = e / KC;
-                    let dd = e % KC;
-                    var x = 0.0;
+                for (var e = t; e < BC * KC / 4u; e += WG) {
+                    let kk = e / (KC / 4u);
+                    let dd = (e % (KC / 4u)) * 4u;
+                    var x = vec4<f32>(0.0);
                     if (k0 + kk < kend && d0 + dd < P.d) {
-                        x = f32(K[vidx(P.v1, b, hk, k0 + kk) + d0 + dd]);
+                        x = load4_k(vidx(P.v1, b, hk, k0 + kk) + d0 + dd, min(P.d - d0 - dd, 4u));
                     }
-                    Ks[kk * KCP + dd] = x;
+                    let o = kk * KCP + dd;
+                    Ks[o] = x.x;
+                    Ks[o + 1u] = x.y;
+                    Ks[o + 2u] = x.z;
+                    Ks[o + 3u] = x.w;
                 }
                 workgroupBarrier();
                 for (var dd = 0u; dd < KC; dd++) {
@@ -160,14 +168,18 @@ fn attention(
         // O += P V, VK keys at a time
         for (var v0 = 0u; v0 < BC; v0 += VK) {
             workgroupBarrier();
-            for (var e = t; e < VK * DP; e += WG) {
-                let kk = e / DP;
-                let dd = e % DP;
-                var x = 0.0;
+            for (var e = t; e < VK * DP / 4u; e += WG) {
+                let kk = e / (DP / 4u);
+                let dd = (e % (DP / 4u)) * 4u;
+                var x = vec4<f32>(0.0);
                 if (k0 + v0 + kk < kend && dd < P.d) {
-                    x = f32(V[vidx(P.v2, b, hk, k0 + v0 + kk) + dd]);
+                    x = load4_v(vidx(P.v2, b, hk, k0 + v0 + kk) + dd, min(P.d - dd, 4u));
                 }
-                Vs[e] = x;
+                let o = kk * DP + dd;
+                Vs[o] = x.x;
+                Vs[o + 1u] = x.y;
+                Vs[o + 2u] = x.z;
+                Vs[o + 3u] = x.w;
             }
             workgroupBarrier();
             for (var kk = 0u; kk < VK; kk++) {

@@ -216,7 +216,8 @@ pub(crate) fn plan(
     let max_dim = ctx.limits().max_compute_workgroups_per_dimension.max(1) as u64;
     let max_wgs = max_dim.saturating_mul(max_dim).saturating_mul(max_dim).min(u32::MAX as u64);
     let max_binding = ctx.limits().max_storage_buffer_binding_size;
-    let align = ctx.limits().min_storage_buffer_offset_alignment.max(4) as u64;
+    // 16-byte aligned windows keep 4-aligned element offsets 4-aligned (vector loads)
+    let align = ctx.limits().min_storage_buffer_offset_alignment.max(16) as u64;
     let (mut nbh, mut nr) = (grid.bh, grid.nq);
     'shrink: loop {
         let mut chunks = vec![];
@@ -244,7 +245,7 @@ pub(crate) fn plan(
                 for a in args {
                     let (lo, hi) = window(a, grid.heads, bh0, cbh, r0, cnr);
                     let start = if a.view.is_some() { lo / align * align } else { 0 };
-                    let end = hi.div_ceil(4) * 4;
+                    let end = hi.div_ceil(16) * 16;
                     let end = end.min(a.buffer.size());
                     if end - start > max_binding {
                         if nbh > 1 {

@@ -106,6 +106,14 @@ pub fn variant_source(family: Family, dtype: DType, consts: &[(&str, u32)]) -> S
     if matches!(family, Family::Softmax | Family::Attention) {
         s.push_str(include_str!("../shaders/masking.wgsl"));
     }
+    if family == Family::Attention {
+        // the Q/K/V bindings and their loads: vectors of 4, or scalars
+        if consts.contains(&("VEC", 4)) {
+            s.push_str(include_str!("../shaders/qkv_vec4.wgsl"));
+        } else {
+            s.push_str(include_str!("../shaders/qkv_scalar.wgsl"));
+        }
+    }
     s.push_str(family.source());
     s
 }
@@ -125,7 +133,9 @@ pub fn all_variants() -> Vec<Variant> {
         v.push((Family::WeightedSum, dtype, vec![]));
         for tile in crate::ops::AttentionTile::all() {
             for split in [false, true] {
-                v.push((Family::Attention, dtype, tile.consts(split)));
+                for vec4 in [false, true] {
+                    v.push((Family::Attention, dtype, tile.consts(split, vec4)));
+                }
             }
         }
         v.push((Family::AttentionMerge, dtype, vec![]));

@@ -67,7 +67,7 @@ impl AttentionTile {
         [32u32, 64, 128, 256].into_iter().flat_map(Self::candidates)
     }
 
-    pub(crate) fn consts(&self, split: bool) -> Vec<(&'static str, u32)> {
+    pub(crate) fn consts(&self, split: bool, vec4: bool) -> Vec<(&'static str, u32)> {
         let tpr = WG / self.br;
         vec![
             ("BR", self.br),
@@ -77,6 +77,7 @@ impl AttentionTile {
             ("NJ", self.dp / tpr),
             ("NS", BC / tpr),
             ("SPLIT", split as u32),
+            ("VEC", if vec4 { 4 } else { 1 }),
         ]
     }
 }
@@ -233,7 +234,9 @@ impl Context {
         Launch {
             family: Family::Attention,
             dtype: q.dtype,
-            consts: tile.consts(split.is_some()),
+            // vector loads when every Q/K/V row starts on a multiple of 4 elements (windows
+            // start 16-byte aligned, so the bound views keep that alignment)
+            consts: tile.consts(split.is_some(), dims.d % 4 == 0 && [q, k, v].iter().all(|t| t.offset % 4 == 0)),
             grid: Grid { bh: dims.batch * dims.heads, heads: dims.heads, nq: dims.nq, row_tile: br },
             args: vec![
                 Arg::tensor("q", q, 1, Rows::Query, 0, 1),

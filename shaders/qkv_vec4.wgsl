@@ -1,0 +1,19 @@
+// Prelude of attention.wgsl for head dims that are a multiple of 4 with 4-aligned offsets: Q, K,
+// V bound as arrays of vec4, one vector load per 4 elements. load4_*(i, n): i is a multiple of 4
+// and n is 4 (the head dim is a multiple of 4, so a group is whole or absent).
+
+@group(0) @binding(1) var<storage, read> Q: array<vec4<elem>>;
+@group(0) @binding(4) var<storage, read> K: array<vec4<elem>>;
+@group(0) @binding(5) var<storage, read> V: array<vec4<elem>>;
+
+fn load4_q(i: u32, n: u32) -> vec4<f32> {
+    return vec4<f32>(Q[i / 4u]);
+}
+
+fn load4_k(i: u32, n: u32) -> vec4<f32> {
+    return vec4<f32>(K[i / 4u]);
+}
+
+fn load4_v(i: u32, n: u32) -> vec4<f32> {
+    return vec4<f32>(V[i / 4u]);
+}

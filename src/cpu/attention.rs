@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::softmax::softmax_row;
-use super::{to_layout, RowMask};
+use super::{dot64, to_layout, view, widen, RowMask};
 use crate::error::{Error, Result};
 use crate::options::{check_key_lengths, check_mask_shape, check_qkv, check_scalar, AttentionOptions, Dims};
 use crate::shape::{check_finite, Element, HostMask, HostTensor, Shape};
@@ -30,9 +30,9 @@ pub(crate) fn check_all<T: Element>(
 }
 
 /// The masked, scaled scores of query row `(b, h, i)` (`None` = masked out).
-fn scores_row<T: Element>(
-    q: &HostTensor<T>,
-    k: &HostTensor<T>,
+fn scores_row(
+    q: &HostTensor<f32>,
+    k: &HostTensor<f32>,
     rm: &RowMask,
     dims: &Dims,
     scale: f64,
@@ -40,13 +40,7 @@ fn scores_row<T: Element>(
 ) -> Vec<Option<f64>> {
     let qr = q.row(b, h, i);
     (0..dims.nk)
-        .map(|j| {
-            rm.kept(b, h, i, j).map(|add| {
-                let kr = k.row(b, h / dims.group(), j);
-                let dot: f64 = qr.iter().zip(kr).map(|(a, b)| a.to_f32() as f64 * b.to_f32() as f64).sum();
-                dot * scale + add
-            })
-        })
+        .map(|j| rm.kept(b, h, i, j).map(|add| dot64(qr, k.row(b, h / dims.group(), j)) * scale + add))
         .collect()
 }
 
@@ -63,6 +57,8 @@ pub fn attention<T: Element>(
     opts: &AttentionOptions,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let dims = check_all(q, k, v, mask, opts)?;
+    let (qd, kd, vd) = (widen(q.data), widen(k.data), widen(v.data));
+    let (q, k, v) = (&view(q, &qd), &view(k, &kd), &view(v, &vd));
     let scale = opts.scale_for(dims.d) as f64;
     let rm = RowMask { mask, causal: opts.causal, key_lengths: opts.key_lengths, nq: dims.nq, nk: dims.nk };
     let mut out = vec![0.0f32; dims.batch * dims.heads * dims.nq * dims.d];
@@ -77,7 +73,7 @@ pub fn attention<T: Element>(
         for (j, &pj) in p.iter().enumerate() {
             if pj != 0.0 {
                 let vr = v.row(b, h / dims.group(), j);
-                acc.iter_mut().zip(vr).for_each(|(a, x)| *a += pj as f64 * x.to_f32() as f64);
+                acc.iter_mut().zip(vr).for_each(|(a, x)| *a += pj as f64 * *x as f64);
             }
         }
         dst.iter_mut().zip(&acc).for_each(|(o, a)| *o = *a as f32);
@@ -96,13 +92,15 @@ pub fn attention_unfused<T: Element>(
     opts: &AttentionOptions,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let dims = check_all(q, k, v, mask, opts)?;
+    let (qd, kd) = (widen(q.data), widen(k.data));
+    let (qw, kw) = (&view(q, &qd), &view(k, &kd));
     let scale = opts.scale_for(dims.d) as f64;
     let rm = RowMask { mask, causal: opts.causal, key_lengths: opts.key_lengths, nq: dims.nq, nk: dims.nk };
     let mut weights = vec![0.0f32; dims.batch * dims.heads * dims.nq * dims.nk];
     weights.par_chunks_mut(dims.nk).enumerate().for_each(|(row, dst)| {
         let i = row % dims.nq;
         let (b, h) = (row / dims.nq / dims.heads, row / dims.nq % dims.heads);
-        softmax_row(&scores_row(q, k, &rm, &dims, scale, (b, h, i)), dst);
+        softmax_row(&scores_row(qw, kw, &rm, &dims, scale, (b, h, i)), dst);
     });
     let wshape = Shape::new(dims.batch, dims.heads, dims.nq, dims.nk);
     let w = HostTensor::new(&weights, wshape)?;
@@ -126,6 +124,8 @@ pub fn weighted_sum<T: Element>(p: &HostTensor<f32>, v: &HostTensor<T>) -> Resul
         return Err(Error::HeadsNotDivisible { argument: "v", q_heads: ps.heads, kv_heads: vs.heads });
     }
     let group = ps.heads / vs.heads;
+    let vd = widen(v.data);
+    let v = &view(v, &vd);
     let mut out = vec![0.0f32; ps.batch * ps.heads * ps.seq * vs.dim];
     out.par_chunks_mut(vs.dim).enumerate().for_each(|(row, dst)| {
         let i = row % ps.seq;
@@ -134,7 +134,7 @@ pub fn weighted_sum<T: Element>(p: &HostTensor<f32>, v: &HostTensor<T>) -> Resul
         let mut acc = vec![0.0f64; vs.dim];
         for (j, &pj) in pr.iter().enumerate() {
             let vr = v.row(b, h / group, j);
-            acc.iter_mut().zip(vr).for_each(|(a, x)| *a += pj as f64 * x.to_f32() as f64);
+            acc.iter_mut().zip(vr).for_each(|(a, x)| *a += pj as f64 * *x as f64);
         }
         dst.iter_mut().zip(&acc).for_each(|(o, a)| *o = *a as f32);
     });

@@ -14,7 +14,55 @@ pub use similarity::similarity;
 pub use softmax::softmax;
 pub use topk::top_k;
 
-use crate::shape::{HostMask, Layout, Shape};
+use std::borrow::Cow;
+
+use crate::shape::{DType, Element, HostMask, HostTensor, Layout, Shape};
+
+/// `Σ a·b` in f64 with four independent accumulators, so that the loop vectorises (a single
+/// running sum is a sequential chain); the rounding stays that of f64.
+#[inline]
+pub(crate) fn dot64(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] as f64 * y[l] as f64;
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| *x as f64 * *y as f64).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// `Σ (a - b)²` in f64, vectorisable like [`dot64`].
+#[inline]
+pub(crate) fn dist2_64(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            let d = x[l] as f64 - y[l] as f64;
+            acc[l] += d * d;
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// A tensor's elements as f32: borrowed when they are f32, widened once otherwise (f16), so
+/// inner loops never convert per element.
+pub(crate) fn widen<T: Element>(data: &[T]) -> Cow<'_, [f32]> {
+    match T::DTYPE {
+        DType::F32 => Cow::Borrowed(bytemuck::cast_slice(data)),
+        DType::F16 => Cow::Owned(data.iter().map(|x| x.to_f32()).collect()),
+    }
+}
+
+/// A view of the same shape and layout over widened data.
+pub(crate) fn view<'a, T>(t: &HostTensor<'_, T>, data: &'a [f32]) -> HostTensor<'a, f32> {
+    HostTensor { data, shape: t.shape, layout: t.layout }
+}
 
 /// Which scores of one `(b, h)` row survive masking; shared by softmax and attention.
 #[derive(Clone, Copy)]

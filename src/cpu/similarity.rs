@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::{dist2_64, dot64, view, widen};
 use crate::error::Result;
 use crate::options::{check_qk, Similarity};
 use crate::shape::{check_finite, Element, HostTensor};
@@ -21,27 +22,41 @@ pub fn similarity<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>, metric: Simi
     let dims = check_host(q, k)?;
     let scale = metric.scale(dims.d) as f64;
     let (cosine, l2) = (matches!(metric, Similarity::Cosine), matches!(metric, Similarity::L2));
+    let (qd, kd) = (widen(q.data), widen(k.data));
+    let (q, k) = (&view(q, &qd), &view(k, &kd));
+    // key norms once per key row (cosine)
+    let knorm: Vec<f64> = if cosine {
+        (0..dims.batch * dims.kv_heads * dims.nk)
+            .map(|r| {
+                let (bh, j) = (r / dims.nk, r % dims.nk);
+                let kr = k.row(bh / dims.kv_heads, bh % dims.kv_heads, j);
+                dot64(kr, kr).sqrt()
+            })
+            .collect()
+    } else {
+        vec![]
+    };
     let mut out = vec![0.0f32; dims.batch * dims.heads * dims.nq * dims.nk];
     out.par_chunks_mut(dims.nk).enumerate().for_each(|(row, dst)| {
         let i = row % dims.nq;
         let bh = row / dims.nq;
         let (b, h) = (bh / dims.heads, bh % dims.heads);
+        let hk = h / dims.group();
         let qr = q.row(b, h, i);
-        let qn: f64 = qr.iter().map(|x| (x.to_f32() as f64).powi(2)).sum::<f64>().sqrt();
+        let qn = if cosine { dot64(qr, qr).sqrt() } else { 0.0 };
         for (j, o) in dst.iter_mut().enumerate() {
-            let kr = k.row(b, h / dims.group(), j);
-            let dot: f64 = qr.iter().zip(kr).map(|(a, b)| a.to_f32() as f64 * b.to_f32() as f64).sum();
+            let kr = k.row(b, hk, j);
             let v = if cosine {
-                let kn: f64 = kr.iter().map(|x| (x.to_f32() as f64).powi(2)).sum::<f64>().sqrt();
+                let kn = knorm[(b * dims.kv_heads + hk) * dims.nk + j];
                 if qn == 0.0 || kn == 0.0 {
                     0.0
                 } else {
-                    dot / (qn * kn)
+                    dot64(qr, kr) / (qn * kn)
                 }
             } else if l2 {
-                -qr.iter().zip(kr).map(|(a, b)| (a.to_f32() as f64 - b.to_f32() as f64).powi(2)).sum::<f64>()
+                -dist2_64(qr, kr)
             } else {
-                dot
+                dot64(qr, kr)
             };
             *o = (v * scale) as f32;
         }

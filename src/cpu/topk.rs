@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::{dist2_64, dot64};
 use crate::error::Result;
 use crate::ops::topk::{check_top_k, Metric, TopK};
 use crate::shape::check_finite;
@@ -23,27 +24,26 @@ pub fn top_k(queries: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) 
     check_top_k(nq, nk, d, d, k)?;
     check_finite("queries", queries)?;
     check_finite("keys", keys)?;
-    let norms: Vec<f64> = keys.chunks(d).map(|r| r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()).collect();
+    let norms: Vec<f64> = keys.chunks(d).map(|r| dot64(r, r).sqrt()).collect();
     let rows: Vec<(Vec<u32>, Vec<f32>)> = queries
         .par_chunks(d)
         .map(|q| {
-            let qn: f64 = q.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+            let qn: f64 = dot64(q, q).sqrt();
             let mut scored: Vec<(f64, u32)> = keys
                 .chunks(d)
                 .enumerate()
                 .map(|(j, kr)| {
                     let s = match metric {
-                        Metric::Dot => q.iter().zip(kr).map(|(a, b)| *a as f64 * *b as f64).sum(),
+                        Metric::Dot => dot64(q, kr),
                         Metric::Cosine => {
                             let den = qn * norms[j];
-                            let dot: f64 = q.iter().zip(kr).map(|(a, b)| *a as f64 * *b as f64).sum();
                             if den == 0.0 {
                                 0.0
                             } else {
-                                dot / den
+                                dot64(q, kr) / den
                             }
                         }
-                        Metric::L2 => -q.iter().zip(kr).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>(),
+                        Metric::L2 => -dist2_64(q, kr),
                     };
                     (s, j as u32)
                 })

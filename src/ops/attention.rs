@@ -179,6 +179,9 @@ impl Context {
 
     /// Records fused attention into `encoder`: no submit, no readback. `out` has `q`'s shape and
     /// dtype (any layout); `lse`, if given, is f32 `[batch, heads, nq, 1]`.
+    ///
+    /// With few queries and many keys (split-K), a temporary f32 buffer of
+    /// `splits · batch · heads · nq · (d + 2)` partials is allocated for the call.
     #[allow(clippy::too_many_arguments)]
     pub fn encode_attention(
         &self,

@@ -146,7 +146,9 @@ impl Context {
     }
 
     /// Records [`Context::top_k`] into `encoder` (no submit, no readback); the results stay on
-    /// the GPU in the returned [`TopKOutput`] (read them after submitting).
+    /// the GPU in the returned [`TopKOutput`] (read them after submitting). Scratch buffers for one
+    /// chunk of scores and the candidates (at most 256 MiB or one binding each) are allocated for
+    /// the call.
     pub fn encode_top_k(
         &self,
         encoder: &mut wgpu::CommandEncoder,

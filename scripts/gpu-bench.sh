@@ -8,8 +8,8 @@
 #                                   thread count, and faiss-cpu's IndexFlatIP where installed
 #   scripts/gpu-bench.sh [--cpu] SUITE...   other suites
 #
-# Needs python3 with torch, and attn-bench: $ATTN_BENCH, else .devbin/attn-bench (the GPU machine
-# has no cargo), else target/release/attn-bench, else it is built with cargo. Writes ours.json,
+# Needs python3 with torch, and attn-bench: $ATTN_BENCH, else this checkout's, built with cargo,
+# else .devbin/attn-bench (the GPU machine has no cargo). Writes ours.json,
 # ours.svg, torch.json and joined.txt under $OUT (default bench-out/). $BENCH_ARGS goes to
 # attn-bench (e.g. "--runs 5"); the PyTorch script takes the same runs and warm-up.
 set -euo pipefail
@@ -27,13 +27,16 @@ out=${OUT:-bench-out}
 mkdir -p "$out"
 bin=${ATTN_BENCH:-}
 if [ -z "$bin" ]; then
-  for b in .devbin/attn-bench target/release/attn-bench; do
-    if [ -x "$b" ]; then bin=$b; break; fi
-  done
-fi
-if [ -z "$bin" ]; then
-  cargo build --release --bin attn-bench
-  bin=target/release/attn-bench
+  if command -v cargo >/dev/null; then
+    # where there is cargo, always the binary of this checkout (a staged .devbin may be stale)
+    cargo build --release --bin attn-bench >&2
+    bin=target/release/attn-bench
+  elif [ -x .devbin/attn-bench ]; then
+    bin=.devbin/attn-bench
+  else
+    echo "error: no attn-bench: set ATTN_BENCH, or stage .devbin with scripts/prepare-device.sh" >&2
+    exit 1
+  fi
 fi
 python3 -c 'import torch' 2>/dev/null || { echo "error: python3 cannot import torch (pip install torch)" >&2; exit 1; }
 threads=${RAYON_NUM_THREADS:-$(nproc)}

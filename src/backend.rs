@@ -14,7 +14,7 @@ use crate::{cpu, Tensor};
 /// ```
 /// # use wgpu_attention::*;
 /// # fn main() -> Result<()> {
-/// let backend = Backend::auto(); // GPU if any adapter exists, else CPU (said once on stderr)
+/// let backend = Backend::auto(); // a hardware GPU if there is one, else the CPU path (said once)
 /// let shape = Shape::new(1, 1, 3, 4);
 /// let x: Vec<f32> = (0..12).map(|i| i as f32 / 12.0).collect();
 /// let t = HostTensor::new(&x, shape)?;
@@ -33,14 +33,29 @@ pub enum Backend {
 static FALLBACK_NOTICE: Once = Once::new();
 
 impl Backend {
-    /// The best GPU adapter, or the CPU path if none exists (saying so once on stderr).
-    /// `WGPU_ATTENTION_BACKEND=cpu` selects the CPU path explicitly.
+    /// The best hardware GPU adapter; otherwise the CPU path, saying why once on stderr. When the
+    /// only adapter is a software rasteriser (device type `Cpu`, e.g. lavapipe or llvmpipe), the
+    /// CPU path is chosen: it is the faster of the two on the same cores (BENCHMARKS.md).
+    /// `WGPU_ATTENTION_BACKEND=cpu` or `=gpu` forces either (`gpu` accepts a software adapter).
     pub fn auto() -> Self {
-        if std::env::var("WGPU_ATTENTION_BACKEND").is_ok_and(|v| v.eq_ignore_ascii_case("cpu")) {
+        let forced = std::env::var("WGPU_ATTENTION_BACKEND").ok().map(|v| v.to_ascii_lowercase());
+        if forced.as_deref() == Some("cpu") {
             return Backend::Cpu;
         }
         match Context::new_blocking() {
-            Ok(ctx) => Backend::Gpu(ctx),
+            Ok(ctx) if ctx.info().device_type != wgpu::DeviceType::Cpu || forced.as_deref() == Some("gpu") => {
+                Backend::Gpu(ctx)
+            }
+            Ok(ctx) => {
+                FALLBACK_NOTICE.call_once(|| {
+                    eprintln!(
+                        "wgpu-attention: the only adapter, {}, is a software rasteriser; using the CPU path \
+                         (WGPU_ATTENTION_BACKEND=gpu to use it anyway)",
+                        ctx.info().adapter
+                    )
+                });
+                Backend::Cpu
+            }
             Err(e) => {
                 FALLBACK_NOTICE.call_once(|| eprintln!("wgpu-attention: {e}; using the CPU path"));
                 Backend::Cpu

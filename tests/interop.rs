@@ -127,11 +127,15 @@ fn async_download_resolves_when_the_device_is_polled() {
 }
 
 #[test]
-fn auto_backend_uses_the_gpu_here() {
-    let Some(_) = shared_gpu() else { return };
-    match Backend::auto() {
-        Backend::Gpu(ctx) => assert!(!ctx.info().adapter.is_empty()),
-        Backend::Cpu => panic!("an adapter exists but Backend::auto chose the CPU"),
+fn auto_backend_prefers_hardware_and_else_the_cpu_path() {
+    let Some(ctx) = shared_gpu() else { return };
+    let software = ctx.info().device_type == wgpu::DeviceType::Cpu;
+    match (software, Backend::auto()) {
+        (false, Backend::Gpu(c)) => assert!(!c.info().adapter.is_empty()),
+        (true, Backend::Cpu) => {}
+        (s, b) => {
+            panic!("best adapter {} (software: {s}), but Backend::auto chose {}", ctx.info().adapter, b.describe())
+        }
     }
 }
 

@@ -12,6 +12,9 @@ if [ -z "${SKIP_LOADER:-}" ]; then
   ldconfig
 fi
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
+# unpack the executables staged by prepare-device.sh (python's tarfile: xz may not be installed)
+python3 -c 'import tarfile; tarfile.open(".devbin/bundle.tar.xz").extractall(".devbin")'
+chmod +x .devbin/* .devbin/tests/* 2>/dev/null
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1
 .devbin/attn-bench --list-adapters | tee "$out/adapters.txt"
 summary=()

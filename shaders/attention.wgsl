@@ -1,33 +1,35 @@
 // Fused attention O = softmax(scale * Q Kᵀ + mask) V, never storing the nq x nk scores.
-// Header constants: BR (query rows per workgroup), DP (head dim padded: 32/64/128/256),
-// KC (head-dim chunk for K tiles), TPR (threads per query row = 256 / BR),
-// NJ = DP / TPR (output columns per thread), NS = BC / TPR (scores per thread per key tile),
-// SPLIT (1: split-K; each workgroup takes P.split_len keys and writes partial results),
-// VEC (4: vector loads of Q, K, V; 1: scalar loads).
+// Header constants (src/kernels/attention.rs, AttentionKernel): WG (threads), BC (keys per
+// tile), VK (keys per V chunk), KC (head-dim chunk of K tiles), BR (query rows per workgroup),
+// DP (head dim padded: 32/64/128/256), TPR (threads per query row = WG / BR), NJ = DP / TPR
+// (output columns per thread), NS = BC / TPR (scores per thread per key tile), SPLIT (1:
+// split-K; each workgroup takes P.split_len keys and writes partial results), VEC (4: vector
+// loads of Q, K, V; 1: scalar loads).
 // Bindings: 1 q, 2 mask, 3 key lengths, 4 k, 5 v, 6 out, 7 lse (f32).
 // Views: v0 q, v1 k, v2 v (key/value head h / group), v3 mask, v4 out, v5 lse (row length 1).
-// With SPLIT = 1, binding 7 holds partials instead: row (split * nq + i) of v5 is the raw
-// accumulator (d values), the running max m (base 2) and the sum l; attention_merge.wgsl
-// combines them.
+// With SPLIT = 1, binding 7 holds partials instead: row i of v5 holds, for each split s at
+// s * (d + 2), the raw accumulator (d values), the running maximum (as z) and the sum l;
+// attention_merge.wgsl combines them.
 //
-// Each workgroup owns BR query rows (Q pre-scaled by scale*log2(e) and held in workgroup
-// memory) and walks key tiles of BC keys: S = Q Kᵀ through K chunks of KC dims; masking;
-// online softmax in base 2 (running max m, per-thread partial sum l, accumulator rescaled by
-// exp2(m_old - m_new)); O += P V through V chunks of VK keys. Per-thread arrays have constant
-// sizes and constant trip counts so that they stay in registers. Fully masked rows give 0
-// and lse = -inf.
+// Scores are carried as z (common.wgsl, ScoreTransform in src/problem/mod.rs): Q is
+// pre-multiplied by P.pre when staged, so S = Q Kᵀ is the z of the dot product; the mask term
+// enters as add * P.mscale; weights are exp2(max(z - m, P.floor) * P.ex). No sentinel value
+// stands for a dropped key: keep/drop is a bit per score, so every finite mask value is added.
+// V is pre-multiplied by P.kpre and the output by P.post (powers of two that keep the
+// accumulator in range).
+//
+// Each workgroup owns BR query rows (held in workgroup memory) and walks key tiles of BC
+// keys: S = Q Kᵀ through K chunks of KC dims; masking; online softmax (running max m,
+// per-thread partial sum l, accumulator rescaled by the weight of m_old under m_new);
+// O += P V through V chunks of VK keys. Per-thread arrays have constant sizes and constant trip
+// counts so that they stay in registers. Fully masked rows give 0 and lse = -inf.
 
 // Q (binding 1), K (4) and V (5) and their load4_q/k/v come from a prelude: qkv_vec4.wgsl
 // (VEC = 4: one vector load per 4 elements) or qkv_scalar.wgsl (VEC = 1).
 @group(0) @binding(6) var<storage, read_write> O: array<elem>;
 @group(0) @binding(7) var<storage, read_write> LSE: array<f32>;
 
-const WG: u32 = 256u;
-const BC: u32 = 32u;
-const VK: u32 = 8u;
 const KCP: u32 = KC + 1u;
-const LOG2E: f32 = 1.4426950408889634;
-const LN2: f32 = 0.6931471805599453;
 
 var<workgroup> Qs: array<f32, BR * DP>;
 var<workgroup> Ks: array<f32, BC * KCP>;
@@ -63,14 +65,13 @@ fn attention(
     let c = t % TPR;
     let row = row_first + r;
     let row_ok = row < row_end;
-    let qscale = P.scale * LOG2E;
 
     for (var e = t; e < BR * DP / 4u; e += WG) {
         let rr = e / (DP / 4u);
         let dd = (e % (DP / 4u)) * 4u;
         var x = vec4<f32>(0.0);
         if (row_first + rr < row_end && dd < P.d) {
-            x = load4_q(vidx(P.v0, b, h, row_first + rr) + dd, min(P.d - dd, 4u)) * qscale;
+            x = load4_q(vidx(P.v0, b, h, row_first + rr) + dd, min(P.d - dd, 4u)) * P.pre;
         }
         let o = rr * DP + dd;
         Qs[o] = x.x;
@@ -93,7 +94,7 @@ fn attention(
     let kend = workgroupUniformLoad(&wkend);
     let row_lim = key_limit(b, row);
 
-    var m = NEG;
+    var m = ZNONE;
     var l = 0.0;
     var acc: array<f32, NJ>;
     var s: array<f32, NS>;
@@ -133,16 +134,14 @@ fn attention(
         }
         // mask, then the new running max of each row across its TPR threads
         var keep = 0u;
-        var pm = NEG;
+        var pm = ZNONE;
         for (var u = 0u; u < NS; u++) {
             let j = k0 + c + u * TPR;
-            if (row_ok && j < row_lim && j < kend) {
-                let add = mask_term(b, h, row, j);
-                if (add != NEG) {
-                    s[u] += add * LOG2E;
-                    keep |= 1u << u;
-                    pm = max(pm, s[u]);
-                }
+            var add = 0.0;
+            if (row_ok && j < row_lim && j < kend && mask_keep(b, h, row, j, &add)) {
+                s[u] = zsat(s[u] + add * P.mscale);
+                keep |= 1u << u;
+                pm = max(pm, s[u]);
             }
         }
         red[t] = pm;
@@ -151,7 +150,7 @@ fn attention(
         for (var q = 0u; q < TPR; q++) {
             mnew = max(mnew, red[r * TPR + q]);
         }
-        let alpha = exp2(m - mnew);
+        let alpha = weight(m, mnew);
         m = mnew;
         l *= alpha;
         for (var j = 0u; j < NJ; j++) {
@@ -160,7 +159,7 @@ fn attention(
         for (var u = 0u; u < NS; u++) {
             var p = 0.0;
             if ((keep & (1u << u)) != 0u) {
-                p = exp2(s[u] - mnew);
+                p = weight(s[u], mnew);
             }
             l += p;
             Ps[r * BC + c + u * TPR] = p;
@@ -173,7 +172,7 @@ fn attention(
                 let dd = (e % (DP / 4u)) * 4u;
                 var x = vec4<f32>(0.0);
                 if (k0 + v0 + kk < kend && dd < P.d) {
-                    x = load4_v(vidx(P.v2, b, hk, k0 + v0 + kk) + dd, min(P.d - dd, 4u));
+                    x = load4_v(vidx(P.v2, b, hk, k0 + v0 + kk) + dd, min(P.d - dd, 4u)) * P.kpre;
                 }
                 let o = kk * DP + dd;
                 Vs[o] = x.x;
@@ -199,7 +198,7 @@ fn attention(
         lsum += red[r * TPR + q];
     }
     if (row_ok && SPLIT == 1u) {
-        let pb = vidx(P.v5, b, h, split * P.nq + row);
+        let pb = vidx(P.v5, b, h, row) + split * (P.d + 2u);
         for (var j = 0u; j < NJ; j++) {
             let dd = c + j * TPR;
             if (dd < P.d) {
@@ -216,11 +215,11 @@ fn attention(
         for (var j = 0u; j < NJ; j++) {
             let dd = c + j * TPR;
             if (dd < P.d) {
-                O[ob + dd] = elem(acc[j] * inv);
+                O[ob + dd] = to_elem(acc[j] * inv * P.post);
             }
         }
         if (c == 0u && (P.flags & F_LSE) != 0u) {
-            LSE[vidx(P.v5, b, h, row)] = select(bitcast<f32>(NEG_INF_BITS), (m + log2(lsum)) * LN2, lsum > 0.0);
+            LSE[vidx(P.v5, b, h, row)] = lse_of(m, lsum);
         }
     }
 }

@@ -1,4 +1,5 @@
-// Prelude prepended to every kernel family (after the generated header).
+// Prelude of every kernel, after the header that src/kernels/mod.rs generates (the variant's
+// constants, the F_* flag bits, ZSAT, ZNONE and F32_MAX).
 //
 // Every tensor argument is described by a View: element index of (b, h, s, 0) is
 //   base + b * sb + h * sh + s * ss
@@ -7,30 +8,29 @@
 // inside the bound window, so the wrapped result is exact.
 struct View { base: u32, sb: u32, sh: u32, ss: u32 }
 
-// Must match `Params` in src/dispatch.rs.
+// Must match `Params` in src/kernels/mod.rs (a unit test compares every member's offset).
 struct Params {
     // the chunk of (batch * head) slices and query rows this dispatch covers
     bh0: u32, nbh: u32, r0: u32, nr: u32,
     // problem: query heads, query heads per key/value head, query rows, key count
     heads: u32, group: u32, nq: u32, nk: u32,
-    // head dim (or reduction length), F_* flags, score scale (or 1/temperature),
-    // keys per split (split-K attention and its merge: the number of splits)
-    d: u32, flags: u32, scale: f32, split_len: u32,
-    // top-k selection: index of the first input element (raw scores), first input element of
-    // each row to read, output slots per row and the slot of this dispatch's first segment
-    idx0: u32, start: u32, out_stride: u32, out_offset: u32,
+    // head dim (or reduction length), F_* flags, keys per split (merge: the number of splits;
+    // top-k: inputs per segment), top-k: index of the first input element
+    d: u32, flags: u32, split_len: u32, idx0: u32,
+    // top-k: first input of each row to read, output slots per row, slot of the first segment
+    start: u32, out_stride: u32, out_offset: u32, _pad0: u32,
+    // input prescales, output factors (applied in turn, each saturating)
+    pre: f32, kpre: f32, post: f32, post2: f32,
+    // the score transform (src/problem/mod.rs, ScoreTransform): z = x * pre + mask * mscale,
+    // s = z * unit, weights exp2(max(z - zmax, floor) * ex), lse overflows past |zmax| > zcap
+    mscale: f32, unit: f32, ex: f32, floor: f32,
+    zcap: f32, _pad1: f32, _pad2: f32, _pad3: f32,
     v0: View, v1: View, v2: View, v3: View, v4: View, v5: View,
 }
 
-const F_CAUSAL: u32 = 1u;
-const F_MASK: u32 = 2u;
-const F_MASK_ADDITIVE: u32 = 4u;
-const F_KEY_LENGTHS: u32 = 8u;
-const F_LSE: u32 = 16u;
-
-// Stand-in for -inf in running maxima (WGSL has no infinity literal).
-const NEG: f32 = -3.0e38;
 const NEG_INF_BITS: u32 = 0xff800000u;
+const POS_INF_BITS: u32 = 0x7f800000u;
+const LN2: f32 = 0.6931471805599453;
 
 @group(0) @binding(0) var<uniform> P: Params;
 
@@ -41,4 +41,54 @@ fn vidx(v: View, b: u32, h: u32, s: u32) -> u32 {
 // Linear workgroup index over a 3-D grid (grids over the per-dimension limit wrap into y, z).
 fn linear_wg(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + nwg.x * (wid.y + nwg.y * wid.z);
+}
+
+// A score carried as z, saturated to [-ZSAT, ZSAT]; NaN (from overflowing sums of unscanned
+// inputs) becomes -ZSAT. Comparisons, not min/max, so that NaN is handled on every backend.
+fn zsat(z: f32) -> f32 {
+    if (abs(z) <= ZSAT) {
+        return z;
+    }
+    return select(-ZSAT, ZSAT, z > 0.0);
+}
+
+// An output value saturated to [-F32_MAX, F32_MAX]; NaN becomes 0.
+fn fsat(x: f32) -> f32 {
+    if (abs(x) <= F32_MAX) {
+        return x;
+    }
+    if (x > 0.0) {
+        return F32_MAX;
+    }
+    if (x < 0.0) {
+        return -F32_MAX;
+    }
+    return 0.0;
+}
+
+// An output value in the storage type: saturated to the largest finite `elem` (ELEM_MAX,
+// from the header: 65504 for f16), NaN as 0.
+fn to_elem(x: f32) -> elem {
+    return elem(clamp(fsat(x), -ELEM_MAX, ELEM_MAX));
+}
+
+// The unnormalised weight of score z under running maximum zmax (both carried as z).
+// The difference is clamped before it is multiplied, so nothing overflows.
+fn weight(z: f32, zmax: f32) -> f32 {
+    return exp2(max(z - zmax, P.floor) * P.ex);
+}
+
+// Natural log-sum-exp of a row from its running maximum and sum: -inf for an empty row (every
+// key masked), +-inf when the true value is beyond f32.
+fn lse_of(zmax: f32, l: f32) -> f32 {
+    if (l <= 0.0) {
+        return bitcast<f32>(NEG_INF_BITS);
+    }
+    if (zmax > P.zcap) {
+        return bitcast<f32>(POS_INF_BITS);
+    }
+    if (zmax < -P.zcap) {
+        return bitcast<f32>(NEG_INF_BITS);
+    }
+    return zmax * P.unit + log2(l) * LN2;
 }

@@ -1,23 +1,25 @@
-// Prelude for the families that mask scores (softmax, attention): the mask at binding 2
+// Prelude of the families that mask scores (softmax, attention): the mask at binding 2
 // (one word per element, view v3) and per-batch key lengths at binding 3.
 
 @group(0) @binding(2) var<storage, read> MASK: array<u32>;
 @group(0) @binding(3) var<storage, read> KEY_LENGTHS: array<u32>;
 
-// The additive term of score (b, h, row, j), or NEG if the mask drops it.
-// Boolean masks: nonzero keeps. Additive masks: -inf drops, anything else is added.
-fn mask_term(b: u32, h: u32, row: u32, j: u32) -> f32 {
+// Whether the mask keeps score (b, h, row, j); its additive term goes to *add. Boolean masks:
+// nonzero keeps. Additive masks: only -inf drops a key; every finite value (even -3e38) is added.
+fn mask_keep(b: u32, h: u32, row: u32, j: u32, add: ptr<function, f32>) -> bool {
+    *add = 0.0;
     if ((P.flags & F_MASK) == 0u) {
-        return 0.0;
+        return true;
     }
     let w = MASK[vidx(P.v3, b, h, row) + j];
     if ((P.flags & F_MASK_ADDITIVE) != 0u) {
         if (w == NEG_INF_BITS) {
-            return NEG;
+            return false;
         }
-        return bitcast<f32>(w);
+        *add = bitcast<f32>(w);
+        return true;
     }
-    return select(NEG, 0.0, w != 0u);
+    return w != 0u;
 }
 
 // Keys [0, key_limit) can be kept by batch b's key length and, when causal, by query `row`

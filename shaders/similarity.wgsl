@@ -1,24 +1,24 @@
-// Similarity S = Q·Kᵀ per (batch, head): dot product (times `scale`), cosine, or the negated
-// squared Euclidean distance -|q - k|² (times `scale`).
-// Header constants: METRIC (0 dot, 1 cosine, 2 negated squared L2).
+// Similarity S = Q·Kᵀ per (batch, head): dot product, cosine, or the negated squared
+// Euclidean distance -|q - k|².
+// Header constants (src/kernels/similarity.rs): WG (threads), TM x TN (output tile), TK (head
+// dims per step), METRIC (0 dot, 1 cosine, 2 negated squared L2).
 // Views: v0 = q, v1 = k (key/value head h / group), v2 = scores [batch, heads, nq, nk] (f32).
+// Q and K are multiplied by P.pre and P.kpre as they are loaded (powers of two that keep the
+// sums in range), the result by P.post then P.post2 (the scale), each step saturating: a score
+// beyond f32's range is reported as +-F32_MAX, never inf or NaN.
 //
-// A 64x64 output tile per workgroup of 256 threads, 4x4 outputs per thread, the head dim
-// consumed 16 at a time through workgroup memory. For cosine and L2 the squared norms of the
-// rows and columns a thread touches are accumulated in the same loop; cosine of a zero vector is 0.
+// A TM x TN output tile per workgroup, 4x4 outputs per thread, the head dim consumed TK at a
+// time through workgroup memory. For cosine and L2 the squared norms of the rows and columns a
+// thread touches are accumulated in the same loop; cosine of a zero vector is 0.
 
 @group(0) @binding(1) var<storage, read> Q: array<elem>;
 @group(0) @binding(2) var<storage, read> K: array<elem>;
 @group(0) @binding(3) var<storage, read_write> S: array<f32>;
 
-const TM: u32 = 64u;
-const TN: u32 = 64u;
-const TK: u32 = 16u;
+var<workgroup> As: array<f32, TK * TM>; // [TK][TM]
+var<workgroup> Bs: array<f32, TK * TN>; // [TK][TN]
 
-var<workgroup> As: array<f32, 1024>; // [TK][TM]
-var<workgroup> Bs: array<f32, 1024>; // [TK][TN]
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn similarity(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -47,18 +47,18 @@ fn similarity(
     var kn = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < P.d; k0 += TK) {
         for (var i = 0u; i < 4u; i++) {
-            let e = t + i * 256u;
+            let e = t + i * WG;
             let r = e / TK;
             let kk = e % TK;
             let gk = k0 + kk;
             var a = 0.0;
             if (row0 + r < row_end && gk < P.d) {
-                a = f32(Q[vidx(P.v0, b, h, row0 + r) + gk]);
+                a = f32(Q[vidx(P.v0, b, h, row0 + r) + gk]) * P.pre;
             }
             As[kk * TM + r] = a;
             var bv = 0.0;
             if (col0 + r < P.nk && gk < P.d) {
-                bv = f32(K[vidx(P.v1, b, hk, col0 + r) + gk]);
+                bv = f32(K[vidx(P.v1, b, hk, col0 + r) + gk]) * P.kpre;
             }
             Bs[kk * TN + r] = bv;
         }
@@ -89,11 +89,11 @@ fn similarity(
                 var v = acc[i][j];
                 if (METRIC == 1u) {
                     let den = sqrt(qn[i]) * sqrt(kn[j]);
-                    v = select(0.0, v / den, den > 0.0);
+                    v = clamp(fsat(select(0.0, v / den, den > 0.0)), -1.0, 1.0);
                 } else if (METRIC == 2u) {
-                    v = -max(qn[i] + kn[j] - 2.0 * v, 0.0);
+                    v = -max(fsat(qn[i] + kn[j] - 2.0 * v), 0.0);
                 }
-                S[ob + gc] = v * P.scale;
+                S[ob + gc] = fsat(fsat(fsat(v) * P.post) * P.post2);
             }
         }
     }

@@ -1,6 +1,9 @@
-// Softmax over the last dimension: y = softmax(x * scale + mask) over kept columns,
-// masked columns 0, fully masked rows all 0. `scale` is 1/temperature.
-// Views: v0 = x (columns = P.nk), v3 = mask, v4 = y. Bindings: 1 x, 2 mask, 3 key lengths, 4 y.
+// Softmax over the last dimension: y = softmax(x / temperature + mask) over kept columns,
+// masked columns 0, fully masked rows all 0.
+// Scores are carried as z = x * P.pre + mask * P.mscale (common.wgsl, ScoreTransform in
+// src/problem/mod.rs): no x / temperature is ever formed, so it cannot overflow.
+// Header constants (src/kernels/softmax.rs): WG. Views: v0 = x (columns = P.nk), v3 = mask,
+// v4 = y. Bindings: 1 x, 2 mask, 3 key lengths, 4 y.
 //
 // One workgroup per row. Each thread keeps a running (max, sum) over its columns (online
 // softmax), the pairs are merged in a tree, then each thread writes its columns.
@@ -8,7 +11,6 @@
 @group(0) @binding(1) var<storage, read> X: array<elem>;
 @group(0) @binding(4) var<storage, read_write> Y: array<elem>;
 
-const WG: u32 = 256u;
 var<workgroup> red_m: array<f32, WG>;
 var<workgroup> red_l: array<f32, WG>;
 
@@ -29,19 +31,19 @@ fn softmax(
     let xb = vidx(P.v0, b, h, row);
     let lim = key_limit(b, row);
 
-    var m = NEG;
+    var m = ZNONE;
     var l = 0.0;
     for (var j = t; j < lim; j += WG) {
-        let add = mask_term(b, h, row, j);
-        if (add == NEG) {
+        var add = 0.0;
+        if (!mask_keep(b, h, row, j, &add)) {
             continue;
         }
-        let x = f32(X[xb + j]) * P.scale + add;
-        if (x > m) {
-            l = l * exp(m - x) + 1.0;
-            m = x;
+        let z = zsat(f32(X[xb + j]) * P.pre + add * P.mscale);
+        if (z > m) {
+            l = l * weight(m, z) + 1.0;
+            m = z;
         } else {
-            l += exp(x - m);
+            l += weight(z, m);
         }
     }
     red_m[t] = m;
@@ -51,7 +53,7 @@ fn softmax(
         if (t < s) {
             let m2 = red_m[t + s];
             let mm = max(red_m[t], m2);
-            red_l[t] = red_l[t] * exp(red_m[t] - mm) + red_l[t + s] * exp(m2 - mm);
+            red_l[t] = red_l[t] * weight(red_m[t], mm) + red_l[t + s] * weight(m2, mm);
             red_m[t] = mm;
         }
         workgroupBarrier();
@@ -62,11 +64,9 @@ fn softmax(
     let yb = vidx(P.v4, b, h, row);
     for (var j = t; j < P.nk; j += WG) {
         var y = 0.0;
-        if (j < lim) {
-            let add = mask_term(b, h, row, j);
-            if (add != NEG) {
-                y = exp(f32(X[xb + j]) * P.scale + add - mx) * inv;
-            }
+        var add = 0.0;
+        if (j < lim && mask_keep(b, h, row, j, &add)) {
+            y = weight(zsat(f32(X[xb + j]) * P.pre + add * P.mscale), mx) * inv;
         }
         Y[yb + j] = elem(y);
     }

@@ -1,22 +1,21 @@
 // Weighted sum O = P·V per (batch, head): weights P [batch, heads, nq, nk] (f32) times values
 // V [batch, kv_heads, nk, d] (key/value head h / group), out O [batch, heads, nq, d].
 // Views: v0 = weights (row length P.nk), v1 = values, v2 = out.
+// Header constants (src/kernels/weighted_sum.rs): WG (threads), TM x TN (output tile), TK
+// (keys per step). V is multiplied by P.kpre as it is loaded and the output by P.post (powers
+// of two that keep the sums in range); outputs beyond f32 saturate at +-F32_MAX.
 //
-// A 64 (rows) x 64 (head dim) output tile per workgroup of 256 threads, 4x4 outputs per
-// thread, the keys consumed 16 at a time through workgroup memory.
+// A TM (rows) x TN (head dim) output tile per workgroup, 4x4 outputs per thread, the keys
+// consumed TK at a time through workgroup memory.
 
 @group(0) @binding(1) var<storage, read> W: array<f32>;
 @group(0) @binding(2) var<storage, read> V: array<elem>;
 @group(0) @binding(3) var<storage, read_write> O: array<elem>;
 
-const TM: u32 = 64u;
-const TN: u32 = 64u;
-const TK: u32 = 16u;
+var<workgroup> As: array<f32, TK * TM>; // [TK][TM]
+var<workgroup> Bs: array<f32, TK * TN>; // [TK][TN]
 
-var<workgroup> As: array<f32, 1024>; // [TK][TM]
-var<workgroup> Bs: array<f32, 1024>; // [TK][TN]
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn weighted_sum(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -43,7 +42,7 @@ fn weighted_sum(
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < P.nk; k0 += TK) {
         for (var i = 0u; i < 4u; i++) {
-            let e = t + i * 256u;
+            let e = t + i * WG;
             // weights tile: row r, key kk (keys contiguous in memory)
             let r = e / TK;
             let kk = e % TK;
@@ -57,7 +56,7 @@ fn weighted_sum(
             let c = e % TN;
             var bv = 0.0;
             if (k0 + kv < P.nk && col0 + c < P.d) {
-                bv = f32(V[vidx(P.v1, b, hk, k0 + kv) + col0 + c]);
+                bv = f32(V[vidx(P.v1, b, hk, k0 + kv) + col0 + c]) * P.kpre;
             }
             Bs[kv * TN + c] = bv;
         }
@@ -81,7 +80,7 @@ fn weighted_sum(
         for (var j = 0u; j < 4u; j++) {
             let gc = col0 + tx * 4u + j;
             if (gc < P.d) {
-                O[ob + gc] = elem(acc[i][j]);
+                O[ob + gc] = to_elem(acc[i][j] * P.post);
             }
         }
     }

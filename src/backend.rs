@@ -4,12 +4,17 @@ use std::sync::Once;
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::ops::topk::{Metric, TopK};
+use crate::host::{HostMask, HostTensor};
+use crate::kernels::top_k::{Metric, TopK};
 use crate::options::{AttentionOptions, Similarity, SoftmaxOptions};
-use crate::shape::{Element, HostMask, HostTensor};
+use crate::problem::Operand;
+use crate::shape::{Element, Shape};
 use crate::{cpu, Tensor};
 
 /// Where the one-shot helpers run: a GPU [`Context`] or the CPU path.
+///
+/// Both run the same validation: an invalid call gets the same [`Error`](crate::Error) on
+/// either, before any work (and each input is scanned for NaN/inf once).
 ///
 /// ```
 /// # use wgpu_attention::*;
@@ -76,18 +81,19 @@ impl Backend {
         }
     }
 
-    fn upload<T: Element>(ctx: &Context, t: &HostTensor<T>) -> Result<Tensor> {
-        ctx.upload_with_layout(t.data, t.shape, t.layout)
+    /// Uploads a host tensor whose values were scanned already (its operand holds the magnitude).
+    fn upload<T: Element>(ctx: &Context, t: &HostTensor<T>, op: &Operand) -> Result<Tensor> {
+        ctx.upload_scanned(t.data(), t.shape(), t.layout(), op.max_abs)
     }
 
     /// Similarity scores `[batch, heads, nq, nk]`; see [`Context::similarity`].
     pub fn similarity<T: Element>(&self, q: &HostTensor<T>, k: &HostTensor<T>, metric: Similarity) -> Result<Vec<f32>> {
+        let p = cpu::similarity::problem(q, k, metric)?;
         match self {
-            Backend::Cpu => cpu::similarity(q, k, metric),
+            Backend::Cpu => Ok(cpu::similarity::similarity_checked(&p, q, k)),
             Backend::Gpu(ctx) => {
-                cpu::similarity::check_host(q, k)?;
-                let (qg, kg) = (Self::upload(ctx, q)?, Self::upload(ctx, k)?);
-                ctx.similarity(&qg, &kg, metric)?.download_blocking(ctx)
+                let (qg, kg) = (Self::upload(ctx, q, &p.q)?, Self::upload(ctx, k, &p.k)?);
+                ctx.similarity_checked(&p, &qg, &kg)?.download_blocking(ctx)
             }
         }
     }
@@ -99,12 +105,13 @@ impl Backend {
         mask: Option<&HostMask>,
         opts: &SoftmaxOptions,
     ) -> Result<Vec<f32>> {
+        let p = cpu::softmax::problem(x, mask, opts)?;
         match self {
-            Backend::Cpu => cpu::softmax(x, mask, opts),
+            Backend::Cpu => Ok(cpu::softmax::softmax_checked(&p, x, mask)),
             Backend::Gpu(ctx) => {
-                cpu::softmax::check_host(x, mask, opts)?;
                 let m = mask.map(|m| ctx.upload_mask(m)).transpose()?;
-                ctx.softmax(&Self::upload(ctx, x)?, m.as_ref(), opts)?.download_blocking(ctx)
+                let xg = Self::upload(ctx, x, &p.x)?;
+                ctx.softmax_checked(&p, &xg, m.as_ref())?.download_blocking(ctx)
             }
         }
     }
@@ -118,7 +125,14 @@ impl Backend {
         mask: Option<&HostMask>,
         opts: &AttentionOptions,
     ) -> Result<Vec<f32>> {
-        Ok(self.attention_with_lse(q, k, v, mask, opts)?.0)
+        let p = cpu::attention::problem(q, k, v, mask, opts)?;
+        match self {
+            Backend::Cpu => Ok(cpu::attention::attention_checked(&p, q, k, v, mask).0),
+            Backend::Gpu(ctx) => {
+                let (m, qg, kg, vg) = Self::upload_qkv(ctx, &p, q, k, v, mask)?;
+                ctx.attention_checked(&p, (&qg, &kg, &vg), m.as_ref(), false)?.0.download_blocking(ctx)
+            }
+        }
     }
 
     /// Fused attention output and per-row log-sum-exp `[batch, heads, nq]`.
@@ -130,13 +144,13 @@ impl Backend {
         mask: Option<&HostMask>,
         opts: &AttentionOptions,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let p = cpu::attention::problem(q, k, v, mask, opts)?;
         match self {
-            Backend::Cpu => cpu::attention(q, k, v, mask, opts),
+            Backend::Cpu => Ok(cpu::attention::attention_checked(&p, q, k, v, mask)),
             Backend::Gpu(ctx) => {
-                cpu::attention::check_all(q, k, v, mask, opts)?;
-                let m = mask.map(|m| ctx.upload_mask(m)).transpose()?;
-                let (qg, kg, vg) = (Self::upload(ctx, q)?, Self::upload(ctx, k)?, Self::upload(ctx, v)?);
-                let (o, l) = ctx.attention_with_lse(&qg, &kg, &vg, m.as_ref(), opts)?;
+                let (m, qg, kg, vg) = Self::upload_qkv(ctx, &p, q, k, v, mask)?;
+                let (o, l) = ctx.attention_checked(&p, (&qg, &kg, &vg), m.as_ref(), true)?;
+                let l = l.ok_or_else(|| crate::Error::Gpu("no log-sum-exp recorded".into()))?;
                 Ok((o.download_blocking(ctx)?, l.download_blocking(ctx)?))
             }
         }
@@ -151,39 +165,57 @@ impl Backend {
         mask: Option<&HostMask>,
         opts: &AttentionOptions,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let p = cpu::attention::problem(q, k, v, mask, opts)?;
         match self {
-            Backend::Cpu => cpu::attention_unfused(q, k, v, mask, opts),
+            Backend::Cpu => Ok(cpu::attention::attention_unfused_checked(&p, q, k, v, mask)),
             Backend::Gpu(ctx) => {
-                cpu::attention::check_all(q, k, v, mask, opts)?;
-                let m = mask.map(|m| ctx.upload_mask(m)).transpose()?;
-                let (qg, kg, vg) = (Self::upload(ctx, q)?, Self::upload(ctx, k)?, Self::upload(ctx, v)?);
-                let (o, w) = ctx.attention_unfused(&qg, &kg, &vg, m.as_ref(), opts)?;
+                let (m, qg, kg, vg) = Self::upload_qkv(ctx, &p, q, k, v, mask)?;
+                let (o, w) = ctx.attention_unfused_checked(&p, (&qg, &kg, &vg), m.as_ref())?;
                 Ok((o.download_blocking(ctx)?, w.download_blocking(ctx)?))
             }
         }
     }
 
+    /// `weights · v` (weights f32 `[batch, heads, nq, nk]`, `v` `[batch, kv_heads, nk, d]`), in
+    /// `v`'s layout; see [`Context::weighted_sum`].
+    pub fn weighted_sum<T: Element>(&self, weights: &HostTensor<f32>, v: &HostTensor<T>) -> Result<Vec<f32>> {
+        let p = cpu::weighted_sum::problem(weights, v)?;
+        match self {
+            Backend::Cpu => Ok(cpu::to_layout(
+                cpu::weighted_sum::weighted_sum_checked(weights, v, p.group),
+                &p.out_shape(),
+                v.layout(),
+            )),
+            Backend::Gpu(ctx) => {
+                let (w, vg) = (Self::upload(ctx, weights, &p.weights)?, Self::upload(ctx, v, &p.v)?);
+                ctx.weighted_sum_checked(&p, &w, &vg)?.download_blocking(ctx)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn upload_qkv<T: Element>(
+        ctx: &Context,
+        p: &crate::problem::AttentionProblem,
+        q: &HostTensor<T>,
+        k: &HostTensor<T>,
+        v: &HostTensor<T>,
+        mask: Option<&HostMask>,
+    ) -> Result<(Option<crate::Mask>, Tensor, Tensor, Tensor)> {
+        let m = mask.map(|m| ctx.upload_mask(m)).transpose()?;
+        Ok((m, Self::upload(ctx, q, &p.q)?, Self::upload(ctx, k, &p.k)?, Self::upload(ctx, v, &p.v)?))
+    }
+
     /// Exact top-k of `keys` (`[nk, d]`) for each of `queries` (`[nq, d]`); see [`Context::top_k`]
     /// and [`cpu::top_k`].
     pub fn top_k(&self, queries: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) -> Result<TopK> {
+        let (p, mq, mk) = cpu::top_k::problem(queries, keys, d, k, metric)?;
         match self {
-            Backend::Cpu => cpu::top_k(queries, keys, d, k, metric),
+            Backend::Cpu => Ok(cpu::top_k::top_k_checked(&p, queries, keys)),
             Backend::Gpu(ctx) => {
-                let rows = |v: &[f32], argument| -> Result<usize> {
-                    if d == 0 || v.is_empty() || !v.len().is_multiple_of(d) {
-                        return Err(crate::Error::LengthMismatch {
-                            argument,
-                            expected: v.len().div_ceil(d.max(1)).max(1) * d,
-                            got: v.len(),
-                        });
-                    }
-                    Ok(v.len() / d)
-                };
-                let (nq, nk) = (rows(queries, "queries")?, rows(keys, "keys")?);
-                crate::ops::topk::check_top_k(nq, nk, d, d, k)?;
-                let q = ctx.upload(queries, crate::Shape::new(1, 1, nq, d))?;
-                let kt = ctx.upload(keys, crate::Shape::new(1, 1, nk, d))?;
-                ctx.top_k(&q, &kt, k, metric)
+                let q = ctx.upload_scanned(queries, Shape::new(1, 1, p.nq, d), crate::Layout::Bhsd, Some(mq))?;
+                let kt = ctx.upload_scanned(keys, Shape::new(1, 1, p.nk, d), crate::Layout::Bhsd, Some(mk))?;
+                ctx.top_k_checked(&p, &q, &kt)
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Device setup: adapter choice, limits and features, and the shared [`Context`].
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use crate::caps::Caps;
 use crate::error::{Error, Result};
 use crate::pipeline::PipelineCache;
 
@@ -21,6 +23,11 @@ pub struct ContextOptions {
     pub limits: Option<wgpu::Limits>,
     /// Features to leave out even when the adapter has them (e.g. `SHADER_F16` to test the error path).
     pub disable_features: wgpu::Features,
+    /// Refuse allocations ([`Error::OutOfMemory`]) once the device's memory use would pass this
+    /// percentage of the memory budget its driver reports, instead of risking a driver-level
+    /// failure. Honoured on Vulkan (with `VK_EXT_memory_budget`) and DX12; `None` (the default)
+    /// leaves the limit to the driver.
+    pub memory_budget_percent: Option<u8>,
 }
 
 /// What a [`Context`] runs on.
@@ -69,11 +76,17 @@ impl std::fmt::Display for ContextInfo {
 }
 
 pub(crate) struct Inner {
+    /// Identifies this context (and its clones): tensors and masks carry it, and a call refuses
+    /// those of another context.
+    pub id: u64,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: ContextInfo,
     pub limits: wgpu::Limits,
+    pub caps: Caps,
     pub cache: PipelineCache,
+    /// Why the device was lost, once it was.
+    pub lost: Arc<Mutex<Option<String>>>,
     /// Bound in place of an absent read-only argument (mask, key lengths).
     pub placeholder_read: wgpu::Buffer,
     /// Bound in place of an absent output (lse).
@@ -86,6 +99,16 @@ pub(crate) struct Inner {
 ///
 /// Cheap to clone (an `Arc`), `Send + Sync`: share one across threads. Pipelines are compiled
 /// on first use and cached per kernel variant.
+///
+/// Tensors and masks belong to the context that made them (and its clones): passing one to
+/// another context is refused with [`Error::ForeignTensor`]. Wrap a device once and clone the
+/// context. When the device is lost, every call returns [`Error::DeviceLost`] (see
+/// [`Context::from_device`] for devices the crate did not create); a new context can be made.
+///
+/// Every argument error of an `encode_*` call is returned by that call, before anything is
+/// recorded. What it cannot see arises after it returns, and wgpu reports it at the caller's
+/// `finish()` or `submit()`: a buffer destroyed (or mapped) by the caller before submission, an
+/// encoder that already holds an error or an open pass, or the device being lost after recording.
 ///
 /// ```no_run
 /// # fn main() -> wgpu_attention::Result<()> {
@@ -122,18 +145,19 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (ty, be)
 }
 
-fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
+fn instance(backends: Option<wgpu::Backends>, memory_budget_percent: Option<u8>) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     if let Some(b) = backends {
         desc.backends = b;
     }
+    desc.memory_budget_thresholds.for_resource_creation = memory_budget_percent;
     wgpu::Instance::new(desc)
 }
 
 /// Lists the adapters wgpu sees (honouring `WGPU_BACKEND`), best first.
 pub async fn list_adapters() -> Vec<wgpu::AdapterInfo> {
     let mut infos: Vec<_> =
-        instance(None).enumerate_adapters(wgpu::Backends::all()).await.iter().map(|a| a.get_info()).collect();
+        instance(None, None).enumerate_adapters(wgpu::Backends::all()).await.iter().map(|a| a.get_info()).collect();
     infos.sort_by_key(rank);
     infos
 }
@@ -159,7 +183,7 @@ impl Context {
 
     /// Like [`Context::new`], with explicit choices.
     pub async fn with_options(opts: ContextOptions) -> Result<Self> {
-        let inst = instance(opts.backends);
+        let inst = instance(opts.backends, opts.memory_budget_percent);
         let name = opts.adapter_name.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let mut adapters = inst.enumerate_adapters(wgpu::Backends::all()).await;
         let seen: Vec<String> =
@@ -187,39 +211,38 @@ impl Context {
             .await
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
         let ai = adapter.get_info();
-        let driver = format!("{} {}", ai.driver, ai.driver_info).trim().to_string();
-        Ok(Self::build(device, queue, ai.name, ai.backend, ai.device_type, driver))
+        let ctx = Self::build(device, queue, &ai);
+        // the crate owns this device: it can watch for its loss
+        let lost = ctx.inner.lost.clone();
+        ctx.inner.device.set_device_lost_callback(move |reason, message| {
+            *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{reason:?}: {message}"));
+        });
+        Ok(ctx)
     }
 
     /// Wraps a caller's existing device and queue (no second device is created).
     ///
     /// The crate uses whatever features and limits that device was created with: f16 needs
     /// `SHADER_F16`; large head dims need enough workgroup storage (16 KiB suffices up to 128).
+    ///
+    /// The device-lost callback is yours: the crate does not replace it, so it learns of a lost
+    /// device only when an allocation or a readback fails (then every later call returns
+    /// [`Error::DeviceLost`]). Call [`Context::mark_device_lost`] from your callback to make every
+    /// call fail at once.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        Self::build(
-            device,
-            queue,
-            "caller's device".into(),
-            wgpu::Backend::Noop,
-            wgpu::DeviceType::Other,
-            String::new(),
-        )
+        let info = device.adapter_info();
+        Self::build(device, queue, &info)
     }
 
-    /// Like [`Context::from_device`], also recording the adapter's info for [`Context::info`].
+    /// Like [`Context::from_device`], with the adapter's info given explicitly.
     pub fn from_device_with_info(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo) -> Self {
-        let driver = format!("{} {}", info.driver, info.driver_info).trim().to_string();
-        Self::build(device, queue, info.name.clone(), info.backend, info.device_type, driver)
+        Self::build(device, queue, info)
     }
 
-    fn build(
-        device: wgpu::Device,
-        queue: wgpu::Queue,
-        adapter: String,
-        backend: wgpu::Backend,
-        device_type: wgpu::DeviceType,
-        driver: String,
-    ) -> Self {
+    fn build(device: wgpu::Device, queue: wgpu::Queue, ai: &wgpu::AdapterInfo) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let (adapter, backend, device_type) = (ai.name.clone(), ai.backend, ai.device_type);
+        let driver = format!("{} {}", ai.driver, ai.driver_info).trim().to_string();
         let limits = device.limits();
         let info = ContextInfo {
             adapter,
@@ -230,7 +253,8 @@ impl Context {
             max_binding: limits.max_storage_buffer_binding_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
         };
-        let cache = PipelineCache::new(&device);
+        let caps = Caps::new(&limits, device.features());
+        let cache = PipelineCache::default();
         let placeholder = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -243,11 +267,14 @@ impl Context {
         let placeholder_write = placeholder("wgpu-attention placeholder (write)");
         Context {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 device,
                 queue,
                 info,
                 limits,
+                caps,
                 cache,
+                lost: Default::default(),
                 placeholder_read,
                 placeholder_write,
                 timing: Default::default(),
@@ -275,18 +302,62 @@ impl Context {
         &self.inner.limits
     }
 
+    /// The limits and features the kernels plan against.
+    pub fn caps(&self) -> &Caps {
+        &self.inner.caps
+    }
+
     /// Whether f16 storage is available (`SHADER_F16`).
     pub fn supports_f16(&self) -> bool {
-        self.inner.info.features.contains(wgpu::Features::SHADER_F16)
+        self.inner.caps.f16
+    }
+
+    /// How many kernel pipelines this context has compiled so far (each variant compiles once).
+    pub fn compiled_pipelines(&self) -> usize {
+        self.inner.cache.compiled()
+    }
+
+    /// Marks the device as lost: every later call returns [`Error::DeviceLost`] with `reason`.
+    /// For devices wrapped with [`Context::from_device`], call it from your device-lost callback.
+    pub fn mark_device_lost(&self, reason: impl Into<String>) {
+        let mut lost = self.inner.lost.lock().unwrap_or_else(|e| e.into_inner());
+        lost.get_or_insert_with(|| reason.into());
+    }
+
+    /// Like [`Context::check_alive`], after letting wgpu deliver a pending device-lost callback
+    /// (a non-blocking poll): for calls that would otherwise not notice, such as allocations.
+    pub(crate) fn check_alive_now(&self) -> Result<()> {
+        self.check_alive()?;
+        let _ = self.inner.device.poll(wgpu::PollType::Poll);
+        self.check_alive()
+    }
+
+    /// `Err(DeviceLost)` once the device was lost.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        match &*self.inner.lost.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(why) => Err(Error::DeviceLost(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `id` is this context's (tensors and masks carry the id of the context that made them).
+    pub(crate) fn check_owns(&self, argument: &'static str, id: u64) -> Result<()> {
+        if id != self.inner.id {
+            return Err(Error::ForeignTensor { argument });
+        }
+        Ok(())
     }
 
     /// Blocks until all submitted work has finished.
     pub fn wait(&self) -> Result<()> {
-        self.inner.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::Gpu(e.to_string()))
+        self.check_alive()?;
+        self.inner.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+        self.check_alive()
     }
 
     /// Records with `f` into a fresh encoder and submits it (errors become `Err`).
     pub(crate) fn submit(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
+        self.check_alive()?;
         let mut enc =
             self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-attention") });
         f(&mut enc)?;
@@ -296,23 +367,71 @@ impl Context {
         })
     }
 
+    /// A buffer holding `bytes` (padded to 4 bytes, at least 4), with `usage`. Unlike
+    /// `DeviceExt::create_buffer_init`, a failure (out of memory, lost device) is an `Err`.
+    pub(crate) fn buffer_with(&self, bytes: &[u8], usage: wgpu::BufferUsages, label: &str) -> Result<wgpu::Buffer> {
+        let size = (bytes.len() as u64).div_ceil(4).max(1) * 4;
+        let buffer = self.scoped(|| {
+            Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: true,
+            }))
+        })?;
+        {
+            let mut view = buffer.slice(..).get_mapped_range_mut().map_err(|e| self.lost_or(e))?;
+            view.slice(..bytes.len()).copy_from_slice(bytes);
+        }
+        buffer.unmap();
+        Ok(buffer)
+    }
+
+    /// The error for a buffer wgpu reported invalid without a scoped error: on a lost device,
+    /// wgpu swallows the errors and leaves invalid objects, so this is how a device the crate
+    /// does not watch reveals its loss. Marks the context lost in that case.
+    pub(crate) fn lost_or(&self, e: impl std::fmt::Debug) -> Error {
+        if let Err(lost) = self.check_alive() {
+            return lost;
+        }
+        let probe = self.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-attention probe"),
+            size: 4,
+            usage: wgpu::BufferUsages::MAP_WRITE,
+            mapped_at_creation: true,
+        });
+        let alive = probe.slice(..).get_mapped_range_mut().is_ok();
+        if !alive {
+            self.mark_device_lost("the device stopped creating valid buffers (lost)");
+            if let Err(lost) = self.check_alive() {
+                return lost;
+            }
+        }
+        Error::Gpu(format!("{e:?}"))
+    }
+
     /// Records work with `f` into a fresh encoder and submits it, without waiting. wgpu
     /// validation errors of the submission come back as `Err(Error::Gpu)`.
     pub fn record_and_submit(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
         self.submit(f)
     }
 
-    /// Runs `f` inside a validation and an out-of-memory error scope; wgpu errors become `Err`.
+    /// Runs `f` inside validation, out-of-memory and internal error scopes; wgpu errors become
+    /// `Err` ([`Error::OutOfMemory`] for allocations the device cannot satisfy).
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_alive()?;
         let dev = &self.inner.device;
+        let internal = dev.push_error_scope(wgpu::ErrorFilter::Internal);
         let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let val = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
         let v = pollster::block_on(val.pop());
         let o = pollster::block_on(oom.pop());
-        if let Some(e) = v.or(o) {
-            return Err(Error::Gpu(e.to_string()));
+        let i = pollster::block_on(internal.pop());
+        if let Some(e) = o.or(v).or(i) {
+            return Err(Error::from_wgpu(e));
         }
+        self.check_alive()?;
         out
     }
 }

@@ -3,8 +3,10 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::ops::topk::{Metric, TopK};
-use crate::shape::{check_finite, DType, Layout, Shape};
+use crate::host::scan;
+use crate::kernels::top_k::{Metric, TopK};
+use crate::problem::TopKProblem;
+use crate::shape::{DType, Layout, Shape};
 use crate::tensor::Tensor;
 
 /// The result of [`Index::search`]: positions and scores, and the ids of the winners if the
@@ -40,6 +42,8 @@ pub struct Index {
     capacity: usize,
     len: usize,
     ids: Option<Vec<u64>>,
+    /// Largest magnitude of the stored (prepared) keys.
+    max_abs: f32,
 }
 
 impl std::fmt::Debug for Index {
@@ -56,6 +60,7 @@ impl std::fmt::Debug for Index {
 impl Index {
     /// An empty index of `dim`-dimensional keys stored as `dtype` (f16 needs `SHADER_F16`).
     pub fn new(ctx: &Context, dim: usize, metric: Metric, dtype: DType) -> Result<Self> {
+        ctx.check_alive_now()?;
         if dim == 0 {
             return Err(Error::EmptyDimension { argument: "dim", dim: "dim" });
         }
@@ -63,7 +68,18 @@ impl Index {
             return Err(Error::F16Unsupported { argument: "dtype" });
         }
         let row = if dtype == DType::F16 && dim % 2 == 1 { dim + 1 } else { dim };
-        Ok(Index { ctx: ctx.clone(), dim, row, metric, dtype, buffer: None, capacity: 0, len: 0, ids: None })
+        Ok(Index {
+            ctx: ctx.clone(),
+            dim,
+            row,
+            metric,
+            dtype,
+            buffer: None,
+            capacity: 0,
+            len: 0,
+            ids: None,
+            max_abs: 0.0,
+        })
     }
 
     /// Number of keys.
@@ -83,8 +99,9 @@ impl Index {
         self.metric
     }
 
-    /// Rows of `dim` values, normalised for cosine (zero rows stay zero), padded, as stored bytes.
-    fn prepare(&self, argument: &'static str, values: &[f32]) -> Result<Vec<u8>> {
+    /// Rows of `dim` values, normalised for cosine (zero rows stay zero), padded, as stored
+    /// bytes, and their largest magnitude.
+    fn prepare(&self, argument: &'static str, values: &[f32]) -> Result<(Vec<u8>, f32)> {
         if values.is_empty() || !values.len().is_multiple_of(self.dim) {
             return Err(Error::LengthMismatch {
                 argument,
@@ -92,7 +109,10 @@ impl Index {
                 got: values.len(),
             });
         }
-        check_finite(argument, values)?;
+        let mut max_abs = scan(argument, values)?;
+        if self.metric == Metric::Cosine {
+            max_abs = max_abs.min(1.0);
+        }
         let mut rows = Vec::with_capacity(values.len() / self.dim * self.row);
         for r in values.chunks(self.dim) {
             let scale = if self.metric == Metric::Cosine {
@@ -108,12 +128,13 @@ impl Index {
             rows.extend(r.iter().map(|&x| (x as f64 * scale) as f32));
             rows.extend(std::iter::repeat_n(0.0, self.row - self.dim));
         }
-        Ok(match self.dtype {
+        let bytes = match self.dtype {
             DType::F32 => bytemuck::cast_slice(&rows).to_vec(),
             DType::F16 => {
                 bytemuck::cast_slice(&rows.iter().map(|&x| half::f16::from_f32(x)).collect::<Vec<_>>()).to_vec()
             }
-        })
+        };
+        Ok((bytes, max_abs))
     }
 
     /// Appends keys (`[n, dim]` row-major). Refused once keys were added with ids.
@@ -145,7 +166,8 @@ impl Index {
     }
 
     fn append(&mut self, keys: &[f32]) -> Result<()> {
-        let bytes = self.prepare("keys", keys)?;
+        self.ctx.check_alive_now()?;
+        let (bytes, max_abs) = self.prepare("keys", keys)?;
         let n = keys.len() / self.dim;
         let row_bytes = self.row as u64 * self.dtype.size();
         if self.len + n > self.capacity {
@@ -186,6 +208,7 @@ impl Index {
             Ok(())
         })?;
         self.len += n;
+        self.max_abs = self.max_abs.max(max_abs);
         Ok(())
     }
 
@@ -196,20 +219,35 @@ impl Index {
             .buffer
             .as_ref()
             .ok_or(Error::InvalidArgument { argument: "index", message: "the index is empty".into() })?;
-        let bytes = self.prepare("queries", queries)?;
+        let (bytes, q_max) = self.prepare("queries", queries)?;
         let nq = queries.len() / self.dim;
-        let q = Tensor::from_buffer(
-            self.ctx.create_init(&bytes, "queries")?,
-            0,
-            Shape::new(1, 1, nq, self.row),
-            Layout::Bhsd,
-            self.dtype,
-        )?;
-        let keys =
-            Tensor::from_buffer(buffer.clone(), 0, Shape::new(1, 1, self.len, self.row), Layout::Bhsd, self.dtype)?;
         // keys and queries are normalised already: cosine ranks by their dot product
         let metric = if self.metric == Metric::Cosine { Metric::Dot } else { self.metric };
-        let top = self.ctx.top_k(&q, &keys, k, metric)?;
+        let p = TopKProblem::new(nq, self.len, self.row, self.row, k, metric)?;
+        let ctx = &self.ctx;
+        let q = Tensor {
+            max_abs: Some(q_max),
+            ..Tensor::from_buffer(
+                ctx,
+                ctx.create_init(&bytes, "queries")?,
+                0,
+                Shape::new(1, 1, nq, self.row),
+                Layout::Bhsd,
+                self.dtype,
+            )?
+        };
+        let keys = Tensor {
+            max_abs: Some(self.max_abs),
+            ..Tensor::from_buffer(
+                ctx,
+                buffer.clone(),
+                0,
+                Shape::new(1, 1, self.len, self.row),
+                Layout::Bhsd,
+                self.dtype,
+            )?
+        };
+        let top = ctx.top_k_checked(&p, &q, &keys)?;
         let ids = self.ids.as_ref().map(|ids| top.indices.iter().map(|&i| ids[i as usize]).collect());
         Ok(SearchResult { top, ids })
     }

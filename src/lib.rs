@@ -11,17 +11,29 @@
 //!   GQA/MQA, masks, causal, key lengths, head dims 1..=256, optional log-sum-exp) and
 //!   [`Context::attention_unfused`] (returns the weights). Each has an `encode_*` twin that
 //!   records into your `CommandEncoder`.
+//! - Retrieval: [`Context::top_k`] (exact top-k by dot, cosine or L2) and a resident [`Index`].
 //! - [`cpu`]: the same operations on the CPU (rayon, f64 accumulation).
 //! - [`Backend`]: one-shot helpers on host slices that use the GPU when there is one.
 //!
+//! ## Kernel variants
+//! Attention runs one of several kernel variants ([`AttentionVariant`]: fused with vector or
+//! scalar loads, split-K, unfused). The crate chooses by default;
+//! [`Context::plan_attention`] says what it chose and why, and [`AttentionOptions::variant`]
+//! forces one (a variant the device cannot run is an [`Error::Unsupported`], never swapped).
+//!
 //! ## Semantics in brief
 //! - Scores are `scale · q·k` (default scale `1/sqrt(d)`), plus an additive mask if given.
-//! - Boolean masks: `true` keeps a key. Additive masks: `-inf` drops a key.
+//! - Boolean masks: `true` keeps a key. Additive masks: only `-inf` drops a key; every finite
+//!   value is added.
 //! - Causal is aligned bottom-right (FlashAttention): query `i` sees keys `j <= i + nk - nq`.
 //! - A row with every key masked gives zeros (and log-sum-exp `-inf`), never NaN.
 //! - Host inputs with NaN or ±inf are refused with [`Error::NonFinite`] (additive masks may hold
 //!   `-inf`). Buffers wrapped with [`Tensor::from_buffer`] are not scanned; non-finite values there
-//!   give unspecified values in the rows they touch.
+//!   give unspecified but finite values in the rows they touch.
+//! - Finite inputs never give NaN: scores are carried through f32 without overflow (the scale and
+//!   temperature must lie within [`SCALE_RANGE`]); results beyond f32's range saturate.
+//! - One validation layer serves the GPU, the CPU path and [`Backend`]: the same invalid call
+//!   gets the same [`Error`] on each, before any GPU work.
 //!
 //! ```no_run
 //! use wgpu_attention::*;
@@ -40,27 +52,35 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod caps;
 mod context;
 pub mod cpu;
-mod dispatch;
 mod error;
+mod host;
 mod index;
+mod kernels;
 pub mod npy;
-pub(crate) mod ops;
+mod ops;
 mod options;
 mod pipeline;
+mod plan;
+mod problem;
+mod record;
 mod shape;
 mod tensor;
 mod timing;
 
 pub use backend::Backend;
+pub use caps::Caps;
 pub use context::{list_adapters, Context, ContextInfo, ContextOptions};
 pub use error::{Error, Result};
+pub use host::{HostMask, HostMaskValues, HostTensor, MaskKind};
 pub use index::{Index, SearchResult};
-pub use ops::topk::{Metric, TopK, TopKOutput, MAX_K};
-pub use options::{AttentionOptions, Similarity, SoftmaxOptions};
-pub use pipeline::{all_variants, variant_source, Family, Variant};
-pub use shape::{DType, Element, HostMask, HostMaskValues, HostTensor, Layout, MaskKind, Shape, Strides, MAX_HEAD_DIM};
+pub use kernels::attention::AttentionPlan;
+pub use kernels::top_k::{Metric, TopK, TopKOutput, MAX_K};
+pub use options::{AttentionOptions, AttentionVariant, Loads, Similarity, SoftmaxOptions};
+pub use problem::SCALE_RANGE;
+pub use shape::{DType, Element, Layout, Shape, Strides, MAX_HEAD_DIM};
 pub use tensor::{Mask, Tensor};
 
 /// Re-export of `half` (for `f16`).

@@ -1,16 +1,11 @@
-//! Operation options and the shape checks shared by the GPU and CPU paths.
-//!
-//! Every public operation validates its arguments here, before any GPU work is recorded.
-
-use crate::error::{Error, Result};
-use crate::shape::{Shape, MAX_HEAD_DIM};
+//! Options of the operations, and the kernel variants a caller can ask for.
 
 /// How a query is compared with a key.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Similarity {
     /// `q · k`.
     Dot,
-    /// `scale · (q · k)`; `None` means `1/sqrt(dim)`.
+    /// `scale · (q · k)`; `None` means `1/sqrt(dim)`. The scale must be finite.
     ScaledDot(Option<f32>),
     /// `(q · k) / (|q| |k|)`, norms computed in the kernel; a zero vector on either side gives 0.
     Cosine,
@@ -37,7 +32,7 @@ impl Similarity {
 /// a row with every column masked gives all zeros.
 #[derive(Debug, Clone, Copy)]
 pub struct SoftmaxOptions<'a> {
-    /// Divides the inputs before exponentiation; must be finite and > 0. Default 1.
+    /// Divides the inputs before exponentiation: finite, between 2^-100 and 2^100. Default 1.
     pub temperature: f32,
     /// Causal masking: row `i` keeps columns `j <= i + cols - rows` (bottom-right aligned).
     pub causal: bool,
@@ -51,13 +46,81 @@ impl Default for SoftmaxOptions<'_> {
     }
 }
 
+/// How the fused attention kernels load Q, K and V from storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Loads {
+    /// One `vec4` load per four elements: needs a head dim that is a multiple of 4 and element
+    /// offsets of Q, K and V that are multiples of 4.
+    Vec4,
+    /// Scalar loads: any head dim and offset.
+    Scalar,
+}
+
+/// Which kernel variant computes an attention call.
+///
+/// `Auto` (the default) lets the crate choose: [`Context::plan_attention`](crate::Context::plan_attention)
+/// says what it chose and why it fits. Any other value forces that variant; a variant the
+/// device (or the call's shapes and alignment) cannot run is refused with
+/// [`Error::Unsupported`](crate::Error::Unsupported), never swapped silently. The CPU path has a
+/// single implementation and ignores this choice.
+///
+/// | variant | kernels | memory | suits |
+/// |---|---|---|---|
+/// | `Fused` | `shaders/attention.wgsl` | no scores stored | most shapes |
+/// | `SplitK` | `attention.wgsl` (SPLIT) + `attention_merge.wgsl` | partials `splits·nq·(d+2)` f32 | few queries, many keys (decoding) |
+/// | `Unfused` | `similarity` → `softmax` → `weighted_sum` | scores and weights `nq·nk` f32 | any head dim; inspection |
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AttentionVariant {
+    /// The crate chooses.
+    #[default]
+    Auto,
+    /// One workgroup per block of query rows walks all keys with an online softmax.
+    Fused(Loads),
+    /// The keys are split across workgroups ("flash-decoding"); the partial results are merged
+    /// by their log-sum-exp.
+    SplitK(Loads),
+    /// Scores, softmax and weighted sum as three kernels, materialising the `nq × nk` scores.
+    Unfused,
+}
+
+impl AttentionVariant {
+    /// Every variant that can be forced (all but `Auto`).
+    pub const ALL: [AttentionVariant; 5] = [
+        AttentionVariant::Fused(Loads::Vec4),
+        AttentionVariant::Fused(Loads::Scalar),
+        AttentionVariant::SplitK(Loads::Vec4),
+        AttentionVariant::SplitK(Loads::Scalar),
+        AttentionVariant::Unfused,
+    ];
+
+    /// A short name, e.g. `fused-vec4`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AttentionVariant::Auto => "auto",
+            AttentionVariant::Fused(Loads::Vec4) => "fused-vec4",
+            AttentionVariant::Fused(Loads::Scalar) => "fused-scalar",
+            AttentionVariant::SplitK(Loads::Vec4) => "split-k-vec4",
+            AttentionVariant::SplitK(Loads::Scalar) => "split-k-scalar",
+            AttentionVariant::Unfused => "unfused",
+        }
+    }
+}
+
+impl std::fmt::Display for AttentionVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Options of fused and unfused attention.
 ///
 /// `O = softmax(scale · Q Kᵀ + mask) V`, per (batch, head); key/value head `h / (heads / kv_heads)`
 /// serves query head `h` (GQA/MQA).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AttentionOptions<'a> {
-    /// Score scale; `None` means `1/sqrt(head_dim)`. Must be finite.
+    /// Score scale; `None` means `1/sqrt(head_dim)`. Must be finite, and 0 or of magnitude
+    /// between 2^-100 and 2^100.
     pub scale: Option<f32>,
     /// Causal masking, aligned bottom-right as in FlashAttention: query `i` sees keys
     /// `j <= i + nk - nq` (`nk`, `nq` the tensors' sequence lengths). With `nq == nk` this is the
@@ -66,6 +129,8 @@ pub struct AttentionOptions<'a> {
     /// Per-batch number of valid keys (padding): keys at or past `key_lengths[b]` are masked.
     /// `len == batch`, each `<= nk`; 0 masks every key (the rows give zeros).
     pub key_lengths: Option<&'a [u32]>,
+    /// The GPU kernel variant; `Auto` by default (see [`AttentionVariant`]).
+    pub variant: AttentionVariant,
 }
 
 impl AttentionOptions<'_> {
@@ -73,87 +138,4 @@ impl AttentionOptions<'_> {
     pub(crate) fn scale_for(&self, d: usize) -> f32 {
         self.scale.unwrap_or(1.0 / (d as f32).sqrt())
     }
-}
-
-/// Dimensions of a checked query/key(/value) problem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Dims {
-    pub batch: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub nq: usize,
-    pub nk: usize,
-    pub d: usize,
-}
-
-impl Dims {
-    /// Query heads per key/value head.
-    pub fn group(&self) -> usize {
-        self.heads / self.kv_heads
-    }
-}
-
-/// Checks Q against K for similarity (and attention): batch and dim match, heads divisible.
-pub(crate) fn check_qk(q: &Shape, k: &Shape) -> Result<Dims> {
-    q.check_nonempty("q")?;
-    k.check_nonempty("k")?;
-    if k.batch != q.batch {
-        return Err(Error::ShapeMismatch { argument: "k", other: "q", dim: "batch", got: k.batch, expected: q.batch });
-    }
-    if k.dim != q.dim {
-        return Err(Error::ShapeMismatch { argument: "k", other: "q", dim: "dim", got: k.dim, expected: q.dim });
-    }
-    if !q.heads.is_multiple_of(k.heads) {
-        return Err(Error::HeadsNotDivisible { argument: "k", q_heads: q.heads, kv_heads: k.heads });
-    }
-    Ok(Dims { batch: q.batch, heads: q.heads, kv_heads: k.heads, nq: q.seq, nk: k.seq, d: q.dim })
-}
-
-/// Checks Q, K, V for attention.
-pub(crate) fn check_qkv(q: &Shape, k: &Shape, v: &Shape) -> Result<Dims> {
-    let dims = check_qk(q, k)?;
-    v.check_nonempty("v")?;
-    for (dim, got, expected) in [("batch", v.batch, k.batch), ("heads", v.heads, k.heads), ("seq", v.seq, k.seq)] {
-        if got != expected {
-            return Err(Error::ShapeMismatch { argument: "v", other: "k", dim, got, expected });
-        }
-    }
-    if v.dim != q.dim {
-        return Err(Error::ShapeMismatch { argument: "v", other: "q", dim: "dim", got: v.dim, expected: q.dim });
-    }
-    if dims.d > MAX_HEAD_DIM {
-        return Err(Error::UnsupportedHeadDim { argument: "q", got: dims.d, max: MAX_HEAD_DIM });
-    }
-    Ok(dims)
-}
-
-/// Checks a mask shape `[mb, mh, nq, nk]` against scores `[batch, heads, nq, nk]`.
-pub(crate) fn check_mask_shape(m: [usize; 4], batch: usize, heads: usize, nq: usize, nk: usize) -> Result<()> {
-    let ok = (m[0] == 1 || m[0] == batch) && (m[1] == 1 || m[1] == heads) && m[2] == nq && m[3] == nk;
-    if !ok {
-        return Err(Error::MaskShape { got: m, batch, heads, nq, nk });
-    }
-    Ok(())
-}
-
-/// Checks per-batch key lengths.
-pub(crate) fn check_key_lengths(kl: Option<&[u32]>, batch: usize, nk: usize) -> Result<()> {
-    if let Some(kl) = kl {
-        if kl.len() != batch {
-            return Err(Error::KeyLengths(format!("{} entries, expected one per batch ({batch})", kl.len())));
-        }
-        if let Some((b, &l)) = kl.iter().enumerate().find(|(_, &l)| l as usize > nk) {
-            return Err(Error::KeyLengths(format!("entry {b} is {l}, more than the {nk} keys")));
-        }
-    }
-    Ok(())
-}
-
-/// Checks a scalar option is finite (and, if `positive`, > 0).
-pub(crate) fn check_scalar(argument: &'static str, v: f32, positive: bool) -> Result<()> {
-    if !v.is_finite() || (positive && v <= 0.0) {
-        let need = if positive { "finite and > 0" } else { "finite" };
-        return Err(Error::InvalidArgument { argument, message: format!("{v} is not {need}") });
-    }
-    Ok(())
 }

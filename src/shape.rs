@@ -26,24 +26,27 @@ impl Shape {
         Shape { batch, heads, seq, dim }
     }
 
-    /// Number of elements.
+    /// Number of elements, saturating at `usize::MAX` (a shape that large can never be
+    /// allocated; the operations refuse it with [`Error::TooLarge`], see [`Shape::checked_numel`]).
     pub fn numel(&self) -> usize {
-        self.batch * self.heads * self.seq * self.dim
+        self.checked_numel_opt().unwrap_or(usize::MAX)
+    }
+
+    /// Number of elements, or [`Error::TooLarge`] naming `argument` if it overflows `usize`.
+    pub fn checked_numel(&self, argument: &'static str) -> Result<usize> {
+        self.checked_numel_opt().ok_or_else(|| Error::TooLarge {
+            argument,
+            message: format!("shape {:?} has more elements than usize can count", self.dims()),
+        })
+    }
+
+    fn checked_numel_opt(&self) -> Option<usize> {
+        self.batch.checked_mul(self.heads)?.checked_mul(self.seq)?.checked_mul(self.dim)
     }
 
     /// `[batch, heads, seq, dim]` as an array.
     pub fn dims(&self) -> [usize; 4] {
         [self.batch, self.heads, self.seq, self.dim]
-    }
-
-    /// Errors with [`Error::EmptyDimension`] if any dimension is zero.
-    pub fn check_nonempty(&self, argument: &'static str) -> Result<()> {
-        for (v, dim) in [(self.batch, "batch"), (self.heads, "heads"), (self.seq, "seq"), (self.dim, "dim")] {
-            if v == 0 {
-                return Err(Error::EmptyDimension { argument, dim });
-            }
-        }
-        Ok(())
     }
 }
 
@@ -59,11 +62,14 @@ pub enum Layout {
 
 impl Layout {
     /// Element strides `(batch, head, seq)` for `shape`; the last dimension has stride 1.
+    /// Saturating: for a shape whose element count fits `usize` (every shape the operations
+    /// accept) the strides are exact.
     pub fn strides(&self, shape: &Shape) -> Strides {
         let Shape { heads: h, seq: s, dim: d, .. } = *shape;
+        let (hd, sd) = (h.saturating_mul(d), s.saturating_mul(d));
         match self {
-            Layout::Bhsd => Strides { batch: h * s * d, head: s * d, seq: d },
-            Layout::Bshd => Strides { batch: s * h * d, head: d, seq: h * d },
+            Layout::Bhsd => Strides { batch: h.saturating_mul(sd), head: sd, seq: d },
+            Layout::Bshd => Strides { batch: s.saturating_mul(hd), head: d, seq: hd },
         }
     }
 }
@@ -102,6 +108,8 @@ impl DType {
 pub trait Element: bytemuck::Pod + Send + Sync + 'static {
     /// The matching [`DType`].
     const DTYPE: DType;
+    /// The largest finite value (outputs stored in this type saturate there).
+    const MAX: f32;
     /// Widen to f32.
     fn to_f32(self) -> f32;
     /// Narrow from f32 (round to nearest).
@@ -110,6 +118,7 @@ pub trait Element: bytemuck::Pod + Send + Sync + 'static {
 
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
+    const MAX: f32 = f32::MAX;
     fn to_f32(self) -> f32 {
         self
     }
@@ -120,147 +129,11 @@ impl Element for f32 {
 
 impl Element for half::f16 {
     const DTYPE: DType = DType::F16;
+    const MAX: f32 = 65504.0;
     fn to_f32(self) -> f32 {
         half::f16::to_f32(self)
     }
     fn from_f32(v: f32) -> Self {
         half::f16::from_f32(v)
     }
-}
-
-/// A borrowed host tensor: data plus logical shape and layout. Input to the CPU path and to
-/// the one-shot helpers of [`crate::Backend`].
-#[derive(Debug, Clone, Copy)]
-pub struct HostTensor<'a, T = f32> {
-    /// Elements, in `layout` order.
-    pub data: &'a [T],
-    /// Logical shape.
-    pub shape: Shape,
-    /// Memory layout of `data`.
-    pub layout: Layout,
-}
-
-impl<'a, T> HostTensor<'a, T> {
-    /// A `[batch, heads, seq, dim]` (BHSD) view of `data`; errors if the length does not match.
-    pub fn new(data: &'a [T], shape: Shape) -> Result<Self> {
-        Self::with_layout(data, shape, Layout::Bhsd)
-    }
-
-    /// A view of `data` in the given layout; errors if the length does not match.
-    pub fn with_layout(data: &'a [T], shape: Shape, layout: Layout) -> Result<Self> {
-        if data.len() != shape.numel() {
-            return Err(Error::LengthMismatch { argument: "data", expected: shape.numel(), got: data.len() });
-        }
-        Ok(HostTensor { data, shape, layout })
-    }
-
-    /// Element index of `(b, h, s, 0)`.
-    #[inline]
-    pub(crate) fn row_offset(&self, b: usize, h: usize, s: usize) -> usize {
-        let st = self.layout.strides(&self.shape);
-        b * st.batch + h * st.head + s * st.seq
-    }
-
-    /// The row `(b, h, s, ..)` as a slice of `dim` elements.
-    #[inline]
-    pub(crate) fn row(&self, b: usize, h: usize, s: usize) -> &'a [T] {
-        let o = self.row_offset(b, h, s);
-        &self.data[o..o + self.shape.dim]
-    }
-}
-
-/// How a mask combines with the scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MaskKind {
-    /// `true` (non-zero) = the key takes part; `false` = masked out (as PyTorch's boolean `attn_mask`).
-    Bool,
-    /// Added to the (scaled) scores; `-inf` masks a key out.
-    Additive,
-}
-
-/// Mask values on the host.
-#[derive(Debug, Clone, Copy)]
-pub enum HostMaskValues<'a> {
-    /// Boolean mask: `true` keeps the key.
-    Bool(&'a [bool]),
-    /// Additive mask, added to the scaled scores (may hold `-inf`; NaN and `+inf` are refused).
-    Additive(&'a [f32]),
-}
-
-/// A mask of shape `[mb, mh, nq, nk]` broadcast over batch (`mb` = 1 or batch) and heads
-/// (`mh` = 1 or heads), row-major.
-#[derive(Debug, Clone, Copy)]
-pub struct HostMask<'a> {
-    /// Mask shape `[mb, mh, nq, nk]`.
-    pub shape: [usize; 4],
-    /// The values.
-    pub values: HostMaskValues<'a>,
-}
-
-impl<'a> HostMask<'a> {
-    /// A boolean mask (`true` keeps a key).
-    pub fn bool(values: &'a [bool], shape: [usize; 4]) -> Result<Self> {
-        let m = HostMask { shape, values: HostMaskValues::Bool(values) };
-        m.check_len()?;
-        Ok(m)
-    }
-
-    /// An additive mask.
-    pub fn additive(values: &'a [f32], shape: [usize; 4]) -> Result<Self> {
-        let m = HostMask { shape, values: HostMaskValues::Additive(values) };
-        m.check_len()?;
-        check_mask_values(values)?;
-        Ok(m)
-    }
-
-    fn check_len(&self) -> Result<()> {
-        let n: usize = self.shape.iter().product();
-        let got = match self.values {
-            HostMaskValues::Bool(v) => v.len(),
-            HostMaskValues::Additive(v) => v.len(),
-        };
-        if n != got {
-            return Err(Error::LengthMismatch { argument: "mask", expected: n, got });
-        }
-        Ok(())
-    }
-
-    /// The kind of this mask.
-    pub fn kind(&self) -> MaskKind {
-        match self.values {
-            HostMaskValues::Bool(_) => MaskKind::Bool,
-            HostMaskValues::Additive(_) => MaskKind::Additive,
-        }
-    }
-
-    /// `(keep, additive)` for score `(b, h, i, j)`.
-    #[inline]
-    pub(crate) fn at(&self, b: usize, h: usize, i: usize, j: usize) -> (bool, f32) {
-        let [mb, mh, nq, nk] = self.shape;
-        let idx = (((if mb == 1 { 0 } else { b }) * mh + if mh == 1 { 0 } else { h }) * nq + i) * nk + j;
-        match self.values {
-            HostMaskValues::Bool(v) => (v[idx], 0.0),
-            HostMaskValues::Additive(v) => {
-                let a = v[idx];
-                (a != f32::NEG_INFINITY, a)
-            }
-        }
-    }
-}
-
-/// Additive mask values may be finite or `-inf`; NaN and `+inf` are errors.
-pub(crate) fn check_mask_values(values: &[f32]) -> Result<()> {
-    if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| v.is_nan() || **v == f32::INFINITY) {
-        return Err(Error::NonFinite { argument: "mask", index, value });
-    }
-    Ok(())
-}
-
-/// Refuse NaN and +-inf in an input.
-pub(crate) fn check_finite<T: Element>(argument: &'static str, values: &[T]) -> Result<()> {
-    if let Some((index, value)) = values.iter().enumerate().map(|(i, v)| (i, v.to_f32())).find(|(_, v)| !v.is_finite())
-    {
-        return Err(Error::NonFinite { argument, index, value });
-    }
-    Ok(())
 }

@@ -1,19 +1,19 @@
 //! GPU-resident tensors and masks: upload, wrap a caller's buffer, download.
 
 use futures::channel::oneshot;
-use wgpu::util::DeviceExt;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::shape::{
-    check_finite, check_mask_values, DType, Element, HostMask, HostMaskValues, Layout, MaskKind, Shape,
-};
+use crate::host::{mask_numel, scan, HostMask, HostMaskValues, MaskKind};
+use crate::problem::{check_operand, Operand};
+use crate::shape::{DType, Element, Layout, Shape};
 
 /// A 4-D tensor in a GPU buffer: logical shape `[batch, heads, seq, dim]`, a [`Layout`], a
 /// [`DType`] and an element offset into the buffer.
 ///
 /// Cloning is cheap (the buffer is reference-counted). A tensor can wrap a caller's own buffer
-/// with [`Tensor::from_buffer`]; nothing is copied.
+/// with [`Tensor::from_buffer`]; nothing is copied. A tensor belongs to the [`Context`] that
+/// made it (or wrapped its buffer) and can only be used with that context or its clones.
 #[derive(Debug, Clone)]
 pub struct Tensor {
     pub(crate) buffer: wgpu::Buffer,
@@ -21,6 +21,10 @@ pub struct Tensor {
     pub(crate) shape: Shape,
     pub(crate) layout: Layout,
     pub(crate) dtype: DType,
+    /// The id of the context that made it.
+    pub(crate) ctx_id: u64,
+    /// Largest magnitude, when this crate scanned the values (uploads).
+    pub(crate) max_abs: Option<f32>,
 }
 
 /// Usage flags of buffers this crate allocates.
@@ -31,14 +35,40 @@ fn padded(bytes: u64) -> u64 {
     bytes.div_ceil(4).max(1) * 4
 }
 
+/// `offset · elem + len · elem` within `size`, with every product checked.
+fn check_fits(argument: &'static str, size: u64, offset: u64, elems: u64, elem: u64) -> Result<()> {
+    let overflow = || Error::TooLarge {
+        argument,
+        message: format!("element offset {offset} plus {elems} elements of {elem} bytes overflow a 64-bit byte offset"),
+    };
+    let start = offset.checked_mul(elem).ok_or_else(overflow)?;
+    let needed = elems.checked_mul(elem).ok_or_else(overflow)?;
+    start.checked_add(needed).ok_or_else(overflow)?;
+    let have = size.saturating_sub(start);
+    if have < needed {
+        return Err(Error::BufferTooSmall { argument, needed, got: have });
+    }
+    Ok(())
+}
+
 impl Tensor {
-    /// Wraps a caller's buffer (no copy). `offset` is in elements of `dtype`; the buffer needs
-    /// `STORAGE` usage (and `COPY_SRC` to be downloaded) and room for `shape` from `offset`.
+    /// Wraps a buffer of `ctx`'s device (no copy). `offset` is in elements of `dtype`; the
+    /// buffer needs `STORAGE` usage (and `COPY_SRC` to be downloaded) and room for `shape` from
+    /// `offset`.
     ///
-    /// The contents are not checked: non-finite values give unspecified (but bounded, non-crashing)
-    /// results in the rows they touch.
-    pub fn from_buffer(buffer: wgpu::Buffer, offset: u64, shape: Shape, layout: Layout, dtype: DType) -> Result<Self> {
-        shape.check_nonempty("buffer")?;
+    /// The buffer must have been created on `ctx.device()`; the tensor is then usable with `ctx`
+    /// and its clones only ([`Error::ForeignTensor`] elsewhere). Its contents are not scanned:
+    /// non-finite values give unspecified but finite results in the rows they touch, and values
+    /// whose scores or sums exceed f32's range saturate (README, "Extreme values").
+    pub fn from_buffer(
+        ctx: &Context,
+        buffer: wgpu::Buffer,
+        offset: u64,
+        shape: Shape,
+        layout: Layout,
+        dtype: DType,
+    ) -> Result<Self> {
+        check_operand("buffer", &Operand { shape, layout, dtype, max_abs: None })?;
         if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
             return Err(Error::BufferUsage {
                 argument: "buffer",
@@ -46,12 +76,8 @@ impl Tensor {
                 got: format!("{:?}", buffer.usage()),
             });
         }
-        let needed = shape.numel() as u64 * dtype.size();
-        let have = buffer.size().saturating_sub(offset * dtype.size());
-        if have < needed {
-            return Err(Error::BufferTooSmall { argument: "buffer", needed, got: have });
-        }
-        Ok(Tensor { buffer, offset, shape, layout, dtype })
+        check_fits("buffer", buffer.size(), offset, shape.numel() as u64, dtype.size())?;
+        Ok(Tensor { buffer, offset, shape, layout, dtype, ctx_id: ctx.inner.id, max_abs: None })
     }
 
     /// The underlying buffer.
@@ -73,6 +99,13 @@ impl Tensor {
     /// Element type.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The byte range `[start, end)` of the buffer that holds this tensor's elements.
+    pub(crate) fn byte_range(&self) -> (u64, u64) {
+        let es = self.dtype.size();
+        let start = self.offset * es;
+        (start, start + self.shape.numel() as u64 * es)
     }
 
     /// Reads the tensor back as f32 (f16 is widened), in its own layout. Blocks until done.
@@ -98,6 +131,8 @@ impl Tensor {
     }
 
     async fn read_bytes(&self, ctx: &Context, block: bool) -> Result<Vec<u8>> {
+        ctx.check_owns("tensor", self.ctx_id)?;
+        ctx.check_alive()?;
         if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
             return Err(Error::BufferUsage {
                 argument: "tensor",
@@ -105,11 +140,9 @@ impl Tensor {
                 got: format!("{:?}", self.buffer.usage()),
             });
         }
-        let es = self.dtype.size();
-        let start = self.offset * es;
-        let len = self.shape.numel() as u64 * es;
+        let (start, end) = self.byte_range();
         let a0 = start / 4 * 4;
-        let a1 = padded(start + len).min(self.buffer.size());
+        let a1 = padded(end).min(self.buffer.size());
         let staging = ctx.scoped(|| {
             let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgpu-attention readback"),
@@ -129,10 +162,16 @@ impl Tensor {
         if block {
             ctx.wait()?;
         }
-        rx.await.map_err(|e| Error::Readback(e.to_string()))?.map_err(|e| Error::Readback(e.to_string()))?;
+        let mapped = rx.await.map_err(|e| Error::Readback(e.to_string()))?;
+        if let Err(e) = mapped {
+            return Err(match ctx.lost_or(&e) {
+                lost @ Error::DeviceLost(_) => lost,
+                _ => Error::Readback(e.to_string()),
+            });
+        }
         let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(format!("{e:?}")))?;
         let off = (start - a0) as usize;
-        let out = view[off..off + len as usize].to_vec();
+        let out = view[off..off + (end - start) as usize].to_vec();
         drop(view);
         staging.unmap();
         Ok(out)
@@ -141,17 +180,19 @@ impl Tensor {
 
 /// A mask on the GPU, shape `[mb, mh, nq, nk]` row-major (`mb` 1 or batch, `mh` 1 or heads),
 /// one 32-bit word per element: `u32` 0/1 for [`MaskKind::Bool`] (1 keeps the key), `f32` for
-/// [`MaskKind::Additive`] (`-inf` masks the key).
+/// [`MaskKind::Additive`] (`-inf` masks the key; every other value is added).
 #[derive(Debug, Clone)]
 pub struct Mask {
     pub(crate) buffer: wgpu::Buffer,
     pub(crate) shape: [usize; 4],
     pub(crate) kind: MaskKind,
+    pub(crate) ctx_id: u64,
 }
 
 impl Mask {
-    /// Wraps a caller's buffer holding a mask in the format above (no copy).
-    pub fn from_buffer(buffer: wgpu::Buffer, shape: [usize; 4], kind: MaskKind) -> Result<Self> {
+    /// Wraps a buffer of `ctx`'s device holding a mask in the format above (no copy). Additive
+    /// values are not scanned: NaN or `+inf` there give unspecified (finite) results.
+    pub fn from_buffer(ctx: &Context, buffer: wgpu::Buffer, shape: [usize; 4], kind: MaskKind) -> Result<Self> {
         if shape.contains(&0) {
             return Err(Error::EmptyDimension { argument: "mask", dim: "shape" });
         }
@@ -162,11 +203,8 @@ impl Mask {
                 got: format!("{:?}", buffer.usage()),
             });
         }
-        let needed = shape.iter().product::<usize>() as u64 * 4;
-        if buffer.size() < needed {
-            return Err(Error::BufferTooSmall { argument: "mask", needed, got: buffer.size() });
-        }
-        Ok(Mask { buffer, shape, kind })
+        check_fits("mask", buffer.size(), 0, mask_numel(shape)? as u64, 4)?;
+        Ok(Mask { buffer, shape, kind, ctx_id: ctx.inner.id })
     }
     /// Mask shape `[mb, mh, nq, nk]`.
     pub fn shape(&self) -> [usize; 4] {
@@ -185,27 +223,43 @@ impl Context {
     }
 
     /// Uploads a tensor stored in `layout` (e.g. [`Layout::Bshd`] straight from a projection).
+    /// Refuses NaN and infinities (`Err(NonFinite)`).
     pub fn upload_with_layout<T: Element>(&self, data: &[T], shape: Shape, layout: Layout) -> Result<Tensor> {
-        shape.check_nonempty("data")?;
+        check_operand("data", &Operand { shape, layout, dtype: T::DTYPE, max_abs: None })?;
         if data.len() != shape.numel() {
             return Err(Error::LengthMismatch { argument: "data", expected: shape.numel(), got: data.len() });
         }
         if T::DTYPE == DType::F16 && !self.supports_f16() {
             return Err(Error::F16Unsupported { argument: "data" });
         }
-        check_finite("data", data)?;
-        let buffer = self.create_init(bytemuck::cast_slice(data), "tensor")?;
-        Ok(Tensor { buffer, offset: 0, shape, layout, dtype: T::DTYPE })
+        let max_abs = scan("data", data)?;
+        self.upload_scanned(data, shape, layout, Some(max_abs))
+    }
+
+    /// Uploads data that was already checked (shape and values): no second scan.
+    pub(crate) fn upload_scanned<T: Element>(
+        &self,
+        data: &[T],
+        shape: Shape,
+        layout: Layout,
+        max_abs: Option<f32>,
+    ) -> Result<Tensor> {
+        if T::DTYPE == DType::F16 && !self.supports_f16() {
+            return Err(Error::F16Unsupported { argument: "data" });
+        }
+        let buffer = self.create_init(bytemuck::cast_slice(data), "data")?;
+        Ok(Tensor { buffer, offset: 0, shape, layout, dtype: T::DTYPE, ctx_id: self.inner.id, max_abs })
     }
 
     /// A zero-filled tensor (e.g. an output for the `encode_*` calls).
     pub fn zeros(&self, shape: Shape, layout: Layout, dtype: DType) -> Result<Tensor> {
-        shape.check_nonempty("shape")?;
+        check_operand("shape", &Operand { shape, layout, dtype, max_abs: None })?;
         if dtype == DType::F16 && !self.supports_f16() {
             return Err(Error::F16Unsupported { argument: "dtype" });
         }
         let size = padded(shape.numel() as u64 * dtype.size());
         self.check_buffer_size("shape", size)?;
+        self.check_alive_now()?;
         let buffer = self.scoped(|| {
             Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgpu-attention tensor"),
@@ -214,27 +268,21 @@ impl Context {
                 mapped_at_creation: false,
             }))
         })?;
-        Ok(Tensor { buffer, offset: 0, shape, layout, dtype })
+        Ok(Tensor { buffer, offset: 0, shape, layout, dtype, ctx_id: self.inner.id, max_abs: None })
     }
 
-    /// Uploads a host mask (booleans become 0/1 words).
+    /// Uploads a host mask (booleans become 0/1 words). The mask was validated when it was made.
     pub fn upload_mask(&self, mask: &HostMask) -> Result<Mask> {
-        let words: Vec<u32> = match mask.values {
+        let words: Vec<u32> = match mask.values() {
             HostMaskValues::Bool(v) => v.iter().map(|&b| b as u32).collect(),
-            HostMaskValues::Additive(v) => {
-                check_mask_values(v)?;
-                v.iter().map(|x| x.to_bits()).collect()
-            }
+            HostMaskValues::Additive(v) => v.iter().map(|x| x.to_bits()).collect(),
         };
-        if mask.shape.contains(&0) {
-            return Err(Error::EmptyDimension { argument: "mask", dim: "shape" });
-        }
         let buffer = self.create_init(bytemuck::cast_slice(&words), "mask")?;
-        Ok(Mask { buffer, shape: mask.shape, kind: mask.kind() })
+        Ok(Mask { buffer, shape: mask.shape(), kind: mask.kind(), ctx_id: self.inner.id })
     }
 
     pub(crate) fn check_buffer_size(&self, argument: &'static str, bytes: u64) -> Result<()> {
-        let max = self.limits().max_buffer_size;
+        let max = self.caps().max_buffer;
         if bytes > max {
             return Err(Error::TooLarge {
                 argument,
@@ -244,21 +292,9 @@ impl Context {
         Ok(())
     }
 
+    /// A storage buffer holding `bytes` (padded to 4).
     pub(crate) fn create_init(&self, bytes: &[u8], argument: &'static str) -> Result<wgpu::Buffer> {
-        let mut owned;
-        let mut contents = bytes;
-        if !bytes.len().is_multiple_of(4) || bytes.is_empty() {
-            owned = bytes.to_vec();
-            owned.resize(padded(bytes.len() as u64) as usize, 0);
-            contents = &owned;
-        }
-        self.check_buffer_size(argument, contents.len() as u64)?;
-        self.scoped(|| {
-            Ok(self.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("wgpu-attention tensor"),
-                contents,
-                usage: TENSOR_USAGE,
-            }))
-        })
+        self.check_buffer_size(argument, padded(bytes.len() as u64))?;
+        self.buffer_with(bytes, TENSOR_USAGE, "wgpu-attention tensor")
     }
 }

@@ -11,11 +11,12 @@ use wgpu_attention::*;
 fn assert_send_sync<T: Send + Sync>() {}
 
 /// The application's own device (as an engine would create it).
-fn app_device() -> Option<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
-    shared_gpu()?;
+fn app_device() -> (wgpu::Device, wgpu::Queue, wgpu::AdapterInfo) {
     pollster::block_on(async {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await.ok()?;
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends -= wgpu::Backends::GL; // the GL adapter on llvmpipe compiles for minutes
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await.expect("an adapter");
         let (d, q) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 required_features: adapter.features() & wgpu::Features::SHADER_F16,
@@ -23,17 +24,18 @@ fn app_device() -> Option<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
                 ..Default::default()
             })
             .await
-            .ok()?;
-        Some((d, q, adapter.get_info()))
+            .expect("a device");
+        (d, q, adapter.get_info())
     })
 }
 
-#[test]
+gpu_test! {
 fn callers_device_buffers_and_encoder() {
     assert_send_sync::<Context>();
-    let Some((device, queue, info)) = app_device() else { return };
-    let ctx = Context::from_device_with_info(device.clone(), queue.clone(), &info);
-    assert_eq!(ctx.info().adapter, info.name);
+    let (device, queue, info) = app_device();
+    let ctx = Context::from_device(device.clone(), queue.clone());
+    // the caller's adapter, reported truthfully
+    assert_eq!((ctx.info().adapter.as_str(), ctx.info().backend), (info.name.as_str(), info.backend));
 
     // One application buffer holding q, k and v at offsets that are not 256-byte aligned.
     let (qs, ks) = (Shape::new(2, 4, 33, 24), Shape::new(2, 2, 50, 24));
@@ -54,10 +56,10 @@ fn callers_device_buffers_and_encoder() {
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
-    let tq = Tensor::from_buffer(app_buf.clone(), oq as u64, qs, Layout::Bhsd, DType::F32).unwrap();
-    let tk = Tensor::from_buffer(app_buf.clone(), ok as u64, ks, Layout::Bhsd, DType::F32).unwrap();
-    let tv = Tensor::from_buffer(app_buf.clone(), ov as u64, ks, Layout::Bhsd, DType::F32).unwrap();
-    let tout = Tensor::from_buffer(out_buf.clone(), 11, qs, Layout::Bhsd, DType::F32).unwrap();
+    let tq = Tensor::from_buffer(&ctx, app_buf.clone(), oq as u64, qs, Layout::Bhsd, DType::F32).unwrap();
+    let tk = Tensor::from_buffer(&ctx, app_buf.clone(), ok as u64, ks, Layout::Bhsd, DType::F32).unwrap();
+    let tv = Tensor::from_buffer(&ctx, app_buf.clone(), ov as u64, ks, Layout::Bhsd, DType::F32).unwrap();
+    let tout = Tensor::from_buffer(&ctx, out_buf.clone(), 11, qs, Layout::Bhsd, DType::F32).unwrap();
     let opts = AttentionOptions { causal: true, ..Default::default() };
 
     // Record into the application's encoder; the application submits and reads back itself.
@@ -82,10 +84,11 @@ fn callers_device_buffers_and_encoder() {
     // the crate's own download works on caller tensors with COPY_SRC, too
     assert_close("download", &tout.download_blocking(&ctx).unwrap(), &to_f64(&want), 1e-5);
 }
+}
 
-#[test]
+gpu_test! {
 fn context_shared_across_threads() {
-    let Some(ctx) = shared_gpu() else { return };
+    let ctx = shared_gpu();
     let handles: Vec<_> = (0..4)
         .map(|i| {
             let ctx = ctx.clone();
@@ -103,10 +106,37 @@ fn context_shared_across_threads() {
         h.join().unwrap();
     }
 }
+}
 
-#[test]
+gpu_test! {
+fn racing_threads_compile_each_variant_once() {
+    // a fresh context: eight threads ask for the same two variants at once
+    let ctx = gpu();
+    let s = Shape::new(1, 2, 16, 32);
+    let x = ctx.upload(&rand_vec(5, s.numel(), 1.0), s).unwrap();
+    let barrier = std::sync::Barrier::new(8);
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let (ctx, x, barrier) = (&ctx, &x, &barrier);
+            scope.spawn(move || {
+                barrier.wait();
+                if i % 2 == 0 {
+                    ctx.attention(x, x, x, None, &AttentionOptions::default()).unwrap();
+                } else {
+                    ctx.softmax(x, None, &SoftmaxOptions::default()).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(ctx.compiled_pipelines(), 2, "one attention and one softmax variant, each compiled once");
+    ctx.attention(&x, &x, &x, None, &AttentionOptions::default()).unwrap();
+    assert_eq!(ctx.compiled_pipelines(), 2, "cached");
+}
+}
+
+gpu_test! {
 fn async_download_resolves_when_the_device_is_polled() {
-    let Some(ctx) = shared_gpu() else { return };
+    let ctx = shared_gpu();
     let s = Shape::new(1, 1, 8, 8);
     let x = rand_vec(3, s.numel(), 1.0);
     let t = ctx.upload(&x, s).unwrap();
@@ -125,10 +155,11 @@ fn async_download_resolves_when_the_device_is_polled() {
     poller.join().unwrap();
     assert_eq!(got, x);
 }
+}
 
-#[test]
+gpu_test! {
 fn auto_backend_prefers_hardware_and_else_the_cpu_path() {
-    let Some(ctx) = shared_gpu() else { return };
+    let ctx = shared_gpu();
     let software = ctx.info().device_type == wgpu::DeviceType::Cpu;
     match (software, Backend::auto()) {
         (false, Backend::Gpu(c)) => assert!(!c.info().adapter.is_empty()),
@@ -138,10 +169,11 @@ fn auto_backend_prefers_hardware_and_else_the_cpu_path() {
         }
     }
 }
+}
 
-#[test]
+gpu_test! {
 fn kernel_time_from_timestamp_queries() {
-    let Some(ctx) = shared_gpu() else { return };
+    let ctx = shared_gpu();
     assert!(ctx.info().features.contains(wgpu::Features::TIMESTAMP_QUERY), "lavapipe has TIMESTAMP_QUERY");
     let s = Shape::new(1, 4, 256, 64);
     let x = ctx.upload(&rand_vec(8, s.numel(), 1.0), s).unwrap();
@@ -160,4 +192,5 @@ fn kernel_time_from_timestamp_queries() {
     assert!(unfused > 0.0);
     // an empty measurement is zero
     assert_eq!(ctx.time_gpu(|_| Ok(())).unwrap(), Some(0.0));
+}
 }

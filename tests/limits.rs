@@ -6,54 +6,82 @@ mod common;
 use common::*;
 use wgpu_attention::*;
 
-fn small_device() -> Option<Context> {
-    shared_gpu()?;
+fn small_device() -> Context {
     let limits = wgpu::Limits {
         max_storage_buffer_binding_size: 64 << 10,
         max_compute_workgroups_per_dimension: 7,
         max_compute_workgroup_storage_size: 16 << 10,
         ..Default::default()
     };
-    Some(Context::with_options_blocking(ContextOptions { limits: Some(limits), ..Default::default() }).unwrap())
+    Context::with_options_blocking(ContextOptions { limits: Some(limits), ..Default::default() }).unwrap()
 }
 
-#[test]
+gpu_test! {
 fn split_over_slices_and_rows() {
-    let Some(ctx) = small_device() else { return };
+    let ctx = small_device();
     assert_eq!(ctx.limits().max_storage_buffer_binding_size, 64 << 10);
     // q: 2*3*300*40*4 = 288 KB; scores per head 300*200*4 = 240 KB: both need splitting.
     let mut c = Case::new(2, 3, 3, 300, 200, 40);
-    check_case(Some(&ctx), &c);
+    check_gpu(&ctx, &c);
     // BSHD: a key head's window spans all heads of its batch (100*3*40*4 = 48 KB fits); the
     // queries (300*3*40*4 = 144 KB per batch) are split by rows.
     c.layout = Layout::Bshd;
     c.nk = 100;
     c.causal = true;
     c.key_lengths = Some(vec![100, 77]);
-    check_case(Some(&ctx), &c);
+    check_gpu(&ctx, &c);
     let mut c = Case::new(2, 4, 2, 150, 90, 64);
     c.bool_mask = Some([2, 4, 150, 90]);
-    check_case(Some(&ctx), &c);
+    check_gpu(&ctx, &c);
     let mut c = Case::new(1, 2, 1, 190, 100, 128);
     c.add_mask = Some([1, 1, 190, 100]);
-    check_case(Some(&ctx), &c);
+    check_gpu(&ctx, &c);
+}
 }
 
-#[test]
+gpu_test! {
 fn small_workgroup_storage_limits_head_dim() {
-    let Some(ctx) = small_device() else { return };
+    let ctx = small_device();
     // 16 KiB of workgroup memory fits head dims up to 128 (smaller tiles); 256 needs more.
+    // Auto falls back to the unfused variant; forcing a fused one is refused, and so is the
+    // log-sum-exp (which the unfused variant does not produce). check_gpu asserts each.
+    check_gpu_without_lse(&ctx, &Case::new(1, 2, 1, 4, 30, 256));
     let s = Shape::new(1, 1, 4, 256);
     let x = ctx.upload(&rand_vec(1, s.numel(), 1.0), s).unwrap();
-    let e = ctx.attention(&x, &x, &x, None, &AttentionOptions::default()).unwrap_err();
+    let forced = AttentionOptions { variant: AttentionVariant::Fused(Loads::Vec4), ..Default::default() };
+    let e = ctx.attention(&x, &x, &x, None, &forced).unwrap_err();
     assert!(matches!(e, Error::Unsupported(ref m) if m.contains("head dim 256")), "{e}");
-    // the unfused path has no such limit
-    assert!(ctx.attention_unfused(&x, &x, &x, None, &AttentionOptions::default()).is_ok());
+    let e = ctx.attention_with_lse(&x, &x, &x, None, &AttentionOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(ref m) if m.contains("log-sum-exp")), "{e}");
+    let plan = ctx.plan_attention(&x, &x, &x, None, &AttentionOptions::default(), false).unwrap();
+    assert_eq!(plan.variant, AttentionVariant::Unfused, "{plan:?}");
+}
 }
 
-#[test]
+/// The output of every variant the device supports without the log-sum-exp, against the reference.
+fn check_gpu_without_lse(ctx: &Context, c: &Case) {
+    let data = case_data(c);
+    let (want, _, _) = case_reference(c, &data);
+    let (q, k, v) = (
+        ctx.upload(&data.q, data.qs).unwrap(),
+        ctx.upload(&data.k, data.ks).unwrap(),
+        ctx.upload(&data.v, data.ks).unwrap(),
+    );
+    for variant in [AttentionVariant::Auto].into_iter().chain(AttentionVariant::ALL) {
+        let opts = AttentionOptions { variant, ..c.opts() };
+        match ctx.attention(&q, &k, &v, None, &opts) {
+            Ok(o) => assert_close(&format!("{variant}"), &o.download_blocking(ctx).unwrap(), &want, 1e-5),
+            Err(e) => {
+                assert!(!expect_supported(ctx, c, variant, false), "{variant} refused: {e}");
+                assert!(matches!(e, Error::Unsupported(_)), "{e}");
+            }
+        }
+    }
+}
+
+gpu_test! {
 fn one_slice_over_the_limit_is_a_clear_error() {
-    let Some(ctx) = small_device() else { return };
+    let ctx = small_device();
     // one key head: 2000 * 16 * 4 = 128 KB > 64 KiB
     let qs = Shape::new(1, 1, 4, 16);
     let ks = Shape::new(1, 1, 2000, 16);
@@ -69,11 +97,12 @@ fn one_slice_over_the_limit_is_a_clear_error() {
     let e = ctx.attention(&q, &k, &k, None, &AttentionOptions::default()).unwrap_err();
     assert!(matches!(e, Error::TooLarge { argument: "k", ref message } if message.contains("Bshd")), "{e}");
 }
+}
 
-#[test]
+gpu_test! {
 fn more_than_65535_workgroups_on_default_limits() {
     // softmax runs one workgroup per row: 70,000 rows is past the 65,535 per-dimension limit.
-    let Some(ctx) = shared_gpu() else { return };
+    let ctx = shared_gpu();
     let s = Shape::new(1, 2, 35_000, 3);
     let x = rand_vec(5, s.numel(), 2.0);
     let y = ctx
@@ -84,12 +113,14 @@ fn more_than_65535_workgroups_on_default_limits() {
     let want = cpu::softmax(&HostTensor::new(&x, s).unwrap(), None, &SoftmaxOptions::default()).unwrap();
     assert_close("70k rows", &y, &to_f64(&want), 1e-5);
 }
+}
 
-#[test]
+gpu_test! {
 fn split_k_under_lowered_limits() {
-    let Some(ctx) = small_device() else { return };
+    let ctx = small_device();
     let mut c = Case::new(2, 4, 2, 3, 1500, 8); // one key head: 1500*8*4 = 48 KB
     c.causal = true;
     c.key_lengths = Some(vec![1500, 999]);
-    check_case(Some(&ctx), &c);
+    check_gpu(&ctx, &c);
+}
 }

@@ -1,6 +1,6 @@
 //! Property tests over random shapes, masks and options (fixed seed, so CI is reproducible;
-//! PROPTEST_CASES raises the count). Each case runs the CPU path and the GPU fused and unfused
-//! paths against the f64 reference.
+//! PROPTEST_CASES raises the count). Each case runs the CPU path, and on the GPU every kernel
+//! variant, against the f64 reference. (`tests/fuzz.rs` covers invalid calls and extreme values.)
 
 mod common;
 use common::*;
@@ -71,8 +71,25 @@ proptest! {
     })]
 
     #[test]
-    fn attention_matches_reference(c in case_strategy()) {
+    fn cpu_matches_reference(c in case_strategy()) {
+        check_cpu(&c);
+    }
+}
+
+gpu_test! {
+    fn gpu_variants_match_reference() {
         let ctx = shared_gpu();
-        check_case(ctx.as_ref(), &c);
+        let mut runner = proptest::test_runner::TestRunner::new(Config {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+            rng_seed: RngSeed::Fixed(std::env::var("PROPTEST_RNG_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_a77e)),
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&case_strategy(), |c| {
+                check_gpu(&ctx, &c);
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -66,9 +66,7 @@ fn check_similarity(ctx: Option<&Context>, qs: Shape, ks: Shape, layout: Layout,
     }
 }
 
-#[test]
-fn similarity_all_metrics_and_shapes() {
-    let ctx = shared_gpu();
+fn similarity_all_metrics_and_shapes(ctx: Option<&Context>) {
     let metrics = [
         Similarity::Dot,
         Similarity::ScaledDot(None),
@@ -85,30 +83,36 @@ fn similarity_all_metrics_and_shapes() {
     ] {
         for metric in metrics {
             for layout in [Layout::Bhsd, Layout::Bshd] {
-                check_similarity(
-                    ctx.as_ref(),
-                    Shape::new(b, h, nq, d),
-                    Shape::new(b, hkv, nk, d),
-                    layout,
-                    metric,
-                    false,
-                );
+                check_similarity(ctx, Shape::new(b, h, nq, d), Shape::new(b, hkv, nk, d), layout, metric, false);
             }
         }
     }
 }
 
 #[test]
-fn cosine_of_zero_vectors_is_zero() {
-    let ctx = shared_gpu();
-    check_similarity(
-        ctx.as_ref(),
-        Shape::new(2, 2, 5, 16),
-        Shape::new(2, 1, 7, 16),
-        Layout::Bhsd,
-        Similarity::Cosine,
-        true,
-    );
+fn similarity_cpu() {
+    similarity_all_metrics_and_shapes(None);
+}
+
+gpu_test! {
+    fn similarity_gpu() {
+        similarity_all_metrics_and_shapes(Some(&shared_gpu()));
+    }
+}
+
+fn cosine_of_zero_vectors_is_zero(ctx: Option<&Context>) {
+    check_similarity(ctx, Shape::new(2, 2, 5, 16), Shape::new(2, 1, 7, 16), Layout::Bhsd, Similarity::Cosine, true);
+}
+
+#[test]
+fn cosine_of_zero_vectors_is_zero_cpu() {
+    cosine_of_zero_vectors_is_zero(None);
+}
+
+gpu_test! {
+    fn cosine_of_zero_vectors_is_zero_gpu() {
+        cosine_of_zero_vectors_is_zero(Some(&shared_gpu()));
+    }
 }
 
 /// f64 softmax reference over [b, h, rows, cols] stored in `layout`, output in `layout`.
@@ -137,9 +141,7 @@ fn ref_softmax(x: &[f32], s: Shape, layout: Layout, temp: f64, mask: &RefMask) -
     out
 }
 
-#[test]
-fn softmax_options_masks_and_shapes() {
-    let ctx = shared_gpu();
+fn softmax_options_masks_and_shapes(ctx: Option<&Context>) {
     // (shape, temperature, causal, key lengths, mask shape, additive mask, input amplitude)
     type SoftmaxCase = (Shape, f32, bool, Option<Vec<u32>>, Option<[usize; 4]>, bool, f32);
     let cases: Vec<SoftmaxCase> = vec![
@@ -181,7 +183,7 @@ fn softmax_options_masks_and_shapes() {
                 format!("{s:?} {layout:?} T={temp} causal={causal} kl={kl:?} mask={mshape:?} additive={additive}");
             let hx = HostTensor::with_layout(&x, s, layout).unwrap();
             assert_close(&format!("cpu {what}"), &cpu::softmax(&hx, hmask.as_ref(), &opts).unwrap(), &want, 1e-6);
-            if let Some(ctx) = ctx.as_ref() {
+            if let Some(ctx) = ctx {
                 let gx = ctx.upload_with_layout(&x, s, layout).unwrap();
                 let gm = hmask.as_ref().map(|m| ctx.upload_mask(m).unwrap());
                 let y = ctx.softmax(&gx, gm.as_ref(), &opts).unwrap();
@@ -193,8 +195,19 @@ fn softmax_options_masks_and_shapes() {
 }
 
 #[test]
+fn softmax_cpu() {
+    softmax_options_masks_and_shapes(None);
+}
+
+gpu_test! {
+    fn softmax_gpu() {
+        softmax_options_masks_and_shapes(Some(&shared_gpu()));
+    }
+}
+
+gpu_test! {
 fn softmax_f16() {
-    let Some(ctx) = shared_gpu() else { return };
+    let ctx = shared_gpu();
     if !f16_supported(&ctx) {
         return;
     }
@@ -205,4 +218,5 @@ fn softmax_f16() {
     let y = ctx.softmax(&ctx.upload(&x16, s).unwrap(), None, &SoftmaxOptions::default()).unwrap();
     assert_eq!(y.dtype(), DType::F16);
     assert_close("f16 softmax", &y.download_blocking(&ctx).unwrap(), &want, 1e-3);
+}
 }

@@ -1,54 +1,78 @@
-//! CPU twins of `shaders/attention.wgsl` (fused) and of the unfused path
-//! (`similarity` → `softmax` → `shaders/weighted_sum.wgsl`).
+//! CPU twins of `shaders/attention.wgsl` (fused; split-K merged by `attention_merge`) and of
+//! the unfused path (`similarity` → `softmax` → `weighted_sum`).
 
 use rayon::prelude::*;
 
+use super::attention_merge::{attention_merge, AttentionPartial};
 use super::softmax::softmax_row;
 use super::{dot64, to_layout, view, widen, RowMask};
-use crate::error::{Error, Result};
-use crate::options::{check_key_lengths, check_mask_shape, check_qkv, check_scalar, AttentionOptions, Dims};
-use crate::shape::{check_finite, Element, HostMask, HostTensor, Shape};
+use crate::error::Result;
+use crate::host::{scan, HostMask, HostTensor};
+use crate::options::AttentionOptions;
+use crate::problem::{AttentionProblem, Dims, MaskSpec, Operand};
+use crate::shape::Element;
 
-/// Host-side checks of an attention call (shapes, mask, key lengths, scale, finite inputs).
-pub(crate) fn check_all<T: Element>(
+/// The checked problem of a host attention call: shapes and options, then one scan of each
+/// input's values (NaN/inf refused, magnitudes recorded).
+pub(crate) fn problem<'a, T: Element>(
     q: &HostTensor<T>,
     k: &HostTensor<T>,
     v: &HostTensor<T>,
     mask: Option<&HostMask>,
-    opts: &AttentionOptions,
-) -> Result<Dims> {
-    let dims = check_qkv(&q.shape, &k.shape, &v.shape)?;
-    if let Some(m) = mask {
-        check_mask_shape(m.shape, dims.batch, dims.heads, dims.nq, dims.nk)?;
-    }
-    check_key_lengths(opts.key_lengths, dims.batch, dims.nk)?;
-    check_scalar("scale", opts.scale_for(dims.d), false)?;
-    check_finite("q", q.data)?;
-    check_finite("k", k.data)?;
-    check_finite("v", v.data)?;
-    Ok(dims)
+    opts: &AttentionOptions<'a>,
+) -> Result<AttentionProblem<'a>> {
+    let p =
+        AttentionProblem::new(Operand::host(q), Operand::host(k), Operand::host(v), mask.map(MaskSpec::host), opts)?;
+    let (mq, mk, mv) = (scan("q", q.data())?, scan("k", k.data())?, scan("v", v.data())?);
+    p.with_magnitudes(mq, mk, mv)
 }
 
-/// The masked, scaled scores of query row `(b, h, i)` (`None` = masked out).
-fn scores_row(
+/// The partial result of query row `(b, h, i)` over keys `[j0, j1)`.
+#[allow(clippy::too_many_arguments)]
+fn partial(
     q: &HostTensor<f32>,
     k: &HostTensor<f32>,
+    v: &HostTensor<f32>,
     rm: &RowMask,
     dims: &Dims,
     scale: f64,
     (b, h, i): (usize, usize, usize),
-) -> Vec<Option<f64>> {
+    (j0, j1): (usize, usize),
+) -> AttentionPartial {
     let qr = q.row(b, h, i);
-    (0..dims.nk)
-        .map(|j| rm.kept(b, h, i, j).map(|add| dot64(qr, k.row(b, h / dims.group(), j)) * scale + add))
-        .collect()
+    let hk = h / dims.group();
+    let scores: Vec<(usize, f64)> =
+        (j0..j1).filter_map(|j| rm.kept(b, h, i, j).map(|add| (j, dot64(qr, k.row(b, hk, j)) * scale + add))).collect();
+    let max = scores.iter().fold(f64::NEG_INFINITY, |a, s| a.max(s.1));
+    let mut p = AttentionPartial::empty(dims.d);
+    if max == f64::NEG_INFINITY {
+        return p;
+    }
+    p.max = max;
+    for (j, s) in scores {
+        let w = (s - max).exp();
+        p.sum += w;
+        p.acc.iter_mut().zip(v.row(b, hk, j)).for_each(|(a, x)| *a += w * *x as f64);
+    }
+    p
+}
+
+/// Keys per range when a row's keys are split across threads: only when there are too few rows
+/// to keep every thread busy and enough keys to share (as the GPU's split-K decides).
+fn key_range(rows: usize, nk: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    if rows >= 4 * threads || nk < 2048 {
+        return nk.max(1);
+    }
+    let splits = (4 * threads).div_ceil(rows).min(nk / 512).max(1);
+    nk.div_ceil(splits)
 }
 
 /// Fused attention semantics: `O = softmax(scale · Q Kᵀ + mask) V`.
 ///
 /// Returns `(output, lse)`: output in `q`'s layout with `q`'s shape; `lse` is the natural
 /// log-sum-exp of each query row's kept scores, `[batch, heads, nq]`, `-inf` for a fully
-/// masked row (whose output is zeros).
+/// masked row (whose output is zeros), `+inf` where it exceeds f32's range.
 pub fn attention<T: Element>(
     q: &HostTensor<T>,
     k: &HostTensor<T>,
@@ -56,29 +80,44 @@ pub fn attention<T: Element>(
     mask: Option<&HostMask>,
     opts: &AttentionOptions,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let dims = check_all(q, k, v, mask, opts)?;
-    let (qd, kd, vd) = (widen(q.data), widen(k.data), widen(v.data));
+    let p = problem(q, k, v, mask, opts)?;
+    Ok(attention_checked(&p, q, k, v, mask))
+}
+
+/// [`attention`] for a checked problem.
+pub(crate) fn attention_checked<T: Element>(
+    p: &AttentionProblem,
+    q: &HostTensor<T>,
+    k: &HostTensor<T>,
+    v: &HostTensor<T>,
+    mask: Option<&HostMask>,
+) -> (Vec<f32>, Vec<f32>) {
+    let dims = p.dims;
+    let (qd, kd, vd) = (widen(q.data()), widen(k.data()), widen(v.data()));
     let (q, k, v) = (&view(q, &qd), &view(k, &kd), &view(v, &vd));
-    let scale = opts.scale_for(dims.d) as f64;
-    let rm = RowMask { mask, causal: opts.causal, key_lengths: opts.key_lengths, nq: dims.nq, nk: dims.nk };
-    let mut out = vec![0.0f32; dims.batch * dims.heads * dims.nq * dims.d];
-    let mut lse = vec![0.0f32; dims.batch * dims.heads * dims.nq];
-    out.par_chunks_mut(dims.d).zip(lse.par_iter_mut()).enumerate().for_each(|(row, (dst, lse))| {
-        let i = row % dims.nq;
-        let (b, h) = (row / dims.nq / dims.heads, row / dims.nq % dims.heads);
-        let scores = scores_row(q, k, &rm, &dims, scale, (b, h, i));
-        let mut p = vec![0.0f32; dims.nk];
-        *lse = softmax_row(&scores, &mut p) as f32;
-        let mut acc = vec![0.0f64; dims.d];
-        for (j, &pj) in p.iter().enumerate() {
-            if pj != 0.0 {
-                let vr = v.row(b, h / dims.group(), j);
-                acc.iter_mut().zip(vr).for_each(|(a, x)| *a += pj as f64 * *x as f64);
-            }
-        }
-        dst.iter_mut().zip(&acc).for_each(|(o, a)| *o = *a as f32);
+    let scale = p.scale as f64;
+    let rm = RowMask { mask, causal: p.causal, key_lengths: p.key_lengths, nq: dims.nq, nk: dims.nk };
+    let rows = dims.slices() * dims.nq;
+    let range = key_range(rows, dims.nk);
+    let nranges = dims.nk.div_ceil(range).max(1);
+    // every (row, key range) in parallel, then each row's ranges merged
+    let parts: Vec<AttentionPartial> = (0..rows * nranges)
+        .into_par_iter()
+        .map(|t| {
+            let (row, r) = (t / nranges, t % nranges);
+            let i = row % dims.nq;
+            let (b, h) = (row / dims.nq / dims.heads, row / dims.nq % dims.heads);
+            partial(q, k, v, &rm, &dims, scale, (b, h, i), (r * range, ((r + 1) * range).min(dims.nk)))
+        })
+        .collect();
+    let mut out = vec![0.0f32; rows * dims.d];
+    let mut lse = vec![0.0f32; rows];
+    out.par_chunks_mut(dims.d.max(1)).zip(lse.par_iter_mut()).enumerate().for_each(|(row, (dst, l))| {
+        let (o, m) = attention_merge(&parts[row * nranges..(row + 1) * nranges]);
+        dst.copy_from_slice(&o);
+        *l = m;
     });
-    Ok((to_layout(out, &q.shape, q.layout), lse))
+    (to_layout(out, &q.shape(), q.layout()), lse)
 }
 
 /// Unfused attention, step by step: scores, softmax, then weights · V.
@@ -91,52 +130,34 @@ pub fn attention_unfused<T: Element>(
     mask: Option<&HostMask>,
     opts: &AttentionOptions,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let dims = check_all(q, k, v, mask, opts)?;
-    let (qd, kd) = (widen(q.data), widen(k.data));
+    let p = problem(q, k, v, mask, opts)?;
+    Ok(attention_unfused_checked(&p, q, k, v, mask))
+}
+
+/// [`attention_unfused`] for a checked problem.
+pub(crate) fn attention_unfused_checked<T: Element>(
+    p: &AttentionProblem,
+    q: &HostTensor<T>,
+    k: &HostTensor<T>,
+    v: &HostTensor<T>,
+    mask: Option<&HostMask>,
+) -> (Vec<f32>, Vec<f32>) {
+    let dims = p.dims;
+    let (qd, kd) = (widen(q.data()), widen(k.data()));
     let (qw, kw) = (&view(q, &qd), &view(k, &kd));
-    let scale = opts.scale_for(dims.d) as f64;
-    let rm = RowMask { mask, causal: opts.causal, key_lengths: opts.key_lengths, nq: dims.nq, nk: dims.nk };
-    let mut weights = vec![0.0f32; dims.batch * dims.heads * dims.nq * dims.nk];
+    let scale = p.scale as f64;
+    let rm = RowMask { mask, causal: p.causal, key_lengths: p.key_lengths, nq: dims.nq, nk: dims.nk };
+    let mut weights = vec![0.0f32; dims.slices() * dims.nq * dims.nk];
     weights.par_chunks_mut(dims.nk).enumerate().for_each(|(row, dst)| {
         let i = row % dims.nq;
         let (b, h) = (row / dims.nq / dims.heads, row / dims.nq % dims.heads);
-        softmax_row(&scores_row(qw, kw, &rm, &dims, scale, (b, h, i)), dst);
+        let qr = qw.row(b, h, i);
+        let hk = h / dims.group();
+        let scores: Vec<Option<f64>> =
+            (0..dims.nk).map(|j| rm.kept(b, h, i, j).map(|add| dot64(qr, kw.row(b, hk, j)) * scale + add)).collect();
+        softmax_row(&scores, dst);
     });
-    let wshape = Shape::new(dims.batch, dims.heads, dims.nq, dims.nk);
-    let w = HostTensor::new(&weights, wshape)?;
-    let mut out = weighted_sum(&w, v)?;
-    out = to_layout(out, &q.shape.clone(), q.layout);
-    Ok((out, weights))
-}
-
-/// `O[b, h, i] = Σ_j P[b, h, i, j] · V[b, h / group, j]`: weights `[batch, heads, nq, nk]`
-/// times values `[batch, kv_heads, nk, d]`, returned `[batch, heads, nq, d]` (BHSD).
-pub fn weighted_sum<T: Element>(p: &HostTensor<f32>, v: &HostTensor<T>) -> Result<Vec<f32>> {
-    p.shape.check_nonempty("weights")?;
-    v.shape.check_nonempty("v")?;
-    let (ps, vs) = (p.shape, v.shape);
-    for (dim, got, expected) in [("batch", vs.batch, ps.batch), ("seq", vs.seq, ps.dim)] {
-        if got != expected {
-            return Err(Error::ShapeMismatch { argument: "v", other: "weights", dim, got, expected });
-        }
-    }
-    if !ps.heads.is_multiple_of(vs.heads) {
-        return Err(Error::HeadsNotDivisible { argument: "v", q_heads: ps.heads, kv_heads: vs.heads });
-    }
-    let group = ps.heads / vs.heads;
-    let vd = widen(v.data);
-    let v = &view(v, &vd);
-    let mut out = vec![0.0f32; ps.batch * ps.heads * ps.seq * vs.dim];
-    out.par_chunks_mut(vs.dim).enumerate().for_each(|(row, dst)| {
-        let i = row % ps.seq;
-        let (b, h) = (row / ps.seq / ps.heads, row / ps.seq % ps.heads);
-        let pr = p.row(b, h, i);
-        let mut acc = vec![0.0f64; vs.dim];
-        for (j, &pj) in pr.iter().enumerate() {
-            let vr = v.row(b, h / group, j);
-            acc.iter_mut().zip(vr).for_each(|(a, x)| *a += pj as f64 * *x as f64);
-        }
-        dst.iter_mut().zip(&acc).for_each(|(o, a)| *o = *a as f32);
-    });
-    Ok(out)
+    let w = HostTensor::trusted(&weights[..], p.scores_shape());
+    let out = super::weighted_sum::weighted_sum_checked(&w, v, dims.group());
+    (to_layout(out, &q.shape(), q.layout()), weights)
 }

@@ -1,22 +1,29 @@
 //! The CPU path: every GPU operation with the same semantics, multi-threaded with rayon.
 //!
-//! Each function mirrors the GPU kernel of the same name (`shaders/<name>.wgsl`) and accumulates
-//! in f64, so it doubles as the validation reference. Outputs are f32, in the layout of the
-//! first input (scores and weights are always `[batch, heads, nq, nk]` row-major).
+//! Each function mirrors the GPU kernel of the same name (`shaders/<name>.wgsl`, launched from
+//! `src/kernels/<name>.rs`) and accumulates in f64, so it doubles as the validation reference.
+//! Outputs are f32, in the layout of the first input (scores and weights are always
+//! `[batch, heads, nq, nk]` row-major). Arguments are checked by the same validation layer as
+//! the GPU path, so an invalid call gets the same error on both.
 
 pub(crate) mod attention;
+mod attention_merge;
 pub(crate) mod similarity;
 pub(crate) mod softmax;
-mod topk;
+pub(crate) mod top_k;
+pub(crate) mod weighted_sum;
 
-pub use attention::{attention, attention_unfused, weighted_sum};
+pub use attention::{attention, attention_unfused};
+pub use attention_merge::{attention_merge, AttentionPartial};
 pub use similarity::similarity;
 pub use softmax::softmax;
-pub use topk::top_k;
+pub use top_k::top_k;
+pub use weighted_sum::weighted_sum;
 
 use std::borrow::Cow;
 
-use crate::shape::{DType, Element, HostMask, HostTensor, Layout, Shape};
+use crate::host::{HostMask, HostTensor};
+use crate::shape::{DType, Element, Layout, Shape};
 
 /// `Σ a·b` in f64 with four independent accumulators, so that the loop vectorises (a single
 /// running sum is a sequential chain); the rounding stays that of f64.
@@ -61,7 +68,7 @@ pub(crate) fn widen<T: Element>(data: &[T]) -> Cow<'_, [f32]> {
 
 /// A view of the same shape and layout over widened data.
 pub(crate) fn view<'a, T>(t: &HostTensor<'_, T>, data: &'a [f32]) -> HostTensor<'a, f32> {
-    HostTensor { data, shape: t.shape, layout: t.layout }
+    t.with_data(data)
 }
 
 /// Which scores of one `(b, h)` row survive masking; shared by softmax and attention.

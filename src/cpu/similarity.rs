@@ -4,25 +4,36 @@ use rayon::prelude::*;
 
 use super::{dist2_64, dot64, view, widen};
 use crate::error::Result;
-use crate::options::{check_qk, Similarity};
-use crate::shape::{check_finite, Element, HostTensor};
+use crate::host::{scan, HostTensor};
+use crate::options::Similarity;
+use crate::problem::{saturate, Operand, SimilarityProblem};
+use crate::shape::Element;
 
-/// Host-side checks of a similarity call.
-pub(crate) fn check_host<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>) -> Result<crate::options::Dims> {
-    let dims = check_qk(&q.shape, &k.shape)?;
-    check_finite("q", q.data)?;
-    check_finite("k", k.data)?;
-    Ok(dims)
+/// The checked problem of a host similarity call, its inputs scanned once.
+pub(crate) fn problem<T: Element>(
+    q: &HostTensor<T>,
+    k: &HostTensor<T>,
+    metric: Similarity,
+) -> Result<SimilarityProblem> {
+    let p = SimilarityProblem::new(Operand::host(q), Operand::host(k), metric)?;
+    Ok(p.with_magnitudes(scan("q", q.data())?, scan("k", k.data())?))
 }
 
 /// Scores `S[b, h, i, j] = metric(q[b, h, i], k[b, h / group, j])`, returned `[batch, heads, nq, nk]`.
 ///
-/// Cosine of a zero vector is 0.
+/// Cosine of a zero vector is 0. Scores beyond f32's range saturate at ±`f32::MAX`, as on the GPU.
 pub fn similarity<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>, metric: Similarity) -> Result<Vec<f32>> {
-    let dims = check_host(q, k)?;
-    let scale = metric.scale(dims.d) as f64;
+    let p = problem(q, k, metric)?;
+    Ok(similarity_checked(&p, q, k))
+}
+
+/// [`similarity`] for a checked problem.
+pub(crate) fn similarity_checked<T: Element>(p: &SimilarityProblem, q: &HostTensor<T>, k: &HostTensor<T>) -> Vec<f32> {
+    let dims = p.dims;
+    let metric = p.metric;
+    let scale = p.scale as f64;
     let (cosine, l2) = (matches!(metric, Similarity::Cosine), matches!(metric, Similarity::L2));
-    let (qd, kd) = (widen(q.data), widen(k.data));
+    let (qd, kd) = (widen(q.data()), widen(k.data()));
     let (q, k) = (&view(q, &qd), &view(k, &kd));
     // key norms once per key row (cosine)
     let knorm: Vec<f64> = if cosine {
@@ -58,8 +69,8 @@ pub fn similarity<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>, metric: Simi
             } else {
                 dot64(qr, kr)
             };
-            *o = (v * scale) as f32;
+            *o = saturate(v * scale);
         }
     });
-    Ok(out)
+    out
 }

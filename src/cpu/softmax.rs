@@ -4,39 +4,45 @@ use rayon::prelude::*;
 
 use super::{to_layout, RowMask};
 use crate::error::Result;
-use crate::options::{check_key_lengths, check_mask_shape, check_scalar, SoftmaxOptions};
-use crate::shape::{check_finite, Element, HostMask, HostTensor};
+use crate::host::{scan, HostMask, HostTensor};
+use crate::options::SoftmaxOptions;
+use crate::problem::{MaskSpec, Operand, SoftmaxProblem};
+use crate::shape::Element;
 
-/// Host-side checks of a softmax call.
-pub(crate) fn check_host<T: Element>(x: &HostTensor<T>, mask: Option<&HostMask>, opts: &SoftmaxOptions) -> Result<()> {
-    let s = x.shape;
-    s.check_nonempty("x")?;
-    check_finite("x", x.data)?;
-    check_scalar("temperature", opts.temperature, true)?;
-    if let Some(m) = mask {
-        check_mask_shape(m.shape, s.batch, s.heads, s.seq, s.dim)?;
-    }
-    check_key_lengths(opts.key_lengths, s.batch, s.dim)
+/// The checked problem of a host softmax call, its input scanned once.
+pub(crate) fn problem<'a, T: Element>(
+    x: &HostTensor<T>,
+    mask: Option<&HostMask>,
+    opts: &SoftmaxOptions<'a>,
+) -> Result<SoftmaxProblem<'a>> {
+    let mut p = SoftmaxProblem::new(Operand::host(x), mask.map(MaskSpec::host), opts)?;
+    p.x = p.x.scanned(scan("x", x.data())?);
+    Ok(p)
 }
 
 /// Softmax over the last dimension of `x` (`[batch, heads, rows, cols]`), after dividing by the
 /// temperature and adding the mask. Masked columns give 0; a fully masked row gives zeros.
 /// Output in `x`'s layout.
 pub fn softmax<T: Element>(x: &HostTensor<T>, mask: Option<&HostMask>, opts: &SoftmaxOptions) -> Result<Vec<f32>> {
-    check_host(x, mask, opts)?;
-    let s = x.shape;
-    let rm = RowMask { mask, causal: opts.causal, key_lengths: opts.key_lengths, nq: s.seq, nk: s.dim };
-    let inv_t = 1.0 / opts.temperature as f64;
+    let p = problem(x, mask, opts)?;
+    Ok(softmax_checked(&p, x, mask))
+}
+
+/// [`softmax`] for a checked problem.
+pub(crate) fn softmax_checked<T: Element>(p: &SoftmaxProblem, x: &HostTensor<T>, mask: Option<&HostMask>) -> Vec<f32> {
+    let s = x.shape();
+    let rm = RowMask { mask, causal: p.causal, key_lengths: p.key_lengths, nq: s.seq, nk: s.dim };
+    let t = p.temperature as f64;
     let mut out = vec![0.0f32; s.numel()];
     out.par_chunks_mut(s.dim).enumerate().for_each(|(row, dst)| {
         let i = row % s.seq;
         let (b, h) = (row / s.seq / s.heads, row / s.seq % s.heads);
         let src = x.row(b, h, i);
         let vals: Vec<Option<f64>> =
-            (0..s.dim).map(|j| rm.kept(b, h, i, j).map(|add| src[j].to_f32() as f64 * inv_t + add)).collect();
+            (0..s.dim).map(|j| rm.kept(b, h, i, j).map(|add| src[j].to_f32() as f64 / t + add)).collect();
         softmax_row(&vals, dst);
     });
-    Ok(to_layout(out, &s, x.layout))
+    to_layout(out, &s, x.layout())
 }
 
 /// Softmax of one row of optional (kept) scores into `dst`; all-masked gives zeros.

@@ -1,138 +1,67 @@
-//! Host side of `shaders/attention.wgsl` (fused) and `shaders/weighted_sum.wgsl`, and the
-//! unfused path built from similarity, softmax and weighted sum.
+//! Attention on [`Context`]: fused, split-K and unfused (`crate::kernels::attention` and the
+//! similarity → softmax → weighted-sum chain).
 
+use super::{check_aliasing, Region};
 use crate::context::Context;
-use crate::dispatch::{flags, Arg, Grid, Launch, Params, Rows};
-use crate::error::{Error, Result};
-use crate::ops::softmax::mask_arg;
-use crate::ops::{check_dtype, check_out, key_lengths_buffer};
-use crate::options::{
-    check_key_lengths, check_mask_shape, check_qkv, check_scalar, AttentionOptions, Dims, Similarity, SoftmaxOptions,
-};
-use crate::pipeline::Family;
-use crate::shape::{DType, Layout, MaskKind, Shape};
+use crate::error::Result;
+use crate::kernels::attention::{resolve, AttentionPlan, Resolved};
+use crate::kernels::{similarity, softmax, weighted_sum};
+use crate::options::AttentionOptions;
+use crate::problem::{AttentionProblem, MaskSpec, Operand, SimilarityProblem, SoftmaxProblem, WeightedSumProblem};
+use crate::shape::{DType, Layout};
 use crate::tensor::{Mask, Tensor};
 
-/// Tile parameters of one fused-attention variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct AttentionTile {
-    /// Query rows per workgroup.
-    pub br: u32,
-    /// Head dim padded to 32, 64, 128 or 256.
-    pub dp: u32,
-}
-
-const WG: u32 = 256;
-const BC: u32 = 32;
-const VK: u32 = 8;
-const KC: u32 = 32;
-
-impl AttentionTile {
-    /// Workgroup memory this variant needs, in bytes (must match `attention.wgsl`).
-    pub fn workgroup_bytes(&self) -> u32 {
-        4 * (self.br * self.dp + BC * (KC + 1) + VK * self.dp + self.br * BC + WG + 1)
-    }
-
-    /// The tile for head dim `d` and `nq` queries: the smallest row count that covers `nq`
-    /// (few queries waste less work on empty rows), else the largest that fits `max_bytes` of
-    /// workgroup memory.
-    pub fn choose(d: usize, nq: usize, max_bytes: u32, max_invocations: u32) -> Result<Self> {
-        if max_invocations < WG {
-            return Err(Error::Unsupported(format!(
-                "fused attention needs {WG} invocations per workgroup, the device allows {max_invocations}"
-            )));
-        }
-        let dp = [32u32, 64, 128, 256].into_iter().find(|&p| p as usize >= d).unwrap_or(256);
-        let fitting: Vec<AttentionTile> = Self::candidates(dp).filter(|t| t.workgroup_bytes() <= max_bytes).collect();
-        fitting.iter().rev().find(|t| t.br as usize >= nq).or(fitting.first()).copied().ok_or_else(|| {
-            Error::Unsupported(format!(
-                "head dim {d} needs {} bytes of workgroup memory, the device allows {max_bytes}",
-                AttentionTile { br: 8, dp }.workgroup_bytes()
-            ))
-        })
-    }
-
-    /// Tiles for padded head dim `dp`, largest first (at most 16 output columns per thread).
-    fn candidates(dp: u32) -> impl Iterator<Item = AttentionTile> {
-        let first = match dp {
-            32 | 64 => 64,
-            128 => 32,
-            _ => 16,
-        };
-        [64u32, 32, 16, 8].into_iter().filter(move |&br| br <= first).map(move |br| AttentionTile { br, dp })
-    }
-
-    /// Every tile [`AttentionTile::choose`] can return.
-    pub fn all() -> impl Iterator<Item = AttentionTile> {
-        [32u32, 64, 128, 256].into_iter().flat_map(Self::candidates)
-    }
-
-    pub(crate) fn consts(&self, split: bool, vec4: bool) -> Vec<(&'static str, u32)> {
-        let tpr = WG / self.br;
-        vec![
-            ("BR", self.br),
-            ("DP", self.dp),
-            ("KC", KC),
-            ("TPR", tpr),
-            ("NJ", self.dp / tpr),
-            ("NS", BC / tpr),
-            ("SPLIT", split as u32),
-            ("VEC", if vec4 { 4 } else { 1 }),
-        ]
-    }
-}
-
-/// Keys per split for split-K attention, or `None` to run unsplit: used when there are few
-/// query blocks and many keys, so that at least ~256 workgroups share the keys, each taking
-/// at least 256 keys (at most 64 splits).
-fn split_len(slices: usize, row_blocks: usize, nk: usize) -> Option<usize> {
-    let blocks = slices * row_blocks;
-    if blocks >= 256 || nk < 1024 {
-        return None;
-    }
-    let splits = 256usize.div_ceil(blocks).min(nk / 256).min(64);
-    if splits < 2 {
-        return None;
-    }
-    Some(nk.div_ceil(splits).div_ceil(BC as usize) * BC as usize)
-}
-
-/// Checks shared by fused and unfused attention; returns dims and flags.
-fn check_attention(
-    ctx: &Context,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Mask>,
-    opts: &AttentionOptions,
-) -> Result<(Dims, u32)> {
-    let dims = check_qkv(&q.shape, &k.shape, &v.shape)?;
-    check_dtype(ctx, "q", q, None)?;
-    check_dtype(ctx, "k", k, Some(q.dtype))?;
-    check_dtype(ctx, "v", v, Some(q.dtype))?;
-    check_scalar("scale", opts.scale_for(dims.d), false)?;
-    check_key_lengths(opts.key_lengths, dims.batch, dims.nk)?;
-    let mut fl = 0;
-    if let Some(m) = mask {
-        check_mask_shape(m.shape, dims.batch, dims.heads, dims.nq, dims.nk)?;
-        fl |= flags::MASK | if m.kind == MaskKind::Additive { flags::MASK_ADDITIVE } else { 0 };
-    }
-    if opts.causal {
-        fl |= flags::CAUSAL;
-    }
-    if opts.key_lengths.is_some() {
-        fl |= flags::KEY_LENGTHS;
-    }
-    Ok((dims, fl))
-}
-
 impl Context {
+    /// The checked problem of an attention call on this context's tensors.
+    fn attention_problem<'a>(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Mask>,
+        opts: &AttentionOptions<'a>,
+    ) -> Result<AttentionProblem<'a>> {
+        let p =
+            AttentionProblem::new(Operand::gpu(q), Operand::gpu(k), Operand::gpu(v), mask.map(MaskSpec::gpu), opts)?;
+        self.check_tensors(&[("q", q), ("k", k), ("v", v)], mask)?;
+        Ok(p)
+    }
+
+    /// What an attention call would run here: the variant (chosen, or checked when forced in
+    /// `opts.variant`), its tile, its splits and its scratch memory. `lse`: whether the
+    /// log-sum-exp is wanted (the unfused variant does not produce it).
+    ///
+    /// ```no_run
+    /// # use wgpu_attention::*;
+    /// # fn main() -> Result<()> {
+    /// let ctx = Context::new_blocking()?;
+    /// let q = ctx.zeros(Shape::new(1, 32, 1, 128), Layout::Bhsd, DType::F32)?;
+    /// let kv = ctx.zeros(Shape::new(1, 8, 32768, 128), Layout::Bhsd, DType::F32)?;
+    /// let plan = ctx.plan_attention(&q, &kv, &kv, None, &AttentionOptions::default(), false)?;
+    /// println!("{} with {} splits: {}", plan.variant, plan.splits, plan.reason);
+    /// # Ok(()) }
+    /// ```
+    pub fn plan_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Mask>,
+        opts: &AttentionOptions,
+        lse: bool,
+    ) -> Result<AttentionPlan> {
+        let p = self.attention_problem(q, k, v, mask, opts)?;
+        self.check_alive_now()?;
+        Ok(resolve(&p, self.caps(), aligned(q, k, v), lse)?.1)
+    }
+
     /// Fused attention `O = softmax(scale · Q Kᵀ + mask) V` into a new tensor shaped, typed and
-    /// laid out like `q`. The nq×nk scores are never stored.
+    /// laid out like `q`. The nq×nk scores are never stored (unless the unfused variant is
+    /// forced, or chosen on a device too small for the fused kernels).
     ///
     /// `k` and `v` are `[batch, kv_heads, nk, d]` with `kv_heads` dividing `q`'s heads (GQA/MQA);
-    /// `mask` is `[mb, mh, nq, nk]`. See [`AttentionOptions`] for scale, causal alignment and key
-    /// lengths. Rows with every key masked give zeros.
+    /// `mask` is `[mb, mh, nq, nk]`. See [`AttentionOptions`] for scale, causal alignment, key
+    /// lengths and the kernel variant. Rows with every key masked give zeros.
     ///
     /// ```no_run
     /// # use wgpu_attention::*;
@@ -154,10 +83,8 @@ impl Context {
         mask: Option<&Mask>,
         opts: &AttentionOptions,
     ) -> Result<Tensor> {
-        check_qkv(&q.shape, &k.shape, &v.shape)?;
-        let out = self.zeros(q.shape, q.layout, q.dtype)?;
-        self.submit(|enc| self.encode_attention(enc, q, k, v, mask, opts, &out, None))?;
-        Ok(out)
+        let p = self.attention_problem(q, k, v, mask, opts)?;
+        Ok(self.attention_checked(&p, (q, k, v), mask, false)?.0)
     }
 
     /// Like [`Context::attention`], also returning the per-row natural log-sum-exp of the kept
@@ -170,18 +97,33 @@ impl Context {
         mask: Option<&Mask>,
         opts: &AttentionOptions,
     ) -> Result<(Tensor, Tensor)> {
-        let d = check_qkv(&q.shape, &k.shape, &v.shape)?;
-        let out = self.zeros(q.shape, q.layout, q.dtype)?;
-        let lse = self.zeros(Shape::new(d.batch, d.heads, d.nq, 1), Layout::Bhsd, DType::F32)?;
-        self.submit(|enc| self.encode_attention(enc, q, k, v, mask, opts, &out, Some(&lse)))?;
-        Ok((out, lse))
+        let p = self.attention_problem(q, k, v, mask, opts)?;
+        let (out, lse) = self.attention_checked(&p, (q, k, v), mask, true)?;
+        Ok((out, lse.ok_or_else(|| crate::Error::Gpu("no log-sum-exp recorded".into()))?))
     }
 
-    /// Records fused attention into `encoder`: no submit, no readback. `out` has `q`'s shape and
-    /// dtype (any layout); `lse`, if given, is f32 `[batch, heads, nq, 1]`.
+    /// Attention for a checked problem (tensors already checked against this context): the
+    /// output and, if `with_lse`, the log-sum-exp.
+    pub(crate) fn attention_checked(
+        &self,
+        p: &AttentionProblem,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        mask: Option<&Mask>,
+        with_lse: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let out = self.zeros(p.out_shape(), p.out_layout(), p.dtype)?;
+        let lse = with_lse.then(|| self.zeros(p.lse_shape(), Layout::Bhsd, DType::F32)).transpose()?;
+        self.submit(|enc| self.record_attention(enc, p, (q, k, v), mask, &out, lse.as_ref()))?;
+        Ok((Tensor { max_abs: p.v.max_abs, ..out }, lse))
+    }
+
+    /// Records attention into `encoder`: no submit, no readback. `out` has `q`'s shape and dtype
+    /// (any layout); `lse`, if given, is f32 `[batch, heads, nq, 1]`. Outputs may not share a
+    /// buffer with `q`, `k`, `v` or the mask ([`Error::Aliasing`](crate::Error::Aliasing)).
     ///
-    /// With few queries and many keys (split-K), a temporary f32 buffer of
-    /// `splits · batch · heads · nq · (d + 2)` partials is allocated for the call.
+    /// Split-K allocates a temporary f32 buffer of `splits · batch · heads · nq · (d + 2)`
+    /// partials for the call; the unfused variant two of `batch · heads · nq · nk` scores.
+    /// [`Context`] lists the errors that surface only at the caller's `finish()` or `submit()`.
     #[allow(clippy::too_many_arguments)]
     pub fn encode_attention(
         &self,
@@ -194,109 +136,58 @@ impl Context {
         out: &Tensor,
         lse: Option<&Tensor>,
     ) -> Result<()> {
-        let (dims, mut fl) = check_attention(self, q, k, v, mask, opts)?;
-        check_out(self, "out", out, q.shape, q.dtype)?;
-        if let Some(l) = lse {
-            check_out(self, "lse", l, Shape::new(dims.batch, dims.heads, dims.nq, 1), DType::F32)?;
-            fl |= flags::LSE;
-        }
-        let lim = self.limits();
-        let tile = AttentionTile::choose(
-            dims.d,
-            dims.nq,
-            lim.max_compute_workgroup_storage_size,
-            lim.max_compute_invocations_per_workgroup,
-        )?;
-        let kl = key_lengths_buffer(self, opts.key_lengths)?;
-        let br = tile.br as usize;
-        let slices = dims.batch * dims.heads;
-        let split = split_len(slices, dims.nq.div_ceil(br), dims.nk);
-        let nsplit = split.map_or(1, |s| dims.nk.div_ceil(s));
-        // split-K partials: per query row and split, the raw accumulator, max and sum
-        let partial = match split {
-            Some(_) => Some(self.zeros(
-                Shape::new(dims.batch, dims.heads, nsplit * dims.nq, dims.d + 2),
-                Layout::Bhsd,
-                DType::F32,
-            )?),
-            None => None,
-        };
-        let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(br) * nsplit) as u64;
-        let (out_arg, lse_arg) = match (&partial, lse) {
-            (Some(p), _) => (
-                Arg::whole("out", &self.inner.placeholder_write, 6),
-                Arg::tensor("partials", p, 1, Rows::All(nsplit * dims.nq), 5, 7),
-            ),
-            (None, Some(l)) => {
-                (Arg::tensor("out", out, 1, Rows::Query, 4, 6), Arg::tensor("lse", l, 1, Rows::Query, 5, 7))
+        let p = self.attention_problem(q, k, v, mask, opts)?;
+        p.check_outputs(&Operand::gpu(out), lse.map(Operand::gpu).as_ref())?;
+        let mut outs = vec![("out", out)];
+        outs.extend(lse.map(|l| ("lse", l)));
+        self.check_tensors(&outs, None)?;
+        self.record_attention(encoder, &p, (q, k, v), mask, out, lse)
+    }
+
+    /// Records a checked attention call: resolves the variant, checks aliasing, launches.
+    fn record_attention(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        p: &AttentionProblem,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        mask: Option<&Mask>,
+        out: &Tensor,
+        lse: Option<&Tensor>,
+    ) -> Result<()> {
+        let mut outputs = vec![Region::tensor("out", out)];
+        outputs.extend(lse.map(|l| Region::tensor("lse", l)));
+        check_aliasing(&outputs, &inputs(q, k, v, mask))?;
+        let (resolved, _) = resolve(p, self.caps(), aligned(q, k, v), lse.is_some())?;
+        match resolved {
+            Resolved::Unfused => {
+                let weights = self.zeros(p.scores_shape(), Layout::Bhsd, DType::F32)?;
+                self.record_unfused(encoder, p, (q, k, v), mask, out, &weights)
             }
-            (None, None) => {
-                (Arg::tensor("out", out, 1, Rows::Query, 4, 6), Arg::whole("lse", &self.inner.placeholder_write, 7))
-            }
-        };
-        Launch {
-            family: Family::Attention,
-            dtype: q.dtype,
-            // vector loads when every Q/K/V row starts on a multiple of 4 elements (windows
-            // start 16-byte aligned, so the bound views keep that alignment)
-            consts: tile.consts(split.is_some(), dims.d % 4 == 0 && [q, k, v].iter().all(|t| t.offset % 4 == 0)),
-            grid: Grid { bh: dims.batch * dims.heads, heads: dims.heads, nq: dims.nq, row_tile: br },
-            args: vec![
-                Arg::tensor("q", q, 1, Rows::Query, 0, 1),
-                mask_arg(self, mask, dims.heads, 2),
-                Arg::whole("key_lengths", kl.as_ref().unwrap_or(&self.inner.placeholder_read), 3),
-                Arg::tensor("k", k, dims.group(), Rows::All(dims.nk), 1, 4),
-                Arg::tensor("v", v, dims.group(), Rows::All(dims.nk), 2, 5),
-                out_arg,
-                lse_arg,
-            ],
-            params: Params {
-                heads: dims.heads as u32,
-                group: dims.group() as u32,
-                nq: dims.nq as u32,
-                nk: dims.nk as u32,
-                d: dims.d as u32,
-                flags: fl,
-                scale: opts.scale_for(dims.d),
-                split_len: split.unwrap_or(0) as u32,
-                ..Default::default()
-            },
-            workgroups: &workgroups,
+            fused => crate::kernels::attention::record(self, encoder, p, fused, (q, k, v), mask, out, lse),
         }
-        .record(self, encoder)?;
-        let Some(partial) = partial else { return Ok(()) };
-        let merge_groups = |nbh: usize, nr: usize| (nbh * nr) as u64;
-        Launch {
-            family: Family::AttentionMerge,
-            dtype: q.dtype,
-            consts: vec![],
-            grid: Grid { bh: slices, heads: dims.heads, nq: dims.nq, row_tile: 1 },
-            args: vec![
-                Arg::tensor("partials", &partial, 1, Rows::All(nsplit * dims.nq), 0, 1),
-                Arg::tensor("out", out, 1, Rows::Query, 1, 2),
-                match lse {
-                    Some(l) => Arg::tensor("lse", l, 1, Rows::Query, 2, 3),
-                    None => Arg::whole("lse", &self.inner.placeholder_write, 3),
-                },
-            ],
-            params: Params {
-                heads: dims.heads as u32,
-                group: 1,
-                nq: dims.nq as u32,
-                nk: dims.nk as u32,
-                d: dims.d as u32,
-                flags: fl & flags::LSE,
-                split_len: nsplit as u32,
-                ..Default::default()
-            },
-            workgroups: &merge_groups,
-        }
-        .record(self, encoder)
+    }
+
+    /// The unfused chain for a checked problem: scores into a temporary buffer, softmax into
+    /// `weights`, weighted sum into `out`.
+    fn record_unfused(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        p: &AttentionProblem,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        mask: Option<&Mask>,
+        out: &Tensor,
+        weights: &Tensor,
+    ) -> Result<()> {
+        let scores = self.zeros(p.scores_shape(), Layout::Bhsd, DType::F32)?;
+        similarity::record(self, encoder, &SimilarityProblem::of_attention(p), q, k, &scores)?;
+        softmax::record(self, encoder, &SoftmaxProblem::of_attention(p), &scores, mask, weights)?;
+        weighted_sum::record(self, encoder, &WeightedSumProblem::of_attention(p), weights, v, out)
     }
 
     /// Unfused attention, step by step: scores (scaled dot), softmax with the same masking,
     /// then weights · V. Returns `(output, weights)`: output like `q`; weights f32
-    /// `[batch, heads, nq, nk]`. Same semantics as [`Context::attention`].
+    /// `[batch, heads, nq, nk]`. Same semantics as [`Context::attention`], except that the
+    /// scores are stored in f32, so scores beyond f32's range saturate before the softmax.
     pub fn attention_unfused(
         &self,
         q: &Tensor,
@@ -305,16 +196,27 @@ impl Context {
         mask: Option<&Mask>,
         opts: &AttentionOptions,
     ) -> Result<(Tensor, Tensor)> {
-        let d = check_qkv(&q.shape, &k.shape, &v.shape)?;
-        let out = self.zeros(q.shape, q.layout, q.dtype)?;
-        let weights = self.zeros(Shape::new(d.batch, d.heads, d.nq, d.nk), Layout::Bhsd, DType::F32)?;
-        self.submit(|enc| self.encode_attention_unfused(enc, q, k, v, mask, opts, &out, &weights))?;
-        Ok((out, weights))
+        let p = self.attention_problem(q, k, v, mask, opts)?;
+        self.attention_unfused_checked(&p, (q, k, v), mask)
+    }
+
+    /// Unfused attention for a checked problem: `(output, weights)`.
+    pub(crate) fn attention_unfused_checked(
+        &self,
+        p: &AttentionProblem,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        mask: Option<&Mask>,
+    ) -> Result<(Tensor, Tensor)> {
+        let out = self.zeros(p.out_shape(), p.out_layout(), p.dtype)?;
+        let weights = self.zeros(p.scores_shape(), Layout::Bhsd, DType::F32)?;
+        self.submit(|enc| self.record_unfused(enc, p, (q, k, v), mask, &out, &weights))?;
+        Ok((Tensor { max_abs: p.v.max_abs, ..out }, Tensor { max_abs: Some(1.0), ..weights }))
     }
 
     /// Records unfused attention into `encoder`: `weights` (f32 `[batch, heads, nq, nk]`)
     /// receives the softmax weights and `out` the output. The raw scores go to a temporary
-    /// buffer of the same size, allocated here.
+    /// buffer of the same size, allocated here. Outputs may not share a buffer with the inputs,
+    /// nor overlap each other.
     #[allow(clippy::too_many_arguments)]
     pub fn encode_attention_unfused(
         &self,
@@ -327,70 +229,29 @@ impl Context {
         out: &Tensor,
         weights: &Tensor,
     ) -> Result<()> {
-        let (dims, _) = check_attention(self, q, k, v, mask, opts)?;
-        let wshape = Shape::new(dims.batch, dims.heads, dims.nq, dims.nk);
-        check_out(self, "weights", weights, wshape, DType::F32)?;
-        check_out(self, "out", out, q.shape, q.dtype)?;
-        let scores = self.zeros(wshape, Layout::Bhsd, DType::F32)?;
-        self.encode_similarity(encoder, q, k, Similarity::ScaledDot(Some(opts.scale_for(dims.d))), &scores)?;
-        let sm = SoftmaxOptions { temperature: 1.0, causal: opts.causal, key_lengths: opts.key_lengths };
-        self.encode_softmax(encoder, &scores, mask, &sm, weights)?;
-        self.encode_weighted_sum(encoder, weights, v, out)
+        let p = self.attention_problem(q, k, v, mask, opts)?;
+        p.check_weights(&Operand::gpu(weights))?;
+        p.check_outputs(&Operand::gpu(out), None)?;
+        self.check_tensors(&[("out", out), ("weights", weights)], None)?;
+        let outputs = [Region::tensor("weights", weights), Region::tensor("out", out)];
+        let mut ins = inputs(q, k, v, mask);
+        // the weighted sum reads the weights while it writes the output
+        ins.push(Region::tensor("weights", weights));
+        check_aliasing(&outputs[1..], &ins)?;
+        check_aliasing(&outputs[..1], &inputs(q, k, v, mask))?;
+        self.record_unfused(encoder, &p, (q, k, v), mask, out, weights)
     }
+}
 
-    /// `O[b, h, i] = Σ_j W[b, h, i, j] · V[b, h / group, j]` into a new tensor like `v` with
-    /// `weights`' heads and rows.
-    pub fn weighted_sum(&self, weights: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let w = weights.shape;
-        let out = self.zeros(Shape::new(w.batch, w.heads, w.seq, v.shape.dim), v.layout, v.dtype)?;
-        self.submit(|enc| self.encode_weighted_sum(enc, weights, v, &out))?;
-        Ok(out)
-    }
+/// The buffers an attention call reads.
+fn inputs<'a>(q: &'a Tensor, k: &'a Tensor, v: &'a Tensor, mask: Option<&'a Mask>) -> Vec<Region<'a>> {
+    let mut v = vec![Region::tensor("q", q), Region::tensor("k", k), Region::tensor("v", v)];
+    v.extend(mask.map(Region::mask));
+    v
+}
 
-    /// Records [`Context::weighted_sum`] into `encoder`.
-    pub fn encode_weighted_sum(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        weights: &Tensor,
-        v: &Tensor,
-        out: &Tensor,
-    ) -> Result<()> {
-        let (w, vs) = (weights.shape, v.shape);
-        w.check_nonempty("weights")?;
-        vs.check_nonempty("v")?;
-        for (dim, got, expected) in [("batch", vs.batch, w.batch), ("seq", vs.seq, w.dim)] {
-            if got != expected {
-                return Err(Error::ShapeMismatch { argument: "v", other: "weights", dim, got, expected });
-            }
-        }
-        if !w.heads.is_multiple_of(vs.heads) {
-            return Err(Error::HeadsNotDivisible { argument: "v", q_heads: w.heads, kv_heads: vs.heads });
-        }
-        check_dtype(self, "weights", weights, Some(DType::F32))?;
-        check_dtype(self, "v", v, None)?;
-        check_out(self, "out", out, Shape::new(w.batch, w.heads, w.seq, vs.dim), v.dtype)?;
-        let group = w.heads / vs.heads;
-        let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(64) * vs.dim.div_ceil(64)) as u64;
-        Launch {
-            family: Family::WeightedSum,
-            dtype: v.dtype,
-            consts: vec![],
-            grid: Grid { bh: w.batch * w.heads, heads: w.heads, nq: w.seq, row_tile: 64 },
-            args: vec![
-                Arg::tensor("weights", weights, 1, Rows::Query, 0, 1),
-                Arg::tensor("v", v, group, Rows::All(vs.seq), 1, 2),
-                Arg::tensor("out", out, 1, Rows::Query, 2, 3),
-            ],
-            params: Params {
-                heads: w.heads as u32,
-                group: group as u32,
-                nq: w.seq as u32,
-                nk: w.dim as u32,
-                d: vs.dim as u32,
-                ..Default::default()
-            },
-            workgroups: &workgroups,
-        }
-        .record(self, encoder)
-    }
+/// Whether Q, K and V start on multiples of 4 elements (vector loads; windows start 16-byte
+/// aligned, so the bound views keep that alignment).
+fn aligned(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
+    [q, k, v].iter().all(|t| t.offset.is_multiple_of(4))
 }

@@ -1,51 +1,90 @@
-//! GPU operations on [`Context`](crate::Context): argument checks, then kernel launches.
+//! GPU operations on [`Context`](crate::Context): validation (one problem per call, see
+//! `crate::problem`), the device-side checks below, then the kernels' launchers.
 //!
 //! Each operation comes in two forms: `op(..)` allocates its output, records and submits
 //! (no readback: call [`Tensor::download_blocking`](crate::Tensor::download_blocking) when you want
 //! the numbers), and `encode_op(encoder, .., out)` records into the caller's encoder with no
 //! submit, writing into a caller-provided output tensor.
+//!
+//! Errors an `encode_*` call cannot see, because they arise after it returns: a buffer
+//! destroyed (or mapped) by the caller before the work is submitted, an encoder that already
+//! holds an error or an open pass, and the device being lost after recording. wgpu reports these
+//! at the caller's `finish()` or `submit()`, not here.
 
 mod attention;
 mod similarity;
-pub(crate) mod topk;
-
-pub(crate) use attention::AttentionTile;
 mod softmax;
+mod top_k;
+mod weighted_sum;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::shape::{DType, Shape};
-use crate::tensor::Tensor;
+use crate::shape::DType;
+use crate::tensor::{Mask, Tensor};
 
-/// Checks a tensor's dtype is usable on this device and equal to `expected` (if given).
-pub(crate) fn check_dtype(ctx: &Context, argument: &'static str, t: &Tensor, expected: Option<DType>) -> Result<()> {
-    if let Some(e) = expected {
-        if t.dtype != e {
-            return Err(Error::DTypeMismatch { argument, got: t.dtype, expected: e });
-        }
+/// Largest dimension the kernels index (their arithmetic is 32-bit, causal offsets signed).
+const MAX_GPU_DIM: usize = i32::MAX as usize;
+
+/// A byte range of a buffer that a call reads or writes.
+pub(crate) struct Region<'a> {
+    name: &'static str,
+    buffer: &'a wgpu::Buffer,
+    start: u64,
+    end: u64,
+}
+
+impl<'a> Region<'a> {
+    pub fn tensor(name: &'static str, t: &'a Tensor) -> Self {
+        let (start, end) = t.byte_range();
+        Region { name, buffer: &t.buffer, start, end }
     }
-    if t.dtype == DType::F16 && !ctx.supports_f16() {
-        return Err(Error::F16Unsupported { argument });
+    pub fn mask(m: &'a Mask) -> Self {
+        Region { name: "mask", buffer: &m.buffer, start: 0, end: m.shape.iter().product::<usize>() as u64 * 4 }
+    }
+}
+
+impl Context {
+    /// Device-side checks of a call's tensors: each belongs to this context, f16 is available
+    /// if used, and the dimensions fit the kernels' 32-bit indexing.
+    pub(crate) fn check_tensors(&self, tensors: &[(&'static str, &Tensor)], mask: Option<&Mask>) -> Result<()> {
+        self.check_alive()?;
+        for (name, t) in tensors {
+            self.check_owns(name, t.ctx_id)?;
+        }
+        if let Some(m) = mask {
+            self.check_owns("mask", m.ctx_id)?;
+        }
+        for (name, t) in tensors {
+            if t.dtype == DType::F16 && !self.supports_f16() {
+                return Err(Error::F16Unsupported { argument: name });
+            }
+            let s = t.shape;
+            if let Some(&big) = [s.batch * s.heads, s.seq, s.dim].iter().find(|&&x| x > MAX_GPU_DIM) {
+                return Err(Error::TooLarge {
+                    argument: name,
+                    message: format!("dimension {big} exceeds the kernels' 32-bit indexing (at most {MAX_GPU_DIM})"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Outputs must not share a buffer with an input of the same call (wgpu cannot bind one buffer
+/// read-only and read-write in one dispatch, so the caller's `finish()` would fail), nor overlap
+/// another output.
+pub(crate) fn check_aliasing(outputs: &[Region], inputs: &[Region]) -> Result<()> {
+    for (i, o) in outputs.iter().enumerate() {
+        for x in inputs {
+            if o.buffer == x.buffer {
+                return Err(Error::Aliasing { argument: o.name, other: x.name });
+            }
+        }
+        for o2 in &outputs[i + 1..] {
+            if o.buffer == o2.buffer && o.start < o2.end && o2.start < o.end {
+                return Err(Error::Aliasing { argument: o2.name, other: o.name });
+            }
+        }
     }
     Ok(())
-}
-
-/// Checks a caller-provided output: shape, dtype, storage usage.
-pub(crate) fn check_out(ctx: &Context, argument: &'static str, t: &Tensor, shape: Shape, dtype: DType) -> Result<()> {
-    for (dim, got, expected) in [
-        ("batch", t.shape.batch, shape.batch),
-        ("heads", t.shape.heads, shape.heads),
-        ("seq", t.shape.seq, shape.seq),
-        ("dim", t.shape.dim, shape.dim),
-    ] {
-        if got != expected {
-            return Err(Error::ShapeMismatch { argument, other: "inputs", dim, got, expected });
-        }
-    }
-    check_dtype(ctx, argument, t, Some(dtype))
-}
-
-/// Uploads per-batch key lengths (if any).
-pub(crate) fn key_lengths_buffer(ctx: &Context, kl: Option<&[u32]>) -> Result<Option<wgpu::Buffer>> {
-    kl.map(|kl| ctx.create_init(bytemuck::cast_slice(kl), "key_lengths")).transpose()
 }

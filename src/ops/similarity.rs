@@ -1,19 +1,26 @@
-//! Host side of `shaders/similarity.wgsl`.
+//! Similarity on [`Context`] (`crate::kernels::similarity`).
 
+use super::{check_aliasing, Region};
 use crate::context::Context;
-use crate::dispatch::{Arg, Grid, Launch, Params, Rows};
 use crate::error::Result;
-use crate::ops::{check_dtype, check_out};
-use crate::options::{check_qk, check_scalar, Similarity};
-use crate::pipeline::Family;
-use crate::shape::{DType, Layout, Shape};
+use crate::kernels::similarity;
+use crate::options::Similarity;
+use crate::problem::{Operand, SimilarityProblem};
+use crate::shape::{DType, Layout};
 use crate::tensor::Tensor;
 
 impl Context {
+    fn similarity_problem(&self, q: &Tensor, k: &Tensor, metric: Similarity) -> Result<SimilarityProblem> {
+        let p = SimilarityProblem::new(Operand::gpu(q), Operand::gpu(k), metric)?;
+        self.check_tensors(&[("q", q), ("k", k)], None)?;
+        Ok(p)
+    }
+
     /// Scores `S[b, h, i, j] = metric(q[b, h, i], k[b, h / group, j])` as a new f32 tensor
-    /// `[batch, heads, nq, nk]` (BHSD). `k` may have fewer heads (a divisor of q's).
+    /// `[batch, heads, nq, nk]` (BHSD). `k` may have fewer heads (a divisor of q's). Scores
+    /// beyond f32's range are reported as ±`f32::MAX`.
     ///
-    /// ```
+    /// ```no_run
     /// # use wgpu_attention::*;
     /// # fn main() -> Result<()> {
     /// let ctx = Context::new_blocking()?;
@@ -23,14 +30,19 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn similarity(&self, q: &Tensor, k: &Tensor, metric: Similarity) -> Result<Tensor> {
-        let dims = check_qk(&q.shape, &k.shape)?;
-        let out = self.zeros(Shape::new(dims.batch, dims.heads, dims.nq, dims.nk), Layout::Bhsd, DType::F32)?;
-        self.submit(|enc| self.encode_similarity(enc, q, k, metric, &out))?;
+        let p = self.similarity_problem(q, k, metric)?;
+        self.similarity_checked(&p, q, k)
+    }
+
+    /// Similarity for a checked problem.
+    pub(crate) fn similarity_checked(&self, p: &SimilarityProblem, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        let out = self.zeros(p.out_shape(), Layout::Bhsd, DType::F32)?;
+        self.submit(|enc| similarity::record(self, enc, p, q, k, &out))?;
         Ok(out)
     }
 
     /// Records [`Context::similarity`] into `encoder`, writing the f32 tensor `out`
-    /// (`[batch, heads, nq, nk]`, any layout).
+    /// (`[batch, heads, nq, nk]`, any layout, not sharing a buffer with `q` or `k`).
     pub fn encode_similarity(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -39,39 +51,10 @@ impl Context {
         metric: Similarity,
         out: &Tensor,
     ) -> Result<()> {
-        let dims = check_qk(&q.shape, &k.shape)?;
-        check_dtype(self, "q", q, None)?;
-        check_dtype(self, "k", k, Some(q.dtype))?;
-        check_out(self, "out", out, Shape::new(dims.batch, dims.heads, dims.nq, dims.nk), DType::F32)?;
-        let scale = metric.scale(dims.d);
-        check_scalar("scale", scale, false)?;
-        let metric_id = match metric {
-            Similarity::Dot | Similarity::ScaledDot(_) => 0,
-            Similarity::Cosine => 1,
-            Similarity::L2 => 2,
-        };
-        let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(64) * dims.nk.div_ceil(64)) as u64;
-        Launch {
-            family: Family::Similarity,
-            dtype: q.dtype,
-            consts: vec![("METRIC", metric_id)],
-            grid: Grid { bh: dims.batch * dims.heads, heads: dims.heads, nq: dims.nq, row_tile: 64 },
-            args: vec![
-                Arg::tensor("q", q, 1, Rows::Query, 0, 1),
-                Arg::tensor("k", k, dims.group(), Rows::All(dims.nk), 1, 2),
-                Arg::tensor("out", out, 1, Rows::Query, 2, 3),
-            ],
-            params: Params {
-                heads: dims.heads as u32,
-                group: dims.group() as u32,
-                nq: dims.nq as u32,
-                nk: dims.nk as u32,
-                d: dims.d as u32,
-                scale,
-                ..Default::default()
-            },
-            workgroups: &workgroups,
-        }
-        .record(self, encoder)
+        let p = self.similarity_problem(q, k, metric)?;
+        p.check_output(&Operand::gpu(out))?;
+        self.check_tensors(&[("out", out)], None)?;
+        check_aliasing(&[Region::tensor("out", out)], &[Region::tensor("q", q), Region::tensor("k", k)])?;
+        similarity::record(self, encoder, &p, q, k, out)
     }
 }

@@ -1,33 +1,56 @@
-//! Shared test helpers: device, seeded data, an independent f64 reference, comparisons.
-#![allow(dead_code)]
+//! Shared test helpers: device, seeded data, an independent f64 reference, comparisons, and the
+//! per-variant attention check.
+#![allow(dead_code, unused_macros, unused_imports)]
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wgpu_attention::*;
 
-/// The GPU context for tests. No adapter is a failure, unless `WGPU_ATTENTION_TESTS=cpu-only`
-/// explicitly selects CPU-only runs (then GPU tests return early, saying so).
-pub fn gpu() -> Option<Context> {
-    if std::env::var("WGPU_ATTENTION_TESTS").is_ok_and(|v| v == "cpu-only") {
-        eprintln!("WGPU_ATTENTION_TESTS=cpu-only: GPU part of this test not run");
-        return None;
-    }
-    match Context::new_blocking() {
-        Ok(c) => Some(c),
-        Err(e) => panic!("GPU test found no adapter ({e}); set WGPU_ATTENTION_TESTS=cpu-only to run CPU tests only"),
-    }
+/// A test that needs a GPU adapter. Built with `WGPU_ATTENTION_TESTS=cpu-only` it is compiled
+/// as ignored, so a CPU-only run reports it as ignored, never as passed; otherwise a missing
+/// adapter fails it.
+macro_rules! gpu_test {
+    ($(#[$m:meta])* fn $name:ident() $body:block) => {
+        #[test]
+        #[cfg_attr(cpu_only_tests, ignore = "WGPU_ATTENTION_TESTS=cpu-only: needs a GPU adapter")]
+        $(#[$m])*
+        fn $name() $body
+    };
+}
+pub(crate) use gpu_test;
+
+/// A new GPU context; no adapter is a failure (CPU-only runs never call this: see `gpu_test!`).
+pub fn gpu() -> Context {
+    Context::new_blocking().unwrap_or_else(|e| {
+        panic!(
+            "GPU test found no adapter ({e}); build the tests with WGPU_ATTENTION_TESTS=cpu-only to run CPU tests only"
+        )
+    })
+}
+
+/// Runs `f`, failing (not hanging) if it takes longer than `secs`.
+pub fn within<T: Send>(secs: u64, what: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        let h = s.spawn(f);
+        let t0 = std::time::Instant::now();
+        while !h.is_finished() {
+            assert!(t0.elapsed().as_secs() < secs, "{what} did not return within {secs} s");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 /// A shared context (pipelines compile once per test binary).
-pub fn shared_gpu() -> Option<Context> {
-    static CTX: std::sync::OnceLock<Option<Context>> = std::sync::OnceLock::new();
+pub fn shared_gpu() -> Context {
+    static CTX: std::sync::OnceLock<Context> = std::sync::OnceLock::new();
     CTX.get_or_init(gpu).clone()
 }
 
-/// Seeded uniform values in [-amp, amp).
+/// Seeded uniform values in [-amp, amp) (any finite amp, up to f32::MAX).
 pub fn rand_vec(seed: u64, n: usize, amp: f32) -> Vec<f32> {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
-    (0..n).map(|_| r.random_range(-amp..amp)).collect()
+    (0..n).map(|_| r.random_range(-1.0f32..1.0) * amp).collect()
 }
 
 pub fn rand_bools(seed: u64, n: usize, p_keep: f64) -> Vec<bool> {
@@ -47,7 +70,8 @@ pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
     }
 }
 
-/// Asserts relative error <= tol, naming the first element off by more than tol * max|want|.
+/// Asserts relative Frobenius error <= tol, naming the first element off by more than
+/// tol · max|want| (compared with `approx`).
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
     if let Some(i) = got.iter().position(|g| !g.is_finite()) {
@@ -56,9 +80,18 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
     let e = rel_err(got, want);
     if e > tol {
         let scale = want.iter().fold(0.0f64, |a, w| a.max(w.abs())).max(1e-30);
-        let i = got.iter().zip(want).position(|(g, w)| (*g as f64 - w).abs() > tol * scale).unwrap_or(0);
+        let i = got
+            .iter()
+            .zip(want)
+            .position(|(g, w)| !approx::abs_diff_eq!(*g as f64, *w, epsilon = tol * scale))
+            .unwrap_or(0);
         panic!("{what}: relative error {e:.3e} > {tol:.1e}; first bad index {i}: got {} want {}", got[i], want[i]);
     }
+}
+
+/// Asserts two f32 results agree to relative Frobenius error <= tol.
+pub fn assert_agree(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    assert_close(what, got, &to_f64(want), tol)
 }
 
 pub fn to_f64(v: &[f32]) -> Vec<f64> {
@@ -209,6 +242,26 @@ impl Case {
             seed: (b * 1000 + h * 100 + nq * 7 + nk * 13 + d) as u64,
         }
     }
+    pub fn causal(mut self) -> Self {
+        self.causal = true;
+        self
+    }
+    pub fn bshd(mut self) -> Self {
+        self.layout = Layout::Bshd;
+        self
+    }
+    pub fn key_lengths(mut self, kl: &[u32]) -> Self {
+        self.key_lengths = Some(kl.to_vec());
+        self
+    }
+    pub fn opts(&self) -> AttentionOptions<'_> {
+        AttentionOptions {
+            scale: self.scale,
+            causal: self.causal,
+            key_lengths: self.key_lengths.as_deref(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Inputs of a case: q, k, v, bool mask values, additive mask values.
@@ -271,43 +324,120 @@ pub fn assert_lse(what: &str, got: &[f32], want: &[f64], tol: f64) {
         if *w == f64::NEG_INFINITY {
             assert_eq!(*g, f32::NEG_INFINITY, "{what}: lse[{i}] = {g}, want -inf (fully masked row)");
         } else {
-            let err = (*g as f64 - w).abs() / w.abs().max(1.0);
-            assert!(err <= tol, "{what}: lse[{i}] = {g}, want {w} (error {err:.2e})");
+            assert!(
+                approx::relative_eq!(*g as f64, *w, epsilon = tol, max_relative = tol),
+                "{what}: lse[{i}] = {g}, want {w}"
+            );
         }
     }
 }
 
-/// Runs a case on the CPU path and (if `ctx`) the GPU fused and unfused paths, checking each
-/// against the f64 reference with the f32 tolerances.
-pub fn check_case(ctx: Option<&Context>, c: &Case) {
+/// The CPU path (fused and unfused) on a case against the f64 reference (f32 tolerance 1e-6:
+/// the CPU path accumulates in f64).
+pub fn check_cpu(c: &Case) {
     let data = case_data(c);
     let (want, want_lse, want_w) = case_reference(c, &data);
     let mask = host_mask(c, &data);
-    let opts = AttentionOptions { scale: c.scale, causal: c.causal, key_lengths: c.key_lengths.as_deref() };
+    let opts = c.opts();
     let hq = HostTensor::with_layout(&data.q, data.qs, c.layout).unwrap();
     let hk = HostTensor::with_layout(&data.k, data.ks, c.layout).unwrap();
     let hv = HostTensor::with_layout(&data.v, data.ks, c.layout).unwrap();
     let what = format!("{c:?}");
-
     let (out, lse) = cpu::attention(&hq, &hk, &hv, mask.as_ref(), &opts).unwrap();
     assert_close(&format!("cpu fused {what}"), &out, &want, 1e-6);
     assert_lse(&format!("cpu lse {what}"), &lse, &want_lse, 1e-6);
     let (out, w) = cpu::attention_unfused(&hq, &hk, &hv, mask.as_ref(), &opts).unwrap();
     assert_close(&format!("cpu unfused {what}"), &out, &want, 1e-6);
     assert_close(&format!("cpu weights {what}"), &w, &want_w, 1e-6);
+}
 
-    let Some(ctx) = ctx else { return };
+/// Whether the test expects `variant` to run for this case on this device (an independent
+/// statement of the documented rules; the crate's own planner must agree).
+pub fn expect_supported(ctx: &Context, c: &Case, variant: AttentionVariant, lse: bool) -> bool {
+    let fused_fits = {
+        // the smallest fused tile: 8 rows of the padded head dim, K, V and P tiles, reductions
+        let dp = [32, 64, 128, 256].into_iter().find(|&p| p >= c.d).unwrap_or(256) as u32;
+        4 * (8 * dp + 32 * 33 + 8 * dp + 8 * 32 + 256 + 1) <= ctx.caps().max_workgroup_storage
+    };
+    match variant {
+        AttentionVariant::Fused(l) | AttentionVariant::SplitK(l) => {
+            fused_fits && (l == Loads::Scalar || c.d.is_multiple_of(4))
+        }
+        AttentionVariant::Unfused => !lse,
+        _ => true,
+    }
+}
+
+/// Every attention variant on the GPU against the f64 reference (f32 tolerance 1e-5) and
+/// against `Auto`: `Auto` with the log-sum-exp, each forced variant that the device supports,
+/// and for each one it does not, its refusal.
+pub fn check_gpu(ctx: &Context, c: &Case) {
+    let data = case_data(c);
+    let (want, want_lse, want_w) = case_reference(c, &data);
+    let mask = host_mask(c, &data);
     let up = |v: &[f32], s| ctx.upload_with_layout(v, s, c.layout).unwrap();
-    let (gq, gk, gv) = (up(&data.q, data.qs), up(&data.k, data.ks), up(&data.v, data.ks));
+    let (q, k, v) = (up(&data.q, data.qs), up(&data.k, data.ks), up(&data.v, data.ks));
     let gmask = mask.as_ref().map(|m| ctx.upload_mask(m).unwrap());
-    let (o, l) = ctx.attention_with_lse(&gq, &gk, &gv, gmask.as_ref(), &opts).unwrap();
+    let what = format!("{c:?}");
+    let (o, l) = ctx.attention_with_lse(&q, &k, &v, gmask.as_ref(), &c.opts()).unwrap();
     assert_eq!(o.layout(), c.layout);
-    assert_close(&format!("gpu fused {what}"), &o.download_blocking(ctx).unwrap(), &want, 1e-5);
-    assert_lse(&format!("gpu lse {what}"), &l.download_blocking(ctx).unwrap(), &want_lse, 1e-5);
-    let (o, w) = ctx.attention_unfused(&gq, &gk, &gv, gmask.as_ref(), &opts).unwrap();
+    let auto = o.download_blocking(ctx).unwrap();
+    assert_close(&format!("gpu auto {what}"), &auto, &want, 1e-5);
+    assert_lse(&format!("gpu auto lse {what}"), &l.download_blocking(ctx).unwrap(), &want_lse, 1e-5);
+    for variant in AttentionVariant::ALL {
+        let opts = AttentionOptions { variant, ..c.opts() };
+        let lse = variant != AttentionVariant::Unfused;
+        let plan = ctx.plan_attention(&q, &k, &v, gmask.as_ref(), &opts, lse);
+        if !expect_supported(ctx, c, variant, lse) {
+            let e = plan.expect_err(&format!("{variant} should be refused for {what}"));
+            assert!(matches!(e, Error::Unsupported(_)), "{variant}: {e}");
+            let run = ctx.attention_with_lse(&q, &k, &v, gmask.as_ref(), &opts).unwrap_err();
+            assert_eq!(run, e, "{variant}: the call gives the planner's refusal");
+            continue;
+        }
+        assert_eq!(plan.unwrap().variant, variant, "{what}");
+        let tag = format!("gpu {variant} {what}");
+        if lse {
+            let (o, l) = ctx.attention_with_lse(&q, &k, &v, gmask.as_ref(), &opts).unwrap();
+            let got = o.download_blocking(ctx).unwrap();
+            assert_close(&tag, &got, &want, 1e-5);
+            assert_agree(&format!("{tag} vs auto"), &got, &auto, 1e-5);
+            assert_lse(&format!("{tag} lse"), &l.download_blocking(ctx).unwrap(), &want_lse, 1e-5);
+        } else {
+            let got = ctx.attention(&q, &k, &v, gmask.as_ref(), &opts).unwrap().download_blocking(ctx).unwrap();
+            assert_close(&tag, &got, &want, 1e-5);
+            assert_agree(&format!("{tag} vs auto"), &got, &auto, 1e-5);
+        }
+    }
+    let (o, w) = ctx.attention_unfused(&q, &k, &v, gmask.as_ref(), &c.opts()).unwrap();
     assert_close(&format!("gpu unfused {what}"), &o.download_blocking(ctx).unwrap(), &want, 1e-5);
     assert_close(&format!("gpu weights {what}"), &w.download_blocking(ctx).unwrap(), &want_w, 1e-5);
 }
+
+/// A CPU test and a GPU test (every variant) over the same cases, as `<name>::cpu` and
+/// `<name>::gpu`.
+macro_rules! attention_cases {
+    ($name:ident, $cases:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn cpu() {
+                for c in $cases {
+                    check_cpu(&c);
+                }
+            }
+            gpu_test! {
+                fn gpu() {
+                    let ctx = shared_gpu();
+                    for c in $cases {
+                        check_gpu(&ctx, &c);
+                    }
+                }
+            }
+        }
+    };
+}
+pub(crate) use attention_cases;
 
 /// Whether the adapter stores f16. Where it does not, asserts instead that f16 is refused with
 /// the documented error (so an f16 test checks real behaviour on every adapter).

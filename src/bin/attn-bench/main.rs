@@ -17,7 +17,7 @@ mod suites;
 use std::process::ExitCode;
 
 use clap::Parser;
-use wgpu_attention::{Context, ContextOptions};
+use wgpu_attention::{AttentionVariant, Context, ContextOptions};
 
 use measure::{Record, Settings};
 use suites::{Case, Dt, Op};
@@ -52,6 +52,10 @@ struct Args {
     /// Element type of the free-shape case.
     #[arg(long, value_enum, default_value_t = Dt::F32)]
     dtype: Dt,
+    /// Attention kernel variant(s) to run: auto (the crate chooses), fused-vec4, fused-scalar,
+    /// split-k-vec4, split-k-scalar, unfused; repeatable, to compare variants in one run.
+    #[arg(long, default_value = "auto")]
+    variant: Vec<String>,
     /// gpu, cpu or both (both adds the GPU/CPU time ratio).
     #[arg(long, default_value = "gpu")]
     backend: String,
@@ -129,6 +133,26 @@ fn main() -> ExitCode {
     if cases.is_empty() {
         cases = suites::suite("quick").unwrap_or_default();
     }
+    let mut variants = vec![];
+    for name in &args.variant {
+        let all = [AttentionVariant::Auto].into_iter().chain(AttentionVariant::ALL);
+        match all.clone().find(|v| v.name() == name) {
+            Some(v) => variants.push(v),
+            None => {
+                let names: Vec<_> = all.map(|v| v.name()).collect();
+                eprintln!("error: unknown --variant {name:?}; variants: {}", names.join(", "));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    // each attention case once per variant asked for
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .flat_map(|c| {
+            let vs = if c.op == Op::Attention { variants.clone() } else { vec![AttentionVariant::Auto] };
+            vs.into_iter().map(move |variant| Case { variant, ..c.clone() })
+        })
+        .collect();
 
     let ctx = if gpu {
         match Context::with_options_blocking(ContextOptions {
@@ -157,7 +181,9 @@ fn main() -> ExitCode {
 
     let mut records: Vec<Record> = vec![];
     for (i, c) in cases.iter().enumerate() {
-        let label = format!("[{}/{}] {:?} {:?} {}x{}x{}x{}", i + 1, cases.len(), c.op, c.dtype, c.bh, c.nq, c.nk, c.d);
+        let variant = if c.variant == AttentionVariant::Auto { String::new() } else { format!(" {}", c.variant) };
+        let label =
+            format!("[{}/{}] {:?}{variant} {:?} {}x{}x{}x{}", i + 1, cases.len(), c.op, c.dtype, c.bh, c.nq, c.nk, c.d);
         eprintln!("{label}{}", if c.causal { " causal" } else { "" });
         let g = ctx.as_ref().map(|ctx| measure::run_gpu(ctx, c, &st, &label));
         let cp = cpu.then(|| measure::run_cpu(c, &st, &label));

@@ -63,6 +63,8 @@ pub struct Record {
     pub rel_err: Option<f64>,
     /// CPU-path time over this time (with `--backend both`).
     pub gpu_cpu_ratio: Option<f64>,
+    /// The attention kernel variant that ran (GPU attention only), e.g. `split-k-vec4`.
+    pub variant: Option<String>,
     /// Why the case did not run, if it did not.
     pub error: Option<String>,
 }
@@ -90,6 +92,7 @@ impl Record {
             gbps: None,
             rel_err: None,
             gpu_cpu_ratio: None,
+            variant: None,
             error: None,
         }
     }
@@ -213,7 +216,7 @@ fn gpu_case(ctx: &Context, c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Result<
 }
 
 fn encode(ctx: &Context, c: &Case, g: &GpuCase, enc: &mut wgpu::CommandEncoder) -> Result<()> {
-    let opts = AttentionOptions { causal: c.causal, ..Default::default() };
+    let opts = AttentionOptions { causal: c.causal, variant: c.variant, ..Default::default() };
     let kv = || -> Result<(&Tensor, &Tensor)> {
         match (&g.k, &g.v) {
             (Some(k), Some(v)) => Ok((k, v)),
@@ -304,7 +307,12 @@ fn output_shape(c: &Case, bh: usize) -> Shape {
 
 /// Runs a case on the GPU.
 pub fn run_gpu(ctx: &Context, c: &Case, st: &Settings, label: &str) -> Record {
-    let mut rec = Record::new(c, "wgpu", "gpu", &ctx.info().adapter);
+    // a forced variant is its own implementation (the joined tables compare `wgpu`, the default)
+    let implementation = match c.variant {
+        AttentionVariant::Auto => "wgpu".to_string(),
+        v => format!("wgpu-{v}"),
+    };
+    let mut rec = Record::new(c, &implementation, "gpu", &ctx.info().adapter);
     if let Err(e) = gpu_inner(ctx, c, st, label, &mut rec) {
         rec.error = Some(e.to_string());
     }
@@ -327,6 +335,10 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
     }
     let (q, k, v) = host_inputs(c);
     let g = gpu_case(ctx, c, &q, &k, &v)?;
+    if let (Op::Attention, Some(k), Some(v)) = (c.op, &g.k, &g.v) {
+        let opts = AttentionOptions { causal: c.causal, variant: c.variant, ..Default::default() };
+        rec.variant = Some(ctx.plan_attention(&g.q, k, v, None, &opts, false)?.variant.to_string());
+    }
     for _ in 0..st.warmup.max(1) {
         ctx.record_and_submit(|enc| encode(ctx, c, &g, enc))?;
         ctx.wait()?;
@@ -366,7 +378,7 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
         let (lq, lk) = (qs1.numel(), if c.op == Op::Softmax { 0 } else { ks1.numel() });
         let want = cpu_run(&one, qs1, ks1, &q[..lq], &k[..lk], &v[..lk])?;
         let out_slice =
-            Tensor::from_buffer(g.out.buffer().clone(), 0, output_shape(c, 1), Layout::Bhsd, g.out.dtype())?;
+            Tensor::from_buffer(ctx, g.out.buffer().clone(), 0, output_shape(c, 1), Layout::Bhsd, g.out.dtype())?;
         rec.rel_err = Some(rel_err(&out_slice.download_blocking(ctx)?, &want));
     }
     drop(g);

@@ -120,7 +120,10 @@ pub fn table(records: &[Record]) -> String {
                 r.nk.to_string(),
                 r.d.to_string(),
                 if r.causal { "yes" } else { "no" }.into(),
-                r.implementation.clone(),
+                match &r.variant {
+                    Some(v) if r.implementation == "wgpu" => format!("wgpu ({v})"),
+                    _ => r.implementation.clone(),
+                },
             ];
             if let Some(e) = &r.error {
                 row.push(format!("not run: {e}"));

@@ -50,17 +50,31 @@ pub struct Case {
     pub causal: bool,
     /// Results per query (top-k only; 0 otherwise).
     pub k: usize,
+    /// The kernel variant asked for (attention only; `Auto` lets the crate choose).
+    #[serde(skip)]
+    pub variant: wgpu_attention::AttentionVariant,
 }
 
 impl Case {
     #[allow(clippy::too_many_arguments)]
     pub fn new(suite: &str, op: Op, dtype: Dt, bh: usize, nq: usize, nk: usize, d: usize, causal: bool) -> Self {
-        Case { suite: suite.into(), op, dtype, bh, nq, nk, d, causal, k: 0 }
+        Case { suite: suite.into(), op, dtype, bh, nq, nk, d, causal, k: 0, variant: Default::default() }
     }
 
     /// A top-k case: `nq` queries, `nk` keys of dim `d`, `k` results each.
     pub fn topk(suite: &str, dtype: Dt, nq: usize, nk: usize, d: usize, k: usize) -> Self {
-        Case { suite: suite.into(), op: Op::Topk, dtype, bh: 1, nq, nk, d, causal: false, k }
+        Case {
+            suite: suite.into(),
+            op: Op::Topk,
+            dtype,
+            bh: 1,
+            nq,
+            nk,
+            d,
+            causal: false,
+            k,
+            variant: Default::default(),
+        }
     }
 
     /// FLOPs: attention uses the FlashAttention convention 4·BH·Nq·Nk·D, halved when causal;

@@ -1,29 +1,36 @@
-//! CPU twin of the GPU top-k (`shaders/similarity.wgsl` + `shaders/topk.wgsl`).
+//! CPU twin of the GPU top-k (`shaders/similarity.wgsl` + `shaders/top_k.wgsl`).
 
 use rayon::prelude::*;
 
 use super::{dist2_64, dot64};
 use crate::error::Result;
-use crate::ops::topk::{check_top_k, Metric, TopK};
-use crate::shape::check_finite;
+use crate::host::scan;
+use crate::kernels::top_k::{Metric, TopK};
+use crate::problem::{saturate, TopKProblem};
 
 /// Exact top-k of `keys` (`[nk, d]` row-major) for each of `queries` (`[nq, d]`), best first,
 /// ties to the lower index. Scores are computed in f64 and ranked before rounding to f32
 /// (for [`Metric::L2`] the reported score is the squared distance).
 pub fn top_k(queries: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) -> Result<TopK> {
-    for (argument, v) in [("queries", queries), ("keys", keys)] {
-        if d == 0 || v.is_empty() || !v.len().is_multiple_of(d) {
-            return Err(crate::Error::LengthMismatch {
-                argument,
-                expected: v.len().div_ceil(d.max(1)).max(1) * d,
-                got: v.len(),
-            });
-        }
-    }
-    let (nq, nk) = (queries.len() / d, keys.len() / d);
-    check_top_k(nq, nk, d, d, k)?;
-    check_finite("queries", queries)?;
-    check_finite("keys", keys)?;
+    let (p, _, _) = problem(queries, keys, d, k, metric)?;
+    Ok(top_k_checked(&p, queries, keys))
+}
+
+/// The checked problem of a host top-k call, its inputs scanned once: with their magnitudes.
+pub(crate) fn problem(
+    queries: &[f32],
+    keys: &[f32],
+    d: usize,
+    k: usize,
+    metric: Metric,
+) -> Result<(TopKProblem, f32, f32)> {
+    let p = TopKProblem::from_slices(queries.len(), keys.len(), d, k, metric)?;
+    Ok((p, scan("queries", queries)?, scan("keys", keys)?))
+}
+
+/// [`top_k`] for a checked problem.
+pub(crate) fn top_k_checked(p: &TopKProblem, queries: &[f32], keys: &[f32]) -> TopK {
+    let (nq, d, k, metric) = (p.nq, p.d, p.k, p.metric);
     let norms: Vec<f64> = keys.chunks(d).map(|r| dot64(r, r).sqrt()).collect();
     let rows: Vec<(Vec<u32>, Vec<f32>)> = queries
         .par_chunks(d)
@@ -55,7 +62,7 @@ pub fn top_k(queries: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) 
             }
             scored.sort_by(better);
             let sign = if metric == Metric::L2 { -1.0 } else { 1.0 };
-            (scored.iter().map(|e| e.1).collect(), scored.iter().map(|e| (sign * e.0) as f32).collect())
+            (scored.iter().map(|e| e.1).collect(), scored.iter().map(|e| saturate(sign * e.0)).collect())
         })
         .collect();
     let mut out = TopK { nq, k, indices: Vec::with_capacity(nq * k), scores: Vec::with_capacity(nq * k) };
@@ -63,5 +70,5 @@ pub fn top_k(queries: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) 
         out.indices.extend(i);
         out.scores.extend(s);
     }
-    Ok(out)
+    out
 }

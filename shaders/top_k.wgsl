@@ -1,8 +1,9 @@
 // Exact top-k selection per row: the best KP (k rounded up to a power of two) entries by
 // (score descending, index ascending), so ties go to the lower index.
-// Header constants: KP (16..=1024, a power of two), CAP (buffer entries, 1024 or 2048, > KP),
-// PAIRS (0: input is raw scores whose index is idx0 + position; 1: input is (score, index)
-// pairs from an earlier selection).
+// Header constants (src/kernels/top_k.rs, TopKKernel): WG (threads), R (new inputs per round),
+// KP (16..=1024, a power of two), CAP (buffer entries, 1024 or 2048, > KP), PAIRS (0: input is
+// raw scores whose index is idx0 + position; 1: input is (score, index) pairs from an earlier
+// selection).
 // Bindings: 1 scores (f32), 2 indices (u32, PAIRS only), 3 out scores, 4 out indices.
 // Views (b = h = 0): v0 scores, v1 indices (s = row); v2, v3 outputs addressed by slot of KP
 // entries: row `row`, segment `seg` writes slot s = row * out_stride + out_offset + seg.
@@ -18,10 +19,8 @@
 @group(0) @binding(3) var<storage, read_write> OS: array<f32>;
 @group(0) @binding(4) var<storage, read_write> OI: array<u32>;
 
-const WG: u32 = 256u;
-// New inputs per round: one per thread. Once the threshold is set few of them pass, so the
-// buffer fills slowly and sorts are rare (a sort runs only when a round might not fit).
-const R: u32 = WG;
+// R, the new inputs per round, is one per thread: once the threshold is set few of them pass,
+// so the buffer fills slowly and sorts are rare (a sort runs only when a round might not fit).
 const NONE: u32 = 0xffffffffu;
 
 var<workgroup> bs: array<f32, CAP>;
@@ -59,7 +58,7 @@ fn sort_buffer(t: u32) {
 }
 
 @compute @workgroup_size(WG)
-fn top_k_select(
+fn top_k(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,

@@ -58,18 +58,37 @@ fn check(what: &str, got: &TopK, refs: &[Vec<f64>], k: usize, metric: Metric, to
             assert!(g < sc.len() && seen.insert(g), "{what}: query {qi} rank {r}: bad or repeated index {g}");
             let (sg, sw) = (sc[g], sc[want[r] as usize]);
             assert!(
-                (sg - sw).abs() <= tol * scale,
+                approx::abs_diff_eq!(sg, sw, epsilon = tol * scale),
                 "{what}: query {qi} rank {r}: got key {g} (score {sg}), want key {} (score {sw})",
                 want[r]
             );
             let reported = if metric == Metric::L2 { -(gs[r] as f64) } else { gs[r] as f64 };
             assert!(
-                (reported - sg).abs() <= tol * scale,
+                approx::abs_diff_eq!(reported, sg, epsilon = tol * scale),
                 "{what}: query {qi} rank {r}: reported score {} vs {sg}",
                 gs[r]
             );
         }
     }
+}
+
+/// `<name>::cpu` runs `$body` without a GPU context, `<name>::gpu` with one.
+macro_rules! both {
+    ($name:ident, |$ctx:ident| $body:block) => {
+        mod $name {
+            use super::*;
+            fn run($ctx: Option<&Context>) $body
+            #[test]
+            fn cpu() {
+                run(None)
+            }
+            gpu_test! {
+                fn gpu() {
+                    run(Some(&shared_gpu()))
+                }
+            }
+        }
+    };
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -90,35 +109,29 @@ fn run_all(ctx: Option<&Context>, q: &[f32], keys: &[f32], d: usize, k: usize, m
     }
 }
 
-#[test]
-fn random_sizes_all_metrics() {
-    let ctx = shared_gpu();
+both!(random_sizes_all_metrics, |ctx| {
     for (nq, nk, d, k) in
         [(1, 1, 1, 1), (2, 7, 3, 7), (5, 1000, 16, 10), (3, 1000, 32, 1000), (4, 65537, 32, 100), (2, 20000, 128, 1024)]
     {
         let q = rand_vec(nk as u64, nq * d, 1.0);
         let keys = rand_vec(nk as u64 + 1, nk * d, 1.0);
         for metric in [Metric::Dot, Metric::Cosine, Metric::L2] {
-            run_all(ctx.as_ref(), &q, &keys, d, k, metric, 1e-5, false);
+            run_all(ctx, &q, &keys, d, k, metric, 1e-5, false);
         }
     }
-}
+});
 
-#[test]
-fn two_hundred_thousand_keys() {
-    let ctx = shared_gpu();
+both!(two_hundred_thousand_keys, |ctx| {
     let (nq, nk, d) = (8, 200_000, 64);
     let q = rand_vec(11, nq * d, 1.0);
     let keys = rand_vec(12, nk * d, 1.0);
     for (k, metric) in [(1, Metric::Dot), (10, Metric::Cosine), (256, Metric::L2)] {
-        run_all(ctx.as_ref(), &q, &keys, d, k, metric, 1e-5, false);
+        run_all(ctx, &q, &keys, d, k, metric, 1e-5, false);
     }
-}
+});
 
-#[test]
-fn integer_data_with_duplicates_is_exact_and_ties_go_to_the_lower_index() {
+both!(integer_data_with_duplicates_is_exact_and_ties_go_to_the_lower_index, |ctx| {
     // values in -2..=2: every score is exact in f32, and most keys tie with many others.
-    let ctx = shared_gpu();
     let (nq, nk, d) = (6, 5000, 8);
     let int = |seed, n| rand_vec(seed, n, 2.5).into_iter().map(|x| x.round()).collect::<Vec<f32>>();
     let q = int(21, nq * d);
@@ -130,20 +143,18 @@ fn integer_data_with_duplicates_is_exact_and_ties_go_to_the_lower_index() {
     }
     for k in [1, 10, 300, 1024] {
         for metric in [Metric::Dot, Metric::L2] {
-            run_all(ctx.as_ref(), &q, &keys, d, k, metric, 0.0, true);
+            run_all(ctx, &q, &keys, d, k, metric, 0.0, true);
         }
     }
-}
+});
 
-#[test]
-fn zero_vectors_under_cosine_score_zero() {
-    let ctx = shared_gpu();
+both!(zero_vectors_under_cosine_score_zero, |ctx| {
     let d = 4;
     let keys = vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
     let q = vec![0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0];
     let mut backends = vec![Backend::Cpu];
     if let Some(c) = ctx {
-        backends.push(Backend::Gpu(c));
+        backends.push(Backend::Gpu(c.clone()));
     }
     for be in backends {
         let t = be.top_k(&q, &keys, d, 4, Metric::Cosine).unwrap();
@@ -154,11 +165,10 @@ fn zero_vectors_under_cosine_score_zero() {
         assert_eq!(t.indices_of(1), &[1, 0, 3, 2], "{}", be.describe());
         assert!(t.scores.iter().all(|s| s.is_finite()));
     }
-}
+});
 
-#[test]
+gpu_test! {
 fn chunk_boundaries_under_lowered_limits() {
-    let Some(_) = shared_gpu() else { return };
     let limits = wgpu::Limits {
         max_storage_buffer_binding_size: 64 << 10,
         max_compute_workgroups_per_dimension: 5,
@@ -188,13 +198,12 @@ fn chunk_boundaries_under_lowered_limits() {
     assert!(matches!(e, Error::Unsupported(ref m) if m.contains("k = 1000")), "{e}");
     assert!(Backend::Gpu(small).top_k(&qi, &int, d, 512, Metric::Dot).is_ok());
 }
+}
 
-#[test]
-fn invalid_requests_are_errors() {
-    let ctx = shared_gpu();
+both!(invalid_requests_are_errors, |ctx| {
     let mut backends = vec![Backend::Cpu];
-    if let Some(c) = ctx.clone() {
-        backends.push(Backend::Gpu(c));
+    if let Some(c) = ctx {
+        backends.push(Backend::Gpu(c.clone()));
     }
     let keys = rand_vec(1, 40, 1.0);
     for be in &backends {
@@ -212,11 +221,11 @@ fn invalid_requests_are_errors() {
     let big: Vec<f32> = rand_vec(2, 2048 * 4, 1.0);
     let e = cpu::top_k(&big[..4], &big, 4, 1025, Metric::Dot).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { argument: "k", .. }), "{e}");
-}
+});
 
-#[test]
+gpu_test! {
 fn resident_index_grows_and_returns_ids() {
-    let Some(ctx) = shared_gpu() else { return };
+    let ctx = shared_gpu();
     let d = 24;
     for metric in [Metric::Dot, Metric::Cosine, Metric::L2] {
         let mut index = Index::new(&ctx, d, metric, DType::F32).unwrap();
@@ -248,10 +257,11 @@ fn resident_index_grows_and_returns_ids() {
     let empty = Index::new(&ctx, 2, Metric::Dot, DType::F32).unwrap();
     assert!(empty.search(&[1.0, 2.0], 1).is_err());
 }
+}
 
-#[test]
+gpu_test! {
 fn f16_index_with_odd_dim() {
-    let Some(ctx) = shared_gpu() else { return };
+    let ctx = shared_gpu();
     if !f16_supported(&ctx) {
         return;
     }
@@ -268,4 +278,5 @@ fn f16_index_with_odd_dim() {
         check(&format!("f16 index {metric:?}"), &found.top, &ref_scores(&q, &keys, d, metric), 50, metric, 1e-5, false);
         assert!(found.ids.is_none());
     }
+}
 }

@@ -1,0 +1,396 @@
+//! Kernel variants as Rust types, and their host launchers.
+//!
+//! Each kernel family has one WGSL file, one launcher file and one CPU twin, under one name:
+//!
+//! | family | WGSL | launcher | CPU twin |
+//! |---|---|---|---|
+//! | attention | `shaders/attention.wgsl` | [`attention`] | `cpu::attention` |
+//! | attention merge (split-K) | `shaders/attention_merge.wgsl` | [`attention_merge`] | `cpu::attention_merge` |
+//! | similarity | `shaders/similarity.wgsl` | [`similarity`] | `cpu::similarity` |
+//! | softmax | `shaders/softmax.wgsl` | [`softmax`] | `cpu::softmax` |
+//! | weighted sum | `shaders/weighted_sum.wgsl` | [`weighted_sum`] | `cpu::weighted_sum` |
+//! | top-k | `shaders/top_k.wgsl` | [`top_k`] | `cpu::top_k` |
+//!
+//! A variant type owns its WGSL source, its bindings, its workgroup-memory size and its
+//! constants. The constants are emitted from Rust into a header in front of the shader (with
+//! the flag bits and numeric limits shared by all kernels), so each number exists in one place;
+//! the unit tests at the bottom parse every variant with naga and compare its bindings, its
+//! workgroup memory and its uniform block with what the Rust side declares.
+
+pub(crate) mod attention;
+pub(crate) mod attention_merge;
+pub(crate) mod similarity;
+pub(crate) mod softmax;
+pub(crate) mod top_k;
+pub(crate) mod weighted_sum;
+
+use crate::problem::{ScoreTransform, ZNONE, ZSAT};
+use crate::shape::DType;
+
+/// How a binding is declared in WGSL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Access {
+    /// `var<uniform>`.
+    Uniform,
+    /// `var<storage, read>`.
+    Read,
+    /// `var<storage, read_write>`.
+    ReadWrite,
+}
+
+/// One binding of a kernel: slot in group 0, the argument it carries, how it is declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Binding {
+    pub slot: u32,
+    pub name: &'static str,
+    pub access: Access,
+}
+
+const fn b(slot: u32, name: &'static str, access: Access) -> Binding {
+    Binding { slot, name, access }
+}
+
+/// Binding 0 of every kernel: the [`Params`] uniform block.
+pub(crate) const PARAMS: Binding = b(0, "params", Access::Uniform);
+
+/// Flag bits of [`Params::flags`], emitted into every shader header as `F_*`.
+pub(crate) mod flags {
+    pub const CAUSAL: u32 = 1;
+    pub const MASK: u32 = 2;
+    pub const MASK_ADDITIVE: u32 = 4;
+    pub const KEY_LENGTHS: u32 = 8;
+    pub const LSE: u32 = 16;
+    /// Every flag with its WGSL name.
+    pub const ALL: [(&str, u32); 5] = [
+        ("F_CAUSAL", CAUSAL),
+        ("F_MASK", MASK),
+        ("F_MASK_ADDITIVE", MASK_ADDITIVE),
+        ("F_KEY_LENGTHS", KEY_LENGTHS),
+        ("F_LSE", LSE),
+    ];
+}
+
+/// One tensor view: element index of `(b, h, s, 0)` is `base + b·sb + h·sh + s·ss` (wrapping
+/// u32). Must match `View` in `shaders/common.wgsl` (checked by the tests below).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct ViewParams {
+    pub base: u32,
+    pub sb: u32,
+    pub sh: u32,
+    pub ss: u32,
+}
+
+/// The uniform block of every kernel. Must match `Params` in `shaders/common.wgsl` (checked by
+/// the tests below: size and every member's offset).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    /// The chunk of (batch·head) slices and query rows this dispatch covers.
+    pub bh0: u32,
+    pub nbh: u32,
+    pub r0: u32,
+    pub nr: u32,
+    /// Query heads, query heads per key/value head, query rows, key count (or columns).
+    pub heads: u32,
+    pub group: u32,
+    pub nq: u32,
+    pub nk: u32,
+    /// Head dim (or reduction length), `F_*` flags, keys per split (merge: the number of splits;
+    /// top-k: inputs per segment), top-k: index of the first input element.
+    pub d: u32,
+    pub flags: u32,
+    pub split_len: u32,
+    pub idx0: u32,
+    /// Top-k: first input of each row to read, output slots per row, slot of the first segment.
+    pub start: u32,
+    pub out_stride: u32,
+    pub out_offset: u32,
+    pub _pad0: u32,
+    /// Input prescales (attention: Q and V; similarity: Q and K; weighted sum: V in `kpre`).
+    pub pre: f32,
+    pub kpre: f32,
+    /// Output factors, applied in turn (each saturating).
+    pub post: f32,
+    pub post2: f32,
+    /// The score transform ([`ScoreTransform`]): mask factor, unit, exponent factor, floor, cap.
+    pub mscale: f32,
+    pub unit: f32,
+    pub ex: f32,
+    pub floor: f32,
+    pub zcap: f32,
+    pub _pad1: f32,
+    pub _pad2: f32,
+    pub _pad3: f32,
+    pub views: [ViewParams; 6],
+}
+
+impl Params {
+    /// Fills the score-transform fields.
+    pub fn with_transform(mut self, t: &ScoreTransform) -> Self {
+        self.pre = t.pre;
+        self.mscale = t.mask;
+        self.unit = t.unit;
+        self.ex = t.ex;
+        self.floor = t.floor;
+        self.zcap = t.zcap;
+        self
+    }
+
+    /// Neutral factors: no prescale, no post-scale.
+    pub fn unscaled() -> Self {
+        Params { pre: 1.0, kpre: 1.0, post: 1.0, post2: 1.0, ..Default::default() }
+    }
+}
+
+/// What every variant type provides.
+pub(crate) trait Variant {
+    /// The family's name: its WGSL file (`shaders/<NAME>.wgsl`), its entry point, its launcher
+    /// module and its CPU twin.
+    const NAME: &'static str;
+    /// The family's WGSL body.
+    const SOURCE: &'static str;
+    /// Its bindings, slot 0 (the parameters) first.
+    const BINDINGS: &'static [Binding];
+    /// Storage dtype (`elem` in the shader).
+    fn dtype(&self) -> DType;
+    /// The header constants of this variant (`const NAME: u32 = V;`).
+    fn constants(&self) -> Vec<(&'static str, u32)>;
+    /// Workgroup memory it declares, bytes.
+    fn workgroup_bytes(&self) -> u32;
+    /// Preludes it needs after `common.wgsl` (e.g. `masking.wgsl`).
+    fn preludes(&self) -> Vec<&'static str> {
+        vec![]
+    }
+}
+
+/// Every kernel variant the crate can build: the key of the pipeline cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Kernel {
+    Attention(attention::AttentionKernel),
+    AttentionMerge(attention_merge::MergeKernel),
+    Similarity(similarity::SimilarityKernel),
+    Softmax(softmax::SoftmaxKernel),
+    WeightedSum(weighted_sum::WeightedSumKernel),
+    TopK(top_k::TopKKernel),
+}
+
+macro_rules! each_kernel {
+    ($self:expr, $v:ident => $e:expr) => {
+        match $self {
+            Kernel::Attention($v) => $e,
+            Kernel::AttentionMerge($v) => $e,
+            Kernel::Similarity($v) => $e,
+            Kernel::Softmax($v) => $e,
+            Kernel::WeightedSum($v) => $e,
+            Kernel::TopK($v) => $e,
+        }
+    };
+}
+
+fn name_of<V: Variant>(_: &V) -> &'static str {
+    V::NAME
+}
+fn source_of<V: Variant>(_: &V) -> &'static str {
+    V::SOURCE
+}
+fn bindings_of<V: Variant>(_: &V) -> &'static [Binding] {
+    V::BINDINGS
+}
+
+impl Kernel {
+    /// The family name, which is also the entry point.
+    pub fn name(&self) -> &'static str {
+        each_kernel!(self, v => name_of(v))
+    }
+    /// The entry point.
+    pub fn entry(&self) -> &'static str {
+        self.name()
+    }
+    /// Bindings, slot 0 first.
+    pub fn bindings(&self) -> &'static [Binding] {
+        each_kernel!(self, v => bindings_of(v))
+    }
+    /// Workgroup memory, bytes.
+    #[cfg(test)]
+    pub fn workgroup_bytes(&self) -> u32 {
+        each_kernel!(self, v => v.workgroup_bytes())
+    }
+    /// Header constants.
+    pub fn constants(&self) -> Vec<(&'static str, u32)> {
+        each_kernel!(self, v => v.constants())
+    }
+    /// Storage dtype.
+    pub fn dtype(&self) -> DType {
+        each_kernel!(self, v => v.dtype())
+    }
+
+    /// The complete WGSL of this variant: generated header, `common.wgsl`, preludes, body.
+    pub fn source(&self) -> String {
+        let mut s = String::new();
+        match self.dtype() {
+            DType::F16 => s.push_str("enable f16;\nalias elem = f16;\n"),
+            DType::F32 => s.push_str("alias elem = f32;\n"),
+        }
+        s.push_str(&format!("// variant {self:?}\n"));
+        for (name, v) in self.constants() {
+            s.push_str(&format!("const {name}: u32 = {v}u;\n"));
+        }
+        for (name, v) in flags::ALL {
+            s.push_str(&format!("const {name}: u32 = {v}u;\n"));
+        }
+        let elem_max = match self.dtype() {
+            DType::F32 => f32::MAX,
+            DType::F16 => half::f16::MAX.to_f32(),
+        };
+        for (name, v) in [("ZSAT", ZSAT), ("ZNONE", ZNONE), ("F32_MAX", f32::MAX), ("ELEM_MAX", elem_max)] {
+            s.push_str(&format!("const {name}: f32 = {v:e};\n"));
+        }
+        s.push_str(include_str!("../../shaders/common.wgsl"));
+        for p in each_kernel!(self, v => v.preludes()) {
+            s.push_str(p);
+        }
+        s.push_str(each_kernel!(self, v => source_of(v)));
+        s
+    }
+
+    /// Every variant the crate can build (the shader tests parse each one).
+    #[cfg(test)]
+    pub fn all() -> Vec<Kernel> {
+        let mut v = vec![];
+        for dtype in [DType::F32, DType::F16] {
+            v.extend(attention::AttentionKernel::all(dtype).map(Kernel::Attention));
+            v.push(Kernel::AttentionMerge(attention_merge::MergeKernel { dtype }));
+            v.extend(similarity::SimilarityKernel::all(dtype).map(Kernel::Similarity));
+            v.push(Kernel::Softmax(softmax::SoftmaxKernel { dtype }));
+            v.push(Kernel::WeightedSum(weighted_sum::WeightedSumKernel { dtype }));
+        }
+        v.extend(top_k::TopKKernel::all().map(Kernel::TopK));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every variant against naga: it parses, validates, translates to SPIR-V, MSL and HLSL, and
+    //! its bindings, workgroup memory and uniform block are what the Rust side declares.
+
+    use super::*;
+    use naga::back::{hlsl, msl, spv};
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+    fn parse(k: &Kernel) -> (naga::Module, naga::valid::ModuleInfo, String) {
+        let src = k.source();
+        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{k:?}: {}", e.emit_to_string(&src)));
+        let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{k:?}: {}", e.emit_to_string(&src)));
+        (module, info, src)
+    }
+
+    #[test]
+    fn every_variant_validates_and_translates() {
+        let all = Kernel::all();
+        assert!(all.len() >= 40, "expected the full variant list, got {}", all.len());
+        for k in &all {
+            let (module, info, _) = parse(k);
+            let entry = k.entry().to_string();
+            let words = spv::write_vec(
+                &module,
+                &info,
+                &spv::Options::default(),
+                Some(&spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: entry.clone() }),
+            )
+            .unwrap_or_else(|e| panic!("{k:?}: SPIR-V: {e}"));
+            assert!(words.len() > 100, "{k:?}: SPIR-V too short");
+            let (msl_src, _) = msl::write_string(
+                &module,
+                &info,
+                &msl::Options { lang_version: (2, 4), ..Default::default() },
+                &msl::PipelineOptions {
+                    entry_point: Some((naga::ShaderStage::Compute, entry.clone())),
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{k:?}: MSL: {e}"));
+            assert!(msl_src.contains("kernel"), "{k:?}: MSL has no kernel");
+            let opts = hlsl::Options { shader_model: hlsl::ShaderModel::V6_2, ..Default::default() };
+            let pipe = hlsl::PipelineOptions { entry_point: Some((naga::ShaderStage::Compute, entry.clone())) };
+            let mut hlsl_src = String::new();
+            hlsl::Writer::new(&mut hlsl_src, &opts, &pipe)
+                .write(&module, &info, None)
+                .unwrap_or_else(|e| panic!("{k:?}: HLSL: {e}"));
+            assert!(hlsl_src.contains("numthreads"), "{k:?}: HLSL has no compute entry");
+        }
+    }
+
+    #[test]
+    fn shaders_match_the_rust_declarations() {
+        for k in Kernel::all() {
+            let (module, _, _) = parse(&k);
+            let mut layouter = naga::proc::Layouter::default();
+            layouter.update(module.to_ctx()).unwrap();
+            let mut found = vec![];
+            let mut workgroup = 0u32;
+            for (_, var) in module.global_variables.iter() {
+                match var.space {
+                    naga::AddressSpace::WorkGroup => workgroup += layouter[var.ty].size,
+                    naga::AddressSpace::Uniform => {
+                        let bind = var.binding.as_ref().unwrap();
+                        found.push(Binding { slot: bind.binding, name: "", access: Access::Uniform });
+                        // the uniform block: size and member offsets as in Rust
+                        assert_eq!(layouter[var.ty].size as usize, std::mem::size_of::<Params>(), "{k:?}: Params size");
+                        let naga::TypeInner::Struct { members, .. } = &module.types[var.ty].inner else {
+                            panic!("{k:?}: uniform is not a struct")
+                        };
+                        let rust = params_offsets();
+                        let wgsl: Vec<(String, u32)> =
+                            members.iter().map(|m| (m.name.clone().unwrap_or_default(), m.offset)).collect();
+                        assert_eq!(wgsl.len(), rust.len(), "{k:?}: Params members {wgsl:?} vs {rust:?}");
+                        for ((wn, wo), (rn, ro)) in wgsl.iter().zip(&rust) {
+                            assert_eq!((wn.as_str(), *wo), (*rn, *ro as u32), "{k:?}: Params member");
+                        }
+                    }
+                    naga::AddressSpace::Storage { access } => {
+                        let bind = var.binding.as_ref().unwrap();
+                        let acc =
+                            if access.contains(naga::StorageAccess::STORE) { Access::ReadWrite } else { Access::Read };
+                        found.push(Binding { slot: bind.binding, name: "", access: acc });
+                    }
+                    _ => {}
+                }
+            }
+            found.sort_by_key(|b| b.slot);
+            let declared: Vec<(u32, Access)> = k.bindings().iter().map(|b| (b.slot, b.access)).collect();
+            let found: Vec<(u32, Access)> = found.iter().map(|b| (b.slot, b.access)).collect();
+            assert_eq!(found, declared, "{k:?}: bindings in WGSL vs Rust");
+            assert_eq!(workgroup, k.workgroup_bytes(), "{k:?}: workgroup bytes in WGSL vs Rust");
+        }
+    }
+
+    /// `Params` members and their byte offsets, in declaration order (the view members expanded).
+    fn params_offsets() -> Vec<(&'static str, usize)> {
+        macro_rules! offs {
+            ($($f:ident),*) => { vec![$((stringify!($f), std::mem::offset_of!(Params, $f))),*] };
+        }
+        let mut v = offs!(
+            bh0, nbh, r0, nr, heads, group, nq, nk, d, flags, split_len, idx0, start, out_stride, out_offset, _pad0,
+            pre, kpre, post, post2, mscale, unit, ex, floor, zcap, _pad1, _pad2, _pad3
+        );
+        let views = std::mem::offset_of!(Params, views);
+        for i in 0..6 {
+            v.push((["v0", "v1", "v2", "v3", "v4", "v5"][i], views + i * std::mem::size_of::<ViewParams>()));
+        }
+        v
+    }
+
+    #[test]
+    fn headers_carry_every_constant_once() {
+        for k in Kernel::all() {
+            let src = k.source();
+            for (name, _) in k.constants() {
+                assert_eq!(src.matches(&format!("const {name}:")).count(), 1, "{k:?}: {name} defined once");
+            }
+        }
+    }
+}

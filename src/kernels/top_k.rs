@@ -1,0 +1,322 @@
+//! Exact top-k retrieval on the GPU: chunked scoring with `shaders/similarity.wgsl`, selection
+//! and merging with `shaders/top_k.wgsl`, all recorded in one submission (no host round trip
+//! per chunk). CPU twin: `cpu::top_k`.
+
+use super::{b, Access, Binding, Kernel, Params, Variant, PARAMS};
+use crate::caps::Caps;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::options::Similarity;
+use crate::plan::{Grid, Rows};
+use crate::problem::{Operand, SimilarityProblem, TopKProblem};
+use crate::record::{Arg, Launch};
+use crate::shape::{DType, Layout, Shape};
+use crate::tensor::Tensor;
+
+/// Largest k supported.
+pub const MAX_K: usize = 1024;
+
+/// Threads per workgroup; also the new inputs per round (`R`).
+const WG: u32 = 256;
+
+/// How retrieval ranks keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Largest dot product first.
+    Dot,
+    /// Largest cosine similarity first (a zero vector scores 0).
+    Cosine,
+    /// Smallest squared Euclidean distance first; reported scores are the squared distances.
+    L2,
+}
+
+impl Metric {
+    pub(crate) fn similarity(&self) -> Similarity {
+        match self {
+            Metric::Dot => Similarity::Dot,
+            Metric::Cosine => Similarity::Cosine,
+            Metric::L2 => Similarity::L2,
+        }
+    }
+}
+
+/// Results of a top-k search: for each of `nq` queries, `k` entries best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopK {
+    /// Number of queries.
+    pub nq: usize,
+    /// Entries per query.
+    pub k: usize,
+    /// Key indices, `[nq, k]` row-major, best first; ties go to the lower index.
+    pub indices: Vec<u32>,
+    /// Scores, `[nq, k]`: dot product, cosine, or squared distance (for [`Metric::L2`]).
+    pub scores: Vec<f32>,
+}
+
+impl TopK {
+    /// The indices of query `i`.
+    pub fn indices_of(&self, i: usize) -> &[u32] {
+        &self.indices[i * self.k..(i + 1) * self.k]
+    }
+    /// The scores of query `i`.
+    pub fn scores_of(&self, i: usize) -> &[f32] {
+        &self.scores[i * self.k..(i + 1) * self.k]
+    }
+}
+
+/// One variant of `shaders/top_k.wgsl`: entries kept per row (`kp`, a power of two), buffer
+/// entries (`cap`), and whether the input is raw scores or (score, index) pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct TopKKernel {
+    pub kp: u32,
+    pub cap: u32,
+    pub pairs: bool,
+}
+
+impl Variant for TopKKernel {
+    const NAME: &'static str = "top_k";
+    const SOURCE: &'static str = include_str!("../../shaders/top_k.wgsl");
+    const BINDINGS: &'static [Binding] = &[
+        PARAMS,
+        b(1, "scores", Access::Read),
+        b(2, "indices", Access::Read),
+        b(3, "out_scores", Access::ReadWrite),
+        b(4, "out_indices", Access::ReadWrite),
+    ];
+
+    fn dtype(&self) -> DType {
+        DType::F32
+    }
+    fn constants(&self) -> Vec<(&'static str, u32)> {
+        vec![("WG", WG), ("R", WG), ("KP", self.kp), ("CAP", self.cap), ("PAIRS", self.pairs as u32)]
+    }
+    /// The candidate buffer (scores and indices), its fill counter and its uniform copy.
+    fn workgroup_bytes(&self) -> u32 {
+        8 * self.cap + 8
+    }
+}
+
+impl TopKKernel {
+    /// The variant keeping `kp` entries.
+    fn new(kp: usize, pairs: bool) -> Self {
+        TopKKernel { kp: kp as u32, cap: if kp <= 512 { 1024 } else { 2048 }, pairs }
+    }
+
+    /// Every variant.
+    #[cfg(test)]
+    pub fn all() -> impl Iterator<Item = TopKKernel> {
+        [16usize, 32, 64, 128, 256, 512, 1024]
+            .into_iter()
+            .flat_map(|kp| [false, true].into_iter().map(move |pairs| TopKKernel::new(kp, pairs)))
+    }
+}
+
+/// How a top-k call is cut: keys per chunk (scored and selected at once), inputs per
+/// selection segment, segments per chunk, and entries kept per row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TopKPlan {
+    pub kp: usize,
+    pub chunk: usize,
+    pub seg: usize,
+    pub nseg: usize,
+}
+
+impl TopKPlan {
+    /// Candidate slots per query (the running best plus one per segment).
+    pub fn slots(&self) -> usize {
+        1 + self.nseg
+    }
+}
+
+/// Chunk sizing for a top-k call with `key_bytes` bytes per key element, pure: the scores of a
+/// chunk (`[nq, chunk]` f32) and the chunk's keys must each fit one binding (at most 256 MiB).
+pub(crate) fn plan(p: &TopKProblem, key_bytes: u64, caps: &Caps) -> Result<TopKPlan> {
+    let kp = p.k.next_power_of_two().max(16);
+    let need = TopKKernel::new(kp, false).workgroup_bytes();
+    if need > caps.max_workgroup_storage {
+        return Err(Error::Unsupported(format!(
+            "k = {} needs {need} bytes of workgroup memory, the device allows {}",
+            p.k, caps.max_workgroup_storage
+        )));
+    }
+    let max_binding = caps.max_binding.min(256 << 20) as usize;
+    let by_scores = max_binding / (4 * p.nq);
+    let by_keys = max_binding.saturating_sub(256) / (p.d * key_bytes as usize);
+    let chunk = by_scores.min(by_keys).min(p.nk.next_multiple_of(64)) / 64 * 64;
+    if chunk == 0 {
+        return Err(Error::TooLarge {
+            argument: "queries",
+            message: format!(
+                "{} queries of dim {} leave no room for a chunk of keys in one binding; search fewer at a time",
+                p.nq, p.d
+            ),
+        });
+    }
+    let seg = (8 * kp).max(8192);
+    Ok(TopKPlan { kp, chunk, seg, nseg: chunk.div_ceil(seg) })
+}
+
+/// Top-k results still on the GPU, from [`Context::encode_top_k`](crate::Context::encode_top_k):
+/// per query `kp` (k rounded up to a power of two, at least 16) scores and indices, best first.
+/// Read them with [`TopKOutput::read`] once the work has been submitted.
+#[derive(Debug, Clone)]
+pub struct TopKOutput {
+    /// Scores `[nq, kp]` f32 (for [`Metric::L2`], negated squared distances).
+    pub scores: wgpu::Buffer,
+    /// Key indices `[nq, kp]` u32.
+    pub indices: wgpu::Buffer,
+    /// Entries stored per query.
+    pub kp: usize,
+    /// Entries requested per query.
+    pub k: usize,
+    /// Number of queries.
+    pub nq: usize,
+    /// The metric (to report L2 scores as distances).
+    pub metric: Metric,
+    pub(crate) ctx_id: u64,
+}
+
+impl TopKOutput {
+    /// Reads the results back (blocking); call after the recording encoder was submitted.
+    pub fn read(&self, ctx: &Context) -> Result<TopK> {
+        ctx.check_owns("top-k output", self.ctx_id)?;
+        let (nq, k, kp) = (self.nq, self.k, self.kp);
+        let shape = Shape::new(1, 1, nq, kp);
+        let s = Tensor::from_buffer(ctx, self.scores.clone(), 0, shape, Layout::Bhsd, DType::F32)?
+            .download_blocking(ctx)?;
+        let i = Tensor::from_buffer(ctx, self.indices.clone(), 0, shape, Layout::Bhsd, DType::F32)?
+            .download_blocking(ctx)?;
+        let mut out = TopK { nq, k, indices: Vec::with_capacity(nq * k), scores: Vec::with_capacity(nq * k) };
+        for q in 0..nq {
+            out.indices.extend(i[q * kp..q * kp + k].iter().map(|x| x.to_bits()));
+            out.scores.extend(s[q * kp..q * kp + k].iter().map(|&x| if self.metric == Metric::L2 { -x } else { x }));
+        }
+        Ok(out)
+    }
+}
+
+fn u32_buffer(ctx: &Context, len: usize) -> Result<wgpu::Buffer> {
+    let size = (len.max(1) * 4) as u64;
+    ctx.check_buffer_size("k", size)?;
+    ctx.scoped(|| {
+        Ok(ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-attention candidates"),
+            size,
+            usage: crate::tensor::TENSOR_USAGE,
+            mapped_at_creation: false,
+        }))
+    })
+}
+
+/// Records a checked top-k call of `queries` (`[1, 1, nq, d]`) against `keys`.
+pub(crate) fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    p: &TopKProblem,
+    queries: &Tensor,
+    keys: &Tensor,
+) -> Result<TopKOutput> {
+    let pl = plan(p, keys.dtype.size(), ctx.caps())?;
+    let (nq, nk, d, kp) = (p.nq, p.nk, p.d, pl.kp);
+    let slots = pl.slots();
+    let scores = ctx.zeros(Shape::new(1, 1, nq, pl.chunk), Layout::Bhsd, DType::F32)?;
+    let cand_s = [u32_buffer(ctx, nq * slots * kp)?, u32_buffer(ctx, nq * slots * kp)?];
+    let cand_i = [u32_buffer(ctx, nq * slots * kp)?, u32_buffer(ctx, nq * slots * kp)?];
+    let (best_s, best_i) = (u32_buffer(ctx, nq * kp)?, u32_buffer(ctx, nq * kp)?);
+    let chunks: Vec<usize> = (0..nk).step_by(pl.chunk).collect();
+    let grid = Grid { bh: 1, heads: 1, nq, row_tile: 1 };
+
+    for (c, &k0) in chunks.iter().enumerate() {
+        let clen = pl.chunk.min(nk - k0);
+        let kview = Tensor { offset: keys.offset + (k0 * d) as u64, shape: Shape::new(1, 1, clen, d), ..keys.clone() };
+        let sview = Tensor { shape: Shape::new(1, 1, nq, clen), ..scores.clone() };
+        let sp = SimilarityProblem::of_top_k(Operand::gpu(queries), Operand::gpu(&kview), p.metric.similarity());
+        super::similarity::record(ctx, encoder, &sp, queries, &kview, &sview)?;
+        let (x, y) = (c % 2, (c + 1) % 2);
+        let nseg_c = clen.div_ceil(pl.seg);
+        // the best kp of each segment of this chunk, into slots 1.. of x
+        let wg_sel = |_: usize, nr: usize| (nr * nseg_c) as u64;
+        Launch {
+            kernel: Kernel::TopK(TopKKernel::new(kp, false)),
+            grid,
+            args: vec![
+                Arg::matrix("scores", &scores.buffer, clen, Rows::Query, 0, 1),
+                Arg::whole("indices", &ctx.inner.placeholder_read, 2),
+                // outputs are addressed by slot (kp entries each)
+                Arg::matrix("candidates", &cand_s[x], kp, Rows::All(nq * slots), 2, 3),
+                Arg::matrix("candidates", &cand_i[x], kp, Rows::All(nq * slots), 3, 4),
+            ],
+            params: Params {
+                nk: clen as u32,
+                split_len: pl.seg as u32,
+                idx0: k0 as u32,
+                start: 0,
+                out_stride: slots as u32,
+                out_offset: 1,
+                ..Params::unscaled()
+            },
+            workgroups: &wg_sel,
+        }
+        .record(ctx, encoder)?;
+        // merge: slot 0 (the best so far, absent for the first chunk) and this chunk's
+        // segments into slot 0 of y, or into the result after the last chunk
+        let last = c + 1 == chunks.len();
+        let (out_s, out_i, stride) = if last { (&best_s, &best_i, 1) } else { (&cand_s[y], &cand_i[y], slots) };
+        let len = (1 + nseg_c) * kp;
+        let start = if c == 0 { kp } else { 0 };
+        let wg_merge = |_: usize, nr: usize| nr as u64;
+        Launch {
+            kernel: Kernel::TopK(TopKKernel::new(kp, true)),
+            grid,
+            args: vec![
+                Arg::matrix("candidates", &cand_s[x], slots * kp, Rows::Query, 0, 1),
+                Arg::matrix("candidates", &cand_i[x], slots * kp, Rows::Query, 1, 2),
+                Arg::matrix("result", out_s, kp, Rows::All(nq * stride), 2, 3),
+                Arg::matrix("result", out_i, kp, Rows::All(nq * stride), 3, 4),
+            ],
+            params: Params {
+                nk: len as u32,
+                split_len: (len - start) as u32,
+                start: start as u32,
+                out_stride: stride as u32,
+                out_offset: 0,
+                ..Params::unscaled()
+            },
+            workgroups: &wg_merge,
+        }
+        .record(ctx, encoder)?;
+    }
+    Ok(TopKOutput { scores: best_s, indices: best_i, kp, k: p.k, nq, metric: p.metric, ctx_id: ctx.inner.id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(nq: usize, nk: usize, d: usize, k: usize) -> TopKProblem {
+        TopKProblem::new(nq, nk, d, d, k, Metric::Dot).unwrap()
+    }
+
+    #[test]
+    fn chunks_fit_the_binding_and_segments_cover_them() {
+        let caps = Caps { max_binding: 128 << 20, max_workgroup_storage: 32 << 10, ..Caps::baseline() };
+        let pl = plan(&problem(256, 200_000, 128, 10), 4, &caps).unwrap();
+        assert_eq!(pl.kp, 16);
+        assert!(pl.chunk * 256 * 4 <= 128 << 20 && pl.chunk * 128 * 4 <= 128 << 20);
+        assert_eq!(pl.chunk % 64, 0);
+        assert!(pl.nseg * pl.seg >= pl.chunk);
+        // few keys: one chunk rounded up to 64
+        let pl = plan(&problem(2, 100, 8, 100), 4, &caps).unwrap();
+        assert_eq!((pl.kp, pl.chunk, pl.nseg), (128, 128, 1));
+        // k > 512 needs 16 KiB + 8 bytes of workgroup memory
+        let small = Caps { max_workgroup_storage: 16 << 10, ..caps.clone() };
+        assert!(matches!(plan(&problem(1, 2000, 8, 600), 4, &small), Err(Error::Unsupported(_))));
+        assert!(plan(&problem(1, 2000, 8, 512), 4, &small).is_ok());
+        // so many queries that no chunk fits
+        let tiny = Caps { max_binding: 64 << 10, ..caps };
+        assert!(matches!(
+            plan(&problem(20_000, 100, 8, 1), 4, &tiny),
+            Err(Error::TooLarge { argument: "queries", .. })
+        ));
+    }
+}

@@ -1,0 +1,139 @@
+//! Attention: `O = softmax(scale · Q Kᵀ + mask) V` (fused, split-K or unfused on the GPU;
+//! `cpu::attention` and `cpu::attention_unfused` on the CPU).
+
+use super::{
+    check_key_lengths, check_mask, check_operand, check_output, qk_dims, same_dtype, sum_prescale, Dims, MaskSpec,
+    Operand, ScoreTransform,
+};
+use crate::error::{Error, Result};
+use crate::options::{AttentionOptions, AttentionVariant};
+use crate::shape::{DType, Layout, Shape, MAX_HEAD_DIM};
+
+/// A checked attention call.
+#[derive(Clone, Debug)]
+pub(crate) struct AttentionProblem<'a> {
+    pub dims: Dims,
+    pub dtype: DType,
+    pub q: Operand,
+    pub k: Operand,
+    pub v: Operand,
+    pub causal: bool,
+    pub key_lengths: Option<&'a [u32]>,
+    pub scale: f32,
+    pub variant: AttentionVariant,
+}
+
+impl<'a> AttentionProblem<'a> {
+    /// Checks, in this order: `q`, `k`, `v` each (non-empty, countable); `k` against `q` (batch,
+    /// dim, heads divisible); `v` against `k` (batch, heads, seq) and `q` (dim); the head dim;
+    /// dtypes (`k`, `v` like `q`); the mask's shape; key lengths; the scale.
+    pub fn new(
+        q: Operand,
+        k: Operand,
+        v: Operand,
+        mask: Option<MaskSpec>,
+        opts: &AttentionOptions<'a>,
+    ) -> Result<Self> {
+        let dims = qk_dims(&q, &k)?;
+        check_operand("v", &v)?;
+        let (ks, vs) = (k.shape, v.shape);
+        for (dim, got, expected) in
+            [("batch", vs.batch, ks.batch), ("heads", vs.heads, ks.heads), ("seq", vs.seq, ks.seq)]
+        {
+            if got != expected {
+                return Err(Error::ShapeMismatch { argument: "v", other: "k", dim, got, expected });
+            }
+        }
+        if vs.dim != dims.d {
+            return Err(Error::ShapeMismatch { argument: "v", other: "q", dim: "dim", got: vs.dim, expected: dims.d });
+        }
+        if dims.d > MAX_HEAD_DIM {
+            return Err(Error::UnsupportedHeadDim { argument: "q", got: dims.d, max: MAX_HEAD_DIM });
+        }
+        same_dtype("k", &k, q.dtype)?;
+        same_dtype("v", &v, q.dtype)?;
+        if let Some(m) = &mask {
+            check_mask(m, dims.batch, dims.heads, dims.nq, dims.nk)?;
+        }
+        check_key_lengths(opts.key_lengths, dims.batch, dims.nk)?;
+        let scale = opts.scale_for(dims.d);
+        super::check_multiplier("scale", scale, true, "the scale")?;
+        Ok(AttentionProblem {
+            dims,
+            dtype: q.dtype,
+            q,
+            k,
+            v,
+            causal: opts.causal,
+            key_lengths: opts.key_lengths,
+            scale,
+            variant: opts.variant,
+        })
+    }
+
+    /// Records the magnitudes found by scanning the inputs, and checks that the scores they
+    /// allow can be carried in f32 at all (see [`ScoreTransform`]).
+    pub fn with_magnitudes(mut self, q: f32, k: f32, v: f32) -> Result<Self> {
+        self.q.max_abs = Some(q);
+        self.k.max_abs = Some(k);
+        self.v.max_abs = Some(v);
+        self.transform()?;
+        Ok(self)
+    }
+
+    /// Bound on |q·k| from the known magnitudes.
+    fn dot_bound(&self) -> Option<f64> {
+        Some(self.dims.d as f64 * self.q.max_abs? as f64 * self.k.max_abs? as f64)
+    }
+
+    /// How the kernels carry the scores (see [`ScoreTransform`]).
+    pub fn transform(&self) -> Result<ScoreTransform> {
+        ScoreTransform::new(self.scale, self.dot_bound())
+    }
+
+    /// `(pre, post)` for V: the output accumulator sums at most `nk` values of |v| times weights <= 1.
+    pub fn v_prescale(&self) -> (f32, f32) {
+        sum_prescale(self.v.max_abs.map(|m| self.dims.nk as f64 * m as f64))
+    }
+
+    /// Shape of the output (that of `q`).
+    pub fn out_shape(&self) -> Shape {
+        self.q.shape
+    }
+
+    /// Shape of the log-sum-exp output, `[batch, heads, nq, 1]`.
+    pub fn lse_shape(&self) -> Shape {
+        Shape::new(self.dims.batch, self.dims.heads, self.dims.nq, 1)
+    }
+
+    /// Shape of the scores and weights of the unfused path, `[batch, heads, nq, nk]`.
+    pub fn scores_shape(&self) -> Shape {
+        Shape::new(self.dims.batch, self.dims.heads, self.dims.nq, self.dims.nk)
+    }
+
+    /// Checks caller-provided outputs: `out` like `q` (any layout), `lse` f32 `[b, h, nq, 1]`.
+    pub fn check_outputs(&self, out: &Operand, lse: Option<&Operand>) -> Result<()> {
+        check_output("out", out, self.out_shape(), self.dtype)?;
+        if let Some(l) = lse {
+            check_output("lse", l, self.lse_shape(), DType::F32)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the caller-provided weights of the unfused path: f32 `[b, h, nq, nk]`.
+    pub fn check_weights(&self, w: &Operand) -> Result<()> {
+        check_output("weights", w, self.scores_shape(), DType::F32)
+    }
+
+    /// The layout of the output tensors this crate allocates (that of `q`).
+    pub fn out_layout(&self) -> Layout {
+        self.q.layout
+    }
+
+    /// FLOPs of the call (FlashAttention convention: 4·B·H·Nq·Nk·D, halved when causal).
+    #[allow(dead_code)]
+    pub fn flops(&self) -> f64 {
+        let d = self.dims;
+        4.0 * d.slices() as f64 * d.nq as f64 * d.nk as f64 * d.d as f64 / if self.causal { 2.0 } else { 1.0 }
+    }
+}

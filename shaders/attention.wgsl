@@ -5,8 +5,10 @@
 // (output columns per thread), NS = BC / TPR (scores per thread per key tile), SPLIT (1:
 // split-K; each workgroup takes P.split_len keys and writes partial results), VEC (4: vector
 // loads of Q, K, V; 1: scalar loads).
-// Bindings: 1 q, 2 mask, 3 key lengths, 4 k, 5 v, 6 out, 7 lse (f32).
-// Views: v0 q, v1 k, v2 v (key/value head h / group), v3 mask, v4 out, v5 lse (row length 1).
+// Bindings: 1 q, 2 mask, 3 key lengths (paged: sequence lengths), 4 k, 5 v, 6 out, 7 lse (f32),
+// 8 per-head parameters (ALiBi slope and sink, z units); the paged variant adds 9, the block
+// table. Views: v0 q, v1 k, v2 v (key/value head h / group; paged: head stride sh and token
+// stride ss of the page pool), v3 mask, v4 out, v5 lse (row length 1).
 // With SPLIT = 1, binding 7 holds partials instead: row i of v5 holds, for each split s at
 // s * (d + 2), the raw accumulator (d values), the running maximum (as z) and the sum l;
 // attention_merge.wgsl combines them.
@@ -18,6 +20,11 @@
 // V is pre-multiplied by P.kpre and the output by P.post (powers of two that keep the
 // accumulator in range).
 //
+// The options (masking.wgsl): the key loop covers only [key_start of the first row, key_limit
+// of the last row), so a sliding window costs in proportion to its width; within, each score is
+// capped, biased and masked by score_z, and a sink enters as the running maximum and a weight of
+// 1 before any key (with SPLIT, attention_merge.wgsl adds it once).
+//
 // Each workgroup owns BR query rows (held in workgroup memory) and walks key tiles of BC
 // keys: S = Q Kᵀ through K chunks of KC dims; masking; online softmax (running max m,
 // per-thread partial sum l, accumulator rescaled by the weight of m_old under m_new);
@@ -25,9 +32,11 @@
 // counts so that they stay in registers. Fully masked rows give 0 and lse = -inf.
 
 // Q (binding 1), K (4) and V (5) and their load4_q/k/v come from a prelude: qkv_vec4.wgsl
-// (VEC = 4: one vector load per 4 elements) or qkv_scalar.wgsl (VEC = 1).
+// (VEC = 4: one vector load per 4 elements) or qkv_scalar.wgsl (VEC = 1); k_index and v_index
+// (where key j's row starts) from kv_contiguous.wgsl or kv_paged.wgsl.
 @group(0) @binding(6) var<storage, read_write> O: array<elem>;
 @group(0) @binding(7) var<storage, read_write> LSE: array<f32>;
+@group(0) @binding(8) var<storage, read> HEADS: array<f32>;
 
 const KCP: u32 = KC + 1u;
 
@@ -36,6 +45,7 @@ var<workgroup> Ks: array<f32, BC * KCP>;
 var<workgroup> Vs: array<f32, VK * DP>;
 var<workgroup> Ps: array<f32, BR * BC>;
 var<workgroup> red: array<f32, WG>;
+var<workgroup> wkbegin: u32;
 var<workgroup> wkend: u32;
 
 @compute @workgroup_size(WG)
@@ -79,23 +89,35 @@ fn attention(
         Qs[o + 2u] = x.z;
         Qs[o + 3u] = x.w;
     }
-    var k_begin = 0u;
+    var split_begin = 0u;
     if (SPLIT == 1u) {
-        k_begin = split * P.split_len;
+        split_begin = split * P.split_len;
     }
     if (t == 0u) {
-        // keys past this are masked for every row of the block (or belong to the next split)
+        // keys before this and past that are masked for every row of the block (or belong to
+        // another split): the loop skips them, whole tiles at a time
+        var kb = max(split_begin, key_start(b, row_first));
         var ke = key_limit(b, row_end - 1u);
         if (SPLIT == 1u) {
-            ke = min(ke, k_begin + P.split_len);
+            ke = min(ke, split_begin + P.split_len);
         }
+        wkbegin = kb;
         wkend = ke;
     }
+    let k_begin = workgroupUniformLoad(&wkbegin);
     let kend = workgroupUniformLoad(&wkend);
+    let row_start = key_start(b, row);
     let row_lim = key_limit(b, row);
+    let qp = qpos(b, row);
 
+    // a sink enters as the running maximum and a weight of 1 (in one thread of the row) before
+    // any key; with SPLIT the merge adds it, once
     var m = ZNONE;
     var l = 0.0;
+    if (SPLIT == 0u) {
+        m = sink_z(h);
+        l = select(0.0, 1.0, (P.flags & F_SINK) != 0u && c == 0u);
+    }
     var acc: array<f32, NJ>;
     var s: array<f32, NS>;
     var ntiles = 0u;
@@ -115,7 +137,7 @@ fn attention(
                     let dd = (e % (KC / 4u)) * 4u;
                     var x = vec4<f32>(0.0);
                     if (k0 + kk < kend && d0 + dd < P.d) {
-                        x = load4_k(vidx(P.v1, b, hk, k0 + kk) + d0 + dd, min(P.d - d0 - dd, 4u));
+                        x = load4_k(k_index(b, hk, k0 + kk) + d0 + dd, min(P.d - d0 - dd, 4u));
                     }
                     let o = kk * KCP + dd;
                     Ks[o] = x.x;
@@ -138,8 +160,8 @@ fn attention(
         for (var u = 0u; u < NS; u++) {
             let j = k0 + c + u * TPR;
             var add = 0.0;
-            if (row_ok && j < row_lim && j < kend && mask_keep(b, h, row, j, &add)) {
-                s[u] = zsat(s[u] + add * P.mscale);
+            if (row_ok && j >= row_start && j < row_lim && j < kend && mask_keep(b, h, row, j, &add)) {
+                s[u] = score_z(s[u], add, h, qp, j);
                 keep |= 1u << u;
                 pm = max(pm, s[u]);
             }
@@ -172,7 +194,7 @@ fn attention(
                 let dd = (e % (DP / 4u)) * 4u;
                 var x = vec4<f32>(0.0);
                 if (k0 + v0 + kk < kend && dd < P.d) {
-                    x = load4_v(vidx(P.v2, b, hk, k0 + v0 + kk) + dd, min(P.d - dd, 4u)) * P.kpre;
+                    x = load4_v(v_index(b, hk, k0 + v0 + kk) + dd, min(P.d - dd, 4u)) * P.kpre;
                 }
                 let o = kk * DP + dd;
                 Vs[o] = x.x;

@@ -1,16 +1,18 @@
 // Merge of split-K attention partials: for each query row, the splits' raw accumulators acc_s,
-// running maxima m_s (carried as z) and sums l_s combine as
-//   M = max m_s,  w_s = weight(m_s, M),  L = Σ l_s w_s,  O = Σ acc_s w_s / L · post,
-//   lse = lse_of(M, L)
+// running maxima m_s (carried as z) and sums l_s combine, with the sink z_k of the row's head
+// (if any, counted once, in the denominator only), as
+//   M = max(m_s, z_k),  w_s = weight(m_s, M),  L = Σ l_s w_s + weight(z_k, M),
+//   O = Σ acc_s w_s / L · post,  lse = lse_of(M, L)
 // (weight and lse_of in common.wgsl, with the call's score transform). A row no split kept
-// anything for gives O = 0, lse = -inf.
+// anything for gives O = 0, lse = -inf (or the sink).
 // Header constants (src/kernels/attention_merge.rs): WG. Bindings: 1 partials (f32), 2 out,
-// 3 lse (f32). Views: v0 partials (row i: d + 2 values per split), v1 out, v2 lse.
-// P.split_len is the number of splits.
+// 3 lse (f32), 4 per-head parameters (ALiBi slope, sink). Views: v0 partials (row i: d + 2
+// values per split), v1 out, v2 lse. P.split_len is the number of splits.
 
 @group(0) @binding(1) var<storage, read> PART: array<f32>;
 @group(0) @binding(2) var<storage, read_write> O: array<elem>;
 @group(0) @binding(3) var<storage, read_write> LSE: array<f32>;
+@group(0) @binding(4) var<storage, read> HEADS: array<f32>;
 
 @compute @workgroup_size(WG)
 fn attention_merge(
@@ -27,11 +29,18 @@ fn attention_merge(
     let b = bh / P.heads;
     let h = bh % P.heads;
     let nsplit = P.split_len;
+    let has_sink = (P.flags & F_SINK) != 0u;
     var mx = ZNONE;
+    if (has_sink) {
+        mx = HEADS[2u * h + 1u];
+    }
     for (var s = 0u; s < nsplit; s++) {
         mx = max(mx, PART[(vidx(P.v0, b, h, row) + s * (P.d + 2u)) + P.d]);
     }
     var l = 0.0;
+    if (has_sink) {
+        l = weight(HEADS[2u * h + 1u], mx);
+    }
     for (var s = 0u; s < nsplit; s++) {
         let pb = (vidx(P.v0, b, h, row) + s * (P.d + 2u));
         l += PART[pb + P.d + 1u] * weight(PART[pb + P.d], mx);

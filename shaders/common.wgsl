@@ -17,14 +17,18 @@ struct Params {
     // head dim (or reduction length), F_* flags, keys per split (merge: the number of splits;
     // top-k: inputs per segment), top-k: index of the first input element
     d: u32, flags: u32, split_len: u32, idx0: u32,
-    // top-k: first input of each row to read, output slots per row, slot of the first segment
-    start: u32, out_stride: u32, out_offset: u32, _pad0: u32,
+    // top-k: first input of each row to read, output slots per row, slot of the first segment;
+    // the sliding window's bound on the left
+    start: u32, out_stride: u32, out_offset: u32, wleft: u32,
+    // the window's bound on the right; paged KV cache: table entries per sequence, log2 page size
+    wright: u32, max_blocks: u32, page_shift: u32, _pad0: u32,
     // input prescales, output factors (applied in turn, each saturating)
     pre: f32, kpre: f32, post: f32, post2: f32,
     // the score transform (src/problem/mod.rs, ScoreTransform): z = x * pre + mask * mscale,
-    // s = z * unit, weights exp2(max(z - zmax, floor) * ex), lse overflows past |zmax| > zcap
+    // s = z * unit, weights exp2(max(z - zmax, floor) * ex), lse overflows past |zmax| > zcap;
+    // soft-capping z = cap_out * tanh(z * cap_in)
     mscale: f32, unit: f32, ex: f32, floor: f32,
-    zcap: f32, _pad1: f32, _pad2: f32, _pad3: f32,
+    zcap: f32, cap_in: f32, cap_out: f32, cap_lim: f32,
     v0: View, v1: View, v2: View, v3: View, v4: View, v5: View,
 }
 

@@ -1,5 +1,8 @@
-// Prelude of the families that mask scores (softmax, attention): the mask at binding 2
-// (one word per element, view v3) and per-batch key lengths at binding 3.
+// Prelude for the families that mask scores (softmax, attention): the mask at binding 2
+// (one word per element, view v3), per-batch key lengths at binding 3 (over a paged cache:
+// the sequence lengths), and the score rules shared by both, in the order AttentionOptions
+// documents: scale (in the caller's z), soft-cap, ALiBi, mask, window, causal, key lengths.
+// The family declares HEADS: per query head, the ALiBi slope and the sink, in z units.
 
 @group(0) @binding(2) var<storage, read> MASK: array<u32>;
 @group(0) @binding(3) var<storage, read> KEY_LENGTHS: array<u32>;
@@ -22,16 +25,72 @@ fn mask_keep(b: u32, h: u32, row: u32, j: u32, add: ptr<function, f32>) -> bool 
     return w != 0u;
 }
 
-// Keys [0, key_limit) can be kept by batch b's key length and, when causal, by query `row`
-// (bottom-right alignment: key j is visible to query i when j <= i + nk - nq).
+// The keys of batch b: the tensor's, or over a paged cache the sequence's length.
+fn kv_len(b: u32) -> u32 {
+    if ((P.flags & F_PAGED) != 0u) {
+        return KEY_LENGTHS[b];
+    }
+    return P.nk;
+}
+
+// The position of query `row` of batch b (bottom-right aligned: the last query sits at the
+// last key). Positions stay within +-2^30 (the kernels' dimensions are bounded there).
+fn qpos(b: u32, row: u32) -> i32 {
+    return i32(row) + i32(kv_len(b)) - i32(P.nq);
+}
+
+// Keys [key_start, key_limit) can be kept for query `row` of batch b: its window, the causal
+// diagonal and the key length (or sequence length) bound them; masks decide within.
+fn key_start(b: u32, row: u32) -> u32 {
+    if ((P.flags & F_WINDOW_LEFT) != 0u) {
+        return u32(max(qpos(b, row) - i32(P.wleft), 0));
+    }
+    return 0u;
+}
+
 fn key_limit(b: u32, row: u32) -> u32 {
-    var lim = P.nk;
+    var lim = kv_len(b);
     if ((P.flags & F_KEY_LENGTHS) != 0u) {
         lim = min(lim, KEY_LENGTHS[b]);
     }
+    let p = qpos(b, row);
     if ((P.flags & F_CAUSAL) != 0u) {
-        let c = i32(row) + i32(P.nk) - i32(P.nq) + 1;
-        lim = min(lim, u32(max(c, 0)));
+        lim = min(lim, u32(max(p + 1, 0)));
+    }
+    if ((P.flags & F_WINDOW_RIGHT) != 0u) {
+        lim = min(lim, u32(max(p + i32(P.wright) + 1, 0)));
     }
     return lim;
+}
+
+// tanh to f32 accuracy near 0 too (exp-based formulas lose it there to cancellation).
+fn tanh_acc(x: f32) -> f32 {
+    let a = abs(x);
+    if (a < 0.25) {
+        let x2 = x * x;
+        return x * (1.0 + x2 * (-0.33333334 + x2 * (0.13333334 + x2 * (-0.053968254 + x2 * 0.021869488))));
+    }
+    let e = exp(-2.0 * a);
+    return sign(x) * (1.0 - e) / (1.0 + e);
+}
+
+// The z of a kept score from the z of its (scaled) dot product and its mask term: soft-cap,
+// ALiBi (query position qp, key j, query head h), mask; saturated, NaN-free.
+fn score_z(z_dot: f32, add: f32, h: u32, qp: i32, j: u32) -> f32 {
+    var z = zsat(z_dot);
+    if ((P.flags & F_SOFTCAP) != 0u) {
+        z = P.cap_out * tanh_acc(clamp(z, -P.cap_lim, P.cap_lim) * P.cap_in);
+    }
+    if ((P.flags & F_ALIBI) != 0u) {
+        z -= HEADS[2u * h] * f32(abs(qp - i32(j)));
+    }
+    return zsat(z + add * P.mscale);
+}
+
+// The sink of query head h in z units, or ZNONE without sinks.
+fn sink_z(h: u32) -> f32 {
+    if ((P.flags & F_SINK) != 0u) {
+        return HEADS[2u * h + 1u];
+    }
+    return ZNONE;
 }

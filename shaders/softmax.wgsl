@@ -2,14 +2,17 @@
 // masked columns 0, fully masked rows all 0.
 // Scores are carried as z = x * P.pre + mask * P.mscale (common.wgsl, ScoreTransform in
 // src/problem/mod.rs): no x / temperature is ever formed, so it cannot overflow.
+// The options of attention (window, soft-cap, ALiBi, sink) apply too when the unfused
+// attention runs through here (masking.wgsl): x is then the scaled scores.
 // Header constants (src/kernels/softmax.rs): WG. Views: v0 = x (columns = P.nk), v3 = mask,
-// v4 = y. Bindings: 1 x, 2 mask, 3 key lengths, 4 y.
+// v4 = y. Bindings: 1 x, 2 mask, 3 key lengths, 4 y, 5 per-head parameters.
 //
 // One workgroup per row. Each thread keeps a running (max, sum) over its columns (online
 // softmax), the pairs are merged in a tree, then each thread writes its columns.
 
 @group(0) @binding(1) var<storage, read> X: array<elem>;
 @group(0) @binding(4) var<storage, read_write> Y: array<elem>;
+@group(0) @binding(5) var<storage, read> HEADS: array<f32>;
 
 var<workgroup> red_m: array<f32, WG>;
 var<workgroup> red_l: array<f32, WG>;
@@ -29,16 +32,19 @@ fn softmax(
     let b = bh / P.heads;
     let h = bh % P.heads;
     let xb = vidx(P.v0, b, h, row);
+    let first = key_start(b, row);
     let lim = key_limit(b, row);
+    let qp = qpos(b, row);
 
-    var m = ZNONE;
-    var l = 0.0;
-    for (var j = t; j < lim; j += WG) {
+    // a sink: the running maximum and a weight of 1, in thread 0
+    var m = sink_z(h);
+    var l = select(0.0, 1.0, (P.flags & F_SINK) != 0u && t == 0u);
+    for (var j = first + t; j < lim; j += WG) {
         var add = 0.0;
         if (!mask_keep(b, h, row, j, &add)) {
             continue;
         }
-        let z = zsat(f32(X[xb + j]) * P.pre + add * P.mscale);
+        let z = score_z(f32(X[xb + j]) * P.pre, add, h, qp, j);
         if (z > m) {
             l = l * weight(m, z) + 1.0;
             m = z;
@@ -65,8 +71,8 @@ fn softmax(
     for (var j = t; j < P.nk; j += WG) {
         var y = 0.0;
         var add = 0.0;
-        if (j < lim && mask_keep(b, h, row, j, &add)) {
-            y = weight(zsat(f32(X[xb + j]) * P.pre + add * P.mscale), mx) * inv;
+        if (j >= first && j < lim && mask_keep(b, h, row, j, &add)) {
+            y = weight(score_z(f32(X[xb + j]) * P.pre, add, h, qp, j), mx) * inv;
         }
         Y[yb + j] = elem(y);
     }

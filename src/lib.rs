@@ -78,8 +78,8 @@ pub use host::{HostMask, HostMaskValues, HostTensor, MaskKind};
 pub use index::{Index, SearchResult};
 pub use kernels::attention::AttentionPlan;
 pub use kernels::top_k::{Metric, TopK, TopKOutput, MAX_K};
-pub use options::{AttentionOptions, AttentionVariant, Loads, Similarity, SoftmaxOptions};
-pub use problem::SCALE_RANGE;
+pub use options::{AttentionOptions, AttentionVariant, Loads, Similarity, SoftmaxOptions, Window};
+pub use problem::{MAX_ALIBI_SLOPE, SCALE_RANGE};
 pub use shape::{DType, Element, Layout, Shape, Strides, MAX_HEAD_DIM};
 pub use tensor::{Mask, Tensor};
 

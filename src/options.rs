@@ -113,10 +113,36 @@ impl std::fmt::Display for AttentionVariant {
     }
 }
 
+/// A sliding (local) attention window, in key positions relative to the query's position.
+///
+/// Query `i` sits at position `p = i + nk - nq` (bottom-right aligned, as causal; over a paged
+/// cache `nk` is the sequence's length); it sees keys `j` with `p - left <= j` and, if `right`
+/// is given, `j <= p + right`. Mistral's window of `w` keys ending at the query is
+/// `Window { left: w - 1, right: Some(0) }` (or `right: None` with `causal: true`). A window wider
+/// than the sequence changes nothing; `left: 0` keeps only keys at or after the query's position
+/// (with causal, the query's own key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    /// Keys at most this many positions before the query's.
+    pub left: usize,
+    /// Keys at most this many positions after the query's; `None`: no bound on the right.
+    pub right: Option<usize>,
+}
+
 /// Options of fused and unfused attention.
 ///
-/// `O = softmax(scale · Q Kᵀ + mask) V`, per (batch, head); key/value head `h / (heads / kv_heads)`
-/// serves query head `h` (GQA/MQA).
+/// `O = softmax(scores) V` per (batch, head), with the scores of query `i` and key `j` formed in
+/// this order (each step only where its option is set):
+///
+/// 1. `s = scale · q·k`
+/// 2. soft-capping: `s = softcap · tanh(s / softcap)`
+/// 3. ALiBi: `s -= slope[h] · |p - j|` (`p` the query's position, as for the window)
+/// 4. the additive mask is added; a `false` boolean mask entry or a `-inf` additive one drops the key
+/// 5. keys outside the window, past the causal diagonal or at or past the key length are dropped
+/// 6. the softmax runs over the kept keys, its denominator also counting `exp(sink[h])` when
+///    sinks are given (the output is not a weighted sum over the sink: rows then weigh less than 1)
+///
+/// Key/value head `h / (heads / kv_heads)` serves query head `h` (GQA/MQA).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AttentionOptions<'a> {
     /// Score scale; `None` means `1/sqrt(head_dim)`. Must be finite, and 0 or of magnitude
@@ -129,6 +155,18 @@ pub struct AttentionOptions<'a> {
     /// Per-batch number of valid keys (padding): keys at or past `key_lengths[b]` are masked.
     /// `len == batch`, each `<= nk`; 0 masks every key (the rows give zeros).
     pub key_lengths: Option<&'a [u32]>,
+    /// Sliding-window (local) attention; `None`: every key.
+    pub window: Option<Window>,
+    /// Logit soft-capping (Gemma 2): `s = softcap · tanh(s / softcap)` on the scaled scores,
+    /// before masks and biases. Finite, between 2^-100 and 2^100.
+    pub softcap: Option<f32>,
+    /// ALiBi slopes, one per query head: `s -= slope[h] · |p - j|` (FlashAttention's
+    /// convention; with `causal` the usual one-sided bias). Finite, magnitude at most 2^64.
+    pub alibi_slopes: Option<&'a [f32]>,
+    /// Attention sinks, one logit per query head, counted in the softmax denominator only
+    /// (gpt-oss). The log-sum-exp includes it; a row whose keys are all masked gives zeros and a
+    /// log-sum-exp equal to the sink.
+    pub sinks: Option<&'a [f32]>,
     /// The GPU kernel variant; `Auto` by default (see [`AttentionVariant`]).
     pub variant: AttentionVariant,
 }

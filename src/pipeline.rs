@@ -10,15 +10,15 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::{Access, Kernel};
+use crate::kernels::{Access, Binding, Kernel};
 
 type Slot<T> = Arc<OnceLock<Result<T>>>;
 
-/// Compiled pipelines and bind group layouts, keyed by variant (layouts by family).
+/// Compiled pipelines and bind group layouts, keyed by variant (layouts by their bindings).
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     pipelines: RwLock<HashMap<Kernel, Slot<Arc<wgpu::ComputePipeline>>>>,
-    layouts: RwLock<HashMap<&'static str, Slot<(wgpu::BindGroupLayout, wgpu::PipelineLayout)>>>,
+    layouts: RwLock<HashMap<&'static [Binding], Slot<(wgpu::BindGroupLayout, wgpu::PipelineLayout)>>>,
     compiled: AtomicUsize,
 }
 
@@ -37,7 +37,7 @@ impl PipelineCache {
     }
 
     fn layouts(&self, ctx: &Context, kernel: Kernel) -> Result<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
-        let s = slot(&self.layouts, kernel.name());
+        let s = slot(&self.layouts, kernel.bindings());
         s.get_or_init(|| {
             let entries: Vec<_> = kernel
                 .bindings()
@@ -72,7 +72,7 @@ impl PipelineCache {
             })
         })
         .clone()
-        .inspect_err(|_| forget(&self.layouts, kernel.name(), &s))
+        .inspect_err(|_| forget(&self.layouts, kernel.bindings(), &s))
     }
 
     /// The bind group layout of `kernel`'s family.

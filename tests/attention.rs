@@ -85,6 +85,67 @@ attention_cases!(split_k_decode_with_every_option, {
     cases
 });
 
+attention_cases!(sliding_windows, {
+    let mut cases = vec![
+        // width 0: with causal only the query's own key
+        Case::new(1, 2, 2, 33, 33, 16).causal().window(0, None),
+        Case::new(1, 2, 1, 40, 40, 24).window(5, Some(3)),
+        Case::new(2, 2, 2, 19, 50, 32).window(1000, Some(1000)), // wider than the sequence
+        Case::new(2, 4, 2, 40, 40, 16).causal().window(7, None).bshd(),
+        Case::new(1, 2, 2, 5, 40, 8).window(3, Some(0)),  // nq < nk: positions 35..39
+        Case::new(1, 2, 2, 40, 5, 8).window(2, Some(2)),  // nq > nk: early rows see nothing
+        Case::new(1, 2, 2, 70, 70, 40).window(10, Some(0)).key_lengths(&[50]),
+        Case::new(1, 1, 1, 200, 200, 64).causal().window(31, None), // windows cut across key tiles
+    ];
+    let mut c = Case::new(2, 2, 2, 21, 40, 16).window(6, Some(6));
+    c.bool_mask = Some([2, 1, 21, 40]);
+    cases.push(c);
+    // few queries, many keys: split-K with the window skipping whole splits
+    cases.push(Case::new(1, 2, 1, 2, 3000, 64).window(300, Some(0)));
+    cases.push(Case::new(1, 2, 1, 1, 4100, 32).window(0, None).causal());
+    cases
+});
+
+attention_cases!(soft_capping, {
+    [1.0f32, 5.0, 30.0, 1e4].into_iter().flat_map(|cap| {
+        let mut c = Case::new(1, 2, 2, 29, 37, 32).softcap(cap);
+        c.amp = 6.0; // scores up to ~50: the small caps bite
+        let mut d = c.clone().causal();
+        d.add_mask = Some([1, 2, 29, 37]);
+        [c, d]
+    })
+});
+
+attention_cases!(alibi_slopes, {
+    [
+        Case::new(1, 4, 2, 33, 33, 16).alibi().causal(),
+        Case::new(1, 2, 2, 9, 47, 32).alibi().causal(), // nq < nk
+        Case::new(1, 2, 2, 47, 9, 32).alibi(),           // nq > nk, both sides
+        Case::new(2, 2, 1, 30, 60, 24).alibi().bshd().key_lengths(&[60, 17]),
+        Case::new(1, 2, 1, 2, 2500, 32).alibi().causal(), // split-K
+    ]
+});
+
+attention_cases!(sinks_with_fully_masked_rows, {
+    [
+        Case::new(2, 2, 2, 17, 30, 16).sinks(),
+        Case::new(2, 2, 1, 9, 30, 16).sinks().key_lengths(&[0, 12]), // batch 0: every key masked
+        Case::new(1, 2, 2, 20, 6, 8).sinks().causal(),              // nq > nk: early rows see nothing
+        Case::new(1, 2, 1, 3, 2600, 32).sinks(),                    // split-K: the merge adds the sink
+        Case::new(1, 2, 1, 3, 2600, 32).sinks().window(10, Some(0)).causal(),
+    ]
+});
+
+attention_cases!(every_option_at_once, {
+    let mut c = Case::new(2, 4, 2, 23, 61, 40).causal().window(17, None).softcap(20.0).alibi().sinks().bshd();
+    c.add_mask = Some([2, 1, 23, 61]);
+    c.key_lengths = Some(vec![61, 30]);
+    c.amp = 3.0;
+    let mut decode = Case::new(2, 4, 1, 1, 3000, 64).window(500, Some(0)).softcap(30.0).alibi().sinks();
+    decode.key_lengths = Some(vec![3000, 1000]);
+    [c, decode]
+});
+
 /// Rows 0 and 4 with every key masked give zeros and lse -inf, on every path and variant.
 fn fully_masked_case() -> (Vec<bool>, Vec<f32>, Vec<f32>, Shape, Shape) {
     let (nq, nk) = (6, 9);
@@ -216,13 +277,13 @@ fn split_key_ranges_merge_to_the_unsplit_result() {
         }
         p
     };
-    let (whole, lse) = cpu::attention_merge(&[partial(0, 40)]);
+    let (whole, lse) = cpu::attention_merge(&[partial(0, 40)], None);
     for cuts in [vec![0, 13, 40], vec![0, 1, 2, 39, 40], vec![0, 20, 20, 40]] {
         let parts: Vec<_> = cuts.windows(2).map(|w| partial(w[0], w[1])).collect();
-        let (o, l) = cpu::attention_merge(&parts);
+        let (o, l) = cpu::attention_merge(&parts, None);
         assert_agree(&format!("cuts {cuts:?}"), &o, &whole, 1e-12);
         assert!(approx::relative_eq!(l, lse, max_relative = 1e-6));
     }
-    let (o, l) = cpu::attention_merge(&[cpu::AttentionPartial::empty(d), cpu::AttentionPartial::empty(d)]);
+    let (o, l) = cpu::attention_merge(&[cpu::AttentionPartial::empty(d), cpu::AttentionPartial::empty(d)], None);
     assert_eq!((o, l), (vec![0.0; d], f32::NEG_INFINITY));
 }

@@ -52,6 +52,10 @@ struct Fuzz {
     variant: AttentionVariant,
     k: usize,
     seed: u64,
+    window: Option<Window>,
+    softcap: Option<f32>,
+    alibi: Option<Vec<f32>>,
+    sinks: Option<Vec<f32>>,
 }
 
 const AMPS: [f32; 8] = [0.0, 1e-30, 1e-3, 1.0, 30.0, 1e4, 1e19, 3e38];
@@ -80,7 +84,7 @@ fn fuzz_strategy() -> impl Strategy<Value = Fuzz> {
         (0usize..12, any::<bool>(), 0usize..AMPS.len()),
         (0usize..10, 0usize..6, any::<bool>(), 0usize..8),
         (0usize..SCALES.len(), 0usize..TEMPERATURES.len(), 0usize..8, 0usize..6),
-        any::<u64>(),
+        (any::<u64>(), 0u32..32),
     )
         .prop_map(
             |(
@@ -90,7 +94,7 @@ fn fuzz_strategy() -> impl Strategy<Value = Fuzz> {
                 (brk, f16, amp),
                 (maskk, layk, causal, klk),
                 (sc, tk, vk, topk),
-                seed,
+                (seed, optk),
             )| {
                 let mut r = ChaCha8Rng::seed_from_u64(seed);
                 let op = match opk {
@@ -162,6 +166,19 @@ fn fuzz_strategy() -> impl Strategy<Value = Fuzz> {
                     .nth(vk)
                     .unwrap_or_default();
                 let k = [1usize, 3, 10, nk, 0, nk + 1][topk].min(1024 + 1);
+                // the score options, now and then invalid (a zero cap, a wrong count, a NaN sink)
+                let window = (optk & 1 != 0).then(|| Window {
+                    left: r.random_range(0..nk + 3),
+                    right: r.random_bool(0.5).then(|| r.random_range(0..nk + 3)),
+                });
+                let softcap = (optk & 2 != 0).then(|| [1.0f32, 5.0, 30.0, 1e4, 0.0][r.random_range(0..5)]);
+                let alibi = (optk & 4 != 0).then(|| {
+                    let n = if r.random_bool(0.9) { h } else { h + 1 };
+                    (0..n).map(|i| [0.0f32, 0.03, 0.5, -0.1, 1e30][(i + r.random_range(0..5)) % 5]).collect()
+                });
+                let sinks = (optk & 8 != 0).then(|| {
+                    (0..h).map(|_| if r.random_bool(0.05) { f32::NAN } else { r.random_range(-3.0f32..3.0) }).collect()
+                });
                 Fuzz {
                     op,
                     qs,
@@ -179,6 +196,10 @@ fn fuzz_strategy() -> impl Strategy<Value = Fuzz> {
                     variant,
                     k,
                     seed,
+                    window,
+                    softcap,
+                    alibi,
+                    sinks,
                 }
             },
         )
@@ -255,7 +276,16 @@ fn run<T: Element>(be: &Backend, c: &Fuzz, d: &[Vec<T>; 3]) -> Result<Out> {
     };
     let m = mask.as_ref();
     let kl = c.key_lengths.as_deref();
-    let aopts = AttentionOptions { scale: c.scale, causal: c.causal, key_lengths: kl, variant: c.variant };
+    let aopts = AttentionOptions {
+        scale: c.scale,
+        causal: c.causal,
+        key_lengths: kl,
+        variant: c.variant,
+        window: c.window,
+        softcap: c.softcap,
+        alibi_slopes: c.alibi.as_deref(),
+        sinks: c.sinks.as_deref(),
+    };
     let out = |values| Ok(Out { values, lse: None });
     match c.op {
         Op::Attention { lse: true } => {
@@ -324,11 +354,18 @@ fn tolerance_f32(c: &Fuzz, d: &[Vec<f32>; 3]) -> Option<f64> {
     let (_, am) = mask_values(c);
     let ma = am.iter().filter(|x| x.is_finite()).fold(0.0f64, |a, x| a.max(x.abs() as f64));
     let dim = c.qs.dim as f64;
-    let score_err = |scale: f64| eps * (scale.abs() * dim * mq * mk + ma);
     match c.op {
         Op::Attention { .. } | Op::AttentionUnfused => {
             let scale = c.scale.map_or(1.0 / dim.sqrt(), |s| s as f64);
-            let delta = score_err(scale);
+            let slope = c.alibi.iter().flatten().fold(0.0f64, |a, s| a.max(s.abs() as f64));
+            let sink = c.sinks.iter().flatten().fold(0.0f64, |a, s| a.max(s.abs() as f64));
+            let reach = (c.qs.seq + c.ks.seq) as f64;
+            // capped scores are at most the cap; tanh adds a few roundings of it
+            let dots = match c.softcap {
+                Some(cap) => (scale.abs() * dim * mq * mk).min(cap as f64) + 8.0 * cap as f64,
+                None => scale.abs() * dim * mq * mk,
+            };
+            let delta = eps * (dots + ma + slope * reach + sink);
             (delta < 0.05).then(|| {
                 (3.0 * delta + out_eps) * mv.max(1e-30)
                     + if c.op == Op::AttentionUnfused { 3.0 * delta + out_eps } else { 0.0 }
@@ -337,6 +374,12 @@ fn tolerance_f32(c: &Fuzz, d: &[Vec<f32>; 3]) -> Option<f64> {
         Op::Softmax => {
             let delta = eps * (mq / c.temperature as f64 + ma);
             (delta < 0.05).then_some(3.0 * delta + out_eps)
+        }
+        Op::Similarity(Similarity::Cosine) | Op::TopK(Metric::Cosine) => {
+            // rows are normalised by their tensor's largest magnitude: a row more than 2^60
+            // below it underflows in its squared norm, and f32 counts it as a zero vector
+            let tiny = |t: &[f32], m: f64| t.chunks(c.qs.dim.max(1)).any(|r| r.iter().fold(0.0f64, |a, x| a.max(x.abs() as f64)) < m * 2f64.powi(-60));
+            (!tiny(&d[0], mq) && !tiny(&d[1], mk)).then_some(out_eps + 1e-6)
         }
         Op::Similarity(_) | Op::TopK(_) => Some(out_eps * (dim * mq * mk).max(1e-30) + 1e-6),
         Op::WeightedSum => Some(out_eps * (c.qs.dim as f64 * mq * mv).max(1e-30)),
@@ -376,6 +419,9 @@ fn compare(c: &Fuzz, cpu: &Result<Out>, gpu: &Result<Out>, ctx: &Context) {
                     }
                 }
                 None => {
+                    if matches!(c.op, Op::Similarity(Similarity::Cosine)) {
+                        assert!(b.values.iter().all(|x| x.abs() <= 1.0), "{c:?}");
+                    }
                     // ill-conditioned: each output stays within the range of the values
                     if matches!(c.op, Op::Attention { .. }) {
                         let (_, _, v) = (0, 0, &data(c)[2]);

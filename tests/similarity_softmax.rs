@@ -172,6 +172,7 @@ fn softmax_options_masks_and_shapes(ctx: Option<&Context>) {
             key_lengths: kl.as_deref(),
             bool_mask: if additive { None } else { mshape.map(|m| (&bm[..], m)) },
             add_mask: if additive { mshape.map(|m| (&am[..], m)) } else { None },
+            ..Default::default()
         };
         let opts = SoftmaxOptions { temperature: temp, causal, key_lengths: kl.as_deref() };
         let hmask =

@@ -23,11 +23,26 @@ struct Call {
     scale: Option<f32>,
     causal: bool,
     key_lengths: Option<Vec<u32>>,
+    softcap: Option<f32>,
+    alibi: Option<Vec<f32>>,
+    sinks: Option<Vec<f32>>,
 }
 
 impl Call {
     fn new(qs: Shape, ks: Shape, vs: Shape) -> Self {
-        Call { qs, ks, vs, bad_value: None, mask: None, scale: None, causal: false, key_lengths: None }
+        Call {
+            qs,
+            ks,
+            vs,
+            bad_value: None,
+            mask: None,
+            scale: None,
+            causal: false,
+            key_lengths: None,
+            softcap: None,
+            alibi: None,
+            sinks: None,
+        }
     }
     fn data(&self) -> [Vec<f32>; 3] {
         let mut d = [t(self.qs.numel()), t(self.ks.numel()), t(self.vs.numel())];
@@ -41,6 +56,9 @@ impl Call {
             scale: self.scale,
             causal: self.causal,
             key_lengths: self.key_lengths.as_deref(),
+            softcap: self.softcap,
+            alibi_slopes: self.alibi.as_deref(),
+            sinks: self.sinks.as_deref(),
             ..Default::default()
         }
     }
@@ -222,6 +240,24 @@ fn invalid_attention_calls() -> Vec<(Call, Check)> {
         (
             Call { bad_value: Some((2, 100, f32::NEG_INFINITY)), ..base.clone() },
             Box::new(|e| matches!(e, Error::NonFinite { argument: "v", index: 100, .. })),
+        ),
+        (Call { softcap: Some(0.0), ..base.clone() }, Box::new(|e| matches!(e, Error::InvalidArgument { argument: "softcap", .. }))),
+        (Call { softcap: Some(f32::NAN), ..base.clone() }, Box::new(|e| matches!(e, Error::InvalidArgument { argument: "softcap", .. }))),
+        (
+            Call { alibi: Some(vec![0.5; 3]), ..base.clone() },
+            Box::new(|e| matches!(e, Error::LengthMismatch { argument: "alibi_slopes", expected: 4, got: 3 })),
+        ),
+        (
+            Call { alibi: Some(vec![0.5, 0.5, 1e30, 0.5]), ..base.clone() },
+            Box::new(|e| matches!(e, Error::InvalidArgument { argument: "alibi_slopes", .. })),
+        ),
+        (
+            Call { sinks: Some(vec![0.0, f32::NAN, 0.0, 0.0]), ..base.clone() },
+            Box::new(|e| matches!(e, Error::NonFinite { argument: "sinks", index: 1, .. })),
+        ),
+        (
+            Call { sinks: Some(vec![0.0; 5]), ..base.clone() },
+            Box::new(|e| matches!(e, Error::LengthMismatch { argument: "sinks", expected: 4, got: 5 })),
         ),
         // several faults at once: the documented order decides (shapes before values)
         (

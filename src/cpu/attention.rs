@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::attention_merge::{attention_merge, AttentionPartial};
 use super::softmax::softmax_row;
-use super::{dot64, to_layout, view, widen, RowMask};
+use super::{dot64, to_layout, view, widen, RowMask, Scoring};
 use crate::error::Result;
 use crate::host::{scan, HostMask, HostTensor};
 use crate::options::AttentionOptions;
@@ -27,22 +27,41 @@ pub(crate) fn problem<'a, T: Element>(
     p.with_magnitudes(mq, mk, mv)
 }
 
+/// Where key `j` of key/value head `hk` of batch `b` lives: its K and V rows (contiguous
+/// tensors, or pages through a block table).
+pub(crate) trait KvRows: Sync {
+    fn k_row(&self, b: usize, hk: usize, j: usize) -> &[f32];
+    fn v_row(&self, b: usize, hk: usize, j: usize) -> &[f32];
+}
+
+/// Contiguous K and V tensors.
+struct Contiguous<'a> {
+    k: HostTensor<'a, f32>,
+    v: HostTensor<'a, f32>,
+}
+
+impl KvRows for Contiguous<'_> {
+    fn k_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
+        self.k.row(b, hk, j)
+    }
+    fn v_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
+        self.v.row(b, hk, j)
+    }
+}
+
 /// The partial result of query row `(b, h, i)` over keys `[j0, j1)`.
-#[allow(clippy::too_many_arguments)]
 fn partial(
     q: &HostTensor<f32>,
-    k: &HostTensor<f32>,
-    v: &HostTensor<f32>,
-    rm: &RowMask,
+    kv: &impl KvRows,
+    sc: &Scoring,
     dims: &Dims,
-    scale: f64,
     (b, h, i): (usize, usize, usize),
     (j0, j1): (usize, usize),
 ) -> AttentionPartial {
     let qr = q.row(b, h, i);
     let hk = h / dims.group();
     let scores: Vec<(usize, f64)> =
-        (j0..j1).filter_map(|j| rm.kept(b, h, i, j).map(|add| (j, dot64(qr, k.row(b, hk, j)) * scale + add))).collect();
+        (j0..j1).filter_map(|j| sc.score(b, h, i, j, || dot64(qr, kv.k_row(b, hk, j))).map(|s| (j, s))).collect();
     let max = scores.iter().fold(f64::NEG_INFINITY, |a, s| a.max(s.1));
     let mut p = AttentionPartial::empty(dims.d);
     if max == f64::NEG_INFINITY {
@@ -52,7 +71,7 @@ fn partial(
     for (j, s) in scores {
         let w = (s - max).exp();
         p.sum += w;
-        p.acc.iter_mut().zip(v.row(b, hk, j)).for_each(|(a, x)| *a += w * *x as f64);
+        p.acc.iter_mut().zip(kv.v_row(b, hk, j)).for_each(|(a, x)| *a += w * *x as f64);
     }
     p
 }
@@ -94,12 +113,49 @@ pub(crate) fn attention_checked<T: Element>(
 ) -> (Vec<f32>, Vec<f32>) {
     let dims = p.dims;
     let (qd, kd, vd) = (widen(q.data()), widen(k.data()), widen(v.data()));
-    let (q, k, v) = (&view(q, &qd), &view(k, &kd), &view(v, &vd));
-    let scale = p.scale as f64;
-    let rm = RowMask { mask, causal: p.causal, key_lengths: p.key_lengths, nq: dims.nq, nk: dims.nk };
+    let q = &view(q, &qd);
+    let kv = Contiguous { k: view(k, &kd), v: view(v, &vd) };
+    let (out, lse) = attend(q, &kv, &scoring(p, mask, None), &dims, p.sinks);
+    (to_layout(out, &q.shape(), q.layout()), lse)
+}
+
+/// The scoring rules of a checked problem (`seq_lens`: the sequence lengths of a paged cache).
+pub(crate) fn scoring<'a>(
+    p: &AttentionProblem<'a>,
+    mask: Option<&'a HostMask<'a>>,
+    seq_lens: Option<&'a [u32]>,
+) -> Scoring<'a> {
+    let d = p.dims;
+    Scoring {
+        rm: RowMask {
+            mask,
+            causal: p.causal,
+            key_lengths: p.key_lengths,
+            window: p.window,
+            nq: d.nq,
+            nk: d.nk,
+            seq_lens,
+        },
+        scale: p.scale as f64,
+        softcap: p.softcap.map(|c| c as f64),
+        alibi_slopes: p.alibi_slopes,
+    }
+}
+
+/// Every query row against its keys (read through `kv`): BHSD output and log-sum-exp. Rows run
+/// in parallel, and a row's keys are split across threads when there are few rows (decoding),
+/// the ranges merged as `attention_merge.wgsl` merges split-K partials.
+pub(crate) fn attend(
+    q: &HostTensor<f32>,
+    kv: &impl KvRows,
+    sc: &Scoring,
+    dims: &Dims,
+    sinks: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>) {
     let rows = dims.slices() * dims.nq;
-    let range = key_range(rows, dims.nk);
-    let nranges = dims.nk.div_ceil(range).max(1);
+    let max_len = (0..dims.batch).map(|b| sc.rm.kv_len(b)).max().unwrap_or(0);
+    let range = key_range(rows, max_len);
+    let nranges = max_len.div_ceil(range).max(1);
     // every (row, key range) in parallel, then each row's ranges merged
     let parts: Vec<AttentionPartial> = (0..rows * nranges)
         .into_par_iter()
@@ -107,17 +163,19 @@ pub(crate) fn attention_checked<T: Element>(
             let (row, r) = (t / nranges, t % nranges);
             let i = row % dims.nq;
             let (b, h) = (row / dims.nq / dims.heads, row / dims.nq % dims.heads);
-            partial(q, k, v, &rm, &dims, scale, (b, h, i), (r * range, ((r + 1) * range).min(dims.nk)))
+            let len = sc.rm.kv_len(b);
+            partial(q, kv, sc, dims, (b, h, i), ((r * range).min(len), ((r + 1) * range).min(len)))
         })
         .collect();
     let mut out = vec![0.0f32; rows * dims.d];
     let mut lse = vec![0.0f32; rows];
     out.par_chunks_mut(dims.d.max(1)).zip(lse.par_iter_mut()).enumerate().for_each(|(row, (dst, l))| {
-        let (o, m) = attention_merge(&parts[row * nranges..(row + 1) * nranges]);
+        let h = row / dims.nq % dims.heads;
+        let (o, m) = attention_merge(&parts[row * nranges..(row + 1) * nranges], sinks.map(|s| s[h]));
         dst.copy_from_slice(&o);
         *l = m;
     });
-    (to_layout(out, &q.shape(), q.layout()), lse)
+    (out, lse)
 }
 
 /// Unfused attention, step by step: scores, softmax, then weights · V.
@@ -145,8 +203,7 @@ pub(crate) fn attention_unfused_checked<T: Element>(
     let dims = p.dims;
     let (qd, kd) = (widen(q.data()), widen(k.data()));
     let (qw, kw) = (&view(q, &qd), &view(k, &kd));
-    let scale = p.scale as f64;
-    let rm = RowMask { mask, causal: p.causal, key_lengths: p.key_lengths, nq: dims.nq, nk: dims.nk };
+    let sc = scoring(p, mask, None);
     let mut weights = vec![0.0f32; dims.slices() * dims.nq * dims.nk];
     weights.par_chunks_mut(dims.nk).enumerate().for_each(|(row, dst)| {
         let i = row % dims.nq;
@@ -154,8 +211,8 @@ pub(crate) fn attention_unfused_checked<T: Element>(
         let qr = qw.row(b, h, i);
         let hk = h / dims.group();
         let scores: Vec<Option<f64>> =
-            (0..dims.nk).map(|j| rm.kept(b, h, i, j).map(|add| dot64(qr, kw.row(b, hk, j)) * scale + add)).collect();
-        softmax_row(&scores, dst);
+            (0..dims.nk).map(|j| sc.score(b, h, i, j, || dot64(qr, kw.row(b, hk, j)))).collect();
+        softmax_row(&scores, p.sinks.map(|s| s[h] as f64), dst);
     });
     let w = HostTensor::trusted(&weights[..], p.scores_shape());
     let out = super::weighted_sum::weighted_sum_checked(&w, v, dims.group());

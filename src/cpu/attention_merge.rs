@@ -21,16 +21,18 @@ impl AttentionPartial {
 }
 
 /// Merges the partials of one query row (over disjoint key ranges) into its output and its
-/// natural log-sum-exp: `M = max m_s`, `L = Σ l_s e^(m_s - M)`, `O = Σ acc_s e^(m_s - M) / L`,
-/// `lse = M + ln L`. A row no range kept anything for gives zeros and `-inf`.
-pub fn attention_merge(parts: &[AttentionPartial]) -> (Vec<f32>, f32) {
+/// natural log-sum-exp: `M = max(m_s, sink)`, `L = Σ l_s e^(m_s - M) + e^(sink - M)`,
+/// `O = Σ acc_s e^(m_s - M) / L`, `lse = M + ln L`, the sink (if any) counted once, in the
+/// denominator only. A row no range kept anything for gives zeros and `-inf` (or the sink).
+pub fn attention_merge(parts: &[AttentionPartial], sink: Option<f32>) -> (Vec<f32>, f32) {
     let d = parts.first().map_or(0, |p| p.acc.len());
-    let m = parts.iter().fold(f64::NEG_INFINITY, |a, p| a.max(p.max));
+    let sink = sink.map(|s| s as f64);
+    let m = parts.iter().fold(sink.unwrap_or(f64::NEG_INFINITY), |a, p| a.max(p.max));
     if m == f64::NEG_INFINITY {
         return (vec![0.0; d], f32::NEG_INFINITY);
     }
     let w: Vec<f64> = parts.iter().map(|p| if p.sum > 0.0 { (p.max - m).exp() } else { 0.0 }).collect();
-    let l: f64 = parts.iter().zip(&w).map(|(p, w)| p.sum * w).sum();
+    let l: f64 = parts.iter().zip(&w).map(|(p, w)| p.sum * w).sum::<f64>() + sink.map_or(0.0, |s| (s - m).exp());
     let mut out = vec![0.0f64; d];
     for (p, w) in parts.iter().zip(&w) {
         out.iter_mut().zip(&p.acc).for_each(|(o, a)| *o += a * w);

@@ -23,6 +23,7 @@ pub use weighted_sum::weighted_sum;
 use std::borrow::Cow;
 
 use crate::host::{HostMask, HostTensor};
+use crate::options::Window;
 use crate::shape::{DType, Element, Layout, Shape};
 
 /// `Σ a·b` in f64 with four independent accumulators, so that the loop vectorises (a single
@@ -77,21 +78,47 @@ pub(crate) struct RowMask<'a> {
     pub mask: Option<&'a HostMask<'a>>,
     pub causal: bool,
     pub key_lengths: Option<&'a [u32]>,
+    pub window: Option<Window>,
     pub nq: usize,
     pub nk: usize,
+    /// Over a paged cache: each sequence's length (then `nk` is unused).
+    pub seq_lens: Option<&'a [u32]>,
 }
 
 impl RowMask<'_> {
+    /// Keys of batch `b`: the tensor's `nk`, or the sequence's length over a paged cache.
+    #[inline]
+    pub fn kv_len(&self, b: usize) -> usize {
+        self.seq_lens.map_or(self.nk, |s| s[b] as usize)
+    }
+
+    /// The position of query `i` of batch `b` (bottom-right aligned).
+    #[inline]
+    pub fn position(&self, b: usize, i: usize) -> i64 {
+        i as i64 + self.kv_len(b) as i64 - self.nq as i64
+    }
+
     /// `Some(additive)` if score `(b, h, i, j)` is kept, `None` if masked.
     #[inline]
     pub fn kept(&self, b: usize, h: usize, i: usize, j: usize) -> Option<f64> {
+        if j >= self.kv_len(b) {
+            return None;
+        }
         if let Some(kl) = self.key_lengths {
             if j >= kl[b] as usize {
                 return None;
             }
         }
-        if self.causal && (j as i64) > i as i64 + self.nk as i64 - self.nq as i64 {
+        let (p, jj) = (self.position(b, i), j as i64);
+        if self.causal && jj > p {
             return None;
+        }
+        if let Some(w) = self.window {
+            if jj < p - w.left.min(i64::MAX as usize) as i64
+                || w.right.is_some_and(|r| jj > p.saturating_add(r.min(i64::MAX as usize) as i64))
+            {
+                return None;
+            }
         }
         match self.mask {
             Some(m) => {
@@ -100,6 +127,32 @@ impl RowMask<'_> {
             }
             None => Some(0.0),
         }
+    }
+}
+
+/// How a dot product becomes a kept score (or `None`): the scale, the soft-cap, ALiBi, then the
+/// masking rules of [`RowMask`] (the order of `AttentionOptions`).
+#[derive(Clone, Copy)]
+pub(crate) struct Scoring<'a> {
+    pub rm: RowMask<'a>,
+    pub scale: f64,
+    pub softcap: Option<f64>,
+    pub alibi_slopes: Option<&'a [f32]>,
+}
+
+impl Scoring<'_> {
+    /// The score of `(b, h, i, j)` from the dot product `dot`, `None` if the key is dropped.
+    #[inline]
+    pub fn score(&self, b: usize, h: usize, i: usize, j: usize, dot: impl FnOnce() -> f64) -> Option<f64> {
+        let add = self.rm.kept(b, h, i, j)?;
+        let mut s = dot() * self.scale;
+        if let Some(cap) = self.softcap {
+            s = cap * (s / cap).tanh();
+        }
+        if let Some(slopes) = self.alibi_slopes {
+            s -= slopes[h] as f64 * (self.rm.position(b, i) - j as i64).unsigned_abs() as f64;
+        }
+        Some(s + add)
     }
 }
 

@@ -31,7 +31,15 @@ pub fn softmax<T: Element>(x: &HostTensor<T>, mask: Option<&HostMask>, opts: &So
 /// [`softmax`] for a checked problem.
 pub(crate) fn softmax_checked<T: Element>(p: &SoftmaxProblem, x: &HostTensor<T>, mask: Option<&HostMask>) -> Vec<f32> {
     let s = x.shape();
-    let rm = RowMask { mask, causal: p.causal, key_lengths: p.key_lengths, nq: s.seq, nk: s.dim };
+    let rm = RowMask {
+        mask,
+        causal: p.causal,
+        key_lengths: p.key_lengths,
+        window: None,
+        nq: s.seq,
+        nk: s.dim,
+        seq_lens: None,
+    };
     let t = p.temperature as f64;
     let mut out = vec![0.0f32; s.numel()];
     out.par_chunks_mut(s.dim).enumerate().for_each(|(row, dst)| {
@@ -40,20 +48,21 @@ pub(crate) fn softmax_checked<T: Element>(p: &SoftmaxProblem, x: &HostTensor<T>,
         let src = x.row(b, h, i);
         let vals: Vec<Option<f64>> =
             (0..s.dim).map(|j| rm.kept(b, h, i, j).map(|add| src[j].to_f32() as f64 / t + add)).collect();
-        softmax_row(&vals, dst);
+        softmax_row(&vals, None, dst);
     });
     to_layout(out, &s, x.layout())
 }
 
-/// Softmax of one row of optional (kept) scores into `dst`; all-masked gives zeros.
-/// Returns the log-sum-exp (`-inf` for a fully masked row).
-pub(crate) fn softmax_row(vals: &[Option<f64>], dst: &mut [f32]) -> f64 {
-    let m = vals.iter().flatten().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+/// Softmax of one row of optional (kept) scores into `dst`, the denominator also counting
+/// `exp(sink)` if given; all-masked gives zeros. Returns the log-sum-exp (`-inf` for a fully
+/// masked row without a sink).
+pub(crate) fn softmax_row(vals: &[Option<f64>], sink: Option<f64>, dst: &mut [f32]) -> f64 {
+    let m = vals.iter().flatten().fold(sink.unwrap_or(f64::NEG_INFINITY), |a, &b| a.max(b));
     if m == f64::NEG_INFINITY {
         dst.iter_mut().for_each(|o| *o = 0.0);
         return f64::NEG_INFINITY;
     }
-    let l: f64 = vals.iter().flatten().map(|v| (v - m).exp()).sum();
+    let l: f64 = vals.iter().flatten().map(|v| (v - m).exp()).sum::<f64>() + sink.map_or(0.0, |s| (s - m).exp());
     for (o, v) in dst.iter_mut().zip(vals) {
         *o = v.map_or(0.0, |v| ((v - m).exp() / l) as f32);
     }

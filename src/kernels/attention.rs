@@ -3,7 +3,7 @@
 //! launcher.
 
 use super::attention_merge::{self, MergeKernel};
-use super::{b, flags, Access, Binding, Kernel, Params, Variant, PARAMS};
+use super::{b, flags, Access, Binding, Kernel, Params, ScoreArgs, Variant, PARAMS};
 use crate::caps::Caps;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -24,7 +24,8 @@ const VK: u32 = 8;
 const KC: u32 = 32;
 
 /// One variant of `shaders/attention.wgsl`: storage dtype, query rows per workgroup (`br`), head
-/// dim padded to 32/64/128/256 (`dp`), split-K or not, vector or scalar loads.
+/// dim padded to 32/64/128/256 (`dp`), split-K or not, vector or scalar loads, contiguous K/V
+/// or a paged cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct AttentionKernel {
     pub dtype: DType,
@@ -32,21 +33,42 @@ pub(crate) struct AttentionKernel {
     pub dp: u32,
     pub split: bool,
     pub loads: Loads,
+    pub paged: bool,
 }
 
 impl Variant for AttentionKernel {
     const NAME: &'static str = "attention";
     const SOURCE: &'static str = include_str!("../../shaders/attention.wgsl");
-    const BINDINGS: &'static [Binding] = &[
-        PARAMS,
-        b(1, "q", Access::Read),
-        b(2, "mask", Access::Read),
-        b(3, "key_lengths", Access::Read),
-        b(4, "k", Access::Read),
-        b(5, "v", Access::Read),
-        b(6, "out", Access::ReadWrite),
-        b(7, "lse", Access::ReadWrite),
-    ];
+    fn bindings(&self) -> &'static [Binding] {
+        const CONTIGUOUS: [Binding; 9] = [
+            PARAMS,
+            b(1, "q", Access::Read),
+            b(2, "mask", Access::Read),
+            b(3, "key_lengths", Access::Read),
+            b(4, "k", Access::Read),
+            b(5, "v", Access::Read),
+            b(6, "out", Access::ReadWrite),
+            b(7, "lse", Access::ReadWrite),
+            b(8, "heads", Access::Read),
+        ];
+        const PAGED: [Binding; 10] = [
+            PARAMS,
+            b(1, "q", Access::Read),
+            b(2, "mask", Access::Read),
+            b(3, "seq_lens", Access::Read),
+            b(4, "k_pages", Access::Read),
+            b(5, "v_pages", Access::Read),
+            b(6, "out", Access::ReadWrite),
+            b(7, "lse", Access::ReadWrite),
+            b(8, "heads", Access::Read),
+            b(9, "block_table", Access::Read),
+        ];
+        if self.paged {
+            &PAGED
+        } else {
+            &CONTIGUOUS
+        }
+    }
 
     fn dtype(&self) -> DType {
         self.dtype
@@ -71,7 +93,7 @@ impl Variant for AttentionKernel {
 
     /// `Qs`, `Ks` (rows padded by one), `Vs`, `Ps`, the reduction buffer and `wkend`.
     fn workgroup_bytes(&self) -> u32 {
-        4 * (self.br * self.dp + BC * (KC + 1) + VK * self.dp + self.br * BC + WG + 1)
+        4 * (self.br * self.dp + BC * (KC + 1) + VK * self.dp + self.br * BC + WG + 2)
     }
 
     fn preludes(&self) -> Vec<&'static str> {
@@ -80,6 +102,11 @@ impl Variant for AttentionKernel {
             match self.loads {
                 Loads::Vec4 => include_str!("../../shaders/qkv_vec4.wgsl"),
                 Loads::Scalar => include_str!("../../shaders/qkv_scalar.wgsl"),
+            },
+            if self.paged {
+                include_str!("../../shaders/kv_paged.wgsl")
+            } else {
+                include_str!("../../shaders/kv_contiguous.wgsl")
             },
         ]
     }
@@ -107,12 +134,15 @@ impl AttentionKernel {
         [32u32, 64, 128, 256].into_iter().flat_map(move |dp| {
             row_tiles(dp).flat_map(move |br| {
                 [false, true].into_iter().flat_map(move |split| {
-                    [Loads::Vec4, Loads::Scalar].into_iter().map(move |loads| AttentionKernel {
-                        dtype,
-                        br,
-                        dp,
-                        split,
-                        loads,
+                    [Loads::Vec4, Loads::Scalar].into_iter().flat_map(move |loads| {
+                        [false, true].into_iter().map(move |paged| AttentionKernel {
+                            dtype,
+                            br,
+                            dp,
+                            split,
+                            loads,
+                            paged,
+                        })
                     })
                 })
             })
@@ -130,8 +160,10 @@ pub(crate) fn choose_tile(d: usize, nq: usize, caps: &Caps) -> Result<(u32, u32)
         )));
     }
     let dp = padded_dim(d);
-    let bytes =
-        |br| AttentionKernel { dtype: DType::F32, br, dp, split: false, loads: Loads::Scalar }.workgroup_bytes();
+    let bytes = |br| {
+        AttentionKernel { dtype: DType::F32, br, dp, split: false, loads: Loads::Scalar, paged: false }
+            .workgroup_bytes()
+    };
     let fitting: Vec<u32> = row_tiles(dp).filter(|&br| bytes(br) <= caps.max_workgroup_storage).collect();
     fitting.iter().rev().find(|&&br| br as usize >= nq).or(fitting.first()).map(|&br| (br, dp)).ok_or_else(|| {
         Error::Unsupported(format!(
@@ -233,7 +265,7 @@ pub(crate) fn resolve(
     };
     let fused = |loads: Loads, split: Option<usize>, reason: String| -> Result<(Resolved, AttentionPlan)> {
         let (br, dp) = choose_tile(d.d, d.nq, caps)?;
-        let kernel = AttentionKernel { dtype: p.dtype, br, dp, split: split.is_some(), loads };
+        let kernel = AttentionKernel { dtype: p.dtype, br, dp, split: split.is_some(), loads, paged: false };
         let (resolved, splits, keys) = match split {
             Some(len) => {
                 let splits = d.nk.div_ceil(len);
@@ -307,6 +339,7 @@ pub(crate) fn record(
         Resolved::Unfused => return Err(Error::Unsupported("the unfused variant has its own launcher".into())),
     };
     let transform = p.transform()?;
+    let so = ScoreArgs::new(ctx, &p.score_options(), &transform, d.heads)?;
     let (vpre, vpost) = p.v_prescale();
     let mut fl = 0;
     if let Some(m) = mask {
@@ -340,20 +373,23 @@ pub(crate) fn record(
             (Arg::tensor("out", out, 1, Rows::Query, 4, 6), Arg::whole("lse", &ctx.inner.placeholder_write, 7))
         }
     };
-    let params = Params {
-        heads: d.heads as u32,
-        group: d.group() as u32,
-        nq: d.nq as u32,
-        nk: d.nk as u32,
-        d: d.d as u32,
-        flags: fl,
-        split_len: split.map_or(0, |s| s.0) as u32,
-        kpre: vpre,
-        post: vpost,
-        post2: 1.0,
-        ..Params::default()
-    }
-    .with_transform(&transform);
+    let params = so.apply(
+        Params {
+            heads: d.heads as u32,
+            group: d.group() as u32,
+            nq: d.nq as u32,
+            nk: d.nk as u32,
+            d: d.d as u32,
+            flags: fl,
+            split_len: split.map_or(0, |s| s.0) as u32,
+            kpre: vpre,
+            post: vpost,
+            post2: 1.0,
+            ..Params::default()
+        }
+        .with_transform(&transform),
+    );
+    let heads = so.heads.as_ref().unwrap_or(&ctx.inner.placeholder_read);
     Launch {
         kernel: Kernel::Attention(kernel),
         grid: Grid { bh: d.slices(), heads: d.heads, nq: d.nq, row_tile: br },
@@ -365,6 +401,7 @@ pub(crate) fn record(
             Arg::tensor("v", v, d.group(), Rows::All(d.nk), 2, 5),
             out_arg,
             lse_arg,
+            Arg::whole("heads", heads, 8),
         ],
         params,
         workgroups: &workgroups,
@@ -372,7 +409,8 @@ pub(crate) fn record(
     .record(ctx, encoder)?;
     match partial {
         Some(partial) => {
-            attention_merge::record(ctx, encoder, MergeKernel { dtype: p.dtype }, p, &partial, nsplit, out, lse, params)
+            let kernel = MergeKernel { dtype: p.dtype };
+            attention_merge::record(ctx, encoder, kernel, p, &partial, nsplit, out, lse, params, heads)
         }
         None => Ok(()),
     }
@@ -434,7 +472,7 @@ mod tests {
         for d in 1..=256 {
             for nq in [1, 7, 8, 9, 33, 100, 5000] {
                 let (br, dp) = choose_tile(d, nq, &lavapipe()).unwrap();
-                let k = AttentionKernel { dtype: DType::F32, br, dp, split: false, loads: Loads::Scalar };
+                let k = AttentionKernel { dtype: DType::F32, br, dp, split: false, loads: Loads::Scalar, paged: false };
                 assert!(all.contains(&k), "{k:?}");
             }
         }

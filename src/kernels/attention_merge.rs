@@ -22,8 +22,16 @@ pub(crate) struct MergeKernel {
 impl Variant for MergeKernel {
     const NAME: &'static str = "attention_merge";
     const SOURCE: &'static str = include_str!("../../shaders/attention_merge.wgsl");
-    const BINDINGS: &'static [Binding] =
-        &[PARAMS, b(1, "partials", Access::Read), b(2, "out", Access::ReadWrite), b(3, "lse", Access::ReadWrite)];
+    fn bindings(&self) -> &'static [Binding] {
+        const BINDINGS: [Binding; 5] = [
+            PARAMS,
+            b(1, "partials", Access::Read),
+            b(2, "out", Access::ReadWrite),
+            b(3, "lse", Access::ReadWrite),
+            b(4, "heads", Access::Read),
+        ];
+        &BINDINGS
+    }
 
     fn dtype(&self) -> DType {
         self.dtype
@@ -49,6 +57,7 @@ pub(crate) fn record(
     out: &Tensor,
     lse: Option<&Tensor>,
     attention: Params,
+    heads: &wgpu::Buffer,
 ) -> Result<()> {
     let d = p.dims;
     let workgroups = |nbh: usize, nr: usize| (nbh * nr) as u64;
@@ -62,6 +71,7 @@ pub(crate) fn record(
                 Some(l) => Arg::tensor("lse", l, 1, Rows::Query, 2, 3),
                 None => Arg::whole("lse", &ctx.inner.placeholder_write, 3),
             },
+            Arg::whole("heads", heads, 4),
         ],
         params: Params {
             heads: d.heads as u32,
@@ -69,7 +79,7 @@ pub(crate) fn record(
             nq: d.nq as u32,
             nk: d.nk as u32,
             d: d.d as u32,
-            flags: attention.flags & super::flags::LSE,
+            flags: attention.flags & (super::flags::LSE | super::flags::SINK),
             split_len: splits as u32,
             views: Default::default(),
             ..attention

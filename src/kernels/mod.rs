@@ -24,7 +24,9 @@ pub(crate) mod softmax;
 pub(crate) mod top_k;
 pub(crate) mod weighted_sum;
 
-use crate::problem::{ScoreTransform, ZNONE, ZSAT};
+use crate::context::Context;
+use crate::error::Result;
+use crate::problem::{ScoreOptions, ScoreTransform, ZNONE, ZSAT};
 use crate::shape::DType;
 
 /// How a binding is declared in WGSL.
@@ -60,13 +62,31 @@ pub(crate) mod flags {
     pub const MASK_ADDITIVE: u32 = 4;
     pub const KEY_LENGTHS: u32 = 8;
     pub const LSE: u32 = 16;
+    /// A sliding window bounds the keys on the left (`Params::wleft`) ...
+    pub const WINDOW_LEFT: u32 = 32;
+    /// ... and on the right (`Params::wright`).
+    pub const WINDOW_RIGHT: u32 = 64;
+    /// Soft-capping (`Params::cap_in`, `cap_out`).
+    pub const SOFTCAP: u32 = 128;
+    /// ALiBi slopes in the per-head parameters.
+    pub const ALIBI: u32 = 256;
+    /// Sinks in the per-head parameters.
+    pub const SINK: u32 = 512;
+    /// Keys come from a paged cache: `KEY_LENGTHS` holds the sequence lengths.
+    pub const PAGED: u32 = 1024;
     /// Every flag with its WGSL name.
-    pub const ALL: [(&str, u32); 5] = [
+    pub const ALL: [(&str, u32); 11] = [
         ("F_CAUSAL", CAUSAL),
         ("F_MASK", MASK),
         ("F_MASK_ADDITIVE", MASK_ADDITIVE),
         ("F_KEY_LENGTHS", KEY_LENGTHS),
         ("F_LSE", LSE),
+        ("F_WINDOW_LEFT", WINDOW_LEFT),
+        ("F_WINDOW_RIGHT", WINDOW_RIGHT),
+        ("F_SOFTCAP", SOFTCAP),
+        ("F_ALIBI", ALIBI),
+        ("F_SINK", SINK),
+        ("F_PAGED", PAGED),
     ];
 }
 
@@ -106,6 +126,12 @@ pub(crate) struct Params {
     pub start: u32,
     pub out_stride: u32,
     pub out_offset: u32,
+    /// Sliding window: keys at most `wleft` before and `wright` after the query's position.
+    pub wleft: u32,
+    pub wright: u32,
+    /// Paged KV cache: block-table entries per sequence, log2 of the page size.
+    pub max_blocks: u32,
+    pub page_shift: u32,
     pub _pad0: u32,
     /// Input prescales (attention: Q and V; similarity: Q and K; weighted sum: V in `kpre`).
     pub pre: f32,
@@ -119,9 +145,11 @@ pub(crate) struct Params {
     pub ex: f32,
     pub floor: f32,
     pub zcap: f32,
-    pub _pad1: f32,
-    pub _pad2: f32,
-    pub _pad3: f32,
+    /// Soft-capping in the kernels' units: `z = cap_out · tanh(clamp(z, ±cap_lim) · cap_in)`
+    /// (`cap_lim · cap_in` = 20, where tanh is 1 in f32).
+    pub cap_in: f32,
+    pub cap_out: f32,
+    pub cap_lim: f32,
     pub views: [ViewParams; 6],
 }
 
@@ -143,6 +171,65 @@ impl Params {
     }
 }
 
+/// Windows are clamped to 2^30 positions: wider is the same as unbounded (no sequence the
+/// kernels can bind is that long), and positions plus bounds stay within i32.
+const MAX_WINDOW: usize = 1 << 30;
+
+/// The attention options' part of a launch: flag bits, window and soft-cap fields, and the
+/// per-head parameters (ALiBi slope and sink in z units) as a buffer, when needed.
+pub(crate) struct ScoreArgs {
+    pub flags: u32,
+    fields: Params,
+    pub heads: Option<wgpu::Buffer>,
+}
+
+impl ScoreArgs {
+    /// For checked options, the call's score transform and its query heads.
+    pub fn new(ctx: &Context, so: &ScoreOptions, t: &ScoreTransform, heads: usize) -> Result<Self> {
+        let mut flags = 0;
+        let mut fields = Params::default();
+        if let Some(w) = so.window {
+            flags |= self::flags::WINDOW_LEFT;
+            fields.wleft = w.left.min(MAX_WINDOW) as u32;
+            if let Some(r) = w.right {
+                flags |= self::flags::WINDOW_RIGHT;
+                fields.wright = r.min(MAX_WINDOW) as u32;
+            }
+        }
+        if let Some((cap_in, cap_out)) = so.cap_factors(t)? {
+            flags |= self::flags::SOFTCAP;
+            fields.cap_in = cap_in;
+            fields.cap_out = cap_out;
+            fields.cap_lim = 20.0 / cap_in;
+        }
+        if so.alibi_slopes.is_some() {
+            flags |= self::flags::ALIBI;
+        }
+        if so.sinks.is_some() {
+            flags |= self::flags::SINK;
+        }
+        let heads = if so.has_head_params() {
+            Some(ctx.create_init(bytemuck::cast_slice(&so.head_params(t, heads)), "heads")?)
+        } else {
+            None
+        };
+        Ok(ScoreArgs { flags, fields, heads })
+    }
+
+    /// `p` with the options' fields and flags.
+    pub fn apply(&self, p: Params) -> Params {
+        Params {
+            flags: p.flags | self.flags,
+            wleft: self.fields.wleft,
+            wright: self.fields.wright,
+            cap_in: self.fields.cap_in,
+            cap_out: self.fields.cap_out,
+            cap_lim: self.fields.cap_lim,
+            ..p
+        }
+    }
+}
+
 /// What every variant type provides.
 pub(crate) trait Variant {
     /// The family's name: its WGSL file (`shaders/<NAME>.wgsl`), its entry point, its launcher
@@ -151,7 +238,7 @@ pub(crate) trait Variant {
     /// The family's WGSL body.
     const SOURCE: &'static str;
     /// Its bindings, slot 0 (the parameters) first.
-    const BINDINGS: &'static [Binding];
+    fn bindings(&self) -> &'static [Binding];
     /// Storage dtype (`elem` in the shader).
     fn dtype(&self) -> DType;
     /// The header constants of this variant (`const NAME: u32 = V;`).
@@ -194,9 +281,6 @@ fn name_of<V: Variant>(_: &V) -> &'static str {
 fn source_of<V: Variant>(_: &V) -> &'static str {
     V::SOURCE
 }
-fn bindings_of<V: Variant>(_: &V) -> &'static [Binding] {
-    V::BINDINGS
-}
 
 impl Kernel {
     /// The family name, which is also the entry point.
@@ -209,7 +293,7 @@ impl Kernel {
     }
     /// Bindings, slot 0 first.
     pub fn bindings(&self) -> &'static [Binding] {
-        each_kernel!(self, v => bindings_of(v))
+        each_kernel!(self, v => v.bindings())
     }
     /// Workgroup memory, bytes.
     #[cfg(test)]
@@ -374,8 +458,9 @@ mod tests {
             ($($f:ident),*) => { vec![$((stringify!($f), std::mem::offset_of!(Params, $f))),*] };
         }
         let mut v = offs!(
-            bh0, nbh, r0, nr, heads, group, nq, nk, d, flags, split_len, idx0, start, out_stride, out_offset, _pad0,
-            pre, kpre, post, post2, mscale, unit, ex, floor, zcap, _pad1, _pad2, _pad3
+            bh0, nbh, r0, nr, heads, group, nq, nk, d, flags, split_len, idx0, start, out_stride, out_offset, wleft,
+            wright, max_blocks, page_shift, _pad0, pre, kpre, post, post2, mscale, unit, ex, floor, zcap, cap_in,
+            cap_out, cap_lim
         );
         let views = std::mem::offset_of!(Params, views);
         for i in 0..6 {

@@ -26,8 +26,11 @@ pub(crate) struct SimilarityKernel {
 impl Variant for SimilarityKernel {
     const NAME: &'static str = "similarity";
     const SOURCE: &'static str = include_str!("../../shaders/similarity.wgsl");
-    const BINDINGS: &'static [Binding] =
-        &[PARAMS, b(1, "q", Access::Read), b(2, "k", Access::Read), b(3, "scores", Access::ReadWrite)];
+    fn bindings(&self) -> &'static [Binding] {
+        const BINDINGS: [Binding; 4] =
+            [PARAMS, b(1, "q", Access::Read), b(2, "k", Access::Read), b(3, "scores", Access::ReadWrite)];
+        &BINDINGS
+    }
 
     fn dtype(&self) -> DType {
         self.dtype

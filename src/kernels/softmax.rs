@@ -1,6 +1,6 @@
 //! Host side of `shaders/softmax.wgsl` (CPU twin: `cpu::softmax`).
 
-use super::{b, flags, Access, Binding, Kernel, Params, Variant, PARAMS};
+use super::{b, flags, Access, Binding, Kernel, Params, ScoreArgs, Variant, PARAMS};
 use crate::context::Context;
 use crate::error::Result;
 use crate::host::MaskKind;
@@ -22,13 +22,17 @@ pub(crate) struct SoftmaxKernel {
 impl Variant for SoftmaxKernel {
     const NAME: &'static str = "softmax";
     const SOURCE: &'static str = include_str!("../../shaders/softmax.wgsl");
-    const BINDINGS: &'static [Binding] = &[
-        PARAMS,
-        b(1, "x", Access::Read),
-        b(2, "mask", Access::Read),
-        b(3, "key_lengths", Access::Read),
-        b(4, "out", Access::ReadWrite),
-    ];
+    fn bindings(&self) -> &'static [Binding] {
+        const BINDINGS: [Binding; 6] = [
+            PARAMS,
+            b(1, "x", Access::Read),
+            b(2, "mask", Access::Read),
+            b(3, "key_lengths", Access::Read),
+            b(4, "out", Access::ReadWrite),
+            b(5, "heads", Access::Read),
+        ];
+        &BINDINGS
+    }
 
     fn dtype(&self) -> DType {
         self.dtype
@@ -66,6 +70,8 @@ pub(crate) fn record(
     if kl.is_some() {
         fl |= flags::KEY_LENGTHS;
     }
+    let transform = p.transform()?;
+    let so = ScoreArgs::new(ctx, &p.score, &transform, s.heads)?;
     let workgroups = |nbh: usize, nr: usize| (nbh * nr) as u64;
     Launch {
         kernel: Kernel::Softmax(SoftmaxKernel { dtype: x.dtype }),
@@ -75,17 +81,20 @@ pub(crate) fn record(
             Arg::mask(ctx, mask, s.heads, 2),
             Arg::whole("key_lengths", kl.as_ref().unwrap_or(&ctx.inner.placeholder_read), 3),
             Arg::tensor("out", out, 1, Rows::Query, 4, 4),
+            Arg::whole("heads", so.heads.as_ref().unwrap_or(&ctx.inner.placeholder_read), 5),
         ],
-        params: Params {
-            heads: s.heads as u32,
-            group: 1,
-            nq: s.seq as u32,
-            nk: s.dim as u32,
-            d: s.dim as u32,
-            flags: fl,
-            ..Params::unscaled()
-        }
-        .with_transform(&p.transform()?),
+        params: so.apply(
+            Params {
+                heads: s.heads as u32,
+                group: 1,
+                nq: s.seq as u32,
+                nk: s.dim as u32,
+                d: s.dim as u32,
+                flags: fl,
+                ..Params::unscaled()
+            }
+            .with_transform(&transform),
+        ),
         workgroups: &workgroups,
     }
     .record(ctx, encoder)

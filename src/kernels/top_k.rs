@@ -76,13 +76,16 @@ pub(crate) struct TopKKernel {
 impl Variant for TopKKernel {
     const NAME: &'static str = "top_k";
     const SOURCE: &'static str = include_str!("../../shaders/top_k.wgsl");
-    const BINDINGS: &'static [Binding] = &[
-        PARAMS,
-        b(1, "scores", Access::Read),
-        b(2, "indices", Access::Read),
-        b(3, "out_scores", Access::ReadWrite),
-        b(4, "out_indices", Access::ReadWrite),
-    ];
+    fn bindings(&self) -> &'static [Binding] {
+        const BINDINGS: [Binding; 5] = [
+            PARAMS,
+            b(1, "scores", Access::Read),
+            b(2, "indices", Access::Read),
+            b(3, "out_scores", Access::ReadWrite),
+            b(4, "out_indices", Access::ReadWrite),
+        ];
+        &BINDINGS
+    }
 
     fn dtype(&self) -> DType {
         DType::F32

@@ -24,8 +24,11 @@ pub(crate) struct WeightedSumKernel {
 impl Variant for WeightedSumKernel {
     const NAME: &'static str = "weighted_sum";
     const SOURCE: &'static str = include_str!("../../shaders/weighted_sum.wgsl");
-    const BINDINGS: &'static [Binding] =
-        &[PARAMS, b(1, "weights", Access::Read), b(2, "v", Access::Read), b(3, "out", Access::ReadWrite)];
+    fn bindings(&self) -> &'static [Binding] {
+        const BINDINGS: [Binding; 4] =
+            [PARAMS, b(1, "weights", Access::Read), b(2, "v", Access::Read), b(3, "out", Access::ReadWrite)];
+        &BINDINGS
+    }
 
     fn dtype(&self) -> DType {
         self.dtype

@@ -6,7 +6,7 @@ use super::{
     Operand, ScoreTransform,
 };
 use crate::error::{Error, Result};
-use crate::options::{AttentionOptions, AttentionVariant};
+use crate::options::{AttentionOptions, AttentionVariant, Window};
 use crate::shape::{DType, Layout, Shape, MAX_HEAD_DIM};
 
 /// A checked attention call.
@@ -20,7 +20,92 @@ pub(crate) struct AttentionProblem<'a> {
     pub causal: bool,
     pub key_lengths: Option<&'a [u32]>,
     pub scale: f32,
+    pub window: Option<Window>,
+    pub softcap: Option<f32>,
+    pub alibi_slopes: Option<&'a [f32]>,
+    pub sinks: Option<&'a [f32]>,
     pub variant: AttentionVariant,
+}
+
+/// The score options of an attention call, checked: shared by the contiguous and the paged
+/// problems.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ScoreOptions<'a> {
+    pub window: Option<Window>,
+    pub softcap: Option<f32>,
+    pub alibi_slopes: Option<&'a [f32]>,
+    pub sinks: Option<&'a [f32]>,
+}
+
+/// Largest accepted magnitude of an ALiBi slope (2^64): beyond, every key but the query's own
+/// position gets weight 0 anyway, and the bias would leave f32's range.
+pub const MAX_ALIBI_SLOPE: f32 = 1.844_674_4e19;
+
+impl<'a> ScoreOptions<'a> {
+    /// Checks, in this order: the soft-cap (finite, within the scale range), the ALiBi slopes
+    /// (one per query head, finite, magnitude at most 2^64), the sinks (one per query head,
+    /// finite). Windows need no check: any width is valid.
+    pub fn new(opts: &AttentionOptions<'a>, heads: usize) -> Result<Self> {
+        if let Some(cap) = opts.softcap {
+            super::check_multiplier("softcap", cap, false, "the soft-cap")?;
+        }
+        let per_head = |argument: &'static str, v: Option<&'a [f32]>, max: f32| -> Result<()> {
+            let Some(v) = v else { return Ok(()) };
+            if v.len() != heads {
+                return Err(Error::LengthMismatch { argument, expected: heads, got: v.len() });
+            }
+            if let Some((index, &value)) = v.iter().enumerate().find(|(_, x)| !x.is_finite() || x.abs() > max) {
+                if !value.is_finite() {
+                    return Err(Error::NonFinite { argument, index, value });
+                }
+                return Err(Error::InvalidArgument {
+                    argument,
+                    message: format!("entry {index} is {value:e}, over the largest accepted magnitude {max:e}"),
+                });
+            }
+            Ok(())
+        };
+        per_head("alibi_slopes", opts.alibi_slopes, MAX_ALIBI_SLOPE)?;
+        per_head("sinks", opts.sinks, f32::MAX)?;
+        Ok(ScoreOptions {
+            window: opts.window,
+            softcap: opts.softcap,
+            alibi_slopes: opts.alibi_slopes,
+            sinks: opts.sinks,
+        })
+    }
+
+    /// The soft-cap's factors in the units the kernels carry scores in (`s = z·unit`):
+    /// `z = cap_out · tanh(z · cap_in)`, or `None` without a cap. `Err` where the two would leave
+    /// f32's range (a cap tiny or huge next to the call's score unit).
+    pub fn cap_factors(&self, t: &ScoreTransform) -> Result<Option<(f32, f32)>> {
+        let Some(cap) = self.softcap else { return Ok(None) };
+        let ratio = t.unit as f64 / cap as f64;
+        if !(2f64.powi(-120)..=2f64.powi(120)).contains(&ratio) {
+            return Err(Error::InvalidArgument {
+                argument: "softcap",
+                message: format!("{cap:e} is too far from the scores' scale ({:e}) to be applied in f32", t.unit),
+            });
+        }
+        Ok(Some((ratio as f32, (1.0 / ratio) as f32)))
+    }
+
+    /// Per query head: the ALiBi slope and the sink, in the kernels' units (times `mscale`).
+    pub fn head_params(&self, t: &ScoreTransform, heads: usize) -> Vec<f32> {
+        let m = t.mask as f64;
+        (0..heads)
+            .flat_map(|h| {
+                let slope = self.alibi_slopes.map_or(0.0, |s| s[h] as f64 * m);
+                let sink = self.sinks.map_or(0.0, |s| s[h] as f64 * m);
+                [slope as f32, sink as f32]
+            })
+            .collect()
+    }
+
+    /// Whether any option needs the per-head parameters.
+    pub fn has_head_params(&self) -> bool {
+        self.alibi_slopes.is_some() || self.sinks.is_some()
+    }
 }
 
 impl<'a> AttentionProblem<'a> {
@@ -58,6 +143,7 @@ impl<'a> AttentionProblem<'a> {
         check_key_lengths(opts.key_lengths, dims.batch, dims.nk)?;
         let scale = opts.scale_for(dims.d);
         super::check_multiplier("scale", scale, true, "the scale")?;
+        let so = ScoreOptions::new(opts, dims.heads)?;
         Ok(AttentionProblem {
             dims,
             dtype: q.dtype,
@@ -67,17 +153,26 @@ impl<'a> AttentionProblem<'a> {
             causal: opts.causal,
             key_lengths: opts.key_lengths,
             scale,
+            window: so.window,
+            softcap: so.softcap,
+            alibi_slopes: so.alibi_slopes,
+            sinks: so.sinks,
             variant: opts.variant,
         })
     }
 
+    /// The checked score options.
+    pub fn score_options(&self) -> ScoreOptions<'a> {
+        ScoreOptions { window: self.window, softcap: self.softcap, alibi_slopes: self.alibi_slopes, sinks: self.sinks }
+    }
+
     /// Records the magnitudes found by scanning the inputs, and checks that the scores they
-    /// allow can be carried in f32 at all (see [`ScoreTransform`]).
+    /// allow can be carried in f32 at all (see [`ScoreTransform`]), soft-cap included.
     pub fn with_magnitudes(mut self, q: f32, k: f32, v: f32) -> Result<Self> {
         self.q.max_abs = Some(q);
         self.k.max_abs = Some(k);
         self.v.max_abs = Some(v);
-        self.transform()?;
+        self.score_options().cap_factors(&self.transform()?)?;
         Ok(self)
     }
 

@@ -15,7 +15,8 @@ pub(crate) mod softmax;
 pub(crate) mod top_k;
 pub(crate) mod weighted_sum;
 
-pub(crate) use attention::AttentionProblem;
+pub use attention::MAX_ALIBI_SLOPE;
+pub(crate) use attention::{AttentionProblem, ScoreOptions};
 pub(crate) use similarity::SimilarityProblem;
 pub(crate) use softmax::SoftmaxProblem;
 pub(crate) use top_k::TopKProblem;

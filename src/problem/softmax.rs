@@ -1,6 +1,8 @@
 //! Softmax over the last dimension (`shaders/softmax.wgsl`, `cpu::softmax`).
 
-use super::{check_key_lengths, check_mask, check_operand, check_output, MaskSpec, Operand, ScoreTransform};
+use super::{
+    check_key_lengths, check_mask, check_operand, check_output, MaskSpec, Operand, ScoreOptions, ScoreTransform,
+};
 use crate::error::Result;
 use crate::options::SoftmaxOptions;
 
@@ -11,6 +13,8 @@ pub(crate) struct SoftmaxProblem<'a> {
     pub causal: bool,
     pub key_lengths: Option<&'a [u32]>,
     pub temperature: f32,
+    /// Attention's score options, for the unfused attention (none for a plain softmax).
+    pub score: ScoreOptions<'a>,
 }
 
 impl<'a> SoftmaxProblem<'a> {
@@ -24,7 +28,13 @@ impl<'a> SoftmaxProblem<'a> {
         }
         check_key_lengths(opts.key_lengths, s.batch, s.dim)?;
         super::check_multiplier("temperature", opts.temperature, false, "the temperature")?;
-        Ok(SoftmaxProblem { x, causal: opts.causal, key_lengths: opts.key_lengths, temperature: opts.temperature })
+        Ok(SoftmaxProblem {
+            x,
+            causal: opts.causal,
+            key_lengths: opts.key_lengths,
+            temperature: opts.temperature,
+            score: ScoreOptions::default(),
+        })
     }
 
     /// The softmax step of a checked attention call over its f32 scores, without checking again.
@@ -35,7 +45,7 @@ impl<'a> SoftmaxProblem<'a> {
             dtype: crate::shape::DType::F32,
             max_abs: None,
         };
-        SoftmaxProblem { x, causal: p.causal, key_lengths: p.key_lengths, temperature: 1.0 }
+        SoftmaxProblem { x, causal: p.causal, key_lengths: p.key_lengths, temperature: 1.0, score: p.score_options() }
     }
 
     /// How the kernel carries the scores `x / temperature + mask` (any finite x fits).

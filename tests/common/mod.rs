@@ -105,21 +105,34 @@ pub fn at(data: &[f32], shape: Shape, layout: Layout, b: usize, h: usize, s: usi
 }
 
 /// Masking rule of the reference (written independently of the crate).
+#[derive(Default)]
 pub struct RefMask<'a> {
     pub causal: bool,
     pub key_lengths: Option<&'a [u32]>,
     pub bool_mask: Option<(&'a [bool], [usize; 4])>,
     pub add_mask: Option<(&'a [f32], [usize; 4])>,
+    /// (left, right): keys p - left ..= p + right around the query's position p
+    pub window: Option<(usize, Option<usize>)>,
 }
 
 impl RefMask<'_> {
     pub fn none() -> Self {
-        RefMask { causal: false, key_lengths: None, bool_mask: None, add_mask: None }
+        RefMask::default()
     }
-    /// Additive term if (b, h, i, j) is kept.
+    /// Additive term if (b, h, i, j) is kept; `nk` is the batch's key count (its sequence
+    /// length over a paged cache), which positions are aligned to.
     pub fn term(&self, b: usize, h: usize, i: usize, j: usize, nq: usize, nk: usize) -> Option<f64> {
-        if self.causal && j as i64 > i as i64 + nk as i64 - nq as i64 {
+        let p = i as i64 + nk as i64 - nq as i64;
+        if j >= nk {
             return None;
+        }
+        if self.causal && j as i64 > p {
+            return None;
+        }
+        if let Some((left, right)) = self.window {
+            if (j as i64) < p - left as i64 || right.is_some_and(|r| j as i64 > p + r as i64) {
+                return None;
+            }
         }
         if let Some(kl) = self.key_lengths {
             if j >= kl[b] as usize {
@@ -147,6 +160,14 @@ impl RefMask<'_> {
     }
 }
 
+/// The score options of the reference: soft-cap, ALiBi slopes, sinks (per query head).
+#[derive(Clone, Debug, Default)]
+pub struct RefScores {
+    pub softcap: Option<f64>,
+    pub alibi: Option<Vec<f32>>,
+    pub sinks: Option<Vec<f32>>,
+}
+
 /// f64 reference attention from the definition: materialised scores, softmax, weights·V.
 /// Returns (output in q's layout, lse [b, h, nq], weights [b, h, nq, nk]).
 #[allow(clippy::too_many_arguments)]
@@ -162,6 +183,25 @@ pub fn ref_attention(
     scale: f64,
     mask: &RefMask,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    ref_attention_with(q, qs, ql, k, ks, kl, v, vl, scale, mask, &RefScores::default())
+}
+
+/// [`ref_attention`] with the score options: `s = scale·q·k`, then `cap·tanh(s/cap)`, then
+/// `- slope·|p - j|`, then the mask term; the softmax denominator counts `exp(sink)`.
+#[allow(clippy::too_many_arguments)]
+pub fn ref_attention_with(
+    q: &[f32],
+    qs: Shape,
+    ql: Layout,
+    k: &[f32],
+    ks: Shape,
+    kl: Layout,
+    v: &[f32],
+    vl: Layout,
+    scale: f64,
+    mask: &RefMask,
+    opts: &RefScores,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (b_, h_, nq, d) = (qs.batch, qs.heads, qs.seq, qs.dim);
     let nk = ks.seq;
     let group = h_ / ks.heads;
@@ -173,19 +213,28 @@ pub fn ref_attention(
         for h in 0..h_ {
             let hk = h / group;
             for i in 0..nq {
+                let p = i as i64 + nk as i64 - nq as i64;
                 let s: Vec<Option<f64>> = (0..nk)
                     .map(|j| {
                         mask.term(b, h, i, j, nq, nk).map(|add| {
                             let dot: f64 = (0..d).map(|x| at(q, qs, ql, b, h, i, x) * at(k, ks, kl, b, hk, j, x)).sum();
-                            dot * scale + add
+                            let mut s = dot * scale;
+                            if let Some(cap) = opts.softcap {
+                                s = cap * (s / cap).tanh();
+                            }
+                            if let Some(slopes) = &opts.alibi {
+                                s -= slopes[h] as f64 * (p - j as i64).abs() as f64;
+                            }
+                            s + add
                         })
                     })
                     .collect();
-                let m = s.iter().flatten().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sink = opts.sinks.as_ref().map(|s| s[h] as f64);
+                let m = s.iter().flatten().cloned().fold(sink.unwrap_or(f64::NEG_INFINITY), f64::max);
                 if m == f64::NEG_INFINITY {
                     continue;
                 }
-                let l: f64 = s.iter().flatten().map(|x| (x - m).exp()).sum();
+                let l: f64 = s.iter().flatten().map(|x| (x - m).exp()).sum::<f64>() + sink.map_or(0.0, |s| (s - m).exp());
                 lse[(b * h_ + h) * nq + i] = m + l.ln();
                 for j in 0..nk {
                     if let Some(x) = s[j] {
@@ -221,6 +270,10 @@ pub struct Case {
     pub add_mask: Option<[usize; 4]>,
     pub amp: f32,
     pub seed: u64,
+    pub window: Option<Window>,
+    pub softcap: Option<f32>,
+    pub alibi: Option<Vec<f32>>,
+    pub sinks: Option<Vec<f32>>,
 }
 
 impl Case {
@@ -240,7 +293,29 @@ impl Case {
             add_mask: None,
             amp: 1.0,
             seed: (b * 1000 + h * 100 + nq * 7 + nk * 13 + d) as u64,
+            window: None,
+            softcap: None,
+            alibi: None,
+            sinks: None,
         }
+    }
+    pub fn window(mut self, left: usize, right: Option<usize>) -> Self {
+        self.window = Some(Window { left, right });
+        self
+    }
+    pub fn softcap(mut self, cap: f32) -> Self {
+        self.softcap = Some(cap);
+        self
+    }
+    /// ALiBi with the usual geometric slopes 2^(-8(h+1)/H).
+    pub fn alibi(mut self) -> Self {
+        self.alibi = Some((0..self.h).map(|h| 2f32.powf(-8.0 * (h + 1) as f32 / self.h as f32)).collect());
+        self
+    }
+    /// A sink per head, in [-2, 2).
+    pub fn sinks(mut self) -> Self {
+        self.sinks = Some(rand_vec(self.seed + 7, self.h, 2.0));
+        self
     }
     pub fn causal(mut self) -> Self {
         self.causal = true;
@@ -259,8 +334,15 @@ impl Case {
             scale: self.scale,
             causal: self.causal,
             key_lengths: self.key_lengths.as_deref(),
+            window: self.window,
+            softcap: self.softcap,
+            alibi_slopes: self.alibi.as_deref(),
+            sinks: self.sinks.as_deref(),
             ..Default::default()
         }
+    }
+    pub fn ref_scores(&self) -> RefScores {
+        RefScores { softcap: self.softcap.map(|c| c as f64), alibi: self.alibi.clone(), sinks: self.sinks.clone() }
     }
 }
 
@@ -312,12 +394,15 @@ pub fn case_reference(c: &Case, data: &CaseData) -> (Vec<f64>, Vec<f64>, Vec<f64
         key_lengths: c.key_lengths.as_deref(),
         bool_mask: c.bool_mask.map(|s| (&data.bmask[..], s)),
         add_mask: c.add_mask.map(|s| (&data.amask[..], s)),
+        window: c.window.map(|w| (w.left, w.right)),
     };
     let scale = c.scale.map(|s| s as f64).unwrap_or(1.0 / (c.d as f64).sqrt());
-    ref_attention(&data.q, data.qs, c.layout, &data.k, data.ks, c.layout, &data.v, c.layout, scale, &rm)
+    let (q, k, v) = (&data.q, &data.k, &data.v);
+    ref_attention_with(q, data.qs, c.layout, k, data.ks, c.layout, v, c.layout, scale, &rm, &c.ref_scores())
 }
 
-/// Compares log-sum-exp rows: -inf exactly where the reference has -inf, else relative error.
+/// Compares log-sum-exp rows: -inf exactly where the reference has -inf, else relative error
+/// (absolute near 0).
 pub fn assert_lse(what: &str, got: &[f32], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {

@@ -1,0 +1,9 @@
+// Prelude of attention.wgsl: K and V as contiguous tensors (views v1, v2).
+
+fn k_index(b: u32, hk: u32, j: u32) -> u32 {
+    return vidx(P.v1, b, hk, j);
+}
+
+fn v_index(b: u32, hk: u32, j: u32) -> u32 {
+    return vidx(P.v2, b, hk, j);
+}

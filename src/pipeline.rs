@@ -13,12 +13,13 @@ use crate::error::Result;
 use crate::kernels::{Access, Binding, Kernel};
 
 type Slot<T> = Arc<OnceLock<Result<T>>>;
+type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
 
 /// Compiled pipelines and bind group layouts, keyed by variant (layouts by their bindings).
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     pipelines: RwLock<HashMap<Kernel, Slot<Arc<wgpu::ComputePipeline>>>>,
-    layouts: RwLock<HashMap<&'static [Binding], Slot<(wgpu::BindGroupLayout, wgpu::PipelineLayout)>>>,
+    layouts: RwLock<HashMap<&'static [Binding], Slot<Layouts>>>,
     compiled: AtomicUsize,
 }
 
@@ -36,7 +37,7 @@ impl PipelineCache {
         self.compiled.load(Ordering::Relaxed)
     }
 
-    fn layouts(&self, ctx: &Context, kernel: Kernel) -> Result<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
+    fn layouts(&self, ctx: &Context, kernel: Kernel) -> Result<Layouts> {
         let s = slot(&self.layouts, kernel.bindings());
         s.get_or_init(|| {
             let entries: Vec<_> = kernel

@@ -92,8 +92,8 @@ attention_cases!(sliding_windows, {
         Case::new(1, 2, 1, 40, 40, 24).window(5, Some(3)),
         Case::new(2, 2, 2, 19, 50, 32).window(1000, Some(1000)), // wider than the sequence
         Case::new(2, 4, 2, 40, 40, 16).causal().window(7, None).bshd(),
-        Case::new(1, 2, 2, 5, 40, 8).window(3, Some(0)),  // nq < nk: positions 35..39
-        Case::new(1, 2, 2, 40, 5, 8).window(2, Some(2)),  // nq > nk: early rows see nothing
+        Case::new(1, 2, 2, 5, 40, 8).window(3, Some(0)), // nq < nk: positions 35..39
+        Case::new(1, 2, 2, 40, 5, 8).window(2, Some(2)), // nq > nk: early rows see nothing
         Case::new(1, 2, 2, 70, 70, 40).window(10, Some(0)).key_lengths(&[50]),
         Case::new(1, 1, 1, 200, 200, 64).causal().window(31, None), // windows cut across key tiles
     ];
@@ -120,7 +120,7 @@ attention_cases!(alibi_slopes, {
     [
         Case::new(1, 4, 2, 33, 33, 16).alibi().causal(),
         Case::new(1, 2, 2, 9, 47, 32).alibi().causal(), // nq < nk
-        Case::new(1, 2, 2, 47, 9, 32).alibi(),           // nq > nk, both sides
+        Case::new(1, 2, 2, 47, 9, 32).alibi(),          // nq > nk, both sides
         Case::new(2, 2, 1, 30, 60, 24).alibi().bshd().key_lengths(&[60, 17]),
         Case::new(1, 2, 1, 2, 2500, 32).alibi().causal(), // split-K
     ]
@@ -130,8 +130,8 @@ attention_cases!(sinks_with_fully_masked_rows, {
     [
         Case::new(2, 2, 2, 17, 30, 16).sinks(),
         Case::new(2, 2, 1, 9, 30, 16).sinks().key_lengths(&[0, 12]), // batch 0: every key masked
-        Case::new(1, 2, 2, 20, 6, 8).sinks().causal(),              // nq > nk: early rows see nothing
-        Case::new(1, 2, 1, 3, 2600, 32).sinks(),                    // split-K: the merge adds the sink
+        Case::new(1, 2, 2, 20, 6, 8).sinks().causal(),               // nq > nk: early rows see nothing
+        Case::new(1, 2, 1, 3, 2600, 32).sinks(),                     // split-K: the merge adds the sink
         Case::new(1, 2, 1, 3, 2600, 32).sinks().window(10, Some(0)).causal(),
     ]
 });

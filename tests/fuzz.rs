@@ -378,7 +378,10 @@ fn tolerance_f32(c: &Fuzz, d: &[Vec<f32>; 3]) -> Option<f64> {
         Op::Similarity(Similarity::Cosine) | Op::TopK(Metric::Cosine) => {
             // rows are normalised by their tensor's largest magnitude: a row more than 2^60
             // below it underflows in its squared norm, and f32 counts it as a zero vector
-            let tiny = |t: &[f32], m: f64| t.chunks(c.qs.dim.max(1)).any(|r| r.iter().fold(0.0f64, |a, x| a.max(x.abs() as f64)) < m * 2f64.powi(-60));
+            let tiny = |t: &[f32], m: f64| {
+                t.chunks(c.qs.dim.max(1))
+                    .any(|r| r.iter().fold(0.0f64, |a, x| a.max(x.abs() as f64)) < m * 2f64.powi(-60))
+            };
             (!tiny(&d[0], mq) && !tiny(&d[1], mk)).then_some(out_eps + 1e-6)
         }
         Op::Similarity(_) | Op::TopK(_) => Some(out_eps * (dim * mq * mk).max(1e-30) + 1e-6),

@@ -241,8 +241,14 @@ fn invalid_attention_calls() -> Vec<(Call, Check)> {
             Call { bad_value: Some((2, 100, f32::NEG_INFINITY)), ..base.clone() },
             Box::new(|e| matches!(e, Error::NonFinite { argument: "v", index: 100, .. })),
         ),
-        (Call { softcap: Some(0.0), ..base.clone() }, Box::new(|e| matches!(e, Error::InvalidArgument { argument: "softcap", .. }))),
-        (Call { softcap: Some(f32::NAN), ..base.clone() }, Box::new(|e| matches!(e, Error::InvalidArgument { argument: "softcap", .. }))),
+        (
+            Call { softcap: Some(0.0), ..base.clone() },
+            Box::new(|e| matches!(e, Error::InvalidArgument { argument: "softcap", .. })),
+        ),
+        (
+            Call { softcap: Some(f32::NAN), ..base.clone() },
+            Box::new(|e| matches!(e, Error::InvalidArgument { argument: "softcap", .. })),
+        ),
         (
             Call { alibi: Some(vec![0.5; 3]), ..base.clone() },
             Box::new(|e| matches!(e, Error::LengthMismatch { argument: "alibi_slopes", expected: 4, got: 3 })),

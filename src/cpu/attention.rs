@@ -9,7 +9,8 @@ use super::{dot64, to_layout, view, widen, RowMask, Scoring};
 use crate::error::Result;
 use crate::host::{scan, HostMask, HostTensor};
 use crate::options::AttentionOptions;
-use crate::problem::{AttentionProblem, Dims, MaskSpec, Operand};
+use crate::paged::{BlockTable, HostKvCache, PageGeometry};
+use crate::problem::{AttentionProblem, Dims, MaskSpec, Operand, PagedProblem};
 use crate::shape::Element;
 
 /// The checked problem of a host attention call: shapes and options, then one scan of each
@@ -47,6 +48,46 @@ impl KvRows for Contiguous<'_> {
     fn v_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
         self.v.row(b, hk, j)
     }
+}
+
+/// A paged cache read through its block table (pools widened to f32 once per call).
+struct Paged<'a> {
+    k: &'a [f32],
+    v: &'a [f32],
+    g: PageGeometry,
+    table: &'a BlockTable<'a>,
+}
+
+impl KvRows for Paged<'_> {
+    fn k_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
+        let at = self.g.row(self.table.token(&self.g, b, j), hk);
+        &self.k[at..at + self.g.head_dim]
+    }
+    fn v_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
+        let at = self.g.row(self.table.token(&self.g, b, j), hk);
+        &self.v[at..at + self.g.head_dim]
+    }
+}
+
+/// Attention over a paged cache: the CPU twin of [`Context::paged_attention`](crate::Context::paged_attention),
+/// with the same checks. Returns `(output, lse)`: output in `q`'s layout; lse `[batch, heads, nq]`.
+/// K and V are read through the block table (no gather); the cache's values are not scanned
+/// (they were when appended).
+pub fn paged_attention<T: Element>(
+    q: &HostTensor<T>,
+    cache: &HostKvCache<T>,
+    table: &BlockTable,
+    opts: &AttentionOptions,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let g = cache.geometry();
+    let p = PagedProblem::new(Operand::host(q), g, T::DTYPE, *table, opts)?;
+    scan("q", q.data())?;
+    let (qd, kd, vd) = (widen(q.data()), widen(&cache.k), widen(&cache.v));
+    let q = &view(q, &qd);
+    let kv = Paged { k: &kd, v: &vd, g, table };
+    let sc = scoring(&p.attn, None, Some(table.seq_lens()));
+    let (out, lse) = attend(q, &kv, &sc, &p.attn.dims, p.attn.sinks);
+    Ok((to_layout(out, &q.shape(), q.layout()), lse))
 }
 
 /// The partial result of query row `(b, h, i)` over keys `[j0, j1)`.

@@ -8,13 +8,15 @@
 
 pub(crate) mod attention;
 mod attention_merge;
+mod kv_append;
 pub(crate) mod similarity;
 pub(crate) mod softmax;
 pub(crate) mod top_k;
 pub(crate) mod weighted_sum;
 
-pub use attention::{attention, attention_unfused};
+pub use attention::{attention, attention_unfused, paged_attention};
 pub use attention_merge::{attention_merge, AttentionPartial};
+pub use kv_append::append_kv;
 pub use similarity::similarity;
 pub use softmax::softmax;
 pub use top_k::top_k;

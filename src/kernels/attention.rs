@@ -8,6 +8,7 @@ use crate::caps::Caps;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::options::{AttentionVariant, Loads};
+use crate::paged::PagedKvCache;
 use crate::plan::{Grid, Rows};
 use crate::problem::AttentionProblem;
 use crate::record::{Arg, Launch};
@@ -230,6 +231,7 @@ pub(crate) fn resolve(
     caps: &Caps,
     aligned: bool,
     lse: bool,
+    paged: bool,
 ) -> Result<(Resolved, AttentionPlan)> {
     let d = p.dims;
     let vec4_ok = d.d.is_multiple_of(4) && aligned;
@@ -246,6 +248,9 @@ pub(crate) fn resolve(
     };
     let partial_bytes = |splits: usize| (splits * d.slices() * d.nq * (d.d + 2) * 4) as u64;
     let unfused = |reason: String| -> Result<(Resolved, AttentionPlan)> {
+        if paged {
+            return Err(Error::Unsupported(format!("the unfused variant does not read a paged cache ({reason})")));
+        }
         if lse {
             return Err(Error::Unsupported(format!("the unfused variant does not produce the log-sum-exp ({reason})")));
         }
@@ -320,6 +325,29 @@ pub(crate) fn resolve(
     }
 }
 
+/// Where an attention launch reads K and V.
+pub(crate) enum KvSource<'a> {
+    /// Contiguous tensors `[batch, kv_heads, nk, d]`.
+    Tensors(&'a Tensor, &'a Tensor),
+    /// A paged cache, through a block table (on the GPU: its table and lengths buffers).
+    Paged { cache: &'a PagedKvCache, seq_lens: &'a wgpu::Buffer, table: &'a wgpu::Buffer, blocks_per_seq: usize },
+}
+
+impl KvSource<'_> {
+    fn blocks_per_seq(&self) -> usize {
+        match self {
+            KvSource::Tensors(..) => 0,
+            KvSource::Paged { blocks_per_seq, .. } => *blocks_per_seq,
+        }
+    }
+    fn page_shift(&self) -> u32 {
+        match self {
+            KvSource::Tensors(..) => 0,
+            KvSource::Paged { cache, .. } => cache.geometry.page_size.trailing_zeros(),
+        }
+    }
+}
+
 /// Fused (or split-K) attention into `out` (and `lse`): the launcher for a resolved variant.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record(
@@ -327,13 +355,14 @@ pub(crate) fn record(
     encoder: &mut wgpu::CommandEncoder,
     p: &AttentionProblem,
     resolved: Resolved,
-    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    q: &Tensor,
+    kv: KvSource,
     mask: Option<&Mask>,
     out: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
     let d = p.dims;
-    let (kernel, split) = match resolved {
+    let (mut kernel, split) = match resolved {
         Resolved::Fused(kernel) => (kernel, None),
         Resolved::SplitK { kernel, split_len, splits } => (kernel, Some((split_len, splits))),
         Resolved::Unfused => return Err(Error::Unsupported("the unfused variant has its own launcher".into())),
@@ -355,6 +384,26 @@ pub(crate) fn record(
         fl |= flags::LSE;
     }
     let kl = p.key_lengths.map(|kl| ctx.create_init(bytemuck::cast_slice(kl), "key_lengths")).transpose()?;
+    // K and V: contiguous tensors, or page pools read through the block table
+    let (k_arg, v_arg, lengths, table) = match &kv {
+        KvSource::Tensors(k, v) => (
+            Arg::tensor("k", k, d.group(), Rows::All(d.nk), 1, 4),
+            Arg::tensor("v", v, d.group(), Rows::All(d.nk), 2, 5),
+            kl.as_ref().unwrap_or(&ctx.inner.placeholder_read),
+            None,
+        ),
+        KvSource::Paged { cache, seq_lens, table, .. } => {
+            kernel.paged = true;
+            fl |= flags::PAGED;
+            let g = &cache.geometry;
+            (
+                Arg::pool("k_pages", &cache.k, g, d.group(), 1, 4),
+                Arg::pool("v_pages", &cache.v, g, d.group(), 2, 5),
+                *seq_lens,
+                Some(Arg::whole("block_table", table, 9)),
+            )
+        }
+    };
     let br = kernel.br as usize;
     let nsplit = split.map_or(1, |s| s.1);
     // split-K partials: per query row, for each split, the raw accumulator, the running max and
@@ -382,6 +431,8 @@ pub(crate) fn record(
             d: d.d as u32,
             flags: fl,
             split_len: split.map_or(0, |s| s.0) as u32,
+            max_blocks: kv.blocks_per_seq() as u32,
+            page_shift: kv.page_shift(),
             kpre: vpre,
             post: vpost,
             post2: 1.0,
@@ -390,19 +441,21 @@ pub(crate) fn record(
         .with_transform(&transform),
     );
     let heads = so.heads.as_ref().unwrap_or(&ctx.inner.placeholder_read);
+    let mut args = vec![
+        Arg::tensor("q", q, 1, Rows::Query, 0, 1),
+        Arg::mask(ctx, mask, d.heads, 2),
+        Arg::whole("key_lengths", lengths, 3),
+        k_arg,
+        v_arg,
+        out_arg,
+        lse_arg,
+        Arg::whole("heads", heads, 8),
+    ];
+    args.extend(table);
     Launch {
         kernel: Kernel::Attention(kernel),
         grid: Grid { bh: d.slices(), heads: d.heads, nq: d.nq, row_tile: br },
-        args: vec![
-            Arg::tensor("q", q, 1, Rows::Query, 0, 1),
-            Arg::mask(ctx, mask, d.heads, 2),
-            Arg::whole("key_lengths", kl.as_ref().unwrap_or(&ctx.inner.placeholder_read), 3),
-            Arg::tensor("k", k, d.group(), Rows::All(d.nk), 1, 4),
-            Arg::tensor("v", v, d.group(), Rows::All(d.nk), 2, 5),
-            out_arg,
-            lse_arg,
-            Arg::whole("heads", heads, 8),
-        ],
+        args,
         params,
         workgroups: &workgroups,
     }
@@ -459,7 +512,8 @@ mod tests {
         assert!(matches!(choose_tile(256, 4, &small), Err(Error::Unsupported(ref m)) if m.contains("head dim 256")));
         let (br, _) = choose_tile(128, 1000, &small).unwrap();
         assert!(
-            AttentionKernel { dtype: DType::F32, br, dp: 128, split: false, loads: Loads::Vec4 }.workgroup_bytes()
+            AttentionKernel { dtype: DType::F32, br, dp: 128, split: false, loads: Loads::Vec4, paged: false }
+                .workgroup_bytes()
                 <= 16 << 10
         );
         let few = Caps { max_invocations: 128, ..c };
@@ -492,7 +546,7 @@ mod tests {
     #[test]
     fn auto_picks_by_shape_and_forced_variants_are_checked() {
         let c = lavapipe();
-        let plan = |p: &AttentionProblem, aligned, lse| resolve(p, &c, aligned, lse).map(|r| r.1);
+        let plan = |p: &AttentionProblem, aligned, lse| resolve(p, &c, aligned, lse, false).map(|r| r.1);
         // prefill: fused with vector loads
         let p = problem(2, 8, 512, 512, 64, AttentionVariant::Auto);
         assert_eq!(plan(&p, true, false).unwrap().variant, AttentionVariant::Fused(Loads::Vec4));
@@ -518,9 +572,9 @@ mod tests {
         // a device too small for the fused kernels: auto falls back to unfused, forcing fused is refused
         let small = Caps { max_workgroup_storage: 16 << 10, ..c.clone() };
         let p = problem(1, 1, 4, 4, 256, AttentionVariant::Auto);
-        assert_eq!(resolve(&p, &small, true, false).unwrap().1.variant, AttentionVariant::Unfused);
-        assert!(resolve(&p, &small, true, true).is_err());
+        assert_eq!(resolve(&p, &small, true, false, false).unwrap().1.variant, AttentionVariant::Unfused);
+        assert!(resolve(&p, &small, true, true, false).is_err());
         let p = problem(1, 1, 4, 4, 256, AttentionVariant::Fused(Loads::Scalar));
-        assert!(matches!(resolve(&p, &small, true, false), Err(Error::Unsupported(_))));
+        assert!(matches!(resolve(&p, &small, true, false, false), Err(Error::Unsupported(_))));
     }
 }

@@ -10,6 +10,7 @@
 //! | softmax | `shaders/softmax.wgsl` | [`softmax`] | `cpu::softmax` |
 //! | weighted sum | `shaders/weighted_sum.wgsl` | [`weighted_sum`] | `cpu::weighted_sum` |
 //! | top-k | `shaders/top_k.wgsl` | [`top_k`] | `cpu::top_k` |
+//! | append to a paged cache | `shaders/kv_append.wgsl` | [`kv_append`] | `cpu::append_kv` |
 //!
 //! A variant type owns its WGSL source, its bindings, its workgroup-memory size and its
 //! constants. The constants are emitted from Rust into a header in front of the shader (with
@@ -19,6 +20,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod attention_merge;
+pub(crate) mod kv_append;
 pub(crate) mod similarity;
 pub(crate) mod softmax;
 pub(crate) mod top_k;
@@ -260,6 +262,7 @@ pub(crate) enum Kernel {
     Softmax(softmax::SoftmaxKernel),
     WeightedSum(weighted_sum::WeightedSumKernel),
     TopK(top_k::TopKKernel),
+    KvAppend(kv_append::KvAppendKernel),
 }
 
 macro_rules! each_kernel {
@@ -271,6 +274,7 @@ macro_rules! each_kernel {
             Kernel::Softmax($v) => $e,
             Kernel::WeightedSum($v) => $e,
             Kernel::TopK($v) => $e,
+            Kernel::KvAppend($v) => $e,
         }
     };
 }
@@ -348,6 +352,7 @@ impl Kernel {
             v.extend(similarity::SimilarityKernel::all(dtype).map(Kernel::Similarity));
             v.push(Kernel::Softmax(softmax::SoftmaxKernel { dtype }));
             v.push(Kernel::WeightedSum(weighted_sum::WeightedSumKernel { dtype }));
+            v.push(Kernel::KvAppend(kv_append::KvAppendKernel { dtype }));
         }
         v.extend(top_k::TopKKernel::all().map(Kernel::TopK));
         v

@@ -4,7 +4,7 @@
 use super::{check_aliasing, Region};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::attention::{resolve, AttentionPlan, Resolved};
+use crate::kernels::attention::{resolve, AttentionPlan, KvSource, Resolved};
 use crate::kernels::{similarity, softmax, weighted_sum};
 use crate::options::AttentionOptions;
 use crate::problem::{AttentionProblem, MaskSpec, Operand, SimilarityProblem, SoftmaxProblem, WeightedSumProblem};
@@ -52,7 +52,7 @@ impl Context {
     ) -> Result<AttentionPlan> {
         let p = self.attention_problem(q, k, v, mask, opts)?;
         self.check_alive_now()?;
-        Ok(resolve(&p, self.caps(), aligned(q, k, v), lse)?.1)
+        Ok(resolve(&p, self.caps(), aligned(q, k, v), lse, false)?.1)
     }
 
     /// Fused attention `O = softmax(scale · Q Kᵀ + mask) V` into a new tensor shaped, typed and
@@ -157,13 +157,16 @@ impl Context {
         let mut outputs = vec![Region::tensor("out", out)];
         outputs.extend(lse.map(|l| Region::tensor("lse", l)));
         check_aliasing(&outputs, &inputs(q, k, v, mask))?;
-        let (resolved, _) = resolve(p, self.caps(), aligned(q, k, v), lse.is_some())?;
+        let (resolved, _) = resolve(p, self.caps(), aligned(q, k, v), lse.is_some(), false)?;
         match resolved {
             Resolved::Unfused => {
                 let weights = self.zeros(p.scores_shape(), Layout::Bhsd, DType::F32)?;
                 self.record_unfused(encoder, p, (q, k, v), mask, out, &weights)
             }
-            fused => crate::kernels::attention::record(self, encoder, p, fused, (q, k, v), mask, out, lse),
+            fused => {
+                let kv = KvSource::Tensors(k, v);
+                crate::kernels::attention::record(self, encoder, p, fused, q, kv, mask, out, lse)
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 //! at the caller's `finish()` or `submit()`, not here.
 
 mod attention;
+mod paged;
 mod similarity;
 mod softmax;
 mod top_k;

@@ -10,6 +10,7 @@
 //! [`ScoreTransform`] carry every score through the kernels' f32 arithmetic without overflow.
 
 pub(crate) mod attention;
+pub(crate) mod paged;
 pub(crate) mod similarity;
 pub(crate) mod softmax;
 pub(crate) mod top_k;
@@ -17,6 +18,7 @@ pub(crate) mod weighted_sum;
 
 pub use attention::MAX_ALIBI_SLOPE;
 pub(crate) use attention::{AttentionProblem, ScoreOptions};
+pub(crate) use paged::{AppendProblem, PagedProblem};
 pub(crate) use similarity::SimilarityProblem;
 pub(crate) use softmax::SoftmaxProblem;
 pub(crate) use top_k::TopKProblem;

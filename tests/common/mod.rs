@@ -234,7 +234,8 @@ pub fn ref_attention_with(
                 if m == f64::NEG_INFINITY {
                     continue;
                 }
-                let l: f64 = s.iter().flatten().map(|x| (x - m).exp()).sum::<f64>() + sink.map_or(0.0, |s| (s - m).exp());
+                let l: f64 =
+                    s.iter().flatten().map(|x| (x - m).exp()).sum::<f64>() + sink.map_or(0.0, |s| (s - m).exp());
                 lse[(b * h_ + h) * nq + i] = m + l.ln();
                 for j in 0..nk {
                     if let Some(x) = s[j] {

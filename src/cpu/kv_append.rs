@@ -1,0 +1,35 @@
+//! CPU twin of `shaders/kv_append.wgsl`: new tokens' K and V written into a host page pool
+//! through the block table.
+
+use crate::error::Result;
+use crate::host::{scan, HostTensor};
+use crate::paged::{BlockTable, HostKvCache};
+use crate::problem::{AppendProblem, Operand};
+use crate::shape::Element;
+
+/// Appends `k_new` and `v_new` (`[batch, kv_heads, n_new, head_dim]`) to `cache`: sequence `b`'s
+/// new tokens go to its last `n_new` positions (`seq_lens[b] - n_new ..`), in the pages its
+/// table names. Checked as on the GPU (the same errors), values scanned for NaN and infinities.
+pub fn append_kv<T: Element>(
+    cache: &mut HostKvCache<T>,
+    table: &BlockTable,
+    k_new: &HostTensor<T>,
+    v_new: &HostTensor<T>,
+) -> Result<()> {
+    let g = cache.geometry();
+    let p = AppendProblem::new(Operand::host(k_new), Operand::host(v_new), g, T::DTYPE, *table)?;
+    scan("k_new", k_new.data())?;
+    scan("v_new", v_new.data())?;
+    let d = g.head_dim;
+    for (b, &len) in table.seq_lens().iter().enumerate() {
+        for t in 0..p.n_new {
+            let token = table.token(&g, b, len as usize - p.n_new + t);
+            for hk in 0..g.kv_heads {
+                let at = g.row(token, hk);
+                cache.k[at..at + d].copy_from_slice(k_new.row(b, hk, t));
+                cache.v[at..at + d].copy_from_slice(v_new.row(b, hk, t));
+            }
+        }
+    }
+    Ok(())
+}

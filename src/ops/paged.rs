@@ -1,0 +1,188 @@
+//! A paged KV cache on [`Context`]: appending new tokens (`crate::kernels::kv_append`) and
+//! attention through the block table (`crate::kernels::attention`, paged variants).
+
+use super::{check_aliasing, Region};
+use crate::context::Context;
+use crate::error::Result;
+use crate::kernels::attention::{resolve, AttentionPlan, KvSource};
+use crate::kernels::kv_append;
+use crate::options::AttentionOptions;
+use crate::paged::{BlockTable, PagedKvCache};
+use crate::problem::{AppendProblem, Operand, PagedProblem};
+use crate::shape::{DType, Layout};
+use crate::tensor::Tensor;
+
+impl Context {
+    /// The block table's two buffers: sequence lengths and entries.
+    fn table_buffers(&self, table: &BlockTable) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
+        Ok((
+            self.create_init(bytemuck::cast_slice(table.seq_lens()), "seq_lens")?,
+            self.create_init(bytemuck::cast_slice(table.table()), "block_table")?,
+        ))
+    }
+
+    fn append_problem<'a>(
+        &self,
+        cache: &PagedKvCache,
+        table: &BlockTable<'a>,
+        k_new: &Tensor,
+        v_new: &Tensor,
+    ) -> Result<AppendProblem<'a>> {
+        let p = AppendProblem::new(Operand::gpu(k_new), Operand::gpu(v_new), cache.geometry, cache.dtype(), *table)?;
+        self.check_tensors(&[("k_new", k_new), ("v_new", v_new), ("k_pages", &cache.k), ("v_pages", &cache.v)], None)?;
+        let inputs = [Region::tensor("k_new", k_new), Region::tensor("v_new", v_new)];
+        check_aliasing(&[Region::tensor("k_pages", &cache.k), Region::tensor("v_pages", &cache.v)], &inputs)?;
+        Ok(p)
+    }
+
+    /// Appends new tokens to a paged cache: `k_new` and `v_new` (`[batch, kv_heads, n_new,
+    /// head_dim]`, the cache's dtype) are written, for each sequence `b` of the block table, at
+    /// its last `n_new` positions (`seq_lens[b] - n_new ..`; lengths count the new tokens), into
+    /// the pages its table names. Submits, without waiting.
+    ///
+    /// The table is checked before anything runs: lengths and pages within the cache, and no two
+    /// new tokens in one slot ([`Error::InvalidArgument`](crate::Error::InvalidArgument) naming
+    /// `block_table`).
+    ///
+    /// ```no_run
+    /// # use wgpu_attention::*;
+    /// # fn main() -> Result<()> {
+    /// let ctx = Context::new_blocking()?;
+    /// let g = PageGeometry { num_pages: 64, page_size: 16, kv_heads: 2, head_dim: 64 };
+    /// let cache = PagedKvCache::new(&ctx, g, DType::F32)?;
+    /// // two sequences: 20 and 3 tokens, the last token of each new in this step
+    /// let (lens, table) = ([20u32, 3], [0u32, 1, 2, 3]);
+    /// let table = BlockTable::new(&table, 2, &lens)?;
+    /// let k_new = ctx.upload(&vec![0.5f32; 2 * 2 * 64], Shape::new(2, 2, 1, 64))?;
+    /// ctx.append_kv(&cache, &table, &k_new, &k_new)?;
+    /// let q = ctx.upload(&vec![0.1f32; 2 * 8 * 64], Shape::new(2, 8, 1, 64))?;
+    /// let out = ctx.paged_attention(&q, &cache, &table, &AttentionOptions::default())?;
+    /// # let _ = out; Ok(()) }
+    /// ```
+    pub fn append_kv(&self, cache: &PagedKvCache, table: &BlockTable, k_new: &Tensor, v_new: &Tensor) -> Result<()> {
+        let p = self.append_problem(cache, table, k_new, v_new)?;
+        let (lens, entries) = self.table_buffers(table)?;
+        self.submit(|enc| kv_append::record(self, enc, &p, k_new, v_new, cache, &lens, &entries))
+    }
+
+    /// Records [`Context::append_kv`] into `encoder`.
+    pub fn encode_append_kv(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        cache: &PagedKvCache,
+        table: &BlockTable,
+        k_new: &Tensor,
+        v_new: &Tensor,
+    ) -> Result<()> {
+        let p = self.append_problem(cache, table, k_new, v_new)?;
+        let (lens, entries) = self.table_buffers(table)?;
+        kv_append::record(self, encoder, &p, k_new, v_new, cache, &lens, &entries)
+    }
+
+    fn paged_problem<'a>(
+        &self,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable<'a>,
+        opts: &AttentionOptions<'a>,
+    ) -> Result<PagedProblem<'a>> {
+        let p = PagedProblem::new(Operand::gpu(q), cache.geometry, cache.dtype(), *table, opts)?;
+        self.check_tensors(&[("q", q), ("k_pages", &cache.k), ("v_pages", &cache.v)], None)?;
+        Ok(p)
+    }
+
+    /// What a paged attention call would run (fused or split-K; the unfused variant does not
+    /// read a paged cache). See [`Context::plan_attention`].
+    pub fn plan_paged_attention(
+        &self,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable,
+        opts: &AttentionOptions,
+        lse: bool,
+    ) -> Result<AttentionPlan> {
+        let p = self.paged_problem(q, cache, table, opts)?;
+        self.check_alive_now()?;
+        Ok(resolve(&p.attn, self.caps(), aligned(q, cache), lse, true)?.1)
+    }
+
+    /// Attention of `q` (`[batch, heads, nq, head_dim]`) over a paged cache, reading K and V
+    /// through the block table (no gather). Sequence `b` has `seq_lens[b]` keys; its queries sit
+    /// at its last `nq` positions (`seq_lens[b] - nq + i`: decoding with `nq = 1`, or a prefill
+    /// chunk whose K and V were appended first, causal by position with `causal: true`). Every
+    /// option of [`AttentionOptions`] applies but key lengths (the table's lengths stand for
+    /// them); masks do not apply. Output like `q`.
+    pub fn paged_attention(
+        &self,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable,
+        opts: &AttentionOptions,
+    ) -> Result<Tensor> {
+        let p = self.paged_problem(q, cache, table, opts)?;
+        let out = self.zeros(p.attn.out_shape(), p.attn.out_layout(), p.attn.dtype)?;
+        self.submit(|enc| self.record_paged(enc, &p, q, cache, &out, None))?;
+        Ok(out)
+    }
+
+    /// Like [`Context::paged_attention`], also returning the log-sum-exp (f32 `[batch, heads, nq, 1]`).
+    pub fn paged_attention_with_lse(
+        &self,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable,
+        opts: &AttentionOptions,
+    ) -> Result<(Tensor, Tensor)> {
+        let p = self.paged_problem(q, cache, table, opts)?;
+        let out = self.zeros(p.attn.out_shape(), p.attn.out_layout(), p.attn.dtype)?;
+        let lse = self.zeros(p.attn.lse_shape(), Layout::Bhsd, DType::F32)?;
+        self.submit(|enc| self.record_paged(enc, &p, q, cache, &out, Some(&lse)))?;
+        Ok((out, lse))
+    }
+
+    /// Records [`Context::paged_attention`] into `encoder`, writing `out` (like `q`, any layout)
+    /// and `lse` if given. Outputs may not share a buffer with `q` or the cache.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_paged_attention(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable,
+        opts: &AttentionOptions,
+        out: &Tensor,
+        lse: Option<&Tensor>,
+    ) -> Result<()> {
+        let p = self.paged_problem(q, cache, table, opts)?;
+        p.attn.check_outputs(&Operand::gpu(out), lse.map(Operand::gpu).as_ref())?;
+        let mut outs = vec![("out", out)];
+        outs.extend(lse.map(|l| ("lse", l)));
+        self.check_tensors(&outs, None)?;
+        self.record_paged(encoder, &p, q, cache, out, lse)
+    }
+
+    fn record_paged(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        p: &PagedProblem,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        out: &Tensor,
+        lse: Option<&Tensor>,
+    ) -> Result<()> {
+        let mut outputs = vec![Region::tensor("out", out)];
+        outputs.extend(lse.map(|l| Region::tensor("lse", l)));
+        let inputs = [Region::tensor("q", q), Region::tensor("k_pages", &cache.k), Region::tensor("v_pages", &cache.v)];
+        check_aliasing(&outputs, &inputs)?;
+        let (resolved, _) = resolve(&p.attn, self.caps(), aligned(q, cache), lse.is_some(), true)?;
+        let (lens, entries) = self.table_buffers(&p.table)?;
+        let kv = KvSource::Paged { cache, seq_lens: &lens, table: &entries, blocks_per_seq: p.table.blocks_per_seq() };
+        crate::kernels::attention::record(self, encoder, &p.attn, resolved, q, kv, None, out, lse)
+    }
+}
+
+/// Whether vector loads apply: 4-aligned element offsets of `q` and the pools (rows of the pools
+/// then start on multiples of 4 when the head dim is one).
+fn aligned(q: &Tensor, cache: &PagedKvCache) -> bool {
+    [q, &cache.k, &cache.v].iter().all(|t| t.offset.is_multiple_of(4))
+}

@@ -58,8 +58,10 @@ impl PageGeometry {
         self.num_pages.saturating_mul(self.page_size)
     }
 
-    /// The pool as a tensor shape `[1, 1, tokens · kv_heads, head_dim]` (saturating).
-    pub(crate) fn pool_shape(&self) -> Shape {
+    /// One pool as a tensor shape, `[1, 1, tokens · kv_heads, head_dim]` (saturating): what
+    /// [`PagedKvCache::k`] and [`PagedKvCache::v`] hold, and the room a buffer given to
+    /// [`PagedKvCache::from_buffers`] needs from its offset.
+    pub fn pool_shape(&self) -> Shape {
         Shape::new(1, 1, self.tokens().saturating_mul(self.kv_heads), self.head_dim)
     }
 
@@ -162,6 +164,12 @@ impl<'a> BlockTable<'a> {
 }
 
 /// A paged KV cache on the GPU: two page pools of [`PageGeometry`], K and V, in one dtype.
+///
+/// Each pool is bound whole, so it must fit one storage binding of the device (128 MiB on some
+/// drivers, e.g. lavapipe; several GiB on discrete GPUs). Attention over the cache does not know
+/// its values' magnitudes (they may come from the caller's buffers or several appends): where
+/// scores or weighted sums of V pass f32's range, they saturate, where attention over uploaded
+/// contiguous tensors rescales instead (README, "Extreme values").
 #[derive(Debug, Clone)]
 pub struct PagedKvCache {
     pub(crate) k: Tensor,
@@ -169,17 +177,40 @@ pub struct PagedKvCache {
     pub(crate) geometry: PageGeometry,
 }
 
+/// Each pool is bound whole by the kernels: it must fit one storage binding of the device.
+fn check_binding(ctx: &Context, geometry: &PageGeometry, dtype: DType) -> Result<()> {
+    let bytes = (geometry.pool_shape().numel() as u64).saturating_mul(dtype.size());
+    let max = ctx.caps().max_binding;
+    if bytes > max {
+        return Err(Error::TooLarge {
+            argument: "geometry",
+            message: format!(
+                "each pool is {bytes} bytes, and the kernels bind a pool whole: this device binds at most \
+                 {max} bytes (max_storage_buffer_binding_size); use fewer pages (several caches) or f16"
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl PagedKvCache {
-    /// A zeroed cache of `geometry` in `dtype` (f16 needs `SHADER_F16`).
+    /// A zeroed cache of `geometry` in `dtype` (f16 needs `SHADER_F16`). Each pool must fit one
+    /// storage binding of the device (`Err(TooLarge)` naming `geometry` otherwise).
     pub fn new(ctx: &Context, geometry: PageGeometry, dtype: DType) -> Result<Self> {
         geometry.check()?;
+        check_binding(ctx, &geometry, dtype)?;
         let k = ctx.zeros(geometry.pool_shape(), Layout::Bhsd, dtype)?;
         let v = ctx.zeros(geometry.pool_shape(), Layout::Bhsd, dtype)?;
         Ok(PagedKvCache { k, v, geometry })
     }
 
     /// A cache over a caller's two buffers of `ctx`'s device (no copy), each holding a pool of
-    /// `geometry` from element `offset`.
+    /// `geometry` from element `offset` (and fitting one storage binding, as for [`new`](Self::new)).
+    ///
+    /// The pools' values are not scanned (as for [`Tensor::from_buffer`]): NaN or infinities
+    /// there give unspecified but finite results in the rows that read them, and since their
+    /// magnitudes are unknown, scores or sums beyond f32's range saturate. Tokens written by
+    /// [`Context::append_kv`] from uploaded tensors were scanned at upload.
     pub fn from_buffers(
         ctx: &Context,
         k: wgpu::Buffer,
@@ -189,6 +220,7 @@ impl PagedKvCache {
         dtype: DType,
     ) -> Result<Self> {
         geometry.check()?;
+        check_binding(ctx, &geometry, dtype)?;
         let s = geometry.pool_shape();
         let k = Tensor::from_buffer(ctx, k, offset, s, Layout::Bhsd, dtype)?;
         let v = Tensor::from_buffer(ctx, v, offset, s, Layout::Bhsd, dtype)?;
@@ -213,13 +245,17 @@ impl PagedKvCache {
     }
 }
 
-/// The CPU twin of [`PagedKvCache`]: two page pools in host memory.
+/// The CPU twin of [`PagedKvCache`]: two page pools in host memory, whose sizes always match
+/// their geometry (read and written as slices, never resized).
+///
+/// Filled by [`cpu::append_kv`](crate::cpu::append_kv) (which refuses NaN and infinities) or
+/// directly through [`k_mut`](Self::k_mut) / [`v_mut`](Self::v_mut);
+/// [`cpu::paged_attention`](crate::cpu::paged_attention) checks the rows it reads and refuses
+/// non-finite values there (`Err(NonFinite)` naming `k_pages` or `v_pages`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostKvCache<T = f32> {
-    /// The K pool, `[num_pages, page_size, kv_heads, head_dim]` row-major.
-    pub k: Vec<T>,
-    /// The V pool, same layout.
-    pub v: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
     geometry: PageGeometry,
 }
 
@@ -235,6 +271,26 @@ impl<T: Element> HostKvCache<T> {
     /// The pools' geometry.
     pub fn geometry(&self) -> PageGeometry {
         self.geometry
+    }
+
+    /// The K pool, `[num_pages, page_size, kv_heads, head_dim]` row-major.
+    pub fn k(&self) -> &[T] {
+        &self.k
+    }
+
+    /// The V pool, same layout as [`k`](Self::k).
+    pub fn v(&self) -> &[T] {
+        &self.v
+    }
+
+    /// The K pool, writable in place.
+    pub fn k_mut(&mut self) -> &mut [T] {
+        &mut self.k
+    }
+
+    /// The V pool, writable in place.
+    pub fn v_mut(&mut self) -> &mut [T] {
+        &mut self.v
     }
 }
 

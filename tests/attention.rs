@@ -94,6 +94,8 @@ attention_cases!(sliding_windows, {
         Case::new(2, 4, 2, 40, 40, 16).causal().window(7, None).bshd(),
         Case::new(1, 2, 2, 5, 40, 8).window(3, Some(0)), // nq < nk: positions 35..39
         Case::new(1, 2, 2, 40, 5, 8).window(2, Some(2)), // nq > nk: early rows see nothing
+        // the widest window, with negative query positions (an overflow on the CPU path before)
+        Case::new(1, 2, 2, 12, 5, 8).window(usize::MAX, Some(usize::MAX)),
         Case::new(1, 2, 2, 70, 70, 40).window(10, Some(0)).key_lengths(&[50]),
         Case::new(1, 1, 1, 200, 200, 64).causal().window(31, None), // windows cut across key tiles
     ];

@@ -17,12 +17,18 @@ use wgpu_attention::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Op {
-    Attention { lse: bool },
+    Attention {
+        lse: bool,
+    },
     AttentionUnfused,
     Softmax,
     Similarity(Similarity),
     WeightedSum,
     TopK(Metric),
+    /// Attention over a paged cache holding the fuzzed K and V as its pool.
+    Paged {
+        lse: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +84,7 @@ const INJECT: [f32; 8] = [3e38, -3e38, 1e-38, 65504.0, 1e5, f32::NAN, f32::INFIN
 
 fn fuzz_strategy() -> impl Strategy<Value = Fuzz> {
     (
-        0usize..10,
+        0usize..11,
         (1usize..=2, 1usize..=2, 1usize..=2),
         (1usize..=40, 1usize..=40, prop::sample::select(vec![1usize, 2, 3, 4, 7, 8, 16, 33, 64, 128, 256, 257])),
         (0usize..12, any::<bool>(), 0usize..AMPS.len()),
@@ -106,7 +112,8 @@ fn fuzz_strategy() -> impl Strategy<Value = Fuzz> {
                             [r.random_range(0..4)],
                     ),
                     7 => Op::WeightedSum,
-                    _ => Op::TopK([Metric::Dot, Metric::Cosine, Metric::L2][r.random_range(0..3)]),
+                    8 | 9 => Op::TopK([Metric::Dot, Metric::Cosine, Metric::L2][r.random_range(0..3)]),
+                    _ => Op::Paged { lse: r.random_bool(0.5) },
                 };
                 if matches!(op, Op::TopK(_)) {
                     nk *= 5;
@@ -134,7 +141,8 @@ fn fuzz_strategy() -> impl Strategy<Value = Fuzz> {
                     2 => ks.heads = h + 1,
                     3 => vs.seq += 1,
                     4 => vs.dim = 0,
-                    5 => qs.seq = 0,
+                    // (not over a paged cache: its q is a device tensor, and none is empty)
+                    5 if !matches!(op, Op::Paged { .. }) => qs.seq = 0,
                     _ => {}
                 }
                 let layout = |i: usize| if (layk >> i) & 1 == 1 { Layout::Bshd } else { Layout::Bhsd };
@@ -311,11 +319,83 @@ fn run<T: Element>(be: &Backend, c: &Fuzz, d: &[Vec<T>; 3]) -> Result<Out> {
             let t = be.top_k(&w(0), &w(1), c.qs.dim, c.k, metric)?;
             out(t.scores)
         }
+        Op::Paged { .. } => unreachable!("paged cases run through run_paged"),
+    }
+}
+
+/// The paged case: the fuzzed K and V are the pools (`[tokens, kv_heads, d]` with `nk` tokens,
+/// pages of 1..=16 tokens), each sequence's pages drawn at random (now and then past the pool),
+/// lengths up to the pool.
+fn run_paged(ctx: Option<&Context>, c: &Fuzz, d: &[Vec<f32>; 3], lse: bool) -> Result<Out> {
+    let mut r = ChaCha8Rng::seed_from_u64(c.seed + 77);
+    let page_size = 1usize << r.random_range(0..5);
+    let (kvh, dim) = (c.ks.heads, c.ks.dim);
+    let num_pages = (c.ks.seq * c.ks.batch).div_ceil(page_size).max(1);
+    let g = PageGeometry { num_pages, page_size, kv_heads: kvh, head_dim: dim };
+    let pool = num_pages * page_size * kvh * dim;
+    let fill = |x: &[f32]| -> Vec<f32> { x.iter().copied().cycle().take(pool.max(1)).collect() };
+    let (kp, vp) = (
+        if d[1].is_empty() { vec![0.0; pool] } else { fill(&d[1]) },
+        if d[2].is_empty() { vec![0.0; pool] } else { fill(&d[2]) },
+    );
+    let batch = c.qs.batch;
+    let blocks = r.random_range(1..=num_pages + 1);
+    let mut lens = Vec::with_capacity(batch);
+    for _ in 0..batch {
+        let over = u32::from(r.random_bool(0.05));
+        lens.push(r.random_range(0..=(blocks * page_size) as u32 + over));
+    }
+    let table: Vec<u32> = (0..batch * blocks)
+        .map(|_| if r.random_bool(0.03) { num_pages as u32 } else { r.random_range(0..num_pages as u32) })
+        .collect();
+    let t = BlockTable::new(&table, blocks, &lens)?;
+    let opts = AttentionOptions {
+        scale: c.scale,
+        causal: c.causal,
+        variant: c.variant,
+        window: c.window,
+        softcap: c.softcap,
+        alibi_slopes: c.alibi.as_deref(),
+        sinks: c.sinks.as_deref(),
+        ..Default::default()
+    };
+    let q = HostTensor::with_layout(&d[0][..], c.qs, c.layouts[0])?;
+    match ctx {
+        None => {
+            let mut host = HostKvCache::new(g)?;
+            host.k_mut().copy_from_slice(&kp);
+            host.v_mut().copy_from_slice(&vp);
+            let (o, l) = cpu::paged_attention(&q, &host, &t, &opts)?;
+            Ok(Out { values: o, lse: lse.then_some(l) })
+        }
+        Some(ctx) => {
+            // q and the pools as the caller's own buffers: not scanned, so NaN, infinities and
+            // unknown magnitudes reach the kernel (whose results must then stay finite)
+            let buffer = |data: &[f32]| {
+                use wgpu::util::DeviceExt;
+                ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("fuzz"),
+                    contents: bytemuck::cast_slice(data),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                })
+            };
+            let cache = PagedKvCache::from_buffers(ctx, buffer(&kp), buffer(&vp), 0, g, DType::F32)?;
+            let gq = Tensor::from_buffer(ctx, buffer(q.data()), 0, q.shape(), q.layout(), DType::F32)?;
+            if lse {
+                let (o, l) = ctx.paged_attention_with_lse(&gq, &cache, &t, &opts)?;
+                Ok(Out { values: o.download_blocking(ctx)?, lse: Some(l.download_blocking(ctx)?) })
+            } else {
+                Ok(Out { values: ctx.paged_attention(&gq, &cache, &t, &opts)?.download_blocking(ctx)?, lse: None })
+            }
+        }
     }
 }
 
 fn run_case(ctx: Option<&Context>, c: &Fuzz) -> Result<Out> {
     let d = data(c);
+    if let Op::Paged { lse } = c.op {
+        return run_paged(ctx, c, &d, lse);
+    }
     let be = ctx.map_or(Backend::Cpu, |c| Backend::Gpu(c.clone()));
     if c.f16 && !matches!(c.op, Op::TopK(_)) {
         let h: [Vec<half::f16>; 3] = d.map(|t| t.into_iter().map(half::f16::from_f32).collect());
@@ -349,13 +429,14 @@ fn tolerance(c: &Fuzz, d: &[Vec<f32>; 3]) -> Option<f64> {
 fn tolerance_f32(c: &Fuzz, d: &[Vec<f32>; 3]) -> Option<f64> {
     let eps = 2f64.powi(-22);
     let out_eps = if c.f16 { 2e-3 } else { 2e-5 };
-    let maxabs = |v: &[f32]| v.iter().fold(0.0f64, |a, x| a.max(x.abs() as f64));
+    // non-finite inputs are refused everywhere except in the paged pools' unread rows
+    let maxabs = |v: &[f32]| v.iter().filter(|x| x.is_finite()).fold(0.0f64, |a, x| a.max(x.abs() as f64));
     let (mq, mk, mv) = (maxabs(&d[0]), maxabs(&d[1]), maxabs(&d[2]));
     let (_, am) = mask_values(c);
     let ma = am.iter().filter(|x| x.is_finite()).fold(0.0f64, |a, x| a.max(x.abs() as f64));
     let dim = c.qs.dim as f64;
     match c.op {
-        Op::Attention { .. } | Op::AttentionUnfused => {
+        Op::Attention { .. } | Op::AttentionUnfused | Op::Paged { .. } => {
             let scale = c.scale.map_or(1.0 / dim.sqrt(), |s| s as f64);
             let slope = c.alibi.iter().flatten().fold(0.0f64, |a, s| a.max(s.abs() as f64));
             let sink = c.sinks.iter().flatten().fold(0.0f64, |a, s| a.max(s.abs() as f64));
@@ -365,6 +446,11 @@ fn tolerance_f32(c: &Fuzz, d: &[Vec<f32>; 3]) -> Option<f64> {
                 Some(cap) => (scale.abs() * dim * mq * mk).min(cap as f64) + 8.0 * cap as f64,
                 None => scale.abs() * dim * mq * mk,
             };
+            // over a paged cache the GPU knows no magnitudes (the caller's buffers): where the
+            // scores or the weighted sums of V could pass 2^100 they may saturate at f32's range
+            if matches!(c.op, Op::Paged { .. }) && (dots.max(mv * 2f64.powi(20)) > 2f64.powi(100)) {
+                return None;
+            }
             let delta = eps * (dots + ma + slope * reach + sink);
             (delta < 0.05).then(|| {
                 (3.0 * delta + out_eps) * mv.max(1e-30)
@@ -384,6 +470,10 @@ fn tolerance_f32(c: &Fuzz, d: &[Vec<f32>; 3]) -> Option<f64> {
             };
             (!tiny(&d[0], mq) && !tiny(&d[1], mk)).then_some(out_eps + 1e-6)
         }
+        // L2 is |q|² + |k|² - 2 q·k: its rounding follows the squared norms
+        Op::Similarity(Similarity::L2) | Op::TopK(Metric::L2) => {
+            Some(out_eps * (dim * (mq + mk).powi(2)).max(1e-30) + 1e-6)
+        }
         Op::Similarity(_) | Op::TopK(_) => Some(out_eps * (dim * mq * mk).max(1e-30) + 1e-6),
         Op::WeightedSum => Some(out_eps * (c.qs.dim as f64 * mq * mv).max(1e-30)),
     }
@@ -391,13 +481,26 @@ fn tolerance_f32(c: &Fuzz, d: &[Vec<f32>; 3]) -> Option<f64> {
 
 fn compare(c: &Fuzz, cpu: &Result<Out>, gpu: &Result<Out>, ctx: &Context) {
     match (cpu, gpu) {
-        (Err(a), Err(b)) => assert_eq!(a, b, "{c:?}"),
-        (Ok(_), Err(Error::Unsupported(_))) if c.variant != AttentionVariant::Auto => {
-            // a forced variant the device cannot run (the CPU path has no variants)
+        (Ok(_) | Err(Error::NonFinite { .. }), Err(Error::Unsupported(_))) if c.variant != AttentionVariant::Auto => {
+            // a forced variant the device cannot run (the CPU path has no variants; over a
+            // paged cache the GPU does not scan values, so the CPU's value check may differ)
             let case = Case::new(c.qs.batch, c.qs.heads, c.ks.heads, c.qs.seq, c.ks.seq, c.qs.dim);
-            let lse = matches!(c.op, Op::Attention { lse: true });
-            assert!(!expect_supported(ctx, &case, c.variant, lse), "{c:?}: {gpu:?}");
+            let (lse, paged) = match c.op {
+                Op::Paged { lse } => (lse, true),
+                op => (op == Op::Attention { lse: true }, false),
+            };
+            // (the unfused variant does not read a paged cache)
+            let unfused_paged = paged && c.variant == AttentionVariant::Unfused;
+            assert!(unfused_paged || !expect_supported(ctx, &case, c.variant, lse), "{c:?}: {gpu:?}");
         }
+        (Err(Error::NonFinite { argument: "q" | "k_pages" | "v_pages", .. }), Ok(b))
+            if matches!(c.op, Op::Paged { .. }) =>
+        {
+            // the CPU twin checks q and the pool rows it reads; the GPU reads the caller's
+            // buffers unchecked, and documents finite (unspecified) results in the rows they touch
+            check_finite(c, b, "gpu");
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b, "{c:?}"),
         (Ok(a), Ok(b)) => {
             check_finite(c, b, "gpu");
             assert_eq!(a.values.len(), b.values.len(), "{c:?}");
@@ -426,10 +529,12 @@ fn compare(c: &Fuzz, cpu: &Result<Out>, gpu: &Result<Out>, ctx: &Context) {
                         assert!(b.values.iter().all(|x| x.abs() <= 1.0), "{c:?}");
                     }
                     // ill-conditioned: each output stays within the range of the values
-                    if matches!(c.op, Op::Attention { .. }) {
+                    if matches!(c.op, Op::Attention { .. } | Op::Paged { .. }) {
                         let (_, _, v) = (0, 0, &data(c)[2]);
                         let m = v.iter().fold(0.0f32, |a, x| a.max(x.abs()));
-                        assert!(b.values.iter().all(|x| x.abs() <= m * (1.0 + 1e-3) + 1e-30), "{c:?}");
+                        // (a paged call's unscanned sums may saturate instead)
+                        let saturated = |x: f32| matches!(c.op, Op::Paged { .. }) && x.abs() == f32::MAX;
+                        assert!(b.values.iter().all(|&x| x.abs() <= m * (1.0 + 1e-3) + 1e-30 || saturated(x)), "{c:?}");
                     }
                 }
             }

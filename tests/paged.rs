@@ -147,8 +147,8 @@ fn check_paged(ctx: Option<&Context>, lens: &[u32], c: &Case) {
     assert_lse(&format!("cpu paged lse {what}"), &lse, &want_lse, 1e-6);
     let (Some(ctx), Some(cache)) = (ctx, gpu) else { return };
     // the GPU pools hold exactly what the CPU twin's do
-    assert_eq!(cache.k().download_blocking(ctx).unwrap(), host.k, "K pools");
-    assert_eq!(cache.v().download_blocking(ctx).unwrap(), host.v, "V pools");
+    assert_eq!(cache.k().download_blocking(ctx).unwrap(), host.k(), "K pools");
+    assert_eq!(cache.v().download_blocking(ctx).unwrap(), host.v(), "V pools");
     let gq = ctx.upload(&q, qs).unwrap();
     for variant in [AttentionVariant::Auto].into_iter().chain(AttentionVariant::ALL) {
         let o = AttentionOptions { variant, ..opts };
@@ -245,9 +245,22 @@ fn empty_sequences(ctx: Option<&Context>) {
         assert_eq!(l, want_lse);
         if let Some(ctx) = ctx {
             let cache = PagedKvCache::new(ctx, g, DType::F32).unwrap();
-            let (o, l) = ctx.paged_attention_with_lse(&ctx.upload(&q, qs).unwrap(), &cache, &t, &opts).unwrap();
-            assert!(o.download_blocking(ctx).unwrap().iter().all(|&x| x == 0.0));
-            assert_eq!(l.download_blocking(ctx).unwrap(), want_lse);
+            // every variant that reads a paged cache (split-K: one empty split)
+            for variant in
+                [AttentionVariant::Auto, AttentionVariant::Fused(Loads::Vec4), AttentionVariant::SplitK(Loads::Scalar)]
+            {
+                let opts = AttentionOptions { variant, ..opts };
+                let (o, l) = ctx.paged_attention_with_lse(&ctx.upload(&q, qs).unwrap(), &cache, &t, &opts).unwrap();
+                assert!(o.download_blocking(ctx).unwrap().iter().all(|&x| x == 0.0), "{variant:?}");
+                // (the sink's log-sum-exp through the split-K merge's score transform: within
+                // an ulp or two)
+                for (got, want) in l.download_blocking(ctx).unwrap().iter().zip(&want_lse) {
+                    assert!(
+                        got == want || approx::relative_eq!(got, want, max_relative = 1e-6),
+                        "{variant:?}: {got} vs {want}"
+                    );
+                }
+            }
         }
     }
 }
@@ -317,6 +330,20 @@ fn bad_tables(ctx: Option<&Context>) {
     let q3 = rand_vec(2, 2 * 2 * 4, 1.0);
     let e = cpu::paged_attention(&HostTensor::new(&q3, Shape::new(2, 2, 1, 4)).unwrap(), &host, &t, &o).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { argument: "cache", other: "q", dim: "dim", .. }), "{e}");
+    // an empty q (only host tensors can be empty: no empty tensor uploads)
+    let e = cpu::paged_attention(&HostTensor::new(&[], Shape::new(2, 2, 0, 8)).unwrap(), &host, &t, &o).unwrap_err();
+    assert!(matches!(e, Error::EmptyDimension { argument: "q", dim: "seq" }), "{e}");
+    // NaN or inf in a pool row the table reaches is refused, naming the pool and the index;
+    // outside the sequences' rows it is never read
+    let mut dirty = host.clone();
+    let row = |token: usize, hk: usize| (token * g.kv_heads + hk) * g.head_dim;
+    let unread = row(4 * 3 + 3, 1); // page 3, slot 3: past both sequences' 3 tokens
+    dirty.v_mut()[unread] = f32::NAN;
+    assert!(cpu::paged_attention(&HostTensor::new(&q, qs).unwrap(), &dirty, &t, &o).is_ok());
+    let read = row(4 * 2 + 1, 0) + 5; // page 2 (sequence 1's first), slot 1, head 0
+    dirty.k_mut()[read] = f32::INFINITY;
+    let e = cpu::paged_attention(&HostTensor::new(&q, qs).unwrap(), &dirty, &t, &o).unwrap_err();
+    assert_eq!(e, Error::NonFinite { argument: "k_pages", index: read, value: f32::INFINITY });
     // appends: two sequences writing one slot (a shared page), fewer tokens than new ones
     let mut host = host.clone();
     let kn = rand_vec(3, 2 * 2 * 8, 1.0);
@@ -338,6 +365,11 @@ fn bad_tables(ctx: Option<&Context>) {
         "{e2}"
     );
     if let (Some(ctx), Some(cache)) = (ctx, &gpu) {
+        // a pool over the device's largest binding is refused when the cache is made
+        let max = ctx.caps().max_binding as usize;
+        let big = PageGeometry { num_pages: max / (16 * 2 * 8 * 4) + 1, page_size: 16, kv_heads: 2, head_dim: 8 };
+        let too_large = PagedKvCache::new(ctx, big, DType::F32).unwrap_err();
+        assert!(matches!(too_large, Error::TooLarge { argument: "geometry", .. }), "{too_large}");
         let g_kn = ctx.upload(&kn, kns).unwrap();
         assert_eq!(ctx.append_kv(cache, &shared, &g_kn, &g_kn).unwrap_err(), e);
         assert_eq!(ctx.append_kv(cache, &short, &g_kn, &g_kn).unwrap_err(), e2);

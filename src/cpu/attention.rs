@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::attention_merge::{attention_merge, AttentionPartial};
 use super::softmax::softmax_row;
 use super::{dot64, to_layout, view, widen, RowMask, Scoring};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::host::{scan, HostMask, HostTensor};
 use crate::options::AttentionOptions;
 use crate::paged::{BlockTable, HostKvCache, PageGeometry};
@@ -71,8 +71,9 @@ impl KvRows for Paged<'_> {
 
 /// Attention over a paged cache: the CPU twin of [`Context::paged_attention`](crate::Context::paged_attention),
 /// with the same checks. Returns `(output, lse)`: output in `q`'s layout; lse `[batch, heads, nq]`.
-/// K and V are read through the block table (no gather); the cache's values are not scanned
-/// (they were when appended).
+/// K and V are read through the block table (no gather); the rows the table reaches are
+/// checked for NaN and infinities (`Err(NonFinite)` naming `k_pages` or `v_pages`, with the
+/// index in the pool).
 pub fn paged_attention<T: Element>(
     q: &HostTensor<T>,
     cache: &HostKvCache<T>,
@@ -82,12 +83,29 @@ pub fn paged_attention<T: Element>(
     let g = cache.geometry();
     let p = PagedProblem::new(Operand::host(q), g, T::DTYPE, *table, opts)?;
     scan("q", q.data())?;
-    let (qd, kd, vd) = (widen(q.data()), widen(&cache.k), widen(&cache.v));
+    scan_pages("k_pages", cache.k(), &g, table)?;
+    scan_pages("v_pages", cache.v(), &g, table)?;
+    let (qd, kd, vd) = (widen(q.data()), widen(cache.k()), widen(cache.v()));
     let q = &view(q, &qd);
     let kv = Paged { k: &kd, v: &vd, g, table };
     let sc = scoring(&p.attn, None, Some(table.seq_lens()));
     let (out, lse) = attend(q, &kv, &sc, &p.attn.dims, p.attn.sinks);
     Ok((to_layout(out, &q.shape(), q.layout()), lse))
+}
+
+/// The first NaN or infinity among the pool rows that `table` reaches, as `Err(NonFinite)` with
+/// its index in the pool.
+fn scan_pages<T: Element>(argument: &'static str, pool: &[T], g: &PageGeometry, table: &BlockTable) -> Result<()> {
+    let width = g.kv_heads * g.head_dim;
+    for (b, &len) in table.seq_lens().iter().enumerate() {
+        for j in 0..len as usize {
+            let at = g.row(table.token(g, b, j), 0);
+            if let Some(i) = pool[at..at + width].iter().position(|x| !x.to_f32().is_finite()) {
+                return Err(Error::NonFinite { argument, index: at + i, value: pool[at + i].to_f32() });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The partial result of query row `(b, h, i)` over keys `[j0, j1)`.
@@ -101,6 +119,9 @@ fn partial(
 ) -> AttentionPartial {
     let qr = q.row(b, h, i);
     let hk = h / dims.group();
+    // only the keys the row's window, diagonal and length allow (the kernels skip the rest too)
+    let (start, limit) = sc.rm.key_range(b, i);
+    let (j0, j1) = (j0.max(start), j1.min(limit).max(j0.max(start)));
     let scores: Vec<(usize, f64)> =
         (j0..j1).filter_map(|j| sc.score(b, h, i, j, || dot64(qr, kv.k_row(b, hk, j))).map(|s| (j, s))).collect();
     let max = scores.iter().fold(f64::NEG_INFINITY, |a, s| a.max(s.1));

@@ -26,8 +26,8 @@ pub fn append_kv<T: Element>(
             let token = table.token(&g, b, len as usize - p.n_new + t);
             for hk in 0..g.kv_heads {
                 let at = g.row(token, hk);
-                cache.k[at..at + d].copy_from_slice(k_new.row(b, hk, t));
-                cache.v[at..at + d].copy_from_slice(v_new.row(b, hk, t));
+                cache.k_mut()[at..at + d].copy_from_slice(k_new.row(b, hk, t));
+                cache.v_mut()[at..at + d].copy_from_slice(v_new.row(b, hk, t));
             }
         }
     }

@@ -100,6 +100,30 @@ impl RowMask<'_> {
         i as i64 + self.kv_len(b) as i64 - self.nq as i64
     }
 
+    /// The keys `[start, limit)` that query `i` of batch `b` can keep: its window, the causal
+    /// diagonal and the lengths bound them (masks decide within), as the kernels' `key_start`
+    /// and `key_limit`. Keys outside are never kept by [`kept`](Self::kept).
+    pub fn key_range(&self, b: usize, i: usize) -> (usize, usize) {
+        let mut len = self.kv_len(b);
+        if let Some(kl) = self.key_lengths {
+            len = len.min(kl[b] as usize);
+        }
+        let (len, p) = (len as i64, self.position(b, i));
+        let big = |x: usize| x.min(i64::MAX as usize) as i64;
+        let (mut lo, mut hi) = (0i64, len);
+        if self.causal {
+            hi = hi.min(p.saturating_add(1));
+        }
+        if let Some(w) = self.window {
+            lo = p.saturating_sub(big(w.left));
+            if let Some(r) = w.right {
+                hi = hi.min(p.saturating_add(big(r)).saturating_add(1));
+            }
+        }
+        let lo = lo.clamp(0, len);
+        (lo as usize, hi.clamp(lo, len) as usize)
+    }
+
     /// `Some(additive)` if score `(b, h, i, j)` is kept, `None` if masked.
     #[inline]
     pub fn kept(&self, b: usize, h: usize, i: usize, j: usize) -> Option<f64> {
@@ -116,7 +140,7 @@ impl RowMask<'_> {
             return None;
         }
         if let Some(w) = self.window {
-            if jj < p - w.left.min(i64::MAX as usize) as i64
+            if jj < p.saturating_sub(w.left.min(i64::MAX as usize) as i64)
                 || w.right.is_some_and(|r| jj > p.saturating_add(r.min(i64::MAX as usize) as i64))
             {
                 return None;
@@ -175,6 +199,48 @@ pub(crate) fn to_layout(bhsd: Vec<f32>, shape: &Shape, layout: Layout) -> Vec<f3
                 }
             }
             out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `key_range` bounds exactly the keys `kept` keeps (without a mask), for every query of
+    /// every combination of causal, key lengths, windows and paged lengths.
+    #[test]
+    fn key_range_is_exactly_the_kept_keys() {
+        let windows = [
+            None,
+            Some(Window { left: 0, right: None }),
+            Some(Window { left: 3, right: Some(0) }),
+            Some(Window { left: 1, right: Some(2) }),
+            Some(Window { left: usize::MAX, right: Some(usize::MAX) }),
+        ];
+        let lens = [0u32, 5, 9];
+        for (nq, nk) in [(1, 9), (4, 9), (9, 9), (12, 5)] {
+            for causal in [false, true] {
+                for key_lengths in [None, Some(&lens[..])] {
+                    for seq_lens in [None, Some(&lens[..])] {
+                        for window in windows {
+                            let rm = RowMask { mask: None, causal, key_lengths, window, nq, nk, seq_lens };
+                            for b in 0..3 {
+                                for i in 0..nq {
+                                    let (lo, hi) = rm.key_range(b, i);
+                                    let kept: Vec<usize> =
+                                        (0..nk.max(9)).filter(|&j| rm.kept(b, 0, i, j).is_some()).collect();
+                                    assert_eq!(
+                                        kept,
+                                        (lo..hi).collect::<Vec<_>>(),
+                                        "{window:?} causal {causal} b {b} i {i}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -273,7 +273,8 @@ pub(crate) fn resolve(
         let kernel = AttentionKernel { dtype: p.dtype, br, dp, split: split.is_some(), loads, paged: false };
         let (resolved, splits, keys) = match split {
             Some(len) => {
-                let splits = d.nk.div_ceil(len);
+                // (one split, empty, when every paged sequence is empty)
+                let splits = d.nk.div_ceil(len).max(1);
                 (Resolved::SplitK { kernel, split_len: len, splits }, splits, len)
             }
             None => (Resolved::Fused(kernel), 1, d.nk),

@@ -130,7 +130,9 @@ impl RefMask<'_> {
             return None;
         }
         if let Some((left, right)) = self.window {
-            if (j as i64) < p - left as i64 || right.is_some_and(|r| j as i64 > p + r as i64) {
+            // (in i128: windows up to usize::MAX wide)
+            let (j, p) = (j as i128, p as i128);
+            if j < p - left as i128 || right.is_some_and(|r| j > p + r as i128) {
                 return None;
             }
         }

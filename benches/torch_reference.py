@@ -15,10 +15,18 @@ Per case and operation:
   softmax            torch.softmax over the last dim
   topk               matmul + torch.topk ("torch-matmul-topk"), and, where faiss is installed,
                      faiss's exact IndexFlatIP ("faiss-flat-ip", CPU, timed with its index built)
+KV-cache and window cases (attn-bench's `batch`, `lens`, `page_size`, `window` fields) run the
+same way with an explicit boolean mask: each sequence's keys below its length, its queries at its
+last Nq positions (causal and the window by those positions). A paged case keeps K and V in
+pools of pages dealt out of order, as attn-bench does; PyTorch has no paged attention, so each
+run first gathers the sequences' keys through the block table (timed with the attention, as a
+runtime without a paged kernel would pay it). On CUDA, FlexAttention (`torch-flex`, compiled,
+with a block mask built once) runs the mask cases too, where it is available.
 Times: CUDA events around each run (kernel_ms) and host wall time with synchronisation
-(wall_ms); on CPU, wall time only. FLOPs: 4*BH*Nq*Nk*D for attention (halved when causal),
-2*BH*Nq*Nk*D for similarity. rel_err: first batch*head slice against float64 math.
-Causal with Nq != Nk uses the bottom-right aligned mask, as attn-bench does.
+(wall_ms); on CPU, wall time only. FLOPs: attn-bench's (4*BH*Nq*Nk*D for attention, halved when
+causal; 4*H*D per attended pair with mixed lengths or a window), 2*BH*Nq*Nk*D for similarity.
+rel_err: first batch*head slice (head 0 of every sequence for KV-cache cases) against float64
+math. Causal with Nq != Nk uses the bottom-right aligned mask, as attn-bench does.
 """
 import argparse
 import datetime
@@ -51,6 +59,8 @@ def stats(ms):
 
 
 def flops(c):
+    if c.get("flops"):
+        return c["flops"]
     base = c["bh"] * c["nq"] * c["nk"] * c["d"]
     if c["op"] in ("attention", "attention_unfused"):
         return 4.0 * base * (0.5 if c["causal"] else 1.0)
@@ -63,7 +73,8 @@ def nbytes(c):
     e = 4.0 if c["dtype"] == "f32" else 2.0
     bh, nq, nk, d = c["bh"], c["nq"], c["nk"], c["d"]
     if c["op"] == "attention":
-        return e * (2 * bh * nq * d + 2 * bh * nk * d)
+        kv_tokens = sum(c["lens"]) if c.get("lens") else c.get("batch", 1) * nk
+        return e * (2 * bh * nq * d + 2 * heads(c) * kv_tokens * d)
     if c["op"] == "attention_unfused":
         return e * (2 * bh * nq * d + 2 * bh * nk * d) + 4.0 * bh * nq * nk
     if c["op"] in ("similarity", "cosine"):
@@ -80,6 +91,61 @@ def causal_mask(nq, nk, device):
     return j <= i + (nk - nq)
 
 
+def heads(c):
+    return c["bh"] // max(c.get("batch", 1), 1)
+
+
+def seq_lens(c):
+    return c["lens"] if c.get("lens") else [c["nk"]] * max(c.get("batch", 1), 1)
+
+
+def needs_mask(c):
+    """Mixed lengths or a window: an explicit mask (plain causal has is_causal)."""
+    return bool(c.get("lens")) or c.get("window") is not None
+
+
+def kv_mask(c, device, rows=None):
+    """[batch, 1, nq, nk] boolean: key j of sequence b is kept for query i when j < len_b,
+    j <= the query's position if causal, and j >= the position - window. Positions are
+    end - nq + i, with end the sequence's length over a paged cache and nk over contiguous
+    tensors (attn-bench's key lengths do not move the queries). `rows` restricts to a range of
+    query rows."""
+    nq, nk = c["nq"], c["nk"]
+    r0, r1 = rows if rows else (0, nq)
+    lens = torch.tensor(seq_lens(c), device=device).view(-1, 1, 1, 1)
+    i = torch.arange(r0, r1, device=device).view(1, 1, -1, 1)
+    j = torch.arange(nk, device=device).view(1, 1, 1, -1)
+    pos = (lens if c.get("page_size") else nk) - nq + i
+    keep = j < lens
+    if c["causal"]:
+        keep = keep & (j <= pos)
+    if c.get("window") is not None:
+        keep = keep & (j >= pos - c["window"])
+    return keep
+
+
+def paged_layout(c, g):
+    """A pool of pages dealt to the sequences in a shuffled order, and each sequence's gather
+    index `[batch, nk]` into the pool's tokens (positions past a length read token 0, masked)."""
+    ps, lens, nk = c["page_size"], seq_lens(c), c["nk"]
+    num_pages = max(sum((l + ps - 1) // ps for l in lens), 1)
+    order = torch.randperm(num_pages, generator=g)
+    idx = torch.zeros((len(lens), nk), dtype=torch.long)
+    at = 0
+    for b, l in enumerate(lens):
+        blocks = (l + ps - 1) // ps
+        pages = order[at:at + blocks]
+        at += blocks
+        tok = (pages.view(-1, 1) * ps + torch.arange(ps).view(1, -1)).reshape(-1)[:l]
+        idx[b, :l] = tok
+    return num_pages, idx
+
+
+def gather(pool, idx):
+    """Pool `[tokens, heads, d]` through `[batch, nk]` -> `[batch, heads, nk, d]`."""
+    return pool[idx].transpose(1, 2)
+
+
 def make_inputs(c, device, dtype, seed=0):
     g = torch.Generator(device="cpu").manual_seed(seed)
     bh, nq, nk, d = c["bh"], c["nq"], c["nk"], c["d"]
@@ -90,10 +156,25 @@ def make_inputs(c, device, dtype, seed=0):
         q = torch.rand((nq, d), generator=g) * 2 - 1
         k = torch.rand((nk, d), generator=g) * 2 - 1
         return (q.to(device=device, dtype=dtype), k.to(device=device, dtype=dtype))
-    q = torch.rand((1, bh, nq, d), generator=g) * 2 - 1
-    k = torch.rand((1, bh, nk, d), generator=g) * 2 - 1
-    v = torch.rand((1, bh, nk, d), generator=g) * 2 - 1
+    b = max(c.get("batch", 1), 1)
+    h = bh // b
+    q = torch.rand((b, h, nq, d), generator=g) * 2 - 1
+    if c.get("page_size"):
+        num_pages, idx = paged_layout(c, g)
+        k = torch.rand((num_pages * c["page_size"], h, d), generator=g) * 2 - 1
+        v = torch.rand((num_pages * c["page_size"], h, d), generator=g) * 2 - 1
+        return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v)) + (idx.to(device),)
+    k = torch.rand((b, h, nk, d), generator=g) * 2 - 1
+    v = torch.rand((b, h, nk, d), generator=g) * 2 - 1
     return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
+
+
+def contiguous_kv(inp):
+    """(q, k, v) with a paged case's K and V gathered through its block table."""
+    if len(inp) == 4:
+        q, kp, vp, idx = inp
+        return q, gather(kp, idx), gather(vp, idx)
+    return inp
 
 
 def implementations(c, device):
@@ -104,7 +185,9 @@ def implementations(c, device):
     if op == "attention":
         mask = None
         is_causal = False
-        if causal:
+        if needs_mask(c):
+            mask = kv_mask(c, device)
+        elif causal:
             if nq == nk:
                 is_causal = True
             else:
@@ -116,10 +199,14 @@ def implementations(c, device):
 
         for name, be in backends:
             def run(inp, be=be):
-                q, k, v = inp
+                q, k, v = contiguous_kv(inp)
                 with sdpa_kernel(be):
                     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
             out.append(("torch-" + name, run))
+        if device == "cuda" and needs_mask(c):
+            flex = flex_impl(c, device)
+            if flex is not None:
+                out.append(("torch-flex", flex))
     elif op == "attention_unfused":
         def run(inp):
             q, k, v = inp
@@ -153,8 +240,51 @@ def implementations(c, device):
     return out
 
 
+def flex_impl(c, device):
+    """FlexAttention with the case's mask as a block mask (built once, outside the timing), or
+    None where this torch has none."""
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    except ImportError:
+        return None
+    lens = torch.tensor(seq_lens(c), device=device)
+    nq, nk, causal, window = c["nq"], c["nk"], c["causal"], c.get("window")
+
+    paged = bool(c.get("page_size"))
+
+    def mask_mod(b, h, i, j):
+        pos = (lens[b] if paged else nk) - nq + i
+        keep = j < lens[b]
+        if causal:
+            keep = keep & (j <= pos)
+        if window is not None:
+            keep = keep & (j >= pos - window)
+        return keep
+
+    state = {}
+    compiled = torch.compile(flex_attention)
+
+    def run(inp):
+        q, k, v = contiguous_kv(inp)
+        if "mask" not in state:
+            state["mask"] = create_block_mask(mask_mod, q.shape[0], None, nq, nk, device=device)
+        return compiled(q, k, v, block_mask=state["mask"])
+    return run
+
+
 def reference64(c, inp, fn_name):
-    """First slice in float64 with the math definition."""
+    """First slice in float64 with the math definition (for KV-cache cases, head 0 of every
+    sequence, its keys gathered; query rows in blocks, so long sequences fit)."""
+    if c["op"] == "attention" and needs_mask(c):
+        q, k, v = (t[:, :1].double() for t in contiguous_kv(inp))
+        outs = []
+        for r0 in range(0, c["nq"], 2048):
+            r1 = min(r0 + 2048, c["nq"])
+            s = (q[:, :, r0:r1] @ k.transpose(-1, -2)) / math.sqrt(c["d"])
+            keep = kv_mask(c, s.device, (r0, r1))
+            w = torch.softmax(s.masked_fill(~keep, float("-inf")), dim=-1).nan_to_num(0.0)
+            outs.append(w @ v)
+        return torch.cat(outs, dim=2)
     sl = tuple(t[:, :1].double() for t in inp)
     op, d = c["op"], c["d"]
     if op == "softmax":
@@ -223,16 +353,22 @@ def main():
             setattr(a, name, int(theirs[theirs.index(flag) + 1]) if flag in theirs[:-1] else default)
     seen, cases = set(), []
     for r in ours["results"]:
-        key = (r["suite"], r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"], r.get("k", 0))
+        key = (r["suite"], r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"], r.get("k", 0),
+               r.get("batch", 1), tuple(r.get("lens") or ()), r.get("page_size", 0), r.get("window"))
         if key not in seen:
             seen.add(key)
-            cases.append(dict({k: r[k] for k in ("suite", "op", "dtype", "bh", "nq", "nk", "d", "causal")}, k=r.get("k", 0)))
+            cases.append(dict({k: r[k] for k in ("suite", "op", "dtype", "bh", "nq", "nk", "d", "causal")},
+                              k=r.get("k", 0), batch=r.get("batch", 1), lens=r.get("lens") or [],
+                              page_size=r.get("page_size", 0), window=r.get("window"), flops=r.get("flops")))
 
     results = []
     for i, c in enumerate(cases):
         dtype = torch.float32 if c["dtype"] == "f32" else torch.float16
+        kv = (f" {c['batch']} seqs {min(c['lens'])}-{max(c['lens'])}" if c["lens"] else "") + \
+            (f" paged {c['page_size']}" if c["page_size"] else "") + \
+            (f" window {c['window']}" if c["window"] is not None else "")
         print(f"[{i + 1}/{len(cases)}] {c['op']} {c['dtype']} {c['bh']}x{c['nq']}x{c['nk']}x{c['d']} k={c['k']}"
-              f"{' causal' if c['causal'] else ''}", file=sys.stderr)
+              f"{' causal' if c['causal'] else ''}{kv}", file=sys.stderr)
         work = max(flops(c), nbytes(c)) / 1e9
         try:
             inp = make_inputs(c, device, dtype)

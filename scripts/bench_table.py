@@ -6,20 +6,27 @@
 import json
 import sys
 
+from join_bench import kv_note  # the same case description as the joined table
+
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    impl = sys.argv[sys.argv.index("--impl") + 1] if "--impl" in sys.argv else "wgpu"
+    argv = sys.argv[1:]
+    impl = "wgpu"
+    if "--impl" in argv:
+        i = argv.index("--impl")
+        impl = argv[i + 1] if i + 1 < len(argv) else sys.exit(__doc__)
+        argv = argv[:i] + argv[i + 2:]
+    args = [a for a in argv if not a.startswith("--")]
     if not args:
         sys.exit(__doc__)
     r = json.load(open(args[0]))
-    print("| op | dtype | BH×Nq×Nk×D | causal | k | kernel ms (med [min–max]) | wall ms | e2e ms | GFLOP/s | GB/s | rel err vs CPU | GPU/CPU |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| op | dtype | BH×Nq×Nk×D | causal | k | kv / window | variant | kernel ms (med [min–max]) | wall ms | e2e ms | GFLOP/s | GB/s | rel err vs CPU | GPU/CPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for x in r["results"]:
         if x["impl"] != impl or (args[1:] and x["op"] not in args[1:]):
             continue
         if x.get("error"):
-            print(f"| {x['op']} | {x['dtype']} | {x['bh']}×{x['nq']}×{x['nk']}×{x['d']} | | | not run: {x['error']} | | | | | | |")
+            print(f"| {x['op']} | {x['dtype']} | {x['bh']}×{x['nq']}×{x['nk']}×{x['d']} | | | {kv_note(x)} | | not run: {x['error']} | | | | | | |")
             continue
         ms = lambda s: f"{s['median']:.2f} [{s['min']:.2f}–{s['max']:.2f}]" if s else "-"
         med = lambda s: f"{s['median']:.2f}" if s else "-"
@@ -28,7 +35,7 @@ def main():
         err = f"{x['rel_err']:.1e}" if x.get("rel_err") is not None else "-"
         ratio = f"{x['gpu_cpu_ratio']:.2f}" if x.get("gpu_cpu_ratio") else "-"
         k = str(x.get("k") or "-")
-        print(f"| {x['op']} | {x['dtype']} | {x['bh']}×{x['nq']}×{x['nk']}×{x['d']} | {'yes' if x['causal'] else 'no'} | {k} | "
+        print(f"| {x['op']} | {x['dtype']} | {x['bh']}×{x['nq']}×{x['nk']}×{x['d']} | {'yes' if x['causal'] else 'no'} | {k} | {kv_note(x)} | {x.get('variant') or '-'} | "
               f"{ms(x['kernel_ms'])} | {med(x['wall_ms'])} | {med(x['e2e_ms'])} | {g} | {gb} | {err} | {ratio} |")
     print(f"\n{r['date']}: `{r['command']}`")
 

@@ -25,6 +25,8 @@ for t in .devbin/tests/*; do
 done
 .devbin/attention --nq 4096 --dim 128 --heads 16 --f16 > "$out/example-attention.txt" 2>&1
 summary+=("example attention: $(grep -E 'agreement|GPU fused' "$out/example-attention.txt" | tr '\n' ' ')")
+timeout 180 .devbin/decode --prompts 100,1000,4000,8000 --steps 64 > "$out/example-decode.txt" 2>&1
+summary+=("example decode: rc=$? $(grep -E 'decode:|agreement' "$out/example-decode.txt" | tr '\n' ' ')")
 if [ -z "${NO_BENCH:-}" ]; then
   # shellcheck disable=SC2086
   ATTN_BENCH=.devbin/attn-bench OUT="$out" timeout 420 scripts/gpu-bench.sh ${SUITES:-} > "$out/gpu-bench.txt" 2>&1

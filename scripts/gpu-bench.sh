@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Our kernels and PyTorch on the same shapes, in one run, joined into one table.
 #
-#   scripts/gpu-bench.sh            GPU mode: suites prefill decode similarity softmax topk on the
+#   scripts/gpu-bench.sh            GPU mode: suites prefill decode paged window similarity softmax topk on the
 #                                   best adapter, against PyTorch on CUDA
 #   scripts/gpu-bench.sh --cpu      CPU mode: suites quick and topk-cpu on our CPU path and the best
 #                                   adapter (lavapipe here), against PyTorch on the CPU at the same
@@ -42,7 +42,7 @@ python3 -c 'import torch' 2>/dev/null || { echo "error: python3 cannot import to
 threads=${RAYON_NUM_THREADS:-$(nproc)}
 
 if [ "$mode" = gpu ]; then
-  [ ${#suites[@]} -gt 0 ] || suites=(prefill decode similarity softmax topk)
+  [ ${#suites[@]} -gt 0 ] || suites=(prefill decode paged window similarity softmax topk)
   backend=gpu
   device=cuda
 else

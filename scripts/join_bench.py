@@ -29,6 +29,20 @@ def rate(r):
     return "-"
 
 
+def kv_note(r):
+    """How a case holds its keys and its window, as attn-bench's table shows it."""
+    parts = []
+    lens = r.get("lens") or []
+    if lens:
+        store = f"paged {r['page_size']}" if r.get("page_size") else "contiguous"
+        parts.append(f"{r.get('batch', 1)} seqs {min(lens)}-{max(lens)}, {store}")
+    elif r.get("page_size"):
+        parts.append(f"paged {r['page_size']}")
+    if r.get("window") is not None:
+        parts.append(f"window {r['window']}")
+    return ", ".join(parts) or "-"
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     markdown = "--markdown" in sys.argv
@@ -36,7 +50,8 @@ def main():
         sys.exit(__doc__)
     ours = json.load(open(args[0]))
     torch = json.load(open(args[1]))
-    key = lambda r: (r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"], r.get("k", 0))
+    key = lambda r: (r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"], r.get("k", 0),
+                     kv_note(r))
     cases, ours_by, torch_by = [], {}, {}
     for r in ours["results"]:
         if key(r) not in ours_by:
@@ -48,7 +63,7 @@ def main():
         if r["impl"] not in torch_impls:
             torch_impls.append(r["impl"])
 
-    header = ["op", "dtype", "BH", "Nq", "Nk", "D", "causal", "k", "wgpu ms", "wgpu rate", "cpu ms"]
+    header = ["op", "dtype", "BH", "Nq", "Nk", "D", "causal", "k", "kv / window", "wgpu ms", "wgpu rate", "cpu ms"]
     header += [f"{t} ms" for t in torch_impls]
     header += ["best reference", "wgpu/ref", "cpu/ref"]
     rows = []
@@ -59,8 +74,8 @@ def main():
         best = min(((v, n) for n, v in tt.items() if v), default=None)
         fmt = lambda v: f"{v:.3f}" if v is not None else "-"
         ratio = lambda ours_t: f"{best[0] / ours_t:.3f}" if best and ours_t else "-"
-        op, dt, bh, nq, nk, d, causal, kk = k
-        rows.append([op, dt, str(bh), str(nq), str(nk), str(d), "yes" if causal else "no", str(kk) if kk else "-",
+        op, dt, bh, nq, nk, d, causal, kk, kv = k
+        rows.append([op, dt, str(bh), str(nq), str(nk), str(d), "yes" if causal else "no", str(kk) if kk else "-", kv,
                      fmt(t_ms(g)), rate(g), fmt(t_ms(c))]
                     + [fmt(tt[n]) for n in torch_impls]
                     + [best[1] if best else "-", ratio(t_ms(g)), ratio(t_ms(c))])

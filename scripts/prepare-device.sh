@@ -11,7 +11,7 @@ grep -qx '/.devbin/' .git/info/exclude 2>/dev/null || echo '/.devbin/' >> .git/i
 cargo build --release --bins --examples
 stage=$(mktemp -d)
 mkdir -p "$stage/tests"
-cp target/release/attn-bench target/release/examples/attention target/release/examples/search "$stage/"
+cp target/release/attn-bench target/release/examples/attention target/release/examples/search target/release/examples/decode "$stage/"
 cargo test --release --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:

@@ -89,6 +89,27 @@ fn opt(v: Option<f64>, prec: usize) -> String {
     v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into())
 }
 
+/// How a case holds its keys, if not as one contiguous tensor of `nk` keys, and its window:
+/// e.g. `4 seqs 2048-32768, paged 16`, `window 4096`.
+pub fn kv_note(r: &Record) -> String {
+    let mut parts = vec![];
+    if !r.lens.is_empty() {
+        let (lo, hi) = (r.lens.iter().min().unwrap_or(&0), r.lens.iter().max().unwrap_or(&0));
+        let store = if r.page_size > 0 { format!("paged {}", r.page_size) } else { "contiguous".into() };
+        parts.push(format!("{} seqs {lo}-{hi}, {store}", r.batch));
+    } else if r.page_size > 0 {
+        parts.push(format!("paged {}", r.page_size));
+    }
+    if let Some(w) = r.window {
+        parts.push(format!("window {w}"));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// A readable table of the records.
 pub fn table(records: &[Record]) -> String {
     let header = [
@@ -99,6 +120,7 @@ pub fn table(records: &[Record]) -> String {
         "Nk",
         "D",
         "causal",
+        "kv / window",
         "impl",
         "kernel ms (med [min-max])",
         "wall ms",
@@ -120,6 +142,7 @@ pub fn table(records: &[Record]) -> String {
                 r.nk.to_string(),
                 r.d.to_string(),
                 if r.causal { "yes" } else { "no" }.into(),
+                kv_note(r),
                 match &r.variant {
                     Some(v) if r.implementation == "wgpu" => format!("wgpu ({v})"),
                     _ => r.implementation.clone(),

@@ -38,6 +38,11 @@ impl Dt {
 }
 
 /// One benchmark case: `bh` batch·heads, `nq` queries, `nk` keys, head dim `d`.
+///
+/// Attention cases may also hold a KV cache as inference serves it: `batch` sequences of their
+/// own lengths `lens` (each at most `nk`; queries at each sequence's last `nq` positions), in
+/// contiguous tensors padded to `nk` with key lengths (`page_size` 0) or in a paged cache
+/// (`page_size` tokens a page, pages dealt out of order); and a sliding `window`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Case {
     pub suite: String,
@@ -53,12 +58,99 @@ pub struct Case {
     /// The kernel variant asked for (attention only; `Auto` lets the crate choose).
     #[serde(skip)]
     pub variant: wgpu_attention::AttentionVariant,
+    /// Sequences; `bh` is `batch` × heads.
+    pub batch: usize,
+    /// Each sequence's key count (empty: `nk` each).
+    pub lens: Vec<usize>,
+    /// Tokens per page of a paged KV cache (0: contiguous K and V).
+    pub page_size: usize,
+    /// Sliding window: keys at most this many positions before the query's.
+    pub window: Option<usize>,
 }
 
 impl Case {
     #[allow(clippy::too_many_arguments)]
     pub fn new(suite: &str, op: Op, dtype: Dt, bh: usize, nq: usize, nk: usize, d: usize, causal: bool) -> Self {
-        Case { suite: suite.into(), op, dtype, bh, nq, nk, d, causal, k: 0, variant: Default::default() }
+        Case {
+            suite: suite.into(),
+            op,
+            dtype,
+            bh,
+            nq,
+            nk,
+            d,
+            causal,
+            k: 0,
+            variant: Default::default(),
+            batch: 1,
+            lens: vec![],
+            page_size: 0,
+            window: None,
+        }
+    }
+
+    /// Decode over a KV cache: one query per sequence, `heads` heads, sequences of `lens` keys,
+    /// contiguous (`page_size` 0, padded to the longest, with key lengths) or paged.
+    pub fn kv_cache(suite: &str, dtype: Dt, heads: usize, lens: &[usize], d: usize, page_size: usize) -> Self {
+        let nk = lens.iter().copied().max().unwrap_or(1);
+        Case {
+            batch: lens.len(),
+            lens: lens.to_vec(),
+            page_size,
+            ..Case::new(suite, Op::Attention, dtype, lens.len() * heads, 1, nk, d, false)
+        }
+    }
+
+    /// With a sliding window of `left` keys before each query.
+    pub fn window(self, left: usize) -> Self {
+        Case { window: Some(left), ..self }
+    }
+
+    /// Heads per sequence.
+    pub fn heads(&self) -> usize {
+        self.bh / self.batch.max(1)
+    }
+
+    /// Each sequence's key count.
+    pub fn seq_lens(&self) -> Vec<usize> {
+        if self.lens.is_empty() {
+            vec![self.nk; self.batch.max(1)]
+        } else {
+            self.lens.clone()
+        }
+    }
+
+    /// Whether FLOPs are counted pair by pair (mixed lengths, windows) rather than by the
+    /// FlashAttention formula.
+    fn counts_pairs(&self) -> bool {
+        !self.lens.is_empty() || self.window.is_some()
+    }
+
+    /// The (query, key) pairs that are attended, over all sequences (one head): each query at
+    /// position `end - nq + i` sees keys below its sequence's length, up to its position
+    /// (causal) and at most `window` before it. `end` is the sequence's length over a paged
+    /// cache, `nk` over contiguous tensors (key lengths do not move the queries).
+    pub fn kept_pairs(&self) -> f64 {
+        let mut pairs = 0.0;
+        for len in self.seq_lens() {
+            let end = if self.page_size > 0 { len } else { self.nk };
+            for i in 0..self.nq {
+                let pos = end as i64 - self.nq as i64 + i as i64;
+                let hi = if self.causal { pos.min(len as i64 - 1) } else { len as i64 - 1 };
+                let lo = self.window.map_or(0, |w| (pos - w as i64).max(0));
+                pairs += (hi - lo + 1).max(0) as f64;
+            }
+        }
+        pairs
+    }
+
+    /// Keys held per head: each sequence's (their sum; the padded `batch · nk` when contiguous).
+    fn kv_tokens(&self, padded: bool) -> f64 {
+        if padded {
+            (self.batch.max(1) * self.nk) as f64
+        } else {
+            self.seq_lens().iter().sum::<usize>() as f64
+        }
     }
 
     /// A top-k case: `nq` queries, `nk` keys of dim `d`, `k` results each.
@@ -74,26 +166,33 @@ impl Case {
             causal: false,
             k,
             variant: Default::default(),
+            batch: 1,
+            lens: vec![],
+            page_size: 0,
+            window: None,
         }
     }
 
     /// FLOPs: attention uses the FlashAttention convention 4·BH·Nq·Nk·D, halved when causal;
     /// similarity 2·BH·Nq·Nk·D; softmax 0 (it is judged by GB/s).
+    /// With mixed sequence lengths or a window: 4·H·D times the pairs attended.
     pub fn flops(&self) -> f64 {
         let base = (self.bh * self.nq * self.nk * self.d) as f64;
         match self.op {
+            Op::Attention if self.counts_pairs() => 4.0 * (self.heads() * self.d) as f64 * self.kept_pairs(),
             Op::Attention | Op::AttentionUnfused => 4.0 * base * if self.causal { 0.5 } else { 1.0 },
             Op::Similarity | Op::Cosine | Op::Topk => 2.0 * base,
             Op::Softmax => 0.0,
         }
     }
 
-    /// Bytes the operation must read and write at least (inputs and outputs once).
+    /// Bytes the operation must read and write at least (inputs and outputs once; of a KV
+    /// cache, each sequence's own keys).
     pub fn bytes(&self) -> f64 {
         let e = self.dtype.bytes();
         let (bh, nq, nk, d) = (self.bh as f64, self.nq as f64, self.nk as f64, self.d as f64);
         match self.op {
-            Op::Attention => e * (2.0 * bh * nq * d + 2.0 * bh * nk * d),
+            Op::Attention => e * (2.0 * bh * nq * d + 2.0 * self.heads() as f64 * self.kv_tokens(false) * d),
             Op::AttentionUnfused => e * (2.0 * bh * nq * d + 2.0 * bh * nk * d) + 4.0 * bh * nq * nk,
             Op::Similarity | Op::Cosine => e * (bh * nq * d + bh * nk * d) + 4.0 * bh * nq * nk,
             Op::Softmax => 2.0 * e * bh * nq * nk,
@@ -105,7 +204,7 @@ impl Case {
     pub fn host_bytes(&self) -> f64 {
         let (bh, nq, nk, d) = (self.bh as f64, self.nq as f64, self.nk as f64, self.d as f64);
         4.0 * match self.op {
-            Op::Attention => 2.0 * bh * nq * d + 2.0 * bh * nk * d,
+            Op::Attention => 2.0 * bh * nq * d + 2.0 * self.heads() as f64 * self.kv_tokens(self.page_size == 0) * d,
             Op::AttentionUnfused => 2.0 * bh * nq * d + 2.0 * bh * nk * d + bh * nq * nk,
             Op::Similarity | Op::Cosine => bh * nq * d + bh * nk * d + bh * nq * nk,
             Op::Softmax => 2.0 * bh * nq * nk,
@@ -154,6 +253,38 @@ pub fn suite(name: &str) -> Option<Vec<Case>> {
                 v.push(Case::new(s, Attention, dt, 8, 1, 131072, 128, false));
             }
         }
+        "paged" => {
+            // decode over sequences of mixed lengths, contiguous (padded, key lengths) and paged
+            // side by side. The first shape fits a 128 MiB binding in f32 (the paged pool is
+            // one binding), so it runs on software Vulkan too.
+            let small = [2048, 8192, 16384, 32768];
+            let large = [1024, 2048, 4096, 8192, 12288, 16384, 24576, 32768];
+            for dt in [F16, F32] {
+                for (heads, lens) in [(4, &small[..]), (8, &large[..])] {
+                    for page_size in [0, 16] {
+                        v.push(Case::kv_cache(s, dt, heads, lens, 128, page_size));
+                    }
+                }
+            }
+        }
+        "window" => {
+            // sliding-window prefill over 32k keys: cost in proportion to the window
+            for dt in [F16, F32] {
+                v.push(Case::new(s, Attention, dt, 16, 32768, 32768, 128, true));
+                for w in [4096, 1024] {
+                    v.push(Case::new(s, Attention, dt, 16, 32768, 32768, 128, true).window(w));
+                }
+            }
+        }
+        "window-cpu" => {
+            // the window suite's shape at a size a software rasteriser and 2 cores finish
+            for dt in [F16, F32] {
+                v.push(Case::new(s, Attention, dt, 2, 8192, 8192, 64, true));
+                for w in [2048, 512] {
+                    v.push(Case::new(s, Attention, dt, 2, 8192, 8192, 64, true).window(w));
+                }
+            }
+        }
         "similarity" => {
             for dt in [F32, F16] {
                 for d in [64, 128] {
@@ -188,4 +319,5 @@ pub fn suite(name: &str) -> Option<Vec<Case>> {
     Some(v)
 }
 
-pub const SUITES: [&str; 7] = ["quick", "prefill", "decode", "similarity", "softmax", "topk", "topk-cpu"];
+pub const SUITES: [&str; 10] =
+    ["quick", "prefill", "decode", "paged", "window", "window-cpu", "similarity", "softmax", "topk", "topk-cpu"];

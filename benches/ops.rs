@@ -33,10 +33,27 @@ fn bench(c: &mut Criterion) {
         };
         g.throughput(Throughput::Elements(flops));
         g.bench_function(BenchmarkId::new("attention", &id), |b| {
-            b.iter(|| run(&|enc| ctx.encode_attention(enc, &q, &k, &v, None, &o, &out, None)))
+            b.iter(|| {
+                run(&|enc| {
+                    ctx.encode_attention(
+                        enc,
+                        &AttentionCall { q: &q, k: &k, v: &v, mask: None, out: &out, lse: None },
+                        &o,
+                    )
+                })
+            })
         });
         g.bench_function(BenchmarkId::new("attention_unfused", &id), |b| {
-            b.iter(|| run(&|enc| ctx.encode_attention_unfused(enc, &q, &k, &v, None, &o, &out, &probs)))
+            b.iter(|| {
+                run(&|enc| {
+                    ctx.encode_attention_unfused(
+                        enc,
+                        &AttentionCall { q: &q, k: &k, v: &v, mask: None, out: &out, lse: None },
+                        &probs,
+                        &o,
+                    )
+                })
+            })
         });
         g.throughput(Throughput::Elements(flops / 2));
         g.bench_function(BenchmarkId::new("similarity", &id), |b| {

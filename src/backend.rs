@@ -38,7 +38,7 @@ pub enum Backend {
 static FALLBACK_NOTICE: Once = Once::new();
 
 impl Backend {
-    /// The best hardware GPU adapter; otherwise the CPU path, saying why once on stderr. When the
+    /// The best hardware GPU adapter; otherwise the CPU path, saying why once (a `log` warning). When the
     /// only adapter is a software rasteriser (device type `Cpu`, e.g. lavapipe or llvmpipe), the
     /// CPU path is chosen: it is the faster of the two on the same cores (BENCHMARKS.md).
     /// `WGPU_ATTENTION_BACKEND=cpu` or `=gpu` forces either (`gpu` accepts a software adapter).
@@ -53,8 +53,8 @@ impl Backend {
             }
             Ok(ctx) => {
                 FALLBACK_NOTICE.call_once(|| {
-                    eprintln!(
-                        "wgpu-attention: the only adapter, {}, is a software rasteriser; using the CPU path \
+                    log::warn!(
+                        "the only adapter, {}, is a software rasteriser; using the CPU path \
                          (WGPU_ATTENTION_BACKEND=gpu to use it anyway)",
                         ctx.info().adapter
                     )
@@ -62,7 +62,7 @@ impl Backend {
                 Backend::Cpu
             }
             Err(e) => {
-                FALLBACK_NOTICE.call_once(|| eprintln!("wgpu-attention: {e}; using the CPU path"));
+                FALLBACK_NOTICE.call_once(|| log::warn!("{e}; using the CPU path"));
                 Backend::Cpu
             }
         }
@@ -83,7 +83,7 @@ impl Backend {
 
     /// Uploads a host tensor whose values were scanned already (its operand holds the magnitude).
     fn upload<T: Element>(ctx: &Context, t: &HostTensor<T>, op: &Operand) -> Result<Tensor> {
-        ctx.upload_scanned(t.data(), t.shape(), t.layout(), op.max_abs)
+        pollster::block_on(ctx.upload_scanned(t.data(), t.shape(), t.layout(), op.max_abs))
     }
 
     /// Similarity scores `[batch, heads, nq, nk]`; see [`Context::similarity`].
@@ -93,7 +93,7 @@ impl Backend {
             Backend::Cpu => Ok(cpu::similarity::similarity_checked(&p, q, k)),
             Backend::Gpu(ctx) => {
                 let (qg, kg) = (Self::upload(ctx, q, &p.q)?, Self::upload(ctx, k, &p.k)?);
-                ctx.similarity_checked(&p, &qg, &kg)?.download_blocking(ctx)
+                pollster::block_on(ctx.similarity_checked(&p, &qg, &kg))?.download_blocking(ctx)
             }
         }
     }
@@ -111,7 +111,7 @@ impl Backend {
             Backend::Gpu(ctx) => {
                 let m = mask.map(|m| ctx.upload_mask(m)).transpose()?;
                 let xg = Self::upload(ctx, x, &p.x)?;
-                ctx.softmax_checked(&p, &xg, m.as_ref())?.download_blocking(ctx)
+                pollster::block_on(ctx.softmax_checked(&p, &xg, m.as_ref()))?.download_blocking(ctx)
             }
         }
     }
@@ -130,7 +130,9 @@ impl Backend {
             Backend::Cpu => Ok(cpu::attention::attention_checked(&p, q, k, v, mask).0),
             Backend::Gpu(ctx) => {
                 let (m, qg, kg, vg) = Self::upload_qkv(ctx, &p, q, k, v, mask)?;
-                ctx.attention_checked(&p, (&qg, &kg, &vg), m.as_ref(), false)?.0.download_blocking(ctx)
+                pollster::block_on(ctx.attention_checked(&p, (&qg, &kg, &vg), m.as_ref(), false))?
+                    .0
+                    .download_blocking(ctx)
             }
         }
     }
@@ -149,7 +151,7 @@ impl Backend {
             Backend::Cpu => Ok(cpu::attention::attention_checked(&p, q, k, v, mask)),
             Backend::Gpu(ctx) => {
                 let (m, qg, kg, vg) = Self::upload_qkv(ctx, &p, q, k, v, mask)?;
-                let (o, l) = ctx.attention_checked(&p, (&qg, &kg, &vg), m.as_ref(), true)?;
+                let (o, l) = pollster::block_on(ctx.attention_checked(&p, (&qg, &kg, &vg), m.as_ref(), true))?;
                 let l = l.ok_or_else(|| crate::Error::Gpu("no log-sum-exp recorded".into()))?;
                 Ok((o.download_blocking(ctx)?, l.download_blocking(ctx)?))
             }
@@ -170,7 +172,7 @@ impl Backend {
             Backend::Cpu => Ok(cpu::attention::attention_unfused_checked(&p, q, k, v, mask)),
             Backend::Gpu(ctx) => {
                 let (m, qg, kg, vg) = Self::upload_qkv(ctx, &p, q, k, v, mask)?;
-                let (o, w) = ctx.attention_unfused_checked(&p, (&qg, &kg, &vg), m.as_ref())?;
+                let (o, w) = pollster::block_on(ctx.attention_unfused_checked(&p, (&qg, &kg, &vg), m.as_ref()))?;
                 Ok((o.download_blocking(ctx)?, w.download_blocking(ctx)?))
             }
         }
@@ -188,7 +190,7 @@ impl Backend {
             )),
             Backend::Gpu(ctx) => {
                 let (w, vg) = (Self::upload(ctx, weights, &p.weights)?, Self::upload(ctx, v, &p.v)?);
-                ctx.weighted_sum_checked(&p, &w, &vg)?.download_blocking(ctx)
+                pollster::block_on(ctx.weighted_sum_checked(&p, &w, &vg))?.download_blocking(ctx)
             }
         }
     }
@@ -213,9 +215,19 @@ impl Backend {
         match self {
             Backend::Cpu => Ok(cpu::top_k::top_k_checked(&p, queries, keys)),
             Backend::Gpu(ctx) => {
-                let q = ctx.upload_scanned(queries, Shape::new(1, 1, p.nq, d), crate::Layout::Bhsd, Some(mq))?;
-                let kt = ctx.upload_scanned(keys, Shape::new(1, 1, p.nk, d), crate::Layout::Bhsd, Some(mk))?;
-                ctx.top_k_checked(&p, &q, &kt)
+                let q = pollster::block_on(ctx.upload_scanned(
+                    queries,
+                    Shape::new(1, 1, p.nq, d),
+                    crate::Layout::Bhsd,
+                    Some(mq),
+                ))?;
+                let kt = pollster::block_on(ctx.upload_scanned(
+                    keys,
+                    Shape::new(1, 1, p.nk, d),
+                    crate::Layout::Bhsd,
+                    Some(mk),
+                ))?;
+                pollster::block_on(ctx.top_k_checked(&p, &q, &kt, true))
             }
         }
     }

@@ -355,30 +355,40 @@ impl Context {
         self.check_alive()
     }
 
-    /// Records with `f` into a fresh encoder and submits it (errors become `Err`).
-    pub(crate) fn submit(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
+    /// A fresh command encoder (after checking that the device is alive).
+    pub(crate) fn encoder(&self) -> Result<wgpu::CommandEncoder> {
         self.check_alive()?;
-        let mut enc =
-            self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-attention") });
-        f(&mut enc)?;
-        self.scoped(|| {
+        Ok(self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-attention") }))
+    }
+
+    /// Finishes and submits `enc`; wgpu errors of the submission become `Err`.
+    pub(crate) async fn submit_async(&self, enc: wgpu::CommandEncoder) -> Result<()> {
+        self.scoped_async(|| {
             self.queue().submit([enc.finish()]);
             Ok(())
         })
+        .await
     }
 
     /// A buffer holding `bytes` (padded to 4 bytes, at least 4), with `usage`. Unlike
     /// `DeviceExt::create_buffer_init`, a failure (out of memory, lost device) is an `Err`.
-    pub(crate) fn buffer_with(&self, bytes: &[u8], usage: wgpu::BufferUsages, label: &str) -> Result<wgpu::Buffer> {
+    pub(crate) async fn buffer_with(
+        &self,
+        bytes: &[u8],
+        usage: wgpu::BufferUsages,
+        label: &str,
+    ) -> Result<wgpu::Buffer> {
         let size = (bytes.len() as u64).div_ceil(4).max(1) * 4;
-        let buffer = self.scoped(|| {
-            Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage,
-                mapped_at_creation: true,
-            }))
-        })?;
+        let buffer = self
+            .scoped_async(|| {
+                Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage,
+                    mapped_at_creation: true,
+                }))
+            })
+            .await?;
         {
             let mut view = buffer.slice(..).get_mapped_range_mut().map_err(|e| self.lost_or(e))?;
             view.slice(..bytes.len()).copy_from_slice(bytes);
@@ -413,25 +423,39 @@ impl Context {
     /// Records work with `f` into a fresh encoder and submits it, without waiting. wgpu
     /// validation errors of the submission come back as `Err(Error::Gpu)`.
     pub fn record_and_submit(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
-        self.submit(f)
+        let mut enc = self.encoder()?;
+        f(&mut enc)?;
+        pollster::block_on(self.submit_async(enc))
     }
 
     /// Runs `f` inside validation, out-of-memory and internal error scopes; wgpu errors become
     /// `Err` ([`Error::OutOfMemory`] for allocations the device cannot satisfy).
-    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    ///
+    /// wgpu's error scopes belong to the thread that pushed them, so `f` runs and the scopes are
+    /// popped before the first `.await`; only the popped scopes' results are awaited (on native
+    /// backends they are ready at once, on WebGPU they resolve with the browser's promise).
+    pub(crate) async fn scoped_async<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         self.check_alive()?;
-        let dev = &self.inner.device;
-        let internal = dev.push_error_scope(wgpu::ErrorFilter::Internal);
-        let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let val = dev.push_error_scope(wgpu::ErrorFilter::Validation);
-        let out = f();
-        let v = pollster::block_on(val.pop());
-        let o = pollster::block_on(oom.pop());
-        let i = pollster::block_on(internal.pop());
+        let (out, (v, o, i)) = {
+            let dev = &self.inner.device;
+            let internal = dev.push_error_scope(wgpu::ErrorFilter::Internal);
+            let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let val = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+            let out = f();
+            (out, (val.pop(), oom.pop(), internal.pop()))
+        };
+        let (v, o, i) = futures::join!(v, o, i);
         if let Some(e) = o.or(v).or(i) {
             return Err(Error::from_wgpu(e));
         }
         self.check_alive()?;
         out
+    }
+
+    /// Blocking twin of [`Context::scoped_async`], for the `encode_*` calls (which record into a
+    /// caller's encoder and have no async form): on native backends the popped scopes are ready
+    /// at once, so nothing waits.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        pollster::block_on(self.scoped_async(f))
     }
 }

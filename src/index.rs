@@ -215,6 +215,16 @@ impl Index {
     /// The `k` best keys for each query (`[nq, dim]` row-major), best first, ties to the lower
     /// position; `k` in 1..=min(len, 1024).
     pub fn search(&self, queries: &[f32], k: usize) -> Result<SearchResult> {
+        pollster::block_on(self.search_with(queries, k, true))
+    }
+
+    /// Async twin of [`Index::search`]: uploads, submission and readback are awaited (the
+    /// readback polls the device, see [`Tensor::download`]); no thread waits.
+    pub async fn search_async(&self, queries: &[f32], k: usize) -> Result<SearchResult> {
+        self.search_with(queries, k, false).await
+    }
+
+    async fn search_with(&self, queries: &[f32], k: usize, block: bool) -> Result<SearchResult> {
         let buffer = self
             .buffer
             .as_ref()
@@ -229,7 +239,7 @@ impl Index {
             max_abs: Some(q_max),
             ..Tensor::from_buffer(
                 ctx,
-                ctx.create_init(&bytes, "queries")?,
+                ctx.create_init(&bytes, "queries").await?,
                 0,
                 Shape::new(1, 1, nq, self.row),
                 Layout::Bhsd,
@@ -247,7 +257,7 @@ impl Index {
                 self.dtype,
             )?
         };
-        let top = ctx.top_k_checked(&p, &q, &keys)?;
+        let top = ctx.top_k_checked(&p, &q, &keys, block).await?;
         let ids = self.ids.as_ref().map(|ids| top.indices.iter().map(|&i| ids[i as usize]).collect());
         Ok(SearchResult { top, ids })
     }

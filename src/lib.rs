@@ -11,7 +11,15 @@
 //!   GQA/MQA, masks, causal, key lengths, head dims 1..=256, optional log-sum-exp) and
 //!   [`Context::attention_unfused`] (returns the weights). Each has an `encode_*` twin that
 //!   records into your `CommandEncoder`.
-//! - Retrieval: [`Context::top_k`] (exact top-k by dot, cosine or L2) and a resident [`Index`].
+//! - Retrieval: [`Context::top_k`] (exact top-k by dot, cosine or L2, best first, ties to the
+//!   lower index) and a resident [`Index`] that keys are added to and searched
+//!   ([`Index::search`]), with ids of your own if you like.
+//! - Your buffers: [`Tensor::from_buffer`] (contiguous) and [`Tensor::from_buffer_strided`]
+//!   (any batch, head and sequence strides, e.g. views into a fused QKV projection) wrap them
+//!   without a copy; [`AttentionCall`] names the tensors of a recorded call.
+//! - Async: every one-shot operation has an `_async` twin (e.g. [`Context::attention_async`],
+//!   [`Index::search_async`], [`Tensor::download`]) that never blocks a thread; the blocking
+//!   forms wrap them. The crate reports through the `log` crate and never prints.
 //! - [`cpu`]: the same operations on the CPU (rayon, f64 accumulation).
 //! - [`Backend`]: one-shot helpers on host slices that use the GPU when there is one.
 //!
@@ -79,6 +87,7 @@ pub use host::{HostMask, HostMaskValues, HostTensor, MaskKind};
 pub use index::{Index, SearchResult};
 pub use kernels::attention::AttentionPlan;
 pub use kernels::top_k::{Metric, TopK, TopKOutput, MAX_K};
+pub use ops::{AttentionCall, PagedAttentionCall};
 pub use options::{AttentionOptions, AttentionVariant, Loads, Similarity, SoftmaxOptions, Window};
 pub use paged::{BlockTable, HostKvCache, PageGeometry, PagedKvCache};
 pub use problem::{MAX_ALIBI_SLOPE, SCALE_RANGE};

@@ -1,18 +1,22 @@
 //! The pipeline cache: one compute pipeline per [`Kernel`] variant, compiled on first use.
 //!
-//! Lookups take a read lock; a miss inserts a per-variant once-cell under a short write lock and
-//! compiles outside it, so two threads that race for the same variant compile it once (the
-//! second waits for the first), and variants for different keys compile in parallel.
+//! Lookups take a read lock; a miss inserts a per-variant slot (an async mutex) under a short
+//! write lock and compiles holding only that slot, so two callers that race for the same variant
+//! compile it once (the second waits for the first, without blocking a thread on the async
+//! path), and variants for different keys compile in parallel. A failed compilation leaves the
+//! slot empty, so the next call tries again (a failure may be transient, e.g. out of memory).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
+
+use futures::lock::Mutex;
 
 use crate::context::Context;
 use crate::error::Result;
 use crate::kernels::{Access, Binding, Kernel};
 
-type Slot<T> = Arc<OnceLock<Result<T>>>;
+type Slot<T> = Arc<Mutex<Option<T>>>;
 type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
 
 /// Compiled pipelines and bind group layouts, keyed by variant (layouts by their bindings).
@@ -37,28 +41,32 @@ impl PipelineCache {
         self.compiled.load(Ordering::Relaxed)
     }
 
-    fn layouts(&self, ctx: &Context, kernel: Kernel) -> Result<Layouts> {
+    async fn layouts(&self, ctx: &Context, kernel: Kernel) -> Result<Layouts> {
         let s = slot(&self.layouts, kernel.bindings());
-        s.get_or_init(|| {
-            let entries: Vec<_> = kernel
-                .bindings()
-                .iter()
-                .map(|b| wgpu::BindGroupLayoutEntry {
-                    binding: b.slot,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: match b.access {
-                            Access::Uniform => wgpu::BufferBindingType::Uniform,
-                            Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                            Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
-                        },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
+        let mut guard = s.lock().await;
+        if let Some(l) = &*guard {
+            return Ok(l.clone());
+        }
+        let entries: Vec<_> = kernel
+            .bindings()
+            .iter()
+            .map(|b| wgpu::BindGroupLayoutEntry {
+                binding: b.slot,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match b.access {
+                        Access::Uniform => wgpu::BufferBindingType::Uniform,
+                        Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
                     },
-                    count: None,
-                })
-                .collect();
-            ctx.scoped(|| {
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let made = ctx
+            .scoped_async(|| {
                 let dev = ctx.device();
                 let bgl = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                     label: Some(kernel.name()),
@@ -71,23 +79,27 @@ impl PipelineCache {
                 });
                 Ok((bgl, pl))
             })
-        })
-        .clone()
-        .inspect_err(|_| forget(&self.layouts, kernel.bindings(), &s))
+            .await?;
+        *guard = Some(made.clone());
+        Ok(made)
     }
 
     /// The bind group layout of `kernel`'s family.
-    pub fn bind_group_layout(&self, ctx: &Context, kernel: Kernel) -> Result<wgpu::BindGroupLayout> {
-        Ok(self.layouts(ctx, kernel)?.0)
+    pub async fn bind_group_layout(&self, ctx: &Context, kernel: Kernel) -> Result<wgpu::BindGroupLayout> {
+        Ok(self.layouts(ctx, kernel).await?.0)
     }
 
     /// The pipeline of `kernel`, compiling it on first use.
-    pub fn get(&self, ctx: &Context, kernel: Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
+    pub async fn get(&self, ctx: &Context, kernel: Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
         let s = slot(&self.pipelines, kernel);
-        s.get_or_init(|| {
-            let (_, layout) = self.layouts(ctx, kernel)?;
-            let device = ctx.device();
-            let pipeline = ctx.scoped(|| {
+        let mut guard = s.lock().await;
+        if let Some(p) = &*guard {
+            return Ok(p.clone());
+        }
+        let (_, layout) = self.layouts(ctx, kernel).await?;
+        let device = ctx.device();
+        let pipeline = ctx
+            .scoped_async(|| {
                 let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(kernel.name()),
                     source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
@@ -104,20 +116,11 @@ impl PipelineCache {
                     },
                     cache: None,
                 }))
-            })?;
-            self.compiled.fetch_add(1, Ordering::Relaxed);
-            Ok(Arc::new(pipeline))
-        })
-        .clone()
-        .inspect_err(|_| forget(&self.pipelines, kernel, &s))
-    }
-}
-
-/// Drops a failed slot so that the next call tries again (a failure may be transient, e.g. out
-/// of memory), unless another thread replaced it meanwhile.
-fn forget<K: std::hash::Hash + Eq, T>(map: &RwLock<HashMap<K, Slot<T>>>, key: K, failed: &Slot<T>) {
-    let mut m = map.write().unwrap_or_else(|e| e.into_inner());
-    if m.get(&key).is_some_and(|s| Arc::ptr_eq(s, failed)) {
-        m.remove(&key);
+            })
+            .await?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        let pipeline = Arc::new(pipeline);
+        *guard = Some(pipeline.clone());
+        Ok(pipeline)
     }
 }

@@ -20,7 +20,7 @@ pub(crate) struct Arg<'a> {
 impl<'a> Arg<'a> {
     /// A tensor argument.
     pub fn tensor(name: &'static str, t: &'a Tensor, group: usize, rows: Rows, view: usize, slot: u32) -> Self {
-        let st = t.layout.strides(&t.shape);
+        let st = t.strides;
         Arg {
             buffer: &t.buffer,
             spec: ArgSpec {
@@ -97,15 +97,15 @@ pub(crate) struct Launch<'a> {
     /// Parameters common to every chunk (the chunk fields and views are filled in).
     pub params: Params,
     /// Workgroups for a chunk of `(nbh, nr)`.
-    pub workgroups: &'a dyn Fn(usize, usize) -> u64,
+    pub workgroups: &'a (dyn Fn(usize, usize) -> u64 + Sync),
 }
 
 impl Launch<'_> {
     /// Records every chunk's dispatch into `encoder` (validation errors become `Err`).
-    pub fn record(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+    pub async fn record(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
         ctx.check_alive()?;
-        let pipeline = ctx.inner.cache.get(ctx, self.kernel)?;
-        let layout = ctx.inner.cache.bind_group_layout(ctx, self.kernel)?;
+        let pipeline = ctx.inner.cache.get(ctx, self.kernel).await?;
+        let layout = ctx.inner.cache.bind_group_layout(ctx, self.kernel).await?;
         let specs: Vec<ArgSpec> = self.args.iter().map(|a| a.spec).collect();
         let chunks = plan(ctx.caps(), self.grid, &specs, self.workgroups)?;
         let mut recorded = Vec::with_capacity(chunks.len());
@@ -122,11 +122,11 @@ impl Launch<'_> {
                     p.views[v] = ViewParams { base: w.base, sb: s.sb as u32, sh: s.sh as u32, ss: s.ss as u32 };
                 }
             }
-            let ubuf = ctx.buffer_with(bytemuck::bytes_of(&p), wgpu::BufferUsages::UNIFORM, "params")?;
+            let ubuf = ctx.buffer_with(bytemuck::bytes_of(&p), wgpu::BufferUsages::UNIFORM, "params").await?;
             let groups = grid_3d(ctx.caps(), (self.workgroups)(ch.nbh, ch.nr))?;
             recorded.push((ubuf, ch, groups));
         }
-        ctx.scoped(|| {
+        ctx.scoped_async(|| {
             for (ubuf, ch, (x, y, z)) in &recorded {
                 let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() }];
                 for (a, w) in self.args.iter().zip(&ch.windows) {
@@ -159,5 +159,6 @@ impl Launch<'_> {
             }
             Ok(())
         })
+        .await
     }
 }

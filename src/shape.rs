@@ -74,7 +74,9 @@ impl Layout {
     }
 }
 
-/// Element strides of a 4-D tensor (the last dimension is contiguous).
+/// Element strides of a 4-D tensor (the last dimension is contiguous): what
+/// [`Layout::strides`] gives, and what [`Tensor::from_buffer_strided`](crate::Tensor::from_buffer_strided)
+/// takes to view a caller's buffer without a copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Strides {
     /// Elements between consecutive batches.
@@ -83,6 +85,47 @@ pub struct Strides {
     pub head: usize,
     /// Elements between consecutive sequence positions.
     pub seq: usize,
+}
+
+impl Strides {
+    /// Elements from the first element of `shape` to past its last (0 for an empty shape);
+    /// `Err(TooLarge)` naming `argument` if that overflows.
+    pub(crate) fn span(&self, argument: &'static str, shape: &Shape) -> crate::Result<u64> {
+        let Shape { batch, heads, seq, dim } = *shape;
+        if batch == 0 || heads == 0 || seq == 0 || dim == 0 {
+            return Ok(0);
+        }
+        let overflow = || crate::Error::TooLarge {
+            argument,
+            message: format!("strides {self:?} over shape {:?} address past 2^64 elements", shape.dims()),
+        };
+        let mut span = dim as u64;
+        for (n, s) in [(batch, self.batch), (heads, self.head), (seq, self.seq)] {
+            let step = ((n - 1) as u64).checked_mul(s as u64).ok_or_else(overflow)?;
+            span = span.checked_add(step).ok_or_else(overflow)?;
+        }
+        Ok(span)
+    }
+
+    /// Whether no two elements of `shape` share an address (sufficient test: ordered by stride,
+    /// each dimension's stride passes the extent of the smaller ones).
+    pub(crate) fn injective(&self, shape: &Shape) -> bool {
+        let mut dims: Vec<(u128, u128)> =
+            [(shape.batch, self.batch), (shape.heads, self.head), (shape.seq, self.seq), (shape.dim, 1)]
+                .into_iter()
+                .filter(|&(n, _)| n > 1)
+                .map(|(n, s)| (n as u128, s as u128))
+                .collect();
+        dims.sort_by_key(|&(_, s)| s);
+        let mut extent: u128 = 1;
+        for (n, s) in dims {
+            if s < extent {
+                return false;
+            }
+            extent += s * (n - 1);
+        }
+        true
+    }
 }
 
 /// Storage type of tensor elements.

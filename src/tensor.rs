@@ -6,20 +6,25 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::host::{mask_numel, scan, HostMask, HostMaskValues, MaskKind};
 use crate::problem::{check_operand, Operand};
-use crate::shape::{DType, Element, Layout, Shape};
+use crate::shape::{DType, Element, Layout, Shape, Strides};
 
 /// A 4-D tensor in a GPU buffer: logical shape `[batch, heads, seq, dim]`, a [`Layout`], a
 /// [`DType`] and an element offset into the buffer.
 ///
 /// Cloning is cheap (the buffer is reference-counted). A tensor can wrap a caller's own buffer
-/// with [`Tensor::from_buffer`]; nothing is copied. A tensor belongs to the [`Context`] that
+/// with [`Tensor::from_buffer`] (contiguous, in a [`Layout`]) or [`Tensor::from_buffer_strided`]
+/// (any element strides for batch, head and sequence, e.g. one third of a fused QKV projection);
+/// nothing is copied. A tensor belongs to the [`Context`] that
 /// made it (or wrapped its buffer) and can only be used with that context or its clones.
 #[derive(Debug, Clone)]
 pub struct Tensor {
     pub(crate) buffer: wgpu::Buffer,
     pub(crate) offset: u64,
     pub(crate) shape: Shape,
+    /// The layout of this tensor, or for a strided view the layout of outputs computed from it.
     pub(crate) layout: Layout,
+    /// Element strides of batch, head and sequence (the last dimension is contiguous).
+    pub(crate) strides: Strides,
     pub(crate) dtype: DType,
     /// The id of the context that made it.
     pub(crate) ctx_id: u64,
@@ -33,6 +38,14 @@ pub(crate) const TENSOR_USAGE: wgpu::BufferUsages =
 
 fn padded(bytes: u64) -> u64 {
     bytes.div_ceil(4).max(1) * 4
+}
+
+/// A caller's buffer must be bindable as storage.
+fn check_storage(buffer: &wgpu::Buffer) -> Result<()> {
+    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(Error::BufferUsage { argument: "buffer", needed: "STORAGE", got: format!("{:?}", buffer.usage()) });
+    }
+    Ok(())
 }
 
 /// `offset · elem + len · elem` within `size`, with every product checked.
@@ -69,15 +82,110 @@ impl Tensor {
         dtype: DType,
     ) -> Result<Self> {
         check_operand("buffer", &Operand { shape, layout, dtype, max_abs: None })?;
-        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-            return Err(Error::BufferUsage {
-                argument: "buffer",
-                needed: "STORAGE",
-                got: format!("{:?}", buffer.usage()),
-            });
-        }
+        check_storage(&buffer)?;
         check_fits("buffer", buffer.size(), offset, shape.numel() as u64, dtype.size())?;
-        Ok(Tensor { buffer, offset, shape, layout, dtype, ctx_id: ctx.inner.id, max_abs: None })
+        Ok(Tensor::contiguous(buffer, shape, layout, dtype, ctx.inner.id, None).at(offset))
+    }
+
+    /// Wraps a strided view of a buffer of `ctx`'s device (no copy): element `(b, h, s, i)` is at
+    /// element index `offset + b·strides.batch + h·strides.head + s·strides.seq + i` of `buffer`
+    /// (in elements of `dtype`; the last dimension is contiguous).
+    ///
+    /// For example a fused QKV projection laid out `[batch, seq, 3, heads, dim]` holds three views
+    /// with strides `batch = seq·3·heads·dim`, `head = dim`, `seq = 3·heads·dim` at offsets 0,
+    /// `heads·dim` and `2·heads·dim`. Every operation accepts such views as inputs; outputs may be
+    /// views too, if no two of their elements share an address. Strides may be 0 (a broadcast
+    /// input, e.g. one K/V head shared by every query head). Outputs this crate allocates from a
+    /// strided input are contiguous: [`Layout::Bshd`] when its sequence stride exceeds its head
+    /// stride, else [`Layout::Bhsd`] (see [`Tensor::layout`]). Vector loads need 4-element aligned
+    /// strides and offset; other views run the scalar-load kernels.
+    ///
+    /// Same checks as [`Tensor::from_buffer`]: the buffer needs `STORAGE` usage and room for the
+    /// last element, and the contents are not scanned.
+    ///
+    /// ```no_run
+    /// # use wgpu_attention::*;
+    /// # fn main() -> Result<()> {
+    /// let ctx = Context::new_blocking()?;
+    /// let (b, s, h, d) = (2, 128, 8, 64);
+    /// // one buffer [b, s, 3, h, d], as a fused QKV projection writes it
+    /// let qkv = ctx.zeros(Shape::new(1, 1, b * s * 3 * h, d), Layout::Bhsd, DType::F32)?;
+    /// let strides = Strides { batch: s * 3 * h * d, head: d, seq: 3 * h * d };
+    /// let view = |part: u64| {
+    ///     Tensor::from_buffer_strided(&ctx, qkv.buffer().clone(), part * (h * d) as u64, Shape::new(b, h, s, d), strides, DType::F32)
+    /// };
+    /// let (q, k, v) = (view(0)?, view(1)?, view(2)?);
+    /// let out = ctx.attention(&q, &k, &v, None, &AttentionOptions::default())?; // [b, s, h, d] (Bshd)
+    /// assert_eq!(out.layout(), Layout::Bshd);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_buffer_strided(
+        ctx: &Context,
+        buffer: wgpu::Buffer,
+        offset: u64,
+        shape: Shape,
+        strides: Strides,
+        dtype: DType,
+    ) -> Result<Self> {
+        let layout = if strides.seq > strides.head { Layout::Bshd } else { Layout::Bhsd };
+        check_operand("buffer", &Operand { shape, layout, dtype, max_abs: None })?;
+        check_storage(&buffer)?;
+        let span = strides.span("strides", &shape)?;
+        check_fits("buffer", buffer.size(), offset, span, dtype.size())?;
+        Ok(Tensor { buffer, offset, shape, layout, strides, dtype, ctx_id: ctx.inner.id, max_abs: None })
+    }
+
+    /// A contiguous tensor at offset 0.
+    pub(crate) fn contiguous(
+        buffer: wgpu::Buffer,
+        shape: Shape,
+        layout: Layout,
+        dtype: DType,
+        ctx_id: u64,
+        max_abs: Option<f32>,
+    ) -> Self {
+        Tensor { buffer, offset: 0, shape, layout, strides: layout.strides(&shape), dtype, ctx_id, max_abs }
+    }
+
+    /// The same tensor at element `offset`.
+    pub(crate) fn at(self, offset: u64) -> Self {
+        Tensor { offset, ..self }
+    }
+
+    /// The view of rows `[s0, s0 + len)` of every (batch, head), with the same strides.
+    pub(crate) fn rows(&self, s0: usize, len: usize) -> Self {
+        let shape = Shape { seq: len, ..self.shape };
+        Tensor { offset: self.offset + (s0 * self.strides.seq) as u64, shape, ..self.clone() }
+    }
+
+    /// Whether the elements are exactly those of [`Tensor::layout`] from the offset.
+    pub fn is_contiguous(&self) -> bool {
+        let s = self.shape;
+        let mut need = self.layout.strides(&s);
+        let mut got = self.strides;
+        // strides of dimensions of size 1 do not matter
+        for (n, a, b) in [
+            (s.batch, &mut need.batch, &mut got.batch),
+            (s.heads, &mut need.head, &mut got.head),
+            (s.seq, &mut need.seq, &mut got.seq),
+        ] {
+            if n <= 1 {
+                (*a, *b) = (0, 0);
+            }
+        }
+        need == got
+    }
+
+    /// Whether vector (4-element) loads can address every row: offset and strides are
+    /// multiples of 4 elements.
+    pub(crate) fn vec4_aligned(&self) -> bool {
+        let st = self.strides;
+        [self.offset, st.batch as u64, st.head as u64, st.seq as u64].iter().all(|x| x.is_multiple_of(4))
+    }
+
+    /// Whether no two elements share an address (required of outputs).
+    pub(crate) fn is_injective(&self) -> bool {
+        self.strides.injective(&self.shape)
     }
 
     /// The underlying buffer.
@@ -92,7 +200,12 @@ impl Tensor {
     pub fn shape(&self) -> Shape {
         self.shape
     }
-    /// Memory layout.
+    /// Element strides of batch, head and sequence.
+    pub fn strides(&self) -> Strides {
+        self.strides
+    }
+    /// Memory layout; for a view made with [`Tensor::from_buffer_strided`], the layout of the
+    /// outputs this crate allocates from it (and of [`Tensor::download`]'s result).
     pub fn layout(&self) -> Layout {
         self.layout
     }
@@ -101,33 +214,56 @@ impl Tensor {
         self.dtype
     }
 
-    /// The byte range `[start, end)` of the buffer that holds this tensor's elements.
+    /// The byte range `[start, end)` of the buffer from this tensor's first element to past its
+    /// last (for a strided view, it also covers the gaps).
     pub(crate) fn byte_range(&self) -> (u64, u64) {
         let es = self.dtype.size();
         let start = self.offset * es;
-        (start, start + self.shape.numel() as u64 * es)
+        // the span was checked when the tensor was made (it fits the buffer)
+        let span = self.strides.span("tensor", &self.shape).unwrap_or(self.shape.numel() as u64);
+        (start, start + span * es)
     }
 
-    /// Reads the tensor back as f32 (f16 is widened), in its own layout. Blocks until done.
+    /// Reads the tensor back as f32 (f16 is widened), in its [`Tensor::layout`] (a strided view
+    /// is gathered into it). Blocks the thread until the GPU is done.
     pub fn download_blocking(&self, ctx: &Context) -> Result<Vec<f32>> {
         let bytes = pollster::block_on(self.read_bytes(ctx, true))?;
         Ok(self.decode(&bytes))
     }
 
-    /// Reads the tensor back as f32 without blocking the thread. The future resolves once the
-    /// device has been polled (by your own `device.poll` loop, or [`Context::wait`]).
+    /// Reads the tensor back as f32, like [`Tensor::download_blocking`], without blocking the
+    /// thread: while the copy is in flight the future polls the device without waiting
+    /// (`PollType::Poll`) each time it is polled, and asks the executor to poll it again, so it
+    /// completes under any executor (it yields rather than sleeps: a task waiting on a long
+    /// kernel keeps its executor's thread busy polling).
     pub async fn download(&self, ctx: &Context) -> Result<Vec<f32>> {
         let bytes = self.read_bytes(ctx, false).await?;
         Ok(self.decode(&bytes))
     }
 
+    /// Decodes the bytes from the first element's address to past the last into the elements,
+    /// in [`Tensor::layout`] order.
     fn decode(&self, bytes: &[u8]) -> Vec<f32> {
-        match self.dtype {
+        let all: Vec<f32> = match self.dtype {
             DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(bytes),
             DType::F16 => {
                 bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes).into_iter().map(|x| x.to_f32()).collect()
             }
+        };
+        if self.is_contiguous() {
+            return all;
         }
+        let Shape { batch, heads, seq, dim } = self.shape;
+        let st = self.strides;
+        let mut out = Vec::with_capacity(self.shape.numel());
+        let row = |b: usize, h: usize, s: usize| &all[b * st.batch + h * st.head + s * st.seq..][..dim];
+        for b in 0..batch {
+            match self.layout {
+                Layout::Bhsd => (0..heads).for_each(|h| (0..seq).for_each(|s| out.extend_from_slice(row(b, h, s)))),
+                Layout::Bshd => (0..seq).for_each(|s| (0..heads).for_each(|h| out.extend_from_slice(row(b, h, s)))),
+            }
+        }
+        out
     }
 
     async fn read_bytes(&self, ctx: &Context, block: bool) -> Result<Vec<u8>> {
@@ -143,26 +279,31 @@ impl Tensor {
         let (start, end) = self.byte_range();
         let a0 = start / 4 * 4;
         let a1 = padded(end).min(self.buffer.size());
-        let staging = ctx.scoped(|| {
-            let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgpu-attention readback"),
-                size: a1 - a0,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            let mut enc = ctx.device().create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(&self.buffer, a0, &staging, 0, a1 - a0);
-            ctx.queue().submit([enc.finish()]);
-            Ok(staging)
-        })?;
+        let staging = ctx
+            .scoped_async(|| {
+                let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgpu-attention readback"),
+                    size: a1 - a0,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                let mut enc = ctx.device().create_command_encoder(&Default::default());
+                enc.copy_buffer_to_buffer(&self.buffer, a0, &staging, 0, a1 - a0);
+                ctx.queue().submit([enc.finish()]);
+                Ok(staging)
+            })
+            .await?;
         let (tx, rx) = oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        if block {
+        let mapped = if block {
             ctx.wait()?;
-        }
-        let mapped = rx.await.map_err(|e| Error::Readback(e.to_string()))?;
+            rx.await
+        } else {
+            Polled { device: ctx.device(), inner: rx }.await
+        };
+        let mapped = mapped.map_err(|e| Error::Readback(e.to_string()))?;
         if let Err(e) = mapped {
             return Err(match ctx.lost_or(&e) {
                 lost @ Error::DeviceLost(_) => lost,
@@ -175,6 +316,27 @@ impl Tensor {
         drop(view);
         staging.unmap();
         Ok(out)
+    }
+}
+
+/// A future that polls `device` without waiting each time it is polled, until `inner` is ready.
+struct Polled<'a, F> {
+    device: &'a wgpu::Device,
+    inner: F,
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for Polled<'_, F> {
+    type Output = F::Output;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        // a poll error means a lost device: the map callback then reports the failure
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        match std::pin::Pin::new(&mut self.inner).poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready(v),
+            std::task::Poll::Pending => {
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        }
     }
 }
 
@@ -225,6 +387,22 @@ impl Context {
     /// Uploads a tensor stored in `layout` (e.g. [`Layout::Bshd`] straight from a projection).
     /// Refuses NaN and infinities (`Err(NonFinite)`).
     pub fn upload_with_layout<T: Element>(&self, data: &[T], shape: Shape, layout: Layout) -> Result<Tensor> {
+        pollster::block_on(self.upload_with_layout_async(data, shape, layout))
+    }
+
+    /// Async twin of [`Context::upload`].
+    pub async fn upload_async<T: Element>(&self, data: &[T], shape: Shape) -> Result<Tensor> {
+        self.upload_with_layout_async(data, shape, Layout::Bhsd).await
+    }
+
+    /// Async twin of [`Context::upload_with_layout`]: the allocation's error scopes are awaited,
+    /// not blocked on.
+    pub async fn upload_with_layout_async<T: Element>(
+        &self,
+        data: &[T],
+        shape: Shape,
+        layout: Layout,
+    ) -> Result<Tensor> {
         check_operand("data", &Operand { shape, layout, dtype: T::DTYPE, max_abs: None })?;
         if data.len() != shape.numel() {
             return Err(Error::LengthMismatch { argument: "data", expected: shape.numel(), got: data.len() });
@@ -233,11 +411,11 @@ impl Context {
             return Err(Error::F16Unsupported { argument: "data" });
         }
         let max_abs = scan("data", data)?;
-        self.upload_scanned(data, shape, layout, Some(max_abs))
+        self.upload_scanned(data, shape, layout, Some(max_abs)).await
     }
 
     /// Uploads data that was already checked (shape and values): no second scan.
-    pub(crate) fn upload_scanned<T: Element>(
+    pub(crate) async fn upload_scanned<T: Element>(
         &self,
         data: &[T],
         shape: Shape,
@@ -247,12 +425,17 @@ impl Context {
         if T::DTYPE == DType::F16 && !self.supports_f16() {
             return Err(Error::F16Unsupported { argument: "data" });
         }
-        let buffer = self.create_init(bytemuck::cast_slice(data), "data")?;
-        Ok(Tensor { buffer, offset: 0, shape, layout, dtype: T::DTYPE, ctx_id: self.inner.id, max_abs })
+        let buffer = self.create_init(bytemuck::cast_slice(data), "data").await?;
+        Ok(Tensor::contiguous(buffer, shape, layout, T::DTYPE, self.inner.id, max_abs))
     }
 
     /// A zero-filled tensor (e.g. an output for the `encode_*` calls).
     pub fn zeros(&self, shape: Shape, layout: Layout, dtype: DType) -> Result<Tensor> {
+        pollster::block_on(self.zeros_async(shape, layout, dtype))
+    }
+
+    /// Async twin of [`Context::zeros`].
+    pub async fn zeros_async(&self, shape: Shape, layout: Layout, dtype: DType) -> Result<Tensor> {
         check_operand("shape", &Operand { shape, layout, dtype, max_abs: None })?;
         if dtype == DType::F16 && !self.supports_f16() {
             return Err(Error::F16Unsupported { argument: "dtype" });
@@ -260,24 +443,31 @@ impl Context {
         let size = padded(shape.numel() as u64 * dtype.size());
         self.check_buffer_size("shape", size)?;
         self.check_alive_now()?;
-        let buffer = self.scoped(|| {
-            Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgpu-attention tensor"),
-                size,
-                usage: TENSOR_USAGE,
-                mapped_at_creation: false,
-            }))
-        })?;
-        Ok(Tensor { buffer, offset: 0, shape, layout, dtype, ctx_id: self.inner.id, max_abs: None })
+        let buffer = self
+            .scoped_async(|| {
+                Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgpu-attention tensor"),
+                    size,
+                    usage: TENSOR_USAGE,
+                    mapped_at_creation: false,
+                }))
+            })
+            .await?;
+        Ok(Tensor::contiguous(buffer, shape, layout, dtype, self.inner.id, None))
     }
 
     /// Uploads a host mask (booleans become 0/1 words). The mask was validated when it was made.
     pub fn upload_mask(&self, mask: &HostMask) -> Result<Mask> {
+        pollster::block_on(self.upload_mask_async(mask))
+    }
+
+    /// Async twin of [`Context::upload_mask`].
+    pub async fn upload_mask_async(&self, mask: &HostMask<'_>) -> Result<Mask> {
         let words: Vec<u32> = match mask.values() {
             HostMaskValues::Bool(v) => v.iter().map(|&b| b as u32).collect(),
             HostMaskValues::Additive(v) => v.iter().map(|x| x.to_bits()).collect(),
         };
-        let buffer = self.create_init(bytemuck::cast_slice(&words), "mask")?;
+        let buffer = self.create_init(bytemuck::cast_slice(&words), "mask").await?;
         Ok(Mask { buffer, shape: mask.shape(), kind: mask.kind(), ctx_id: self.inner.id })
     }
 
@@ -293,8 +483,8 @@ impl Context {
     }
 
     /// A storage buffer holding `bytes` (padded to 4).
-    pub(crate) fn create_init(&self, bytes: &[u8], argument: &'static str) -> Result<wgpu::Buffer> {
+    pub(crate) async fn create_init(&self, bytes: &[u8], argument: &'static str) -> Result<wgpu::Buffer> {
         self.check_buffer_size(argument, padded(bytes.len() as u64))?;
-        self.buffer_with(bytes, TENSOR_USAGE, "wgpu-attention tensor")
+        self.buffer_with(bytes, TENSOR_USAGE, "wgpu-attention tensor").await
     }
 }

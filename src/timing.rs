@@ -39,7 +39,7 @@ impl Context {
     pub fn time_gpu(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<Option<f64>> {
         let dev = self.device();
         if !self.info().features.contains(wgpu::Features::TIMESTAMP_QUERY) {
-            self.submit(f)?;
+            self.record_and_submit(f)?;
             self.wait()?;
             return Ok(None);
         }

@@ -317,7 +317,7 @@ gpu_test! {
         // an output of the other context, and a mask of it
         let out = other.zeros(s, Layout::Bhsd, DType::F32).unwrap();
         let mut enc = ctx.device().create_command_encoder(&Default::default());
-        assert_eq!(ctx.encode_attention(&mut enc, &mine, &mine, &mine, None, &o, &out, None).unwrap_err(), Error::ForeignTensor { argument: "out" });
+        assert_eq!(ctx.encode_attention(&mut enc, &AttentionCall { q: &mine, k: &mine, v: &mine, mask: None, out: &out, lse: None }, &o).unwrap_err(), Error::ForeignTensor { argument: "out" });
         let m = other.upload_mask(&HostMask::bool(&[true; 16], [1, 1, 4, 4]).unwrap()).unwrap();
         assert_eq!(ctx.attention(&mine, &mine, &mine, Some(&m), &o).unwrap_err(), Error::ForeignTensor { argument: "mask" });
         // a caller's buffer wrapped on the other context
@@ -345,20 +345,20 @@ gpu_test! {
         let o = AttentionOptions::default();
         let mut enc = ctx.device().create_command_encoder(&Default::default());
         // the same tensor as input and output
-        let e = ctx.encode_attention(&mut enc, &other, &other, &other, None, &o, &other, None).unwrap_err();
+        let e = ctx.encode_attention(&mut enc, &AttentionCall { q: &other, k: &other, v: &other, mask: None, out: &other, lse: None }, &o).unwrap_err();
         assert_eq!(e, Error::Aliasing { argument: "out", other: "q" });
         // disjoint ranges of one buffer: wgpu cannot bind it read-only and read-write at once
-        let e = ctx.encode_attention(&mut enc, &q, &k, &v, None, &o, &at(3, s), None).unwrap_err();
+        let e = ctx.encode_attention(&mut enc, &AttentionCall { q: &q, k: &k, v: &v, mask: None, out: &at(3, s), lse: None }, &o).unwrap_err();
         assert_eq!(e, Error::Aliasing { argument: "out", other: "q" });
         // two outputs overlapping each other
         let outs = ctx.zeros(Shape::new(1, 1, 1, 2 * n as usize), Layout::Bhsd, DType::F32).unwrap();
         let out = Tensor::from_buffer(&ctx, outs.buffer().clone(), 0, s, Layout::Bhsd, DType::F32).unwrap();
         let lse = Tensor::from_buffer(&ctx, outs.buffer().clone(), 3, Shape::new(1, 2, 8, 1), Layout::Bhsd, DType::F32).unwrap();
-        let e = ctx.encode_attention(&mut enc, &other, &other, &other, None, &o, &out, Some(&lse)).unwrap_err();
+        let e = ctx.encode_attention(&mut enc, &AttentionCall { q: &other, k: &other, v: &other, mask: None, out: &out, lse: Some(&lse) }, &o).unwrap_err();
         assert_eq!(e, Error::Aliasing { argument: "lse", other: "out" });
         // ... while disjoint outputs in one buffer are fine
         let lse_ok = Tensor::from_buffer(&ctx, outs.buffer().clone(), n, Shape::new(1, 2, 8, 1), Layout::Bhsd, DType::F32).unwrap();
-        ctx.encode_attention(&mut enc, &other, &other, &other, None, &o, &out, Some(&lse_ok)).unwrap();
+        ctx.encode_attention(&mut enc, &AttentionCall { q: &other, k: &other, v: &other, mask: None, out: &out, lse: Some(&lse_ok) }, &o).unwrap();
         // the other operations
         let e = ctx.encode_softmax(&mut enc, &other, None, &SoftmaxOptions::default(), &other).unwrap_err();
         assert_eq!(e, Error::Aliasing { argument: "out", other: "x" });
@@ -368,7 +368,7 @@ gpu_test! {
         let w = ctx.zeros(Shape::new(1, 2, 8, 8), Layout::Bhsd, DType::F32).unwrap();
         let e = ctx.encode_weighted_sum(&mut enc, &w, &other, &other).unwrap_err();
         assert_eq!(e, Error::Aliasing { argument: "out", other: "v" });
-        let e = ctx.encode_attention_unfused(&mut enc, &other, &other, &other, None, &o, &out, &Tensor::from_buffer(&ctx, outs.buffer().clone(), 0, Shape::new(1, 2, 8, 8), Layout::Bhsd, DType::F32).unwrap()).unwrap_err();
+        let e = ctx.encode_attention_unfused(&mut enc, &AttentionCall { q: &other, k: &other, v: &other, mask: None, out: &out, lse: None }, &Tensor::from_buffer(&ctx, outs.buffer().clone(), 0, Shape::new(1, 2, 8, 8), Layout::Bhsd, DType::F32).unwrap(), &o).unwrap_err();
         assert!(matches!(e, Error::Aliasing { argument: "out", other: "weights" }), "{e}");
         // a caller's mask in the output's buffer
         let mask_buf = ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -378,7 +378,7 @@ gpu_test! {
         });
         let mask = Mask::from_buffer(&ctx, mask_buf.clone(), [1, 1, 8, 8], MaskKind::Bool).unwrap();
         let out_there = Tensor::from_buffer(&ctx, mask_buf, 64, s, Layout::Bhsd, DType::F32).unwrap();
-        let e = ctx.encode_attention(&mut enc, &other, &other, &other, Some(&mask), &o, &out_there, None).unwrap_err();
+        let e = ctx.encode_attention(&mut enc, &AttentionCall { q: &other, k: &other, v: &other, mask: Some(&mask), out: &out_there, lse: None }, &o).unwrap_err();
         assert_eq!(e, Error::Aliasing { argument: "out", other: "mask" });
         // the encoder holds only the one valid call, and finishes and runs
         ctx.queue().submit([enc.finish()]);

@@ -77,7 +77,7 @@ gpu_test! {
             lost("attention_unfused", ctx.attention_unfused(&x, &x, &x, None, &o).unwrap_err());
             lost("plan_attention", ctx.plan_attention(&x, &x, &x, None, &o, true).unwrap_err());
             let mut enc = ctx.device().create_command_encoder(&Default::default());
-            lost("encode_attention", ctx.encode_attention(&mut enc, &x, &x, &x, None, &o, &out, None).unwrap_err());
+            lost("encode_attention", ctx.encode_attention(&mut enc, &AttentionCall { q: &x, k: &x, v: &x, mask: None, out: &out, lse: None }, &o).unwrap_err());
             lost("softmax", ctx.softmax(&x, None, &SoftmaxOptions::default()).unwrap_err());
             lost("similarity", ctx.similarity(&x, &x, Similarity::Cosine).unwrap_err());
             lost("top_k", ctx.top_k(&keys, &keys, 2, Metric::Dot).unwrap_err());

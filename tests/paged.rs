@@ -292,7 +292,15 @@ fn bad_tables(ctx: Option<&Context>) {
             assert_eq!(ctx.paged_attention(gq, cache, &t, &o).unwrap_err(), e, "the GPU gives the same error");
             let mut enc = ctx.device().create_command_encoder(&Default::default());
             let out = ctx.zeros(qs, Layout::Bhsd, DType::F32).unwrap();
-            assert_eq!(ctx.encode_paged_attention(&mut enc, gq, cache, &t, &o, &out, None).unwrap_err(), e);
+            assert_eq!(
+                ctx.encode_paged_attention(
+                    &mut enc,
+                    &PagedAttentionCall { q: gq, cache, table: &t, out: &out, lse: None },
+                    &o
+                )
+                .unwrap_err(),
+                e
+            );
         }
     };
     let page_past = |e: &Error| matches!(e, Error::InvalidArgument { argument: "block_table", message } if message.contains("past the cache"));

@@ -120,7 +120,14 @@ fn attention_errors(call: &Call, ctx: Option<&Context>) -> Vec<(String, Error)> 
     push("Context::plan_attention", ctx.plan_attention(&gq, &gk, &gv, gm, &opts, true).map(|_| ()));
     let out = ctx.zeros(call.qs, Layout::Bhsd, DType::F32).unwrap();
     let mut enc = ctx.device().create_command_encoder(&Default::default());
-    push("Context::encode_attention", ctx.encode_attention(&mut enc, &gq, &gk, &gv, gm, &opts, &out, None));
+    push(
+        "Context::encode_attention",
+        ctx.encode_attention(
+            &mut enc,
+            &AttentionCall { q: &gq, k: &gk, v: &gv, mask: gm, out: &out, lse: None },
+            &opts,
+        ),
+    );
     errs
 }
 
@@ -466,19 +473,19 @@ fn gpu_argument_errors() {
     // wrong output shape and dtype
     let bad = ctx.zeros(Shape::new(1, 2, 8, 8), Layout::Bhsd, DType::F32).unwrap();
     let mut enc = ctx.device().create_command_encoder(&Default::default());
-    let e = ctx.encode_attention(&mut enc, &q, &q, &q, None, &o, &bad, None).unwrap_err();
+    let e = ctx.encode_attention(&mut enc, &AttentionCall { q: &q, k: &q, v: &q, mask: None, out: &bad, lse: None }, &o).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { argument: "out", dim: "dim", .. }), "{e}");
     if ctx.supports_f16() {
         let half_out = ctx.zeros(s, Layout::Bhsd, DType::F16).unwrap();
-        let e = ctx.encode_attention(&mut enc, &q, &q, &q, None, &o, &half_out, None).unwrap_err();
+        let e = ctx.encode_attention(&mut enc, &AttentionCall { q: &q, k: &q, v: &q, mask: None, out: &half_out, lse: None }, &o).unwrap_err();
         assert!(matches!(e, Error::DTypeMismatch { argument: "out", .. }), "{e}");
     }
     let lse_bad = ctx.zeros(Shape::new(1, 2, 8, 2), Layout::Bhsd, DType::F32).unwrap();
     let out = ctx.zeros(s, Layout::Bhsd, DType::F32).unwrap();
-    let e = ctx.encode_attention(&mut enc, &q, &q, &q, None, &o, &out, Some(&lse_bad)).unwrap_err();
+    let e = ctx.encode_attention(&mut enc, &AttentionCall { q: &q, k: &q, v: &q, mask: None, out: &out, lse: Some(&lse_bad) }, &o).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { argument: "lse", .. }), "{e}");
     let w_bad = ctx.zeros(Shape::new(1, 2, 8, 9), Layout::Bhsd, DType::F32).unwrap();
-    let e = ctx.encode_attention_unfused(&mut enc, &q, &q, &q, None, &o, &out, &w_bad).unwrap_err();
+    let e = ctx.encode_attention_unfused(&mut enc, &AttentionCall { q: &q, k: &q, v: &q, mask: None, out: &out, lse: None }, &w_bad, &o).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { argument: "weights", .. }), "{e}");
     let e = ctx.encode_softmax(&mut enc, &q, None, &SoftmaxOptions::default(), &bad).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { argument: "out", .. }), "{e}");

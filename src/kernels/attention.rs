@@ -351,13 +351,13 @@ impl KvSource<'_> {
 
 /// Fused (or split-K) attention into `out` (and `lse`): the launcher for a resolved variant.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn record(
+pub(crate) async fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
-    p: &AttentionProblem,
+    p: &AttentionProblem<'_>,
     resolved: Resolved,
     q: &Tensor,
-    kv: KvSource,
+    kv: KvSource<'_>,
     mask: Option<&Mask>,
     out: &Tensor,
     lse: Option<&Tensor>,
@@ -369,7 +369,7 @@ pub(crate) fn record(
         Resolved::Unfused => return Err(Error::Unsupported("the unfused variant has its own launcher".into())),
     };
     let transform = p.transform()?;
-    let so = ScoreArgs::new(ctx, &p.score_options(), &transform, d.heads)?;
+    let so = ScoreArgs::new(ctx, &p.score_options(), &transform, d.heads).await?;
     let (vpre, vpost) = p.v_prescale();
     let mut fl = 0;
     if let Some(m) = mask {
@@ -384,7 +384,10 @@ pub(crate) fn record(
     if lse.is_some() {
         fl |= flags::LSE;
     }
-    let kl = p.key_lengths.map(|kl| ctx.create_init(bytemuck::cast_slice(kl), "key_lengths")).transpose()?;
+    let kl = match p.key_lengths {
+        Some(kl) => Some(ctx.create_init(bytemuck::cast_slice(kl), "key_lengths").await?),
+        None => None,
+    };
     // K and V: contiguous tensors, or page pools read through the block table
     let (k_arg, v_arg, lengths, table) = match &kv {
         KvSource::Tensors(k, v) => (
@@ -410,7 +413,9 @@ pub(crate) fn record(
     // split-K partials: per query row, for each split, the raw accumulator, the running max and
     // sum (a row's splits side by side, so that chunks of rows bind small windows)
     let partial = match split {
-        Some(_) => Some(ctx.zeros(Shape::new(d.batch, d.heads, d.nq, nsplit * (d.d + 2)), Layout::Bhsd, DType::F32)?),
+        Some(_) => Some(
+            ctx.zeros_async(Shape::new(d.batch, d.heads, d.nq, nsplit * (d.d + 2)), Layout::Bhsd, DType::F32).await?,
+        ),
         None => None,
     };
     let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(br) * nsplit) as u64;
@@ -460,11 +465,12 @@ pub(crate) fn record(
         params,
         workgroups: &workgroups,
     }
-    .record(ctx, encoder)?;
+    .record(ctx, encoder)
+    .await?;
     match partial {
         Some(partial) => {
             let kernel = MergeKernel { dtype: p.dtype };
-            attention_merge::record(ctx, encoder, kernel, p, &partial, nsplit, out, lse, params, heads)
+            attention_merge::record(ctx, encoder, kernel, p, &partial, nsplit, out, lse, params, heads).await
         }
         None => Ok(()),
     }

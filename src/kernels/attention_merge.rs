@@ -47,11 +47,11 @@ impl Variant for MergeKernel {
 /// Merges `splits` partials (f32 `[b, h, nq, splits·(d + 2)]`) into `out` and `lse`. `attention`
 /// are the parameters of the split-K launch (its score transform and output factor).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn record(
+pub(crate) async fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     kernel: MergeKernel,
-    p: &AttentionProblem,
+    p: &AttentionProblem<'_>,
     partials: &Tensor,
     splits: usize,
     out: &Tensor,
@@ -87,4 +87,5 @@ pub(crate) fn record(
         workgroups: &workgroups,
     }
     .record(ctx, encoder)
+    .await
 }

@@ -77,10 +77,10 @@ impl<'a> Arg<'a> {
 /// Appends `k_new`, `v_new` (`[batch, kv_heads, n_new, head_dim]`) to `cache` for a checked
 /// problem; `seq_lens` and `table` are the block table's buffers.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn record(
+pub(crate) async fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
-    p: &AppendProblem,
+    p: &AppendProblem<'_>,
     k_new: &Tensor,
     v_new: &Tensor,
     cache: &PagedKvCache,
@@ -112,4 +112,5 @@ pub(crate) fn record(
         workgroups: &workgroups,
     }
     .record(ctx, encoder)
+    .await
 }

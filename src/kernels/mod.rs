@@ -187,7 +187,7 @@ pub(crate) struct ScoreArgs {
 
 impl ScoreArgs {
     /// For checked options, the call's score transform and its query heads.
-    pub fn new(ctx: &Context, so: &ScoreOptions, t: &ScoreTransform, heads: usize) -> Result<Self> {
+    pub async fn new(ctx: &Context, so: &ScoreOptions<'_>, t: &ScoreTransform, heads: usize) -> Result<Self> {
         let mut flags = 0;
         let mut fields = Params::default();
         if let Some(w) = so.window {
@@ -211,7 +211,7 @@ impl ScoreArgs {
             flags |= self::flags::SINK;
         }
         let heads = if so.has_head_params() {
-            Some(ctx.create_init(bytemuck::cast_slice(&so.head_params(t, heads)), "heads")?)
+            Some(ctx.create_init(bytemuck::cast_slice(&so.head_params(t, heads)), "heads").await?)
         } else {
             None
         };

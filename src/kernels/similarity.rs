@@ -63,7 +63,7 @@ impl SimilarityKernel {
 }
 
 /// Scores of `q` against `k` into `out` (f32) for a checked problem.
-pub(crate) fn record(
+pub(crate) async fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     p: &SimilarityProblem,
@@ -97,4 +97,5 @@ pub(crate) fn record(
         workgroups: &workgroups,
     }
     .record(ctx, encoder)
+    .await
 }

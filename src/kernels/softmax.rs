@@ -50,10 +50,10 @@ impl Variant for SoftmaxKernel {
 }
 
 /// Softmax of `x` into `out` for a checked problem.
-pub(crate) fn record(
+pub(crate) async fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
-    p: &SoftmaxProblem,
+    p: &SoftmaxProblem<'_>,
     x: &Tensor,
     mask: Option<&Mask>,
     out: &Tensor,
@@ -66,12 +66,15 @@ pub(crate) fn record(
     if p.causal {
         fl |= flags::CAUSAL;
     }
-    let kl = p.key_lengths.map(|kl| ctx.create_init(bytemuck::cast_slice(kl), "key_lengths")).transpose()?;
+    let kl = match p.key_lengths {
+        Some(kl) => Some(ctx.create_init(bytemuck::cast_slice(kl), "key_lengths").await?),
+        None => None,
+    };
     if kl.is_some() {
         fl |= flags::KEY_LENGTHS;
     }
     let transform = p.transform()?;
-    let so = ScoreArgs::new(ctx, &p.score, &transform, s.heads)?;
+    let so = ScoreArgs::new(ctx, &p.score, &transform, s.heads).await?;
     let workgroups = |nbh: usize, nr: usize| (nbh * nr) as u64;
     Launch {
         kernel: Kernel::Softmax(SoftmaxKernel { dtype: x.dtype }),
@@ -98,4 +101,5 @@ pub(crate) fn record(
         workgroups: &workgroups,
     }
     .record(ctx, encoder)
+    .await
 }

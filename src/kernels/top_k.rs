@@ -182,13 +182,25 @@ pub struct TopKOutput {
 impl TopKOutput {
     /// Reads the results back (blocking); call after the recording encoder was submitted.
     pub fn read(&self, ctx: &Context) -> Result<TopK> {
+        pollster::block_on(self.read_with(ctx, true))
+    }
+
+    /// Async twin of [`TopKOutput::read`] (see [`Tensor::download`]).
+    pub async fn read_async(&self, ctx: &Context) -> Result<TopK> {
+        self.read_with(ctx, false).await
+    }
+
+    async fn read_with(&self, ctx: &Context, block: bool) -> Result<TopK> {
         ctx.check_owns("top-k output", self.ctx_id)?;
         let (nq, k, kp) = (self.nq, self.k, self.kp);
         let shape = Shape::new(1, 1, nq, kp);
-        let s = Tensor::from_buffer(ctx, self.scores.clone(), 0, shape, Layout::Bhsd, DType::F32)?
-            .download_blocking(ctx)?;
-        let i = Tensor::from_buffer(ctx, self.indices.clone(), 0, shape, Layout::Bhsd, DType::F32)?
-            .download_blocking(ctx)?;
+        let s = Tensor::from_buffer(ctx, self.scores.clone(), 0, shape, Layout::Bhsd, DType::F32)?;
+        let i = Tensor::from_buffer(ctx, self.indices.clone(), 0, shape, Layout::Bhsd, DType::F32)?;
+        let (s, i) = if block {
+            (s.download_blocking(ctx)?, i.download_blocking(ctx)?)
+        } else {
+            (s.download(ctx).await?, i.download(ctx).await?)
+        };
         let mut out = TopK { nq, k, indices: Vec::with_capacity(nq * k), scores: Vec::with_capacity(nq * k) };
         for q in 0..nq {
             out.indices.extend(i[q * kp..q * kp + k].iter().map(|x| x.to_bits()));
@@ -198,10 +210,10 @@ impl TopKOutput {
     }
 }
 
-fn u32_buffer(ctx: &Context, len: usize) -> Result<wgpu::Buffer> {
+async fn u32_buffer(ctx: &Context, len: usize) -> Result<wgpu::Buffer> {
     let size = (len.max(1) * 4) as u64;
     ctx.check_buffer_size("k", size)?;
-    ctx.scoped(|| {
+    ctx.scoped_async(|| {
         Ok(ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-attention candidates"),
             size,
@@ -209,10 +221,11 @@ fn u32_buffer(ctx: &Context, len: usize) -> Result<wgpu::Buffer> {
             mapped_at_creation: false,
         }))
     })
+    .await
 }
 
 /// Records a checked top-k call of `queries` (`[1, 1, nq, d]`) against `keys`.
-pub(crate) fn record(
+pub(crate) async fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     p: &TopKProblem,
@@ -220,21 +233,29 @@ pub(crate) fn record(
     keys: &Tensor,
 ) -> Result<TopKOutput> {
     let pl = plan(p, keys.dtype.size(), ctx.caps())?;
-    let (nq, nk, d, kp) = (p.nq, p.nk, p.d, pl.kp);
+    let (nq, nk, kp) = (p.nq, p.nk, pl.kp);
     let slots = pl.slots();
-    let scores = ctx.zeros(Shape::new(1, 1, nq, pl.chunk), Layout::Bhsd, DType::F32)?;
-    let cand_s = [u32_buffer(ctx, nq * slots * kp)?, u32_buffer(ctx, nq * slots * kp)?];
-    let cand_i = [u32_buffer(ctx, nq * slots * kp)?, u32_buffer(ctx, nq * slots * kp)?];
-    let (best_s, best_i) = (u32_buffer(ctx, nq * kp)?, u32_buffer(ctx, nq * kp)?);
+    let scores = ctx.zeros_async(Shape::new(1, 1, nq, pl.chunk), Layout::Bhsd, DType::F32).await?;
+    let cand_s = [u32_buffer(ctx, nq * slots * kp).await?, u32_buffer(ctx, nq * slots * kp).await?];
+    let cand_i = [u32_buffer(ctx, nq * slots * kp).await?, u32_buffer(ctx, nq * slots * kp).await?];
+    let (best_s, best_i) = (u32_buffer(ctx, nq * kp).await?, u32_buffer(ctx, nq * kp).await?);
     let chunks: Vec<usize> = (0..nk).step_by(pl.chunk).collect();
     let grid = Grid { bh: 1, heads: 1, nq, row_tile: 1 };
 
     for (c, &k0) in chunks.iter().enumerate() {
         let clen = pl.chunk.min(nk - k0);
-        let kview = Tensor { offset: keys.offset + (k0 * d) as u64, shape: Shape::new(1, 1, clen, d), ..keys.clone() };
-        let sview = Tensor { shape: Shape::new(1, 1, nq, clen), ..scores.clone() };
+        let kview = keys.rows(k0, clen);
+        // this chunk's scores, [nq, clen] row-major at the start of the scratch
+        let sview = Tensor::contiguous(
+            scores.buffer.clone(),
+            Shape::new(1, 1, nq, clen),
+            Layout::Bhsd,
+            DType::F32,
+            scores.ctx_id,
+            None,
+        );
         let sp = SimilarityProblem::of_top_k(Operand::gpu(queries), Operand::gpu(&kview), p.metric.similarity());
-        super::similarity::record(ctx, encoder, &sp, queries, &kview, &sview)?;
+        super::similarity::record(ctx, encoder, &sp, queries, &kview, &sview).await?;
         let (x, y) = (c % 2, (c + 1) % 2);
         let nseg_c = clen.div_ceil(pl.seg);
         // the best kp of each segment of this chunk, into slots 1.. of x
@@ -260,7 +281,8 @@ pub(crate) fn record(
             },
             workgroups: &wg_sel,
         }
-        .record(ctx, encoder)?;
+        .record(ctx, encoder)
+        .await?;
         // merge: slot 0 (the best so far, absent for the first chunk) and this chunk's
         // segments into slot 0 of y, or into the result after the last chunk
         let last = c + 1 == chunks.len();
@@ -287,7 +309,8 @@ pub(crate) fn record(
             },
             workgroups: &wg_merge,
         }
-        .record(ctx, encoder)?;
+        .record(ctx, encoder)
+        .await?;
     }
     Ok(TopKOutput { scores: best_s, indices: best_i, kp, k: p.k, nq, metric: p.metric, ctx_id: ctx.inner.id })
 }

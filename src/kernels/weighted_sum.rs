@@ -43,7 +43,7 @@ impl Variant for WeightedSumKernel {
 }
 
 /// `weights · v` into `out` for a checked problem.
-pub(crate) fn record(
+pub(crate) async fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     p: &WeightedSumProblem,
@@ -75,4 +75,5 @@ pub(crate) fn record(
         workgroups: &workgroups,
     }
     .record(ctx, encoder)
+    .await
 }

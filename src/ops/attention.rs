@@ -83,8 +83,29 @@ impl Context {
         mask: Option<&Mask>,
         opts: &AttentionOptions,
     ) -> Result<Tensor> {
+        pollster::block_on(self.attention_async(q, k, v, mask, opts))
+    }
+
+    /// Async twin of [`Context::attention`]: allocations, pipeline compilation and submission
+    /// are checked through error scopes that are awaited, never blocked on.
+    ///
+    /// ```no_run
+    /// # use wgpu_attention::*;
+    /// # async fn run(ctx: &Context, q: &Tensor) -> Result<Vec<f32>> {
+    /// let out = ctx.attention_async(q, q, q, None, &AttentionOptions::default()).await?;
+    /// out.download(ctx).await
+    /// # }
+    /// ```
+    pub async fn attention_async(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Mask>,
+        opts: &AttentionOptions<'_>,
+    ) -> Result<Tensor> {
         let p = self.attention_problem(q, k, v, mask, opts)?;
-        Ok(self.attention_checked(&p, (q, k, v), mask, false)?.0)
+        Ok(self.attention_checked(&p, (q, k, v), mask, false).await?.0)
     }
 
     /// Like [`Context::attention`], also returning the per-row natural log-sum-exp of the kept
@@ -97,58 +118,86 @@ impl Context {
         mask: Option<&Mask>,
         opts: &AttentionOptions,
     ) -> Result<(Tensor, Tensor)> {
+        pollster::block_on(self.attention_with_lse_async(q, k, v, mask, opts))
+    }
+
+    /// Async twin of [`Context::attention_with_lse`].
+    pub async fn attention_with_lse_async(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Mask>,
+        opts: &AttentionOptions<'_>,
+    ) -> Result<(Tensor, Tensor)> {
         let p = self.attention_problem(q, k, v, mask, opts)?;
-        let (out, lse) = self.attention_checked(&p, (q, k, v), mask, true)?;
+        let (out, lse) = self.attention_checked(&p, (q, k, v), mask, true).await?;
         Ok((out, lse.ok_or_else(|| crate::Error::Gpu("no log-sum-exp recorded".into()))?))
     }
 
     /// Attention for a checked problem (tensors already checked against this context): the
     /// output and, if `with_lse`, the log-sum-exp.
-    pub(crate) fn attention_checked(
+    pub(crate) async fn attention_checked(
         &self,
-        p: &AttentionProblem,
+        p: &AttentionProblem<'_>,
         (q, k, v): (&Tensor, &Tensor, &Tensor),
         mask: Option<&Mask>,
         with_lse: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let out = self.zeros(p.out_shape(), p.out_layout(), p.dtype)?;
-        let lse = with_lse.then(|| self.zeros(p.lse_shape(), Layout::Bhsd, DType::F32)).transpose()?;
-        self.submit(|enc| self.record_attention(enc, p, (q, k, v), mask, &out, lse.as_ref()))?;
+        let out = self.zeros_async(p.out_shape(), p.out_layout(), p.dtype).await?;
+        let lse = match with_lse {
+            true => Some(self.zeros_async(p.lse_shape(), Layout::Bhsd, DType::F32).await?),
+            false => None,
+        };
+        let mut enc = self.encoder()?;
+        self.record_attention(&mut enc, p, (q, k, v), mask, &out, lse.as_ref()).await?;
+        self.submit_async(enc).await?;
         Ok((Tensor { max_abs: p.v.max_abs, ..out }, lse))
     }
 
-    /// Records attention into `encoder`: no submit, no readback. `out` has `q`'s shape and dtype
-    /// (any layout); `lse`, if given, is f32 `[batch, heads, nq, 1]`. Outputs may not share a
-    /// buffer with `q`, `k`, `v` or the mask ([`Error::Aliasing`](crate::Error::Aliasing)).
+    /// Records attention into `encoder`: no submit, no readback. The call's tensors are named
+    /// in an [`AttentionCall`]: `out` has `q`'s shape and dtype (any layout, or a strided view);
+    /// `lse`, if given, is f32 `[batch, heads, nq, 1]`. Outputs may not share a buffer with `q`,
+    /// `k`, `v` or the mask ([`Error::Aliasing`](crate::Error::Aliasing)).
     ///
     /// Split-K allocates a temporary f32 buffer of `splits · batch · heads · nq · (d + 2)`
     /// partials for the call; the unfused variant two of `batch · heads · nq · nk` scores.
     /// [`Context`] lists the errors that surface only at the caller's `finish()` or `submit()`.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// ```no_run
+    /// # use wgpu_attention::*;
+    /// # fn main() -> Result<()> {
+    /// let ctx = Context::new_blocking()?;
+    /// let shape = Shape::new(1, 4, 64, 32);
+    /// let (q, k, v) = (ctx.zeros(shape, Layout::Bhsd, DType::F32)?, ctx.zeros(shape, Layout::Bhsd, DType::F32)?, ctx.zeros(shape, Layout::Bhsd, DType::F32)?);
+    /// let out = ctx.zeros(shape, Layout::Bhsd, DType::F32)?;
+    /// let lse = ctx.zeros(Shape::new(1, 4, 64, 1), Layout::Bhsd, DType::F32)?;
+    /// let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    /// let call = AttentionCall { q: &q, k: &k, v: &v, mask: None, out: &out, lse: Some(&lse) };
+    /// ctx.encode_attention(&mut encoder, &call, &AttentionOptions { causal: true, ..Default::default() })?;
+    /// ctx.queue().submit([encoder.finish()]);
+    /// # Ok(()) }
+    /// ```
     pub fn encode_attention(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Mask>,
+        call: &AttentionCall,
         opts: &AttentionOptions,
-        out: &Tensor,
-        lse: Option<&Tensor>,
     ) -> Result<()> {
+        let AttentionCall { q, k, v, mask, out, lse } = *call;
         let p = self.attention_problem(q, k, v, mask, opts)?;
         p.check_outputs(&Operand::gpu(out), lse.map(Operand::gpu).as_ref())?;
         let mut outs = vec![("out", out)];
         outs.extend(lse.map(|l| ("lse", l)));
-        self.check_tensors(&outs, None)?;
-        self.record_attention(encoder, &p, (q, k, v), mask, out, lse)
+        self.check_outputs(&outs)?;
+        pollster::block_on(self.record_attention(encoder, &p, (q, k, v), mask, out, lse))
     }
 
     /// Records a checked attention call: resolves the variant, checks aliasing, launches.
-    fn record_attention(
+    async fn record_attention(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        p: &AttentionProblem,
+        p: &AttentionProblem<'_>,
         (q, k, v): (&Tensor, &Tensor, &Tensor),
         mask: Option<&Mask>,
         out: &Tensor,
@@ -160,31 +209,31 @@ impl Context {
         let (resolved, _) = resolve(p, self.caps(), aligned(q, k, v), lse.is_some(), false)?;
         match resolved {
             Resolved::Unfused => {
-                let weights = self.zeros(p.scores_shape(), Layout::Bhsd, DType::F32)?;
-                self.record_unfused(encoder, p, (q, k, v), mask, out, &weights)
+                let weights = self.zeros_async(p.scores_shape(), Layout::Bhsd, DType::F32).await?;
+                self.record_unfused(encoder, p, (q, k, v), mask, out, &weights).await
             }
             fused => {
                 let kv = KvSource::Tensors(k, v);
-                crate::kernels::attention::record(self, encoder, p, fused, q, kv, mask, out, lse)
+                crate::kernels::attention::record(self, encoder, p, fused, q, kv, mask, out, lse).await
             }
         }
     }
 
     /// The unfused chain for a checked problem: scores into a temporary buffer, softmax into
     /// `weights`, weighted sum into `out`.
-    fn record_unfused(
+    async fn record_unfused(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        p: &AttentionProblem,
+        p: &AttentionProblem<'_>,
         (q, k, v): (&Tensor, &Tensor, &Tensor),
         mask: Option<&Mask>,
         out: &Tensor,
         weights: &Tensor,
     ) -> Result<()> {
-        let scores = self.zeros(p.scores_shape(), Layout::Bhsd, DType::F32)?;
-        similarity::record(self, encoder, &SimilarityProblem::of_attention(p), q, k, &scores)?;
-        softmax::record(self, encoder, &SoftmaxProblem::of_attention(p), &scores, mask, weights)?;
-        weighted_sum::record(self, encoder, &WeightedSumProblem::of_attention(p), weights, v, out)
+        let scores = self.zeros_async(p.scores_shape(), Layout::Bhsd, DType::F32).await?;
+        similarity::record(self, encoder, &SimilarityProblem::of_attention(p), q, k, &scores).await?;
+        softmax::record(self, encoder, &SoftmaxProblem::of_attention(p), &scores, mask, weights).await?;
+        weighted_sum::record(self, encoder, &WeightedSumProblem::of_attention(p), weights, v, out).await
     }
 
     /// Unfused attention, step by step: scores (scaled dot), softmax with the same masking,
@@ -199,50 +248,108 @@ impl Context {
         mask: Option<&Mask>,
         opts: &AttentionOptions,
     ) -> Result<(Tensor, Tensor)> {
-        let p = self.attention_problem(q, k, v, mask, opts)?;
-        self.attention_unfused_checked(&p, (q, k, v), mask)
+        pollster::block_on(self.attention_unfused_async(q, k, v, mask, opts))
     }
 
-    /// Unfused attention for a checked problem: `(output, weights)`.
-    pub(crate) fn attention_unfused_checked(
+    /// Async twin of [`Context::attention_unfused`].
+    pub async fn attention_unfused_async(
         &self,
-        p: &AttentionProblem,
-        (q, k, v): (&Tensor, &Tensor, &Tensor),
-        mask: Option<&Mask>,
-    ) -> Result<(Tensor, Tensor)> {
-        let out = self.zeros(p.out_shape(), p.out_layout(), p.dtype)?;
-        let weights = self.zeros(p.scores_shape(), Layout::Bhsd, DType::F32)?;
-        self.submit(|enc| self.record_unfused(enc, p, (q, k, v), mask, &out, &weights))?;
-        Ok((Tensor { max_abs: p.v.max_abs, ..out }, Tensor { max_abs: Some(1.0), ..weights }))
-    }
-
-    /// Records unfused attention into `encoder`: `weights` (f32 `[batch, heads, nq, nk]`)
-    /// receives the softmax weights and `out` the output. The raw scores go to a temporary
-    /// buffer of the same size, allocated here. Outputs may not share a buffer with the inputs,
-    /// nor overlap each other.
-    #[allow(clippy::too_many_arguments)]
-    pub fn encode_attention_unfused(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
         mask: Option<&Mask>,
-        opts: &AttentionOptions,
-        out: &Tensor,
+        opts: &AttentionOptions<'_>,
+    ) -> Result<(Tensor, Tensor)> {
+        let p = self.attention_problem(q, k, v, mask, opts)?;
+        self.attention_unfused_checked(&p, (q, k, v), mask).await
+    }
+
+    /// Unfused attention for a checked problem: `(output, weights)`.
+    pub(crate) async fn attention_unfused_checked(
+        &self,
+        p: &AttentionProblem<'_>,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        mask: Option<&Mask>,
+    ) -> Result<(Tensor, Tensor)> {
+        let out = self.zeros_async(p.out_shape(), p.out_layout(), p.dtype).await?;
+        let weights = self.zeros_async(p.scores_shape(), Layout::Bhsd, DType::F32).await?;
+        let mut enc = self.encoder()?;
+        self.record_unfused(&mut enc, p, (q, k, v), mask, &out, &weights).await?;
+        self.submit_async(enc).await?;
+        Ok((Tensor { max_abs: p.v.max_abs, ..out }, Tensor { max_abs: Some(1.0), ..weights }))
+    }
+
+    /// Records unfused attention into `encoder`: `weights` (f32 `[batch, heads, nq, nk]`)
+    /// receives the softmax weights and `call.out` the output (`call.lse` must be `None`: the
+    /// unfused chain has no log-sum-exp). The raw scores go to a temporary buffer of the same
+    /// size, allocated here. Outputs may not share a buffer with the inputs, nor overlap each
+    /// other.
+    pub fn encode_attention_unfused(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        call: &AttentionCall,
         weights: &Tensor,
+        opts: &AttentionOptions,
     ) -> Result<()> {
+        let AttentionCall { q, k, v, mask, out, lse } = *call;
+        if lse.is_some() {
+            return Err(crate::Error::InvalidArgument {
+                argument: "lse",
+                message: "the unfused variant does not produce the log-sum-exp; pass None".into(),
+            });
+        }
         let p = self.attention_problem(q, k, v, mask, opts)?;
         p.check_weights(&Operand::gpu(weights))?;
         p.check_outputs(&Operand::gpu(out), None)?;
-        self.check_tensors(&[("out", out), ("weights", weights)], None)?;
+        self.check_outputs(&[("out", out), ("weights", weights)])?;
         let outputs = [Region::tensor("weights", weights), Region::tensor("out", out)];
         let mut ins = inputs(q, k, v, mask);
         // the weighted sum reads the weights while it writes the output
         ins.push(Region::tensor("weights", weights));
         check_aliasing(&outputs[1..], &ins)?;
         check_aliasing(&outputs[..1], &inputs(q, k, v, mask))?;
-        self.record_unfused(encoder, &p, (q, k, v), mask, out, weights)
+        pollster::block_on(self.record_unfused(encoder, &p, (q, k, v), mask, out, weights))
+    }
+}
+
+/// The tensors of one recorded attention call ([`Context::encode_attention`],
+/// [`Context::encode_attention_unfused`]), named rather than positional.
+///
+/// ```
+/// # use wgpu_attention::*;
+/// # fn f(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor) {
+/// let call = AttentionCall { q, k, v, mask: None, out, lse: Some(lse) };
+/// // or: AttentionCall::new(q, k, v, out).with_lse(lse)
+/// # let _ = call; }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionCall<'a> {
+    /// Queries `[batch, heads, nq, d]`.
+    pub q: &'a Tensor,
+    /// Keys `[batch, kv_heads, nk, d]`.
+    pub k: &'a Tensor,
+    /// Values `[batch, kv_heads, nk, d]`.
+    pub v: &'a Tensor,
+    /// Optional mask `[mb, mh, nq, nk]`.
+    pub mask: Option<&'a Mask>,
+    /// Output, `q`'s shape and dtype.
+    pub out: &'a Tensor,
+    /// Optional log-sum-exp output, f32 `[batch, heads, nq, 1]`.
+    pub lse: Option<&'a Tensor>,
+}
+
+impl<'a> AttentionCall<'a> {
+    /// Inputs and output, with no mask and no log-sum-exp.
+    pub fn new(q: &'a Tensor, k: &'a Tensor, v: &'a Tensor, out: &'a Tensor) -> Self {
+        AttentionCall { q, k, v, mask: None, out, lse: None }
+    }
+    /// With a mask.
+    pub fn with_mask(self, mask: &'a Mask) -> Self {
+        AttentionCall { mask: Some(mask), ..self }
+    }
+    /// With a log-sum-exp output.
+    pub fn with_lse(self, lse: &'a Tensor) -> Self {
+        AttentionCall { lse: Some(lse), ..self }
     }
 }
 
@@ -253,8 +360,8 @@ fn inputs<'a>(q: &'a Tensor, k: &'a Tensor, v: &'a Tensor, mask: Option<&'a Mask
     v
 }
 
-/// Whether Q, K and V start on multiples of 4 elements (vector loads; windows start 16-byte
-/// aligned, so the bound views keep that alignment).
+/// Whether every row of Q, K and V starts on a multiple of 4 elements (vector loads; windows
+/// start 16-byte aligned, so the bound views keep that alignment).
 fn aligned(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
-    [q, k, v].iter().all(|t| t.offset.is_multiple_of(4))
+    [q, k, v].iter().all(|t| t.vec4_aligned())
 }

@@ -18,6 +18,9 @@ mod softmax;
 mod top_k;
 mod weighted_sum;
 
+pub use attention::AttentionCall;
+pub use paged::PagedAttentionCall;
+
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::shape::DType;
@@ -64,6 +67,27 @@ impl Context {
                 return Err(Error::TooLarge {
                     argument: name,
                     message: format!("dimension {big} exceeds the kernels' 32-bit indexing (at most {MAX_GPU_DIM})"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Context {
+    /// [`Context::check_tensors`] for outputs, which also may not address an element twice
+    /// (a strided view with overlapping rows would race).
+    pub(crate) fn check_outputs(&self, outputs: &[(&'static str, &Tensor)]) -> Result<()> {
+        self.check_tensors(outputs, None)?;
+        for (argument, t) in outputs {
+            if !t.is_injective() {
+                return Err(Error::InvalidArgument {
+                    argument,
+                    message: format!(
+                        "an output's elements must not share addresses, but strides {:?} over shape {:?} overlap",
+                        t.strides,
+                        t.shape.dims()
+                    ),
                 });
             }
         }

@@ -14,10 +14,10 @@ use crate::tensor::Tensor;
 
 impl Context {
     /// The block table's two buffers: sequence lengths and entries.
-    fn table_buffers(&self, table: &BlockTable) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
+    async fn table_buffers(&self, table: &BlockTable<'_>) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
         Ok((
-            self.create_init(bytemuck::cast_slice(table.seq_lens()), "seq_lens")?,
-            self.create_init(bytemuck::cast_slice(table.table()), "block_table")?,
+            self.create_init(bytemuck::cast_slice(table.seq_lens()), "seq_lens").await?,
+            self.create_init(bytemuck::cast_slice(table.table()), "block_table").await?,
         ))
     }
 
@@ -60,9 +60,22 @@ impl Context {
     /// # let _ = out; Ok(()) }
     /// ```
     pub fn append_kv(&self, cache: &PagedKvCache, table: &BlockTable, k_new: &Tensor, v_new: &Tensor) -> Result<()> {
+        pollster::block_on(self.append_kv_async(cache, table, k_new, v_new))
+    }
+
+    /// Async twin of [`Context::append_kv`].
+    pub async fn append_kv_async(
+        &self,
+        cache: &PagedKvCache,
+        table: &BlockTable<'_>,
+        k_new: &Tensor,
+        v_new: &Tensor,
+    ) -> Result<()> {
         let p = self.append_problem(cache, table, k_new, v_new)?;
-        let (lens, entries) = self.table_buffers(table)?;
-        self.submit(|enc| kv_append::record(self, enc, &p, k_new, v_new, cache, &lens, &entries))
+        let (lens, entries) = self.table_buffers(table).await?;
+        let mut enc = self.encoder()?;
+        kv_append::record(self, &mut enc, &p, k_new, v_new, cache, &lens, &entries).await?;
+        self.submit_async(enc).await
     }
 
     /// Records [`Context::append_kv`] into `encoder`.
@@ -74,9 +87,11 @@ impl Context {
         k_new: &Tensor,
         v_new: &Tensor,
     ) -> Result<()> {
-        let p = self.append_problem(cache, table, k_new, v_new)?;
-        let (lens, entries) = self.table_buffers(table)?;
-        kv_append::record(self, encoder, &p, k_new, v_new, cache, &lens, &entries)
+        pollster::block_on(async {
+            let p = self.append_problem(cache, table, k_new, v_new)?;
+            let (lens, entries) = self.table_buffers(table).await?;
+            kv_append::record(self, encoder, &p, k_new, v_new, cache, &lens, &entries).await
+        })
     }
 
     fn paged_problem<'a>(
@@ -119,9 +134,22 @@ impl Context {
         table: &BlockTable,
         opts: &AttentionOptions,
     ) -> Result<Tensor> {
+        pollster::block_on(self.paged_attention_async(q, cache, table, opts))
+    }
+
+    /// Async twin of [`Context::paged_attention`].
+    pub async fn paged_attention_async(
+        &self,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable<'_>,
+        opts: &AttentionOptions<'_>,
+    ) -> Result<Tensor> {
         let p = self.paged_problem(q, cache, table, opts)?;
-        let out = self.zeros(p.attn.out_shape(), p.attn.out_layout(), p.attn.dtype)?;
-        self.submit(|enc| self.record_paged(enc, &p, q, cache, &out, None))?;
+        let out = self.zeros_async(p.attn.out_shape(), p.attn.out_layout(), p.attn.dtype).await?;
+        let mut enc = self.encoder()?;
+        self.record_paged(&mut enc, &p, q, cache, &out, None).await?;
+        self.submit_async(enc).await?;
         Ok(out)
     }
 
@@ -133,38 +161,47 @@ impl Context {
         table: &BlockTable,
         opts: &AttentionOptions,
     ) -> Result<(Tensor, Tensor)> {
+        pollster::block_on(self.paged_attention_with_lse_async(q, cache, table, opts))
+    }
+
+    /// Async twin of [`Context::paged_attention_with_lse`].
+    pub async fn paged_attention_with_lse_async(
+        &self,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable<'_>,
+        opts: &AttentionOptions<'_>,
+    ) -> Result<(Tensor, Tensor)> {
         let p = self.paged_problem(q, cache, table, opts)?;
-        let out = self.zeros(p.attn.out_shape(), p.attn.out_layout(), p.attn.dtype)?;
-        let lse = self.zeros(p.attn.lse_shape(), Layout::Bhsd, DType::F32)?;
-        self.submit(|enc| self.record_paged(enc, &p, q, cache, &out, Some(&lse)))?;
+        let out = self.zeros_async(p.attn.out_shape(), p.attn.out_layout(), p.attn.dtype).await?;
+        let lse = self.zeros_async(p.attn.lse_shape(), Layout::Bhsd, DType::F32).await?;
+        let mut enc = self.encoder()?;
+        self.record_paged(&mut enc, &p, q, cache, &out, Some(&lse)).await?;
+        self.submit_async(enc).await?;
         Ok((out, lse))
     }
 
-    /// Records [`Context::paged_attention`] into `encoder`, writing `out` (like `q`, any layout)
-    /// and `lse` if given. Outputs may not share a buffer with `q` or the cache.
-    #[allow(clippy::too_many_arguments)]
+    /// Records [`Context::paged_attention`] into `encoder`, writing `call.out` (like `q`, any
+    /// layout) and `call.lse` if given. Outputs may not share a buffer with `q` or the cache.
     pub fn encode_paged_attention(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        q: &Tensor,
-        cache: &PagedKvCache,
-        table: &BlockTable,
+        call: &PagedAttentionCall,
         opts: &AttentionOptions,
-        out: &Tensor,
-        lse: Option<&Tensor>,
     ) -> Result<()> {
+        let PagedAttentionCall { q, cache, table, out, lse } = *call;
         let p = self.paged_problem(q, cache, table, opts)?;
         p.attn.check_outputs(&Operand::gpu(out), lse.map(Operand::gpu).as_ref())?;
         let mut outs = vec![("out", out)];
         outs.extend(lse.map(|l| ("lse", l)));
-        self.check_tensors(&outs, None)?;
-        self.record_paged(encoder, &p, q, cache, out, lse)
+        self.check_outputs(&outs)?;
+        pollster::block_on(self.record_paged(encoder, &p, q, cache, out, lse))
     }
 
-    fn record_paged(
+    async fn record_paged(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        p: &PagedProblem,
+        p: &PagedProblem<'_>,
         q: &Tensor,
         cache: &PagedKvCache,
         out: &Tensor,
@@ -175,14 +212,29 @@ impl Context {
         let inputs = [Region::tensor("q", q), Region::tensor("k_pages", &cache.k), Region::tensor("v_pages", &cache.v)];
         check_aliasing(&outputs, &inputs)?;
         let (resolved, _) = resolve(&p.attn, self.caps(), aligned(q, cache), lse.is_some(), true)?;
-        let (lens, entries) = self.table_buffers(&p.table)?;
+        let (lens, entries) = self.table_buffers(&p.table).await?;
         let kv = KvSource::Paged { cache, seq_lens: &lens, table: &entries, blocks_per_seq: p.table.blocks_per_seq() };
-        crate::kernels::attention::record(self, encoder, &p.attn, resolved, q, kv, None, out, lse)
+        crate::kernels::attention::record(self, encoder, &p.attn, resolved, q, kv, None, out, lse).await
     }
 }
 
 /// Whether vector loads apply: 4-aligned element offsets of `q` and the pools (rows of the pools
 /// then start on multiples of 4 when the head dim is one).
 fn aligned(q: &Tensor, cache: &PagedKvCache) -> bool {
-    [q, &cache.k, &cache.v].iter().all(|t| t.offset.is_multiple_of(4))
+    [q, &cache.k, &cache.v].iter().all(|t| t.vec4_aligned())
+}
+
+/// The tensors of one recorded paged attention call ([`Context::encode_paged_attention`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PagedAttentionCall<'a> {
+    /// Queries `[batch, heads, nq, head_dim]`.
+    pub q: &'a Tensor,
+    /// The page pools.
+    pub cache: &'a PagedKvCache,
+    /// Which pages each sequence reads, and its length.
+    pub table: &'a BlockTable<'a>,
+    /// Output, `q`'s shape and dtype.
+    pub out: &'a Tensor,
+    /// Optional log-sum-exp output, f32 `[batch, heads, nq, 1]`.
+    pub lse: Option<&'a Tensor>,
 }

@@ -30,14 +30,22 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn similarity(&self, q: &Tensor, k: &Tensor, metric: Similarity) -> Result<Tensor> {
+        pollster::block_on(self.similarity_async(q, k, metric))
+    }
+
+    /// Async twin of [`Context::similarity`]: allocations and submission are checked through
+    /// error scopes that are awaited, never blocked on.
+    pub async fn similarity_async(&self, q: &Tensor, k: &Tensor, metric: Similarity) -> Result<Tensor> {
         let p = self.similarity_problem(q, k, metric)?;
-        self.similarity_checked(&p, q, k)
+        self.similarity_checked(&p, q, k).await
     }
 
     /// Similarity for a checked problem.
-    pub(crate) fn similarity_checked(&self, p: &SimilarityProblem, q: &Tensor, k: &Tensor) -> Result<Tensor> {
-        let out = self.zeros(p.out_shape(), Layout::Bhsd, DType::F32)?;
-        self.submit(|enc| similarity::record(self, enc, p, q, k, &out))?;
+    pub(crate) async fn similarity_checked(&self, p: &SimilarityProblem, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        let out = self.zeros_async(p.out_shape(), Layout::Bhsd, DType::F32).await?;
+        let mut enc = self.encoder()?;
+        similarity::record(self, &mut enc, p, q, k, &out).await?;
+        self.submit_async(enc).await?;
         Ok(out)
     }
 
@@ -53,8 +61,8 @@ impl Context {
     ) -> Result<()> {
         let p = self.similarity_problem(q, k, metric)?;
         p.check_output(&Operand::gpu(out))?;
-        self.check_tensors(&[("out", out)], None)?;
+        self.check_outputs(&[("out", out)])?;
         check_aliasing(&[Region::tensor("out", out)], &[Region::tensor("q", q), Region::tensor("k", k)])?;
-        similarity::record(self, encoder, &p, q, k, out)
+        pollster::block_on(similarity::record(self, encoder, &p, q, k, out))
     }
 }

@@ -24,14 +24,27 @@ impl Context {
     /// of the same shape, dtype and layout. See [`SoftmaxOptions`] for temperature, causal and
     /// key lengths; `mask` is `[mb, mh, rows, cols]`. Masked columns give 0, fully masked rows 0.
     pub fn softmax(&self, x: &Tensor, mask: Option<&Mask>, opts: &SoftmaxOptions) -> Result<Tensor> {
+        pollster::block_on(self.softmax_async(x, mask, opts))
+    }
+
+    /// Async twin of [`Context::softmax`]: allocations and submission are checked through
+    /// error scopes that are awaited, never blocked on.
+    pub async fn softmax_async(&self, x: &Tensor, mask: Option<&Mask>, opts: &SoftmaxOptions<'_>) -> Result<Tensor> {
         let p = self.softmax_problem(x, mask, opts)?;
-        self.softmax_checked(&p, x, mask)
+        self.softmax_checked(&p, x, mask).await
     }
 
     /// Softmax for a checked problem.
-    pub(crate) fn softmax_checked(&self, p: &SoftmaxProblem, x: &Tensor, mask: Option<&Mask>) -> Result<Tensor> {
-        let out = self.zeros(x.shape, x.layout, x.dtype)?;
-        self.submit(|enc| softmax::record(self, enc, p, x, mask, &out))?;
+    pub(crate) async fn softmax_checked(
+        &self,
+        p: &SoftmaxProblem<'_>,
+        x: &Tensor,
+        mask: Option<&Mask>,
+    ) -> Result<Tensor> {
+        let out = self.zeros_async(x.shape, x.layout, x.dtype).await?;
+        let mut enc = self.encoder()?;
+        softmax::record(self, &mut enc, p, x, mask, &out).await?;
+        self.submit_async(enc).await?;
         Ok(Tensor { max_abs: Some(1.0), ..out })
     }
 
@@ -47,10 +60,10 @@ impl Context {
     ) -> Result<()> {
         let p = self.softmax_problem(x, mask, opts)?;
         p.check_output(&Operand::gpu(out))?;
-        self.check_tensors(&[("out", out)], None)?;
+        self.check_outputs(&[("out", out)])?;
         let mut inputs = vec![Region::tensor("x", x)];
         inputs.extend(mask.map(Region::mask));
         check_aliasing(&[Region::tensor("out", out)], &inputs)?;
-        softmax::record(self, encoder, &p, x, mask, out)
+        pollster::block_on(softmax::record(self, encoder, &p, x, mask, out))
     }
 }

@@ -29,17 +29,31 @@ impl Context {
     /// merged on the GPU.
     pub fn top_k(&self, queries: &Tensor, keys: &Tensor, k: usize, metric: Metric) -> Result<TopK> {
         let p = self.top_k_problem(queries, keys, k, metric)?;
-        self.top_k_checked(&p, queries, keys)
+        pollster::block_on(self.top_k_checked(&p, queries, keys, true))
     }
 
-    /// Top-k for a checked problem.
-    pub(crate) fn top_k_checked(&self, p: &TopKProblem, queries: &Tensor, keys: &Tensor) -> Result<TopK> {
-        let mut out = None;
-        self.submit(|enc| {
-            out = Some(top_k::record(self, enc, p, queries, keys)?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| Error::Gpu("top-k recorded nothing".into()))?.read(self)
+    /// Async twin of [`Context::top_k`]: the results are read back with
+    /// [`Tensor::download`](crate::Tensor::download)'s polling, so no thread waits.
+    pub async fn top_k_async(&self, queries: &Tensor, keys: &Tensor, k: usize, metric: Metric) -> Result<TopK> {
+        let p = self.top_k_problem(queries, keys, k, metric)?;
+        self.top_k_checked(&p, queries, keys, false).await
+    }
+
+    /// Top-k for a checked problem; `block`: read back by waiting on the device (else polling).
+    pub(crate) async fn top_k_checked(
+        &self,
+        p: &TopKProblem,
+        queries: &Tensor,
+        keys: &Tensor,
+        block: bool,
+    ) -> Result<TopK> {
+        let mut enc = self.encoder()?;
+        let out = top_k::record(self, &mut enc, p, queries, keys).await?;
+        self.submit_async(enc).await?;
+        match block {
+            true => out.read(self),
+            false => out.read_async(self).await,
+        }
     }
 
     /// Records [`Context::top_k`] into `encoder` (no submit, no readback); the results stay on
@@ -55,6 +69,6 @@ impl Context {
         metric: Metric,
     ) -> Result<TopKOutput> {
         let p = self.top_k_problem(queries, keys, k, metric)?;
-        top_k::record(self, encoder, &p, queries, keys)
+        pollster::block_on(top_k::record(self, encoder, &p, queries, keys))
     }
 }

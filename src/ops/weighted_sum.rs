@@ -18,14 +18,27 @@ impl Context {
     /// `weights`' heads and rows. `weights` is f32 `[batch, heads, nq, nk]`, `v`
     /// `[batch, kv_heads, nk, d]`. Outputs beyond f32's range saturate at ±`f32::MAX`.
     pub fn weighted_sum(&self, weights: &Tensor, v: &Tensor) -> Result<Tensor> {
+        pollster::block_on(self.weighted_sum_async(weights, v))
+    }
+
+    /// Async twin of [`Context::weighted_sum`]: allocations and submission are checked through
+    /// error scopes that are awaited, never blocked on.
+    pub async fn weighted_sum_async(&self, weights: &Tensor, v: &Tensor) -> Result<Tensor> {
         let p = self.weighted_sum_problem(weights, v)?;
-        self.weighted_sum_checked(&p, weights, v)
+        self.weighted_sum_checked(&p, weights, v).await
     }
 
     /// Weighted sum for a checked problem.
-    pub(crate) fn weighted_sum_checked(&self, p: &WeightedSumProblem, weights: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let out = self.zeros(p.out_shape(), v.layout, v.dtype)?;
-        self.submit(|enc| weighted_sum::record(self, enc, p, weights, v, &out))?;
+    pub(crate) async fn weighted_sum_checked(
+        &self,
+        p: &WeightedSumProblem,
+        weights: &Tensor,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        let out = self.zeros_async(p.out_shape(), v.layout, v.dtype).await?;
+        let mut enc = self.encoder()?;
+        weighted_sum::record(self, &mut enc, p, weights, v, &out).await?;
+        self.submit_async(enc).await?;
         Ok(out)
     }
 
@@ -40,8 +53,8 @@ impl Context {
     ) -> Result<()> {
         let p = self.weighted_sum_problem(weights, v)?;
         p.check_output(&Operand::gpu(out))?;
-        self.check_tensors(&[("out", out)], None)?;
+        self.check_outputs(&[("out", out)])?;
         check_aliasing(&[Region::tensor("out", out)], &[Region::tensor("weights", weights), Region::tensor("v", v)])?;
-        weighted_sum::record(self, encoder, &p, weights, v, out)
+        pollster::block_on(weighted_sum::record(self, encoder, &p, weights, v, out))
     }
 }

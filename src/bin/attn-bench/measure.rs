@@ -8,10 +8,12 @@ use wgpu_attention::*;
 
 use crate::suites::{Case, Dt, Op};
 
-/// Median, min and max of a set of times, in milliseconds.
+/// Median, standard deviation, min and max of a set of times, in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Stats {
     pub median: f64,
+    /// Sample standard deviation (0 for one run).
+    pub sd: f64,
     pub min: f64,
     pub max: f64,
 }
@@ -24,7 +26,10 @@ impl Stats {
         let mut v: Vec<f64> = secs.iter().map(|s| s * 1e3).collect();
         v.sort_by(f64::total_cmp);
         let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
-        Some(Stats { median, min: v[0], max: v[v.len() - 1] })
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let sd = if v.len() > 1 { (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+        Some(Stats { median, sd, min: v[0], max: v[v.len() - 1] })
     }
 }
 
@@ -61,8 +66,9 @@ pub struct Record {
     pub gbps: Option<f64>,
     /// Relative Frobenius error of the first batch·head slice against the CPU path.
     pub rel_err: Option<f64>,
-    /// CPU-path time over this time (with `--backend both`).
-    pub gpu_cpu_ratio: Option<f64>,
+    /// The GPU's speed-up over the CPU path: CPU-path time over this time (with
+    /// `--backend both`; > 1: the GPU is faster).
+    pub gpu_speedup: Option<f64>,
     /// The attention kernel variant that ran (GPU attention only), e.g. `split-k-vec4`.
     pub variant: Option<String>,
     /// Sequences (`bh` = batch · heads).
@@ -101,7 +107,7 @@ impl Record {
             tflops: None,
             gbps: None,
             rel_err: None,
-            gpu_cpu_ratio: None,
+            gpu_speedup: None,
             variant: None,
             batch: c.batch,
             lens: c.lens.clone(),
@@ -247,16 +253,18 @@ fn mem_available() -> Option<f64> {
     line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb * 1024.0)
 }
 
-fn progress(label: &str, total: usize, first: Duration) -> ProgressBar {
+/// A progress bar for the timed runs of a slow case, under the case's label line: `tag` says
+/// which side runs (GPU or CPU); the bar fits an 80-column terminal.
+fn progress(tag: &str, total: usize, first: Duration) -> ProgressBar {
     if first.as_secs_f64() * total as f64 <= 1.0 {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(total as u64);
     pb.set_style(
-        ProgressStyle::with_template("{msg:>40} [{bar:30}] {pos}/{len} ({elapsed})")
+        ProgressStyle::with_template("  {msg} [{bar:40}] {pos}/{len} runs ({elapsed})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    pb.set_message(label.to_string());
+    pb.set_message(tag.to_string());
     pb
 }
 
@@ -321,10 +329,14 @@ fn encode(ctx: &Context, c: &Case, g: &GpuCase, enc: &mut wgpu::CommandEncoder) 
     };
     match c.op {
         Op::Attention => match &g.paged {
-            Some((cache, p)) => ctx.encode_paged_attention(enc, &g.q, cache, &p.block_table()?, &opts, &g.out, None),
+            Some((cache, p)) => ctx.encode_paged_attention(
+                enc,
+                &PagedAttentionCall { q: &g.q, cache, table: &p.block_table()?, out: &g.out, lse: None },
+                &opts,
+            ),
             None => {
                 let (k, v) = kv()?;
-                ctx.encode_attention(enc, &g.q, k, v, None, &opts, &g.out, None)
+                ctx.encode_attention(enc, &AttentionCall { q: &g.q, k, v, mask: None, out: &g.out, lse: None }, &opts)
             }
         },
         Op::AttentionUnfused => {
@@ -333,7 +345,12 @@ fn encode(ctx: &Context, c: &Case, g: &GpuCase, enc: &mut wgpu::CommandEncoder) 
                 .weights
                 .as_ref()
                 .ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no weights".into() })?;
-            ctx.encode_attention_unfused(enc, &g.q, k, v, None, &opts, &g.out, w)
+            ctx.encode_attention_unfused(
+                enc,
+                &AttentionCall { q: &g.q, k, v, mask: None, out: &g.out, lse: None },
+                w,
+                &opts,
+            )
         }
         Op::Similarity => ctx.encode_similarity(enc, &g.q, kv()?.0, Similarity::ScaledDot(None), &g.out),
         Op::Cosine => ctx.encode_similarity(enc, &g.q, kv()?.0, Similarity::Cosine, &g.out),

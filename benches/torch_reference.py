@@ -377,7 +377,7 @@ def main():
         for name, fn in implementations(c, device):
             rec = dict(c, impl=name, backend="gpu" if device == "cuda" else "cpu", device=dev_name, runs=0,
                        kernel_ms=None, wall_ms=None, e2e_ms=None, tflops=None, gbps=None, rel_err=None,
-                       gpu_cpu_ratio=None, error=None)
+                       gpu_speedup=None, error=None)
             if inp is None:
                 rec["error"] = err
             elif device == "cpu" and work > a.cpu_max_gflop:

@@ -1,33 +1,75 @@
 //! Fused attention on the best adapter present, checked against the CPU path.
 //!
 //!     cargo run --release --example attention -- [--batch B] [--heads H] [--kv-heads HKV]
-//!         [--nq NQ] [--nk NK] [--dim D] [--causal] [--f16] [--runs N]
+//!         [--nq NQ] [--nk NK] [--dim D] [--causal] [--f16] [--runs N]   (--help for details)
 //!
 //! Prints the adapter, the agreement with the CPU path, and the time of each.
 
 use std::time::Instant;
 
+use clap::Parser;
 use wgpu_attention::*;
 
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number, got {v:?}")))
-        .unwrap_or(default)
+/// Fused attention on the best adapter present, checked against the CPU path, both timed.
+#[derive(Parser, Debug)]
+#[command(name = "attention")]
+struct Args {
+    /// Batch size.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// Query heads.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    heads: u32,
+    /// Key/value heads (a divisor of --heads; default: --heads).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    kv_heads: Option<u32>,
+    /// Queries per head.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    nq: u32,
+    /// Keys per head (default: --nq).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    nk: Option<u32>,
+    /// Head dimension (1..=256).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256))]
+    dim: u32,
+    /// Causal mask (bottom-right aligned).
+    #[arg(long)]
+    causal: bool,
+    /// f16 inputs on the GPU (needs SHADER_F16).
+    #[arg(long)]
+    f16: bool,
+    /// Timed GPU runs (the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
 }
 
-fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let (b, h) = (arg(&args, "--batch", 1), arg(&args, "--heads", 8));
-    let hkv = arg(&args, "--kv-heads", h);
-    let nq = arg(&args, "--nq", 1024);
-    let (nk, d, runs) = (arg(&args, "--nk", nq), arg(&args, "--dim", 64), arg(&args, "--runs", 5).max(1));
-    let causal = args.iter().any(|a| a == "--causal");
-    let f16 = args.iter().any(|a| a == "--f16");
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let (b, h, nq, d) = (args.batch as usize, args.heads as usize, args.nq as usize, args.dim as usize);
+    let hkv = args.kv_heads.map_or(h, |x| x as usize);
+    let nk = args.nk.map_or(nq, |x| x as usize);
+    let (runs, causal, f16) = (args.runs as usize, args.causal, args.f16);
 
     let ctx = Context::new_blocking()?;
     println!("adapter: {}", ctx.info());
+    let software = ctx.info().device_type == wgpu::DeviceType::Cpu;
+    if software {
+        println!(
+            "note: {} is a software rasteriser, the CPU emulating a GPU: its times say little about a GPU, \
+             and the CPU path below is the faster of the two on these cores (Backend::auto picks it)",
+            ctx.info().adapter
+        );
+    }
     let (qs, ks) = (Shape::new(b, h, nq, d), Shape::new(b, hkv, nk, d));
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut rnd = |n: usize| -> Vec<f32> {
@@ -64,7 +106,11 @@ fn main() -> Result<()> {
     for _ in 0..runs {
         let t = Instant::now();
         let mut enc = ctx.device().create_command_encoder(&Default::default());
-        ctx.encode_attention(&mut enc, &gq, &gk, &gv, None, &opts, &out, None)?;
+        ctx.encode_attention(
+            &mut enc,
+            &AttentionCall { q: &gq, k: &gk, v: &gv, mask: None, out: &out, lse: None },
+            &opts,
+        )?;
         ctx.queue().submit([enc.finish()]);
         ctx.wait()?;
         times.push(t.elapsed().as_secs_f64());
@@ -93,11 +139,23 @@ fn main() -> Result<()> {
     );
     println!("GPU fused attention: {:.3} ms median of {runs} ({:.1} GFLOP/s)", gpu_s * 1e3, flops / gpu_s / 1e9);
     println!(
-        "CPU path ({} threads): {:.3} ms ({:.2} GFLOP/s); GPU/CPU speed ratio {:.1}x",
+        "CPU path ({} threads): {:.3} ms ({:.2} GFLOP/s)",
         rayon::current_num_threads(),
         cpu_s * 1e3,
-        flops / cpu_s / 1e9,
-        cpu_s / gpu_s
+        flops / cpu_s / 1e9
     );
+    let speedup = cpu_s / gpu_s;
+    if speedup >= 1.0 {
+        println!(
+            "{} is {speedup:.1}x faster than the CPU path",
+            if software { "the software adapter" } else { "the GPU" }
+        );
+    } else {
+        println!(
+            "the CPU path is {:.1}x faster than {}",
+            1.0 / speedup,
+            if software { "the software adapter (as expected: no GPU here)" } else { "the GPU at this size" }
+        );
+    }
     Ok(())
 }

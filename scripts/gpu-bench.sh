@@ -29,8 +29,8 @@ bin=${ATTN_BENCH:-}
 if [ -z "$bin" ]; then
   if command -v cargo >/dev/null; then
     # where there is cargo, always the binary of this checkout (a staged .devbin may be stale)
-    cargo build --release --bin attn-bench >&2
-    bin=target/release/attn-bench
+    cargo build --release --features cli --bin attn-bench >&2
+    bin="${CARGO_TARGET_DIR:-target}/release/attn-bench"
   elif [ -x .devbin/attn-bench ]; then
     bin=.devbin/attn-bench
   else

@@ -19,13 +19,21 @@ def t_ms(r):
     return s["median"] if s else None
 
 
+def scaled(x, unit):
+    """x units/s with an SI prefix: 1.23 TFLOP/s, 450 MFLOP/s (never 0.00123 TF)."""
+    for div, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}"
+
+
 def rate(r):
     if r is None or r.get("error"):
         return "-"
-    if r.get("tflops") is not None:
-        return f"{r['tflops']:.3g} TF"
-    if r.get("gbps") is not None:
-        return f"{r['gbps']:.3g} GB/s"
+    if r.get("tflops"):
+        return scaled(r["tflops"] * 1e12, "FLOP/s")
+    if r.get("gbps"):
+        return scaled(r["gbps"] * 1e9, "B/s")
     return "-"
 
 

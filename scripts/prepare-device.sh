@@ -8,10 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.devbin/' .git/info/exclude 2>/dev/null || echo '/.devbin/' >> .git/info/exclude
 [ -n "$(ls .gl/*.deb 2>/dev/null)" ] || bash scripts/fetch-vulkan-loader.sh
-cargo build --release --bins --examples
+cargo build --release --features cli --bins --examples
+target=${CARGO_TARGET_DIR:-target}
 stage=$(mktemp -d)
 mkdir -p "$stage/tests"
-cp target/release/attn-bench target/release/examples/attention target/release/examples/search target/release/examples/decode "$stage/"
+cp "$target"/release/attn-bench "$target"/release/examples/{attention,search,decode} "$stage/"
 cargo test --release --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:

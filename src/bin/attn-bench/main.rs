@@ -20,14 +20,28 @@ use clap::Parser;
 use wgpu_attention::{AttentionVariant, Context, ContextOptions};
 
 use measure::{Record, Settings};
-use suites::{Case, Dt, Op};
+use suites::{Case, Dt, Op, Suite};
+
+/// Where the cases run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendArg {
+    /// The GPU adapter (or software Vulkan).
+    Gpu,
+    /// The crate's CPU path.
+    Cpu,
+    /// Both, side by side, with the GPU's speed-up over the CPU path.
+    Both,
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "attn-bench", version, about = "Benchmarks wgpu-attention's kernels against its CPU path")]
 struct Args {
-    /// Named suites to run (quick, prefill, decode, similarity, softmax); repeatable.
+    /// Named suites to run; repeatable (`--list-suites` shows their cases).
+    #[arg(long, value_enum)]
+    suite: Vec<Suite>,
+    /// Print each suite's cases and exit.
     #[arg(long)]
-    suite: Vec<String>,
+    list_suites: bool,
     /// A free-shape case: the operation (with --bh --nq --nk --d).
     #[arg(long, value_enum)]
     op: Option<Op>,
@@ -56,9 +70,9 @@ struct Args {
     /// split-k-vec4, split-k-scalar, unfused; repeatable, to compare variants in one run.
     #[arg(long, default_value = "auto")]
     variant: Vec<String>,
-    /// gpu, cpu or both (both adds the GPU/CPU time ratio).
-    #[arg(long, default_value = "gpu")]
-    backend: String,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = BackendArg::Gpu)]
+    backend: BackendArg,
     /// Timed runs per case.
     #[arg(long, default_value_t = 10)]
     runs: usize,
@@ -77,6 +91,12 @@ struct Args {
     /// Write every figure, with adapter, driver, backend and features, to this JSON file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Write one CSV row per result (with the report's commit, profile, adapter and driver).
+    #[arg(long)]
+    csv: Option<std::path::PathBuf>,
+    /// Write one JSON object per line per result (each with the report's context).
+    #[arg(long)]
+    jsonl: Option<std::path::PathBuf>,
     /// Write an SVG chart of attention throughput against sequence length.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
@@ -100,25 +120,20 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let (gpu, cpu) = match args.backend.as_str() {
-        "gpu" => (true, false),
-        "cpu" => (false, true),
-        "both" => (true, true),
-        other => {
-            eprintln!("error: --backend must be gpu, cpu or both, not {other:?}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut cases: Vec<Case> = vec![];
-    for s in &args.suite {
-        match suites::suite(s) {
-            Some(c) => cases.extend(c),
-            None => {
-                eprintln!("error: unknown suite {s:?}; suites: {}", suites::SUITES.join(", "));
-                return ExitCode::FAILURE;
-            }
-        }
+    if args.list_suites {
+        print!("{}", output::list_suites());
+        return ExitCode::SUCCESS;
     }
+    let (gpu, cpu) = match args.backend {
+        BackendArg::Gpu => (true, false),
+        BackendArg::Cpu => (false, true),
+        BackendArg::Both => (true, true),
+    };
+    let build = output::Build::this();
+    if build.profile == "debug" {
+        eprintln!("warning: a debug build: the CPU path's figures are far below a release build's (cargo attn-bench builds release)");
+    }
+    let mut cases: Vec<Case> = args.suite.iter().flat_map(|&s| suites::suite(s)).collect();
     if let Some(op) = args.op {
         if args.bh == 0 || args.nq == 0 || args.nk == Some(0) || (args.d == 0 && op != Op::Softmax) {
             eprintln!("error: --bh, --nq, --nk and --d must be at least 1");
@@ -127,11 +142,13 @@ fn main() -> ExitCode {
         let nk = args.nk.unwrap_or(args.nq);
         cases.push(match op {
             Op::Topk => Case::topk("custom", args.dtype, args.nq, nk, args.d, args.k),
+            // softmax rows have no head dim
+            Op::Softmax => Case::new("custom", op, args.dtype, args.bh, args.nq, nk, 0, false),
             _ => Case::new("custom", op, args.dtype, args.bh, args.nq, nk, args.d, args.causal),
         });
     }
     if cases.is_empty() {
-        cases = suites::suite("quick").unwrap_or_default();
+        cases = suites::suite(Suite::Quick);
     }
     let mut variants = vec![];
     for name in &args.variant {
@@ -168,9 +185,8 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    if let Some(c) = &ctx {
-        eprintln!("adapter: {}", c.info());
-    }
+    let context = output::Context::new(&build, ctx.as_ref().map(|c| c.info()));
+    eprintln!("{}", context.header());
     let st = Settings {
         warmup: args.warmup,
         runs: args.runs.max(1),
@@ -182,14 +198,24 @@ fn main() -> ExitCode {
     let mut records: Vec<Record> = vec![];
     for (i, c) in cases.iter().enumerate() {
         let variant = if c.variant == AttentionVariant::Auto { String::new() } else { format!(" {}", c.variant) };
-        let label =
-            format!("[{}/{}] {:?}{variant} {:?} {}x{}x{}x{}", i + 1, cases.len(), c.op, c.dtype, c.bh, c.nq, c.nk, c.d);
+        let dims = if c.op == Op::Softmax {
+            format!("{}x{}x{}", c.bh, c.nq, c.nk)
+        } else {
+            format!("{}x{}x{}x{}", c.bh, c.nq, c.nk, c.d)
+        };
+        let label = format!(
+            "[{}/{}] {}{variant} {} {dims}",
+            i + 1,
+            cases.len(),
+            output::op_name(c.op),
+            output::dtype_name(c.dtype)
+        );
         eprintln!("{label}{}", if c.causal { " causal" } else { "" });
-        let g = ctx.as_ref().map(|ctx| measure::run_gpu(ctx, c, &st, &label));
-        let cp = cpu.then(|| measure::run_cpu(c, &st, &label));
+        let g = ctx.as_ref().map(|ctx| measure::run_gpu(ctx, c, &st, "GPU"));
+        let cp = cpu.then(|| measure::run_cpu(c, &st, "CPU"));
         if let (Some(mut g), Some(cp)) = (g.clone(), cp.clone()) {
             if let (Some(tg), Some(tc)) = (g.time_s(), cp.time_s()) {
-                g.gpu_cpu_ratio = Some(tc / tg);
+                g.gpu_speedup = Some(tc / tg);
             }
             records.push(g);
             records.push(cp);
@@ -199,15 +225,12 @@ fn main() -> ExitCode {
         }
     }
 
+    println!("{}", context.header());
     println!("{}", output::table(&records));
+    for w in output::warnings(&records) {
+        eprintln!("warning: {w}");
+    }
     let info = ctx.as_ref().map(|c| c.info().clone());
-    let adapter = info.as_ref().map(|i| output::Adapter {
-        name: i.adapter.clone(),
-        backend: format!("{:?}", i.backend),
-        device_type: format!("{:?}", i.device_type),
-        driver: i.driver.clone(),
-        features: i.features.iter_names().map(|(n, _)| n.to_string()).collect(),
-    });
     if let Some(path) = &args.plot {
         let title = match &info {
             Some(i) => format!("attention throughput, {}", i.adapter),
@@ -224,16 +247,7 @@ fn main() -> ExitCode {
         }
     }
     if let Some(path) = &args.json {
-        let report = output::Report {
-            tool: "attn-bench",
-            crate_version: env!("CARGO_PKG_VERSION"),
-            date: output::now_utc(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
-            host: output::host(),
-            adapter,
-            flop_convention: "attention 4*BH*Nq*Nk*D (halved when causal); similarity 2*BH*Nq*Nk*D",
-            results: records,
-        };
+        let report = output::Report { context: &context, results: &records };
         let text = match serde_json::to_string_pretty(&report) {
             Ok(t) => t,
             Err(e) => {
@@ -244,6 +258,17 @@ fn main() -> ExitCode {
         if let Err(e) = std::fs::write(path, text) {
             eprintln!("error: writing {}: {e}", path.display());
             return ExitCode::FAILURE;
+        }
+    }
+    for (path, text) in [
+        (&args.csv, args.csv.as_ref().map(|_| output::csv(&context, &records))),
+        (&args.jsonl, args.jsonl.as_ref().map(|_| output::jsonl(&context, &records))),
+    ] {
+        if let (Some(path), Some(text)) = (path, text) {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("error: writing {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
         }
     }
     ExitCode::SUCCESS

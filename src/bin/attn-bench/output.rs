@@ -5,8 +5,26 @@ use serde::Serialize;
 use crate::measure::{Record, Stats};
 use crate::suites::Op;
 
-/// What ran where, for the JSON report.
-#[derive(Debug, Serialize)]
+/// How this binary was built: crate version, git commit (when built from a checkout), profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Build {
+    pub crate_version: &'static str,
+    pub commit: &'static str,
+    pub profile: &'static str,
+}
+
+impl Build {
+    pub fn this() -> Self {
+        Build {
+            crate_version: env!("CARGO_PKG_VERSION"),
+            commit: option_env!("WGPU_ATTENTION_GIT_COMMIT").unwrap_or("unknown"),
+            profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+        }
+    }
+}
+
+/// What ran where, for the reports.
+#[derive(Debug, Clone, Serialize)]
 pub struct Adapter {
     pub name: String,
     pub backend: String,
@@ -15,21 +33,68 @@ pub struct Adapter {
     pub features: Vec<String>,
 }
 
-/// The whole `--json` file.
-#[derive(Debug, Serialize)]
-pub struct Report {
+/// What every report carries besides its results: tool, build, date, command, host, adapter.
+#[derive(Debug, Clone, Serialize)]
+pub struct Context {
     pub tool: &'static str,
-    pub crate_version: &'static str,
+    #[serde(flatten)]
+    pub build: Build,
     pub date: String,
     pub command: String,
     pub host: Host,
     pub adapter: Option<Adapter>,
     pub flop_convention: &'static str,
-    pub results: Vec<Record>,
+}
+
+impl Context {
+    pub fn new(build: &Build, info: Option<&wgpu_attention::ContextInfo>) -> Self {
+        Context {
+            tool: "attn-bench",
+            build: build.clone(),
+            date: now_utc(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            host: host(),
+            adapter: info.map(|i| Adapter {
+                name: i.adapter.clone(),
+                backend: format!("{:?}", i.backend),
+                device_type: format!("{:?}", i.device_type),
+                driver: i.driver.clone(),
+                features: i.features.iter_names().map(|(n, _)| n.to_string()).collect(),
+            }),
+            flop_convention: "attention 4*BH*Nq*Nk*D (halved when causal); similarity 2*BH*Nq*Nk*D",
+        }
+    }
+
+    /// Two lines for the top of the table: build and host, adapter and driver.
+    pub fn header(&self) -> String {
+        let b = &self.build;
+        let adapter = match &self.adapter {
+            Some(a) => format!("adapter {} ({}, {}, driver {})", a.name, a.backend, a.device_type, a.driver),
+            None => "no GPU adapter (CPU path only)".into(),
+        };
+        format!(
+            "attn-bench {} (commit {}, {} build), {}, {} CPU threads ({}), {}\n{adapter}",
+            b.crate_version,
+            b.commit,
+            b.profile,
+            self.date,
+            self.host.cpu_threads,
+            self.host.cpu_model.as_deref().unwrap_or("CPU model unknown"),
+            self.host.os
+        )
+    }
+}
+
+/// The whole `--json` file.
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    #[serde(flatten)]
+    pub context: &'a Context,
+    pub results: &'a [Record],
 }
 
 /// The host machine.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Host {
     pub os: &'static str,
     pub arch: &'static str,
@@ -67,10 +132,11 @@ pub fn now_utc() -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn op_name(op: Op) -> &'static str {
+/// An operation's name, as in the JSON reports (`op`).
+pub fn op_name(op: Op) -> &'static str {
     match op {
         Op::Attention => "attention",
-        Op::AttentionUnfused => "attn-unfused",
+        Op::AttentionUnfused => "attention_unfused",
         Op::Similarity => "similarity",
         Op::Cosine => "cosine",
         Op::Softmax => "softmax",
@@ -78,15 +144,40 @@ fn op_name(op: Op) -> &'static str {
     }
 }
 
+/// A dtype's name, as in the JSON reports.
+pub fn dtype_name(dt: crate::suites::Dt) -> &'static str {
+    match dt {
+        crate::suites::Dt::F32 => "f32",
+        crate::suites::Dt::F16 => "f16",
+    }
+}
+
+/// Median ± standard deviation [min-max], in milliseconds.
 fn ms(s: &Option<Stats>) -> String {
     match s {
-        Some(s) => format!("{:.3} [{:.3}-{:.3}]", s.median, s.min, s.max),
+        Some(s) => format!("{} ±{} [{}-{}]", sig(s.median), sig(s.sd), sig(s.min), sig(s.max)),
         None => "-".into(),
     }
 }
 
-fn opt(v: Option<f64>, prec: usize) -> String {
-    v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into())
+/// A number with 3 significant digits (at most 3 decimals for small ones).
+fn sig(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let digits = (2 - x.abs().log10().floor() as i32).clamp(0, 6) as usize;
+    format!("{x:.digits$}")
+}
+
+/// A rate with a scaled unit: `rate` in `base` units per second (e.g. FLOP/s), shown as
+/// e.g. "12.3 TFLOP/s" or "450 MFLOP/s".
+pub fn rate(rate: Option<f64>, base: &str) -> String {
+    let Some(r) = rate.filter(|r| r.is_finite() && *r > 0.0) else { return "-".into() };
+    let (div, prefix) = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .into_iter()
+        .find(|(d, _)| r >= *d)
+        .unwrap_or((1.0, ""));
+    format!("{} {prefix}{base}", sig(r / div))
 }
 
 /// How a case holds its keys, if not as one contiguous tensor of `nk` keys, and its window:
@@ -122,13 +213,13 @@ pub fn table(records: &[Record]) -> String {
         "causal",
         "kv / window",
         "impl",
-        "kernel ms (med [min-max])",
+        "kernel ms (med ±sd [min-max])",
         "wall ms",
         "e2e ms",
-        "TFLOP/s",
-        "GB/s",
+        "compute",
+        "memory",
         "rel err",
-        "GPU/CPU",
+        "GPU speed-up (>1: GPU faster)",
     ];
     let rows: Vec<Vec<String>> = records
         .iter()
@@ -136,11 +227,12 @@ pub fn table(records: &[Record]) -> String {
             let op = if r.op == Op::Topk { format!("topk k={}", r.k) } else { op_name(r.op).to_string() };
             let mut row = vec![
                 op,
-                format!("{:?}", r.dtype).to_lowercase(),
+                dtype_name(r.dtype).into(),
                 r.bh.to_string(),
                 r.nq.to_string(),
                 r.nk.to_string(),
-                r.d.to_string(),
+                // softmax rows have no head dim
+                if r.op == Op::Softmax { "-".into() } else { r.d.to_string() },
                 if r.causal { "yes" } else { "no" }.into(),
                 kv_note(r),
                 match &r.variant {
@@ -156,10 +248,10 @@ pub fn table(records: &[Record]) -> String {
                     ms(&r.kernel_ms),
                     ms(&r.wall_ms),
                     ms(&r.e2e_ms),
-                    opt(r.tflops, 4),
-                    opt(r.gbps, 2),
+                    rate(r.tflops.map(|t| t * 1e12), "FLOP/s"),
+                    rate(r.gbps.map(|g| g * 1e9), "B/s"),
                     r.rel_err.map(|e| format!("{e:.1e}")).unwrap_or_else(|| "-".into()),
-                    opt(r.gpu_cpu_ratio, 2),
+                    r.gpu_speedup.map(|x| format!("{}x", sig(x))).unwrap_or_else(|| "-".into()),
                 ]);
             }
             row
@@ -193,13 +285,185 @@ pub fn table(records: &[Record]) -> String {
     out
 }
 
+/// What a reader should distrust in the records: a large spread of the timed runs, or an
+/// end-to-end time below the kernel time (which includes it).
+pub fn warnings(records: &[Record]) -> Vec<String> {
+    let mut out = vec![];
+    for r in records.iter().filter(|r| r.error.is_none()) {
+        let dims = match r.op {
+            Op::Softmax => format!("{}x{}x{}", r.bh, r.nq, r.nk),
+            _ => format!("{}x{}x{}x{}", r.bh, r.nq, r.nk, r.d),
+        };
+        let causal = if r.causal { " causal" } else { "" };
+        let what = format!("{} {} {dims}{causal} on {}", op_name(r.op), dtype_name(r.dtype), r.implementation);
+        for (name, s) in [("kernel", &r.kernel_ms), ("wall", &r.wall_ms), ("e2e", &r.e2e_ms)] {
+            if let Some(s) = s.filter(|s| s.median > 0.0 && s.sd / s.median > 0.2) {
+                out.push(format!(
+                    "{what}: {name} times spread widely (sd {:.0}% of the median); rerun with more --runs",
+                    100.0 * s.sd / s.median
+                ));
+            }
+        }
+        if let (Some(k), Some(e)) = (r.kernel_ms, r.e2e_ms) {
+            if e.median < k.median {
+                out.push(format!(
+                    "{what}: end-to-end {} ms is below the kernel time {} ms, which it includes: run-to-run \
+                     variation (or timestamp error) exceeds the difference; compare these times with care",
+                    sig(e.median),
+                    sig(k.median)
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Columns of the CSV file (and the order of each row).
+const CSV_COLUMNS: [&str; 29] = [
+    "suite",
+    "op",
+    "dtype",
+    "bh",
+    "nq",
+    "nk",
+    "d",
+    "causal",
+    "k",
+    "impl",
+    "variant",
+    "batch",
+    "page_size",
+    "window",
+    "kernel_ms_median",
+    "kernel_ms_sd",
+    "wall_ms_median",
+    "wall_ms_sd",
+    "e2e_ms_median",
+    "e2e_ms_sd",
+    "flops",
+    "tflops",
+    "gbps",
+    "rel_err",
+    "gpu_speedup",
+    "error",
+    "commit",
+    "profile",
+    "adapter",
+];
+
+/// One CSV row per record, with the context's commit, profile and adapter (and driver) on each.
+pub fn csv(ctx: &Context, records: &[Record]) -> String {
+    fn field(s: &str) -> String {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    }
+    let num = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
+    let adapter = ctx.adapter.as_ref().map(|a| format!("{} (driver {})", a.name, a.driver)).unwrap_or_default();
+    let mut out = CSV_COLUMNS.join(",") + "\n";
+    for r in records {
+        let cells = [
+            r.suite.clone(),
+            op_name(r.op).into(),
+            dtype_name(r.dtype).into(),
+            r.bh.to_string(),
+            r.nq.to_string(),
+            r.nk.to_string(),
+            r.d.to_string(),
+            r.causal.to_string(),
+            r.k.to_string(),
+            r.implementation.clone(),
+            r.variant.clone().unwrap_or_default(),
+            r.batch.to_string(),
+            r.page_size.to_string(),
+            r.window.map(|w| w.to_string()).unwrap_or_default(),
+            num(r.kernel_ms.map(|s| s.median)),
+            num(r.kernel_ms.map(|s| s.sd)),
+            num(r.wall_ms.map(|s| s.median)),
+            num(r.wall_ms.map(|s| s.sd)),
+            num(r.e2e_ms.map(|s| s.median)),
+            num(r.e2e_ms.map(|s| s.sd)),
+            r.flops.to_string(),
+            num(r.tflops),
+            num(r.gbps),
+            num(r.rel_err),
+            num(r.gpu_speedup),
+            r.error.clone().unwrap_or_default(),
+            ctx.build.commit.into(),
+            ctx.build.profile.into(),
+            adapter.clone(),
+        ];
+        out += &cells.iter().map(|c| field(c)).collect::<Vec<_>>().join(",");
+        out.push('\n');
+    }
+    out
+}
+
+/// One JSON object per line per record, each with the report's context under `context`.
+pub fn jsonl(ctx: &Context, records: &[Record]) -> String {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        #[serde(flatten)]
+        record: &'a Record,
+        context: &'a Context,
+    }
+    records
+        .iter()
+        .filter_map(|record| serde_json::to_string(&Line { record, context: ctx }).ok())
+        .map(|l| l + "\n")
+        .collect()
+}
+
+/// `--list-suites`: each suite, what it is for, and its cases.
+pub fn list_suites() -> String {
+    use clap::ValueEnum;
+    let mut out = String::new();
+    for &s in crate::suites::Suite::value_variants() {
+        let help = s.to_possible_value().and_then(|v| v.get_help().map(|h| h.to_string())).unwrap_or_default();
+        let cases = crate::suites::suite(s);
+        out += &format!("{} ({} cases): {help}\n", s.name(), cases.len());
+        for c in cases {
+            let dims = if c.op == Op::Softmax {
+                format!("{} rows of {}", c.bh * c.nq, c.nk)
+            } else if c.op == Op::Topk {
+                format!("{} queries x {} keys x {}, k {}", c.nq, c.nk, c.d, c.k)
+            } else {
+                format!("BH {} x Nq {} x Nk {} x D {}", c.bh, c.nq, c.nk, c.d)
+            };
+            let mut extra = vec![];
+            if c.causal {
+                extra.push("causal".to_string());
+            }
+            if !c.lens.is_empty() {
+                extra.push(format!(
+                    "{} seqs of {}-{} keys",
+                    c.batch,
+                    c.lens.iter().min().unwrap_or(&0),
+                    c.lens.iter().max().unwrap_or(&0)
+                ));
+            }
+            if c.page_size > 0 {
+                extra.push(format!("paged {}", c.page_size));
+            }
+            if let Some(w) = c.window {
+                extra.push(format!("window {w}"));
+            }
+            let extra = if extra.is_empty() { String::new() } else { format!(" ({})", extra.join(", ")) };
+            out += &format!("  {} {} {dims}{extra}\n", op_name(c.op), dtype_name(c.dtype));
+        }
+    }
+    out
+}
+
 /// An SVG line chart: attention throughput (fused, nq = nk, not causal) against sequence
 /// length, one line per implementation and dtype. `None` if there is nothing to plot.
 pub fn svg(records: &[Record], title: &str) -> Option<String> {
     let mut series: Vec<(String, Vec<(f64, f64)>)> = vec![];
     for r in records.iter().filter(|r| r.op == Op::Attention && r.nq == r.nk && !r.causal && r.error.is_none()) {
         let Some(t) = r.tflops else { continue };
-        let key = format!("{} {} (BH {}, D {})", r.implementation, format!("{:?}", r.dtype).to_lowercase(), r.bh, r.d);
+        let key = format!("{} {} (BH {}, D {})", r.implementation, dtype_name(r.dtype), r.bh, r.d);
         match series.iter_mut().find(|(k, _)| *k == key) {
             Some((_, pts)) => pts.push((r.nk as f64, t)),
             None => series.push((key, vec![(r.nk as f64, t)])),
@@ -294,4 +558,82 @@ fn trim_num(v: f64) -> String {
 
 fn xml(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_scale_their_unit() {
+        assert_eq!(rate(Some(1.5e13), "FLOP/s"), "15.0 TFLOP/s");
+        assert_eq!(rate(Some(2.34e8), "FLOP/s"), "234 MFLOP/s");
+        assert_eq!(rate(Some(31.9e6), "B/s"), "31.9 MB/s");
+        assert_eq!(rate(Some(12.0), "B/s"), "12.0 B/s");
+        assert_eq!(rate(Some(0.0), "B/s"), "-");
+        assert_eq!(rate(None, "FLOP/s"), "-");
+        // never a row of zeros
+        for x in [0.7, 9.99e2, 1e3, 5e7, 3e14, 2e18] {
+            let s = rate(Some(x), "FLOP/s");
+            assert!(!s.starts_with("0.0"), "{x}: {s}");
+        }
+    }
+
+    #[test]
+    fn three_significant_digits() {
+        assert_eq!(sig(1.03), "1.03");
+        assert_eq!(sig(0.0462), "0.0462");
+        assert_eq!(sig(123.4), "123");
+        assert_eq!(sig(12345.0), "12345");
+        assert_eq!(sig(0.0), "0");
+    }
+
+    #[test]
+    fn table_names_ops_as_the_json_does_and_labels_the_speedup() {
+        use crate::suites::{Case, Dt};
+        let mut g = Record::new(&Case::new("t", Op::AttentionUnfused, Dt::F32, 2, 8, 8, 4, false), "wgpu", "gpu", "x");
+        g.kernel_ms = Stats::of(&[1e-3, 1.1e-3, 0.9e-3]);
+        g.gpu_speedup = Some(2.5);
+        let s = Record::new(&Case::new("t", Op::Softmax, Dt::F16, 2, 8, 8, 0, false), "cpu", "cpu", "x");
+        let t = table(&[g.clone(), s]);
+        let json = serde_json::to_value(&g).unwrap();
+        assert_eq!(json["op"], "attention_unfused");
+        assert!(t.contains("attention_unfused"), "{t}");
+        assert!(t.contains("GPU speed-up (>1: GPU faster)") && t.contains("2.50x"), "{t}");
+        let softmax = t.lines().find(|l| l.starts_with("softmax")).unwrap();
+        let cells: Vec<&str> = softmax.split('|').map(str::trim).collect();
+        assert_eq!(cells[5], "-", "softmax rows have no head dim: {softmax}");
+        assert!(t.contains("1.00 ±0.100 [0.900-1.10]"), "median ± sd [min-max]: {t}");
+    }
+
+    #[test]
+    fn warnings_for_spread_and_impossible_e2e() {
+        use crate::suites::{Case, Dt};
+        let mut r = Record::new(&Case::new("t", Op::Attention, Dt::F32, 1, 8, 8, 4, false), "wgpu", "gpu", "x");
+        r.kernel_ms = Stats::of(&[1.0, 1.0, 1.0]);
+        r.e2e_ms = Stats::of(&[0.5, 0.5]);
+        let w = warnings(std::slice::from_ref(&r));
+        assert!(w.len() == 1 && w[0].contains("below the kernel time"), "{w:?}");
+        r.e2e_ms = Stats::of(&[2.0, 2.0]);
+        r.wall_ms = Stats::of(&[1.0, 3.0, 1.2]);
+        let w = warnings(&[r]);
+        assert!(w.len() == 1 && w[0].contains("wall times spread widely"), "{w:?}");
+    }
+
+    #[test]
+    fn csv_and_jsonl_carry_the_context() {
+        use crate::suites::{Case, Dt};
+        let ctx = Context::new(&Build::this(), None);
+        let r = Record::new(&Case::new("t", Op::Cosine, Dt::F32, 1, 8, 8, 4, false), "cpu", "cpu", "a, \"b\"");
+        let csv = csv(&ctx, std::slice::from_ref(&r));
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].split(',').count(), CSV_COLUMNS.len());
+        assert!(lines[1].starts_with("t,cosine,f32,1,8,8,4,false,0,cpu,"), "{}", lines[1]);
+        assert!(lines[1].contains(ctx.build.profile));
+        let line: serde_json::Value = serde_json::from_str(jsonl(&ctx, &[r]).trim()).unwrap();
+        assert_eq!(line["op"], "cosine");
+        assert_eq!(line["context"]["profile"], ctx.build.profile);
+        assert_eq!(line["context"]["tool"], "attn-bench");
+    }
 }

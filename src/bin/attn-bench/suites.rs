@@ -5,6 +5,7 @@ use serde::Serialize;
 /// What a case runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[clap(rename_all = "snake_case")]
 pub enum Op {
     /// Fused attention.
     Attention,
@@ -214,13 +215,14 @@ impl Case {
 }
 
 /// The named suites.
-pub fn suite(name: &str) -> Option<Vec<Case>> {
+/// The cases of a named suite.
+pub fn suite(which: Suite) -> Vec<Case> {
     use Dt::*;
     use Op::*;
-    let s = name;
+    let s = which.name();
     let mut v = vec![];
-    match name {
-        "quick" => {
+    match which {
+        Suite::Quick => {
             // small enough for a software rasteriser: a length sweep for the plot, then one of each op
             for dt in [F32, F16] {
                 for n in [64, 128, 256, 512] {
@@ -234,7 +236,7 @@ pub fn suite(name: &str) -> Option<Vec<Case>> {
             v.push(Case::new(s, Cosine, F32, 4, 256, 256, 64, false));
             v.push(Case::new(s, Softmax, F32, 4, 256, 1024, 0, false));
         }
-        "prefill" => {
+        Suite::Prefill => {
             for dt in [F16, F32] {
                 for n in [1024, 2048, 4096, 8192] {
                     v.push(Case::new(s, Attention, dt, 16, n, n, 128, false));
@@ -245,7 +247,7 @@ pub fn suite(name: &str) -> Option<Vec<Case>> {
                 v.push(Case::new(s, Attention, dt, 32, 4096, 4096, 64, true));
             }
         }
-        "decode" => {
+        Suite::Decode => {
             for dt in [F16, F32] {
                 for nk in [4096, 16384, 32768] {
                     v.push(Case::new(s, Attention, dt, 32, 1, nk, 128, false));
@@ -253,7 +255,7 @@ pub fn suite(name: &str) -> Option<Vec<Case>> {
                 v.push(Case::new(s, Attention, dt, 8, 1, 131072, 128, false));
             }
         }
-        "paged" => {
+        Suite::Paged => {
             // decode over sequences of mixed lengths, contiguous (padded, key lengths) and paged
             // side by side. The first shape fits a 128 MiB binding in f32 (the paged pool is
             // one binding), so it runs on software Vulkan too.
@@ -267,7 +269,7 @@ pub fn suite(name: &str) -> Option<Vec<Case>> {
                 }
             }
         }
-        "window" => {
+        Suite::Window => {
             // sliding-window prefill over 32k keys: cost in proportion to the window
             for dt in [F16, F32] {
                 v.push(Case::new(s, Attention, dt, 16, 32768, 32768, 128, true));
@@ -276,7 +278,7 @@ pub fn suite(name: &str) -> Option<Vec<Case>> {
                 }
             }
         }
-        "window-cpu" => {
+        Suite::WindowCpu => {
             // the window suite's shape at a size a software rasteriser and 2 cores finish
             for dt in [F16, F32] {
                 v.push(Case::new(s, Attention, dt, 2, 8192, 8192, 64, true));
@@ -285,7 +287,7 @@ pub fn suite(name: &str) -> Option<Vec<Case>> {
                 }
             }
         }
-        "similarity" => {
+        Suite::Similarity => {
             for dt in [F32, F16] {
                 for d in [64, 128] {
                     v.push(Case::new(s, Similarity, dt, 16, 4096, 4096, d, false));
@@ -293,13 +295,13 @@ pub fn suite(name: &str) -> Option<Vec<Case>> {
                 v.push(Case::new(s, Cosine, dt, 16, 4096, 4096, 64, false));
             }
         }
-        "softmax" => {
+        Suite::Softmax => {
             for dt in [F32, F16] {
                 v.push(Case::new(s, Softmax, dt, 16, 4096, 4096, 0, false));
                 v.push(Case::new(s, Softmax, dt, 8, 4096, 1024, 0, false));
             }
         }
-        "topk" => {
+        Suite::Topk => {
             for dt in [F32, F16] {
                 for k in [10, 100] {
                     v.push(Case::topk(s, dt, 1024, 1 << 20, 128, k));
@@ -308,16 +310,56 @@ pub fn suite(name: &str) -> Option<Vec<Case>> {
             // 10M keys: f16 (2.5 GiB); in f32 one key tensor would pass a 4 GiB max_buffer_size
             v.push(Case::topk(s, F16, 64, 10_000_000, 128, 10));
         }
-        "topk-cpu" => {
+        Suite::TopkCpu => {
             // the shape of the faiss / PyTorch CPU figures on a 2-core machine
             for k in [10, 100] {
                 v.push(Case::topk(s, F32, 256, 200_000, 128, k));
             }
         }
-        _ => return None,
     }
-    Some(v)
+    v
 }
 
-pub const SUITES: [&str; 10] =
-    ["quick", "prefill", "decode", "paged", "window", "window-cpu", "similarity", "softmax", "topk", "topk-cpu"];
+/// The named suites (`--suite`), each documented for `--help` and `--list-suites`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[clap(rename_all = "kebab-case")]
+pub enum Suite {
+    /// Small cases of every operation, fit for a software rasteriser (the default).
+    Quick,
+    /// Long-sequence attention prefill, f16 and f32, non-causal and causal.
+    Prefill,
+    /// One query per head over KV caches of 4k to 128k keys (decode).
+    Decode,
+    /// Decode over sequences of mixed lengths: contiguous with key lengths beside a paged cache.
+    Paged,
+    /// Causal prefill over 32k keys: full, and sliding windows of 4096 and 1024.
+    Window,
+    /// Sliding-window prefill at sizes the CPU path finishes.
+    WindowCpu,
+    /// Similarity (scaled dot and cosine) at GEMM sizes.
+    Similarity,
+    /// Row softmax over rows of 4096 and 1024.
+    Softmax,
+    /// Exact top-k over a million keys and more.
+    Topk,
+    /// Top-k at the sizes of the faiss / PyTorch CPU comparison.
+    TopkCpu,
+}
+
+impl Suite {
+    /// The name `--suite` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Quick => "quick",
+            Suite::Prefill => "prefill",
+            Suite::Decode => "decode",
+            Suite::Paged => "paged",
+            Suite::Window => "window",
+            Suite::WindowCpu => "window-cpu",
+            Suite::Similarity => "similarity",
+            Suite::Softmax => "softmax",
+            Suite::Topk => "topk",
+            Suite::TopkCpu => "topk-cpu",
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The command-line tools behave like tools: `--help` works, bad values and unknown flags are
+//! refused with a usage error (exit code 2), errors print their message, and attn-bench's output
+//! is labelled and scaled. Runs attn-bench on the CPU path (no adapter needed) and the examples
+//! up to their argument checks (or on `--cpu`).
+//!
+//! Built with the `cli` feature (`cargo test --all-features`, the README's test command), which
+//! builds attn-bench; the examples are those `cargo test` builds beside the tests.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attn-bench")).args(args).output().expect("attn-bench runs")
+}
+
+/// An example built by `cargo test` (in `target/<profile>/examples`, beside `deps`).
+fn example(name: &str, args: &[&str]) -> Output {
+    let exe = std::env::current_exe().expect("test path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    let path: PathBuf = dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let how = "run the tests with `cargo test --all-features`, which builds the examples";
+    let built = std::fs::metadata(&path).and_then(|m| m.modified());
+    let source =
+        std::fs::metadata(format!("{}/examples/{name}.rs", env!("CARGO_MANIFEST_DIR"))).and_then(|m| m.modified());
+    match (built, source) {
+        (Ok(b), Ok(s)) => assert!(b >= s, "{} is older than its source: {how}", path.display()),
+        _ => panic!("{} is not built: {how}", path.display()),
+    }
+    Command::new(path).args(args).output().expect("the example runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn attn_bench_help_lists_every_suite_and_refuses_bad_values() {
+    let (out, _) = text(&bench(&["--help"]));
+    let (list, _) = text(&bench(&["--list-suites"]));
+    for s in
+        ["quick", "prefill", "decode", "paged", "window", "window-cpu", "similarity", "softmax", "topk", "topk-cpu"]
+    {
+        assert!(out.contains(&format!("- {s}:")), "--help lacks suite {s}:\n{out}");
+        assert!(list.lines().any(|l| l.starts_with(&format!("{s} ("))), "--list-suites lacks {s}:\n{list}");
+    }
+    for bad in
+        [&["--suite", "nope"][..], &["--backend", "gpus"], &["--op", "attn"], &["--frobnicate"], &["--runs", "x"]]
+    {
+        let o = bench(bad);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{bad:?} should be a usage error: {err}");
+        assert!(err.starts_with("error:"), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn attn_bench_reports_are_labelled_scaled_and_carry_their_context() {
+    let dir = std::env::temp_dir().join(format!("attn-bench-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (csv, jsonl, json) = (dir.join("r.csv"), dir.join("r.jsonl"), dir.join("r.json"));
+    let o = bench(&[
+        "--backend",
+        "cpu",
+        "--op",
+        "softmax",
+        "--bh",
+        "2",
+        "--nq",
+        "16",
+        "--nk",
+        "32",
+        "--runs",
+        "3",
+        "--warmup",
+        "0",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--jsonl",
+        jsonl.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    // the header: commit, build profile, and (no adapter) what ran instead
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    assert!(out.contains("commit ") && out.contains(&format!("{profile} build")), "{out}");
+    assert!(out.contains("no GPU adapter (CPU path only)"), "{out}");
+    if profile == "debug" {
+        assert!(err.contains("warning: a debug build"), "{err}");
+    }
+    let row = out.lines().find(|l| l.starts_with("softmax")).unwrap_or_else(|| panic!("no softmax row:\n{out}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(&cells[..6], &["softmax", "f32", "2", "16", "32", "-"], "{row}");
+    assert!(cells[10].contains('±'), "wall time, median ± sd: {row}");
+    assert!(cells[13].ends_with("B/s") && !cells[13].starts_with("0.0"), "a scaled unit: {row}");
+    // the files: the same op name, one row / line per result, the context on each
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert!(csv.lines().nth(1).is_some_and(|l| l.starts_with("custom,softmax,f32,2,16,32,0,")), "{csv}");
+    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&jsonl).unwrap().trim()).unwrap();
+    assert_eq!((line["op"].as_str(), line["context"]["profile"].as_str()), (Some("softmax"), Some(profile)));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["commit"].is_string() && report["results"][0]["wall_ms"]["sd"].is_number(), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn examples_parse_their_arguments() {
+    for name in ["attention", "search", "decode"] {
+        let o = example(name, &["--help"]);
+        assert!(o.status.success() && text(&o).0.contains("Usage:"), "{name} --help: {:?}", text(&o));
+        let o = example(name, &["--no-such-flag"]);
+        assert_eq!(o.status.code(), Some(2), "{name}: unknown flags are refused: {:?}", text(&o));
+    }
+    for (name, args, says) in [
+        ("attention", &["--dim", "0"][..], "--dim"),
+        ("attention", &["--dim", "300"], "--dim"),
+        ("attention", &["--nq", "many"], "--nq"),
+        ("decode", &["--prompts", "3,0"], "--prompts"),
+        ("decode", &["--page-size", "0"], "--page-size"),
+        ("search", &["--keys", "k.npy", "--k", "0"], "--k"),
+        ("search", &["--keys", "k.npy", "--metric", "euclid"], "--metric"),
+        ("search", &["--keys", "k.npy", "--f16", "--cpu"], "--cpu"),
+    ] {
+        let o = example(name, args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{name} {args:?}: {err}");
+        assert!(err.contains(says), "{name} {args:?} should name {says}: {err}");
+    }
+    // errors past parsing print their message (exit code 1), before any device is made
+    let o = example("decode", &["--heads", "8", "--kv-heads", "3"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("error:") && err.contains("does not divide"), "{err}");
+}
+
+#[test]
+fn search_refuses_k_beyond_the_keys_and_runs_on_the_cpu() {
+    let dir = std::env::temp_dir().join(format!("search-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.f32");
+    let values: Vec<f32> = vec![1.0, 0.0, 0.0, 1.0, 0.7, 0.7];
+    std::fs::write(&keys, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let queries = dir.join("queries.f32");
+    std::fs::write(&queries, [0.0f32, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let (k, q) = (keys.to_str().unwrap(), queries.to_str().unwrap());
+    let o = example("search", &["--keys", k, "--queries", q, "--dim", "2", "--k", "5", "--cpu"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--k 5") && err.contains("3"), "names the k the user typed and the key count: {err}");
+    let o = example("search", &["--keys", k, "--queries", q, "--dim", "2", "--k", "2", "--cpu", "--metric", "dot"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let rows: Vec<Vec<&str>> = out.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!((rows[0][1], rows[1][1]), ("1", "2"), "key 1 (0, 1) then key 2 (0.7, 0.7): {out}");
+    assert!(err.contains("search:"), "the search time is reported: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

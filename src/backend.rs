@@ -31,7 +31,7 @@ use crate::{cpu, Tensor};
 pub enum Backend {
     /// WGSL kernels on a GPU (or a software Vulkan driver).
     Gpu(Context),
-    /// The multi-threaded CPU path (`wgpu_attention::cpu`).
+    /// The fast multi-threaded CPU path (`wgpu_attention::cpu`).
     Cpu,
 }
 
@@ -105,6 +105,10 @@ impl Backend {
         mask: Option<&HostMask>,
         opts: &SoftmaxOptions,
     ) -> Result<Vec<f32>> {
+        if let Backend::Cpu = self {
+            // the fast path scans the input in the pass that reads it
+            return cpu::softmax(x, mask, opts);
+        }
         let p = cpu::softmax::problem(x, mask, opts)?;
         match self {
             Backend::Cpu => Ok(cpu::softmax::softmax_checked(&p, x, mask)),
@@ -183,11 +187,9 @@ impl Backend {
     pub fn weighted_sum<T: Element>(&self, weights: &HostTensor<f32>, v: &HostTensor<T>) -> Result<Vec<f32>> {
         let p = cpu::weighted_sum::problem(weights, v)?;
         match self {
-            Backend::Cpu => Ok(cpu::to_layout(
-                cpu::weighted_sum::weighted_sum_checked(weights, v, p.group),
-                &p.out_shape(),
-                v.layout(),
-            )),
+            Backend::Cpu => {
+                Ok(cpu::to_layout(cpu::weighted_sum::weighted_sum_checked(&p, weights, v), &p.out_shape(), v.layout()))
+            }
             Backend::Gpu(ctx) => {
                 let (w, vg) = (Self::upload(ctx, weights, &p.weights)?, Self::upload(ctx, v, &p.v)?);
                 pollster::block_on(ctx.weighted_sum_checked(&p, &w, &vg))?.download_blocking(ctx)
@@ -213,7 +215,7 @@ impl Backend {
     pub fn top_k(&self, queries: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) -> Result<TopK> {
         let (p, mq, mk) = cpu::top_k::problem(queries, keys, d, k, metric)?;
         match self {
-            Backend::Cpu => Ok(cpu::top_k::top_k_checked(&p, queries, keys)),
+            Backend::Cpu => Ok(cpu::top_k::top_k_checked(&p, queries, keys, mq, mk)),
             Backend::Gpu(ctx) => {
                 let q = pollster::block_on(ctx.upload_scanned(
                     queries,

@@ -202,13 +202,34 @@ pub(crate) fn check_mask_values(values: &[f32]) -> Result<()> {
 /// `argument` and the first bad index) and returns the largest magnitude, which the operations
 /// use to keep f32 arithmetic in range.
 pub(crate) fn scan<T: Element>(argument: &'static str, values: &[T]) -> Result<f32> {
-    let mut max = 0.0f32;
-    for (index, v) in values.iter().enumerate() {
-        let x = v.to_f32();
-        if !x.is_finite() {
-            return Err(Error::NonFinite { argument, index, value: x });
+    use rayon::prelude::*;
+    // the largest magnitude as the bits of |x| (for non-negative floats the bit patterns order
+    // as the values do, and integer maxima vectorise); NaN and infinities are exactly the
+    // patterns from 0x7f80_0000 up, and are located afterwards
+    const CHUNK: usize = 1 << 16;
+    let chunk_max = |c: &[T]| -> f32 {
+        let mut m = 0u32;
+        if T::DTYPE == crate::shape::DType::F32 {
+            crate::cpu::vecmath::max_abs_bits(bytemuck::cast_slice(c), &mut m);
+        } else {
+            m = c.iter().fold(0, |a, v| a.max(v.to_f32().to_bits() & 0x7fff_ffff));
         }
-        max = max.max(x.abs());
+        if m >= 0x7f80_0000 {
+            f32::INFINITY
+        } else {
+            f32::from_bits(m)
+        }
+    };
+    let max = if values.len() > 4 * CHUNK {
+        values.par_chunks(CHUNK).map(chunk_max).reduce(|| 0.0, f32::max)
+    } else {
+        values.chunks(CHUNK).map(chunk_max).fold(0.0, f32::max)
+    };
+    if max < f32::INFINITY {
+        return Ok(max);
     }
-    Ok(max)
+    match values.iter().enumerate().find(|(_, v)| !v.to_f32().is_finite()) {
+        Some((index, v)) => Err(Error::NonFinite { argument, index, value: v.to_f32() }),
+        None => Ok(max),
+    }
 }

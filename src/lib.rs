@@ -20,7 +20,9 @@
 //! - Async: every one-shot operation has an `_async` twin (e.g. [`Context::attention_async`],
 //!   [`Index::search_async`], [`Tensor::download`]) that never blocks a thread; the blocking
 //!   forms wrap them. The crate reports through the `log` crate and never prints.
-//! - [`cpu`]: the same operations on the CPU (rayon, f64 accumulation).
+//! - [`cpu`]: the same operations on the CPU, fast (f32 blocks through a GEMM, vectorised,
+//!   multi-threaded); [`cpu::reference`] computes them in f64 from their definitions, the
+//!   reference everything is tested against.
 //! - [`Backend`]: one-shot helpers on host slices that use the GPU when there is one.
 //!
 //! ## Kernel variants

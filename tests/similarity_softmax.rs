@@ -56,7 +56,8 @@ fn check_similarity(ctx: Option<&Context>, qs: Shape, ks: Shape, layout: Layout,
     let want = ref_similarity(&q, qs, &k, ks, layout, metric);
     let what = format!("{metric:?} {qs:?} {ks:?} {layout:?}");
     let (hq, hk) = (HostTensor::with_layout(&q, qs, layout).unwrap(), HostTensor::with_layout(&k, ks, layout).unwrap());
-    assert_close(&format!("cpu {what}"), &cpu::similarity(&hq, &hk, metric).unwrap(), &want, 1e-6);
+    assert_close(&format!("cpu {what}"), &cpu::similarity(&hq, &hk, metric).unwrap(), &want, 1e-5);
+    assert_close(&format!("cpu reference {what}"), &cpu::reference::similarity(&hq, &hk, metric).unwrap(), &want, 1e-6);
     let Some(ctx) = ctx else { return };
     let (gq, gk) = (ctx.upload_with_layout(&q, qs, layout).unwrap(), ctx.upload_with_layout(&k, ks, layout).unwrap());
     let got = ctx.similarity(&gq, &gk, metric).unwrap().download_blocking(ctx).unwrap();
@@ -183,7 +184,9 @@ fn softmax_options_masks_and_shapes(ctx: Option<&Context>) {
             let what =
                 format!("{s:?} {layout:?} T={temp} causal={causal} kl={kl:?} mask={mshape:?} additive={additive}");
             let hx = HostTensor::with_layout(&x, s, layout).unwrap();
-            assert_close(&format!("cpu {what}"), &cpu::softmax(&hx, hmask.as_ref(), &opts).unwrap(), &want, 1e-6);
+            assert_close(&format!("cpu {what}"), &cpu::softmax(&hx, hmask.as_ref(), &opts).unwrap(), &want, 1e-5);
+            let reference = cpu::reference::softmax(&hx, hmask.as_ref(), &opts).unwrap();
+            assert_close(&format!("cpu reference {what}"), &reference, &want, 1e-6);
             if let Some(ctx) = ctx {
                 let gx = ctx.upload_with_layout(&x, s, layout).unwrap();
                 let gm = hmask.as_ref().map(|m| ctx.upload_mask(m).unwrap());

@@ -96,6 +96,8 @@ fn run_all(ctx: Option<&Context>, q: &[f32], keys: &[f32], d: usize, k: usize, m
     let refs = ref_scores(q, keys, d, metric);
     let what = format!("nq {} nk {} d {d} k {k} {metric:?}", q.len() / d, keys.len() / d);
     check(&format!("cpu {what}"), &cpu::top_k(q, keys, d, k, metric).unwrap(), &refs, k, metric, tol.min(1e-6), exact);
+    let reference = cpu::reference::top_k(q, keys, d, k, metric).unwrap();
+    check(&format!("cpu reference {what}"), &reference, &refs, k, metric, tol.min(1e-6), exact);
     if let Some(ctx) = ctx {
         check(
             &format!("gpu {what}"),

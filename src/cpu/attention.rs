@@ -1,159 +1,330 @@
-//! CPU twins of `shaders/attention.wgsl` (fused; split-K merged by `attention_merge`) and of
-//! the unfused path (`similarity` → `softmax` → `weighted_sum`).
+//! Fast CPU attention (the CPU counterpart of `shaders/attention.wgsl`): blocks of query rows
+//! against blocks of keys through the GEMM (`S = Q Kᵀ`, `O += P V`), an online softmax in f32
+//! over each block of scores, no `nq × nk` matrix. Tasks are (batch, key/value head, block of
+//! the group's query rows), so the query heads that share a key/value head read its keys
+//! together (GQA decoding gets a matrix product, not a vector one); when there are too few
+//! tasks for the threads, each task's keys are split and the parts merged by their
+//! log-sum-exp, as split-K does on the GPU.
+//!
+//! Inputs whose scores, bias or sums could leave f32's range run on the f64 reference instead
+//! ([`fits_f32`]), so the extreme-value rules have one implementation.
 
 use rayon::prelude::*;
 
-use super::attention_merge::{attention_merge, AttentionPartial};
-use super::softmax::softmax_row;
-use super::{dot64, to_layout, view, widen, RowMask, Scoring};
-use crate::error::{Error, Result};
-use crate::host::{scan, HostMask, HostTensor};
+use super::gemm::{gemm, Mat};
+use super::reference::attention::{scan_pages, scoring};
+use super::vecmath::online_rows;
+use super::{to_layout, Scoring};
+use crate::error::Result;
+use crate::host::{scan, HostMask, HostMaskValues, HostTensor};
 use crate::options::AttentionOptions;
 use crate::paged::{BlockTable, HostKvCache, PageGeometry};
-use crate::problem::{AttentionProblem, Dims, MaskSpec, Operand, PagedProblem};
-use crate::shape::Element;
+use crate::problem::{AttentionProblem, Dims, Operand, PagedProblem};
+use crate::shape::{DType, Element};
 
-/// The checked problem of a host attention call: shapes and options, then one scan of each
-/// input's values (NaN/inf refused, magnitudes recorded).
-pub(crate) fn problem<'a, T: Element>(
-    q: &HostTensor<T>,
-    k: &HostTensor<T>,
-    v: &HostTensor<T>,
-    mask: Option<&HostMask>,
-    opts: &AttentionOptions<'a>,
-) -> Result<AttentionProblem<'a>> {
-    let p =
-        AttentionProblem::new(Operand::host(q), Operand::host(k), Operand::host(v), mask.map(MaskSpec::host), opts)?;
-    let (mq, mk, mv) = (scan("q", q.data())?, scan("k", k.data())?, scan("v", v.data())?);
-    p.with_magnitudes(mq, mk, mv)
+pub(crate) use super::reference::attention::problem;
+
+/// Query rows per task.
+const BQ: usize = 64;
+/// Keys per block.
+const BK: usize = 512;
+/// Largest magnitude the f32 path lets a score, a bias or a sum reach (f32 overflows at 3.4e38;
+/// the margin covers the additions that follow).
+pub(crate) const F32_SAFE: f64 = 1e30;
+
+/// Where a task's K and V rows come from: contiguous tensors or a paged cache.
+pub(crate) trait KvSource: Sync {
+    /// Rows `[j0, j1)` of key head `hk` of batch `b` as a `[j1 - j0, d]` matrix: a view of the
+    /// tensor when it is f32 and contiguous in rows, else widened into `scratch`.
+    fn k_block<'s>(&'s self, b: usize, hk: usize, j0: usize, j1: usize, scratch: &'s mut Vec<f32>) -> Mat<'s>;
+    /// The same rows of V.
+    fn v_block<'s>(&'s self, b: usize, hk: usize, j0: usize, j1: usize, scratch: &'s mut Vec<f32>) -> Mat<'s>;
 }
 
-/// Where key `j` of key/value head `hk` of batch `b` lives: its K and V rows (contiguous
-/// tensors, or pages through a block table).
-pub(crate) trait KvRows: Sync {
-    fn k_row(&self, b: usize, hk: usize, j: usize) -> &[f32];
-    fn v_row(&self, b: usize, hk: usize, j: usize) -> &[f32];
+/// Rows `[j0, j1)` of `(b, h)` of a host tensor: borrowed if f32, widened into `scratch` if not.
+pub(crate) fn tensor_rows<'s, T: Element>(
+    t: &'s HostTensor<'_, T>,
+    (b, h): (usize, usize),
+    (j0, j1): (usize, usize),
+    scratch: &'s mut Vec<f32>,
+) -> Mat<'s> {
+    let (d, stride) = (t.shape().dim, t.layout().strides(&t.shape()).seq);
+    let n = j1 - j0;
+    if T::DTYPE == DType::F32 {
+        let all: &[f32] = bytemuck::cast_slice(t.data());
+        if n == 0 {
+            return Mat::strided(&all[..0], 0, d, stride);
+        }
+        return Mat::strided(&all[t.row_offset(b, h, j0)..], n, d, stride);
+    }
+    scratch.clear();
+    for j in j0..j1 {
+        scratch.extend(t.row(b, h, j).iter().map(|x| x.to_f32()));
+    }
+    Mat::rows(scratch, n, d)
 }
 
 /// Contiguous K and V tensors.
-struct Contiguous<'a> {
-    k: HostTensor<'a, f32>,
-    v: HostTensor<'a, f32>,
+struct Tensors<'a, T> {
+    k: HostTensor<'a, T>,
+    v: HostTensor<'a, T>,
 }
 
-impl KvRows for Contiguous<'_> {
-    fn k_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
-        self.k.row(b, hk, j)
+impl<T: Element> KvSource for Tensors<'_, T> {
+    fn k_block<'s>(&'s self, b: usize, hk: usize, j0: usize, j1: usize, scratch: &'s mut Vec<f32>) -> Mat<'s> {
+        tensor_rows(&self.k, (b, hk), (j0, j1), scratch)
     }
-    fn v_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
-        self.v.row(b, hk, j)
+    fn v_block<'s>(&'s self, b: usize, hk: usize, j0: usize, j1: usize, scratch: &'s mut Vec<f32>) -> Mat<'s> {
+        tensor_rows(&self.v, (b, hk), (j0, j1), scratch)
     }
 }
 
-/// A paged cache read through its block table (pools widened to f32 once per call).
-struct Paged<'a> {
-    k: &'a [f32],
-    v: &'a [f32],
+/// A paged cache read through its block table, a block's rows gathered (and widened) as needed.
+struct Pages<'a, T> {
+    k: &'a [T],
+    v: &'a [T],
     g: PageGeometry,
     table: &'a BlockTable<'a>,
 }
 
-impl KvRows for Paged<'_> {
-    fn k_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
-        let at = self.g.row(self.table.token(&self.g, b, j), hk);
-        &self.k[at..at + self.g.head_dim]
-    }
-    fn v_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
-        let at = self.g.row(self.table.token(&self.g, b, j), hk);
-        &self.v[at..at + self.g.head_dim]
+impl<T: Element> Pages<'_, T> {
+    fn gather<'s>(&self, pool: &[T], b: usize, hk: usize, (j0, j1): (usize, usize), s: &'s mut Vec<f32>) -> Mat<'s> {
+        s.clear();
+        for j in j0..j1 {
+            let at = self.g.row(self.table.token(&self.g, b, j), hk);
+            s.extend(pool[at..at + self.g.head_dim].iter().map(|x| x.to_f32()));
+        }
+        Mat::rows(s, j1 - j0, self.g.head_dim)
     }
 }
 
-/// Attention over a paged cache: the CPU twin of [`Context::paged_attention`](crate::Context::paged_attention),
-/// with the same checks. Returns `(output, lse)`: output in `q`'s layout; lse `[batch, heads, nq]`.
-/// K and V are read through the block table (no gather); the rows the table reaches are
-/// checked for NaN and infinities (`Err(NonFinite)` naming `k_pages` or `v_pages`, with the
-/// index in the pool).
-pub fn paged_attention<T: Element>(
+impl<T: Element> KvSource for Pages<'_, T> {
+    fn k_block<'s>(&'s self, b: usize, hk: usize, j0: usize, j1: usize, scratch: &'s mut Vec<f32>) -> Mat<'s> {
+        self.gather(self.k, b, hk, (j0, j1), scratch)
+    }
+    fn v_block<'s>(&'s self, b: usize, hk: usize, j0: usize, j1: usize, scratch: &'s mut Vec<f32>) -> Mat<'s> {
+        self.gather(self.v, b, hk, (j0, j1), scratch)
+    }
+}
+
+/// Whether f32 carries this call without overflow: `|scale · q·k|`, the additive mask, the
+/// ALiBi bias and `nk · |v|` all within [`F32_SAFE`]. Unknown magnitudes (unscanned) do not fit.
+pub(crate) fn fits_f32(p: &AttentionProblem, mask: Option<&HostMask>, max_len: usize) -> bool {
+    let d = &p.dims;
+    let mag = |o: &Operand| o.max_abs.map_or(f64::INFINITY, |m| m as f64);
+    let scores = d.d as f64 * mag(&p.q) * mag(&p.k) * p.scale as f64;
+    let sums = max_len as f64 * mag(&p.v);
+    let bias = p
+        .alibi_slopes
+        .map_or(0.0, |s| s.iter().fold(0.0f64, |a, &x| a.max(x.abs() as f64)) * (d.nq as f64 + max_len as f64));
+    scores <= F32_SAFE && sums <= F32_SAFE && bias <= F32_SAFE && mask_fits(mask)
+}
+
+/// Whether an additive mask's finite values stay within [`F32_SAFE`] (boolean masks always do).
+pub(crate) fn mask_fits(mask: Option<&HostMask>) -> bool {
+    match mask.map(|m| m.values()) {
+        Some(HostMaskValues::Additive(v)) => v.iter().all(|&x| x == f32::NEG_INFINITY || x.abs() as f64 <= F32_SAFE),
+        _ => true,
+    }
+}
+
+/// One task's rows over one range of keys: the unnormalised accumulator, running max and sum
+/// of each row.
+struct Partial {
+    o: Vec<f32>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+}
+
+/// Per-thread buffers, reused across tasks.
+#[derive(Default)]
+struct Scratch {
+    q: Vec<f32>,
+    s: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    alpha: Vec<f32>,
+}
+
+/// A task: batch `b`, key/value head `hk`, rows `[r0, r1)` of the group's `group · nq` rows
+/// (row `r` is query head `hk · group + r / nq`, query `r % nq`).
+#[derive(Clone, Copy)]
+struct Task {
+    b: usize,
+    hk: usize,
+    r0: usize,
+    r1: usize,
+}
+
+impl Task {
+    fn head_query(&self, dims: &Dims, r: usize) -> (usize, usize) {
+        (self.hk * dims.group() + r / dims.nq, r % dims.nq)
+    }
+}
+
+/// Applies the score rules to one row of scaled dot products (keys `j0..`): keys outside the
+/// row's `[start, limit)` are dropped, then the soft-cap, ALiBi and the mask, as
+/// [`Scoring::score`] orders them.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn apply_rules(
+    row: &mut [f32],
+    sc: &Scoring,
+    (b, h, i): (usize, usize, usize),
+    j0: usize,
+    (start, limit): (usize, usize),
+) {
+    let w = row.len();
+    let (a, z) = (start.saturating_sub(j0).min(w), limit.saturating_sub(j0).clamp(start.saturating_sub(j0).min(w), w));
+    row[..a].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+    row[z..].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+    if sc.softcap.is_none() && sc.alibi_slopes.is_none() && sc.rm.mask.is_none() {
+        return;
+    }
+    let p = sc.rm.position(b, i);
+    for (jj, s) in row.iter_mut().enumerate().take(z).skip(a) {
+        let j = j0 + jj;
+        let mut v = *s;
+        if let Some(cap) = sc.softcap {
+            let cap = cap as f32;
+            v = cap * (v / cap).tanh();
+        }
+        if let Some(slopes) = sc.alibi_slopes {
+            v -= (slopes[h] as f64 * (p - j as i64).unsigned_abs() as f64) as f32;
+        }
+        if let Some(m) = sc.rm.mask {
+            let (keep, add) = m.at(b, h, i, j);
+            v = if keep { v + add } else { f32::NEG_INFINITY };
+        }
+        *s = v;
+    }
+}
+
+/// The rows of `task` over keys `[s0, s1)` (intersected with each row's own range).
+#[allow(clippy::too_many_arguments)]
+fn run_task<T: Element>(
     q: &HostTensor<T>,
-    cache: &HostKvCache<T>,
-    table: &BlockTable,
-    opts: &AttentionOptions,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let g = cache.geometry();
-    let p = PagedProblem::new(Operand::host(q), g, T::DTYPE, *table, opts)?;
-    scan("q", q.data())?;
-    scan_pages("k_pages", cache.k(), &g, table)?;
-    scan_pages("v_pages", cache.v(), &g, table)?;
-    let (qd, kd, vd) = (widen(q.data()), widen(cache.k()), widen(cache.v()));
-    let q = &view(q, &qd);
-    let kv = Paged { k: &kd, v: &vd, g, table };
-    let sc = scoring(&p.attn, None, Some(table.seq_lens()));
-    let (out, lse) = attend(q, &kv, &sc, &p.attn.dims, p.attn.sinks);
-    Ok((to_layout(out, &q.shape(), q.layout()), lse))
+    kv: &impl KvSource,
+    sc: &Scoring,
+    dims: &Dims,
+    task: Task,
+    (s0, s1): (usize, usize),
+    scratch: &mut Scratch,
+) -> Partial {
+    let (d, nr) = (dims.d, task.r1 - task.r0);
+    let scale = sc.scale as f32;
+    let Scratch { q: qb, s, k: ks, v: vs, alpha } = scratch;
+    qb.clear();
+    let mut ranges = Vec::with_capacity(nr);
+    for r in task.r0..task.r1 {
+        let (h, i) = task.head_query(dims, r);
+        qb.extend(q.row(task.b, h, i).iter().map(|x| x.to_f32() * scale));
+        let (a, z) = sc.rm.key_range(task.b, i);
+        let (a, z) = (a.max(s0), z.min(s1));
+        ranges.push((a, z.max(a)));
+    }
+    let mut part = Partial { o: vec![0.0; nr * d], m: vec![f32::NEG_INFINITY; nr], l: vec![0.0; nr] };
+    let lo = ranges.iter().filter(|r| r.0 < r.1).map(|r| r.0).min();
+    let hi = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+    let Some(lo) = lo else { return part };
+    alpha.resize(nr, 1.0);
+    let mut j0 = lo;
+    while j0 < hi {
+        let j1 = (j0 + BK).min(hi);
+        let w = j1 - j0;
+        s.resize(nr * w, 0.0);
+        let kb = kv.k_block(task.b, task.hk, j0, j1, ks);
+        gemm(1.0, Mat::rows(qb, nr, d), kb.t(), 0.0, s, w);
+        for (rr, row) in s.chunks_exact_mut(w).enumerate() {
+            let (h, i) = task.head_query(dims, task.r0 + rr);
+            apply_rules(row, sc, (task.b, h, i), j0, ranges[rr]);
+        }
+        online_rows(s, w, &mut part.m, &mut part.l, alpha);
+        for (row, &a) in part.o.chunks_exact_mut(d).zip(alpha.iter()) {
+            if a != 1.0 {
+                row.iter_mut().for_each(|x| *x *= a);
+            }
+        }
+        let vb = kv.v_block(task.b, task.hk, j0, j1, vs);
+        gemm(1.0, Mat::rows(s, nr, w), vb, 1.0, &mut part.o, d);
+        j0 = j1;
+    }
+    part
 }
 
-/// The first NaN or infinity among the pool rows that `table` reaches, as `Err(NonFinite)` with
-/// its index in the pool.
-fn scan_pages<T: Element>(argument: &'static str, pool: &[T], g: &PageGeometry, table: &BlockTable) -> Result<()> {
-    let width = g.kv_heads * g.head_dim;
-    for (b, &len) in table.seq_lens().iter().enumerate() {
-        for j in 0..len as usize {
-            let at = g.row(table.token(g, b, j), 0);
-            if let Some(i) = pool[at..at + width].iter().position(|x| !x.to_f32().is_finite()) {
-                return Err(Error::NonFinite { argument, index: at + i, value: pool[at + i].to_f32() });
+/// Attention of every query row of `q` over `kv` on the fast path: BHSD output and the
+/// log-sum-exp of each row.
+pub(crate) fn attend<T: Element>(
+    q: &HostTensor<T>,
+    kv: &impl KvSource,
+    sc: &Scoring,
+    dims: &Dims,
+    sinks: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>) {
+    let (group, d) = (dims.group(), dims.d);
+    let rows_per_head = group * dims.nq;
+    let mut tasks = vec![];
+    for b in 0..dims.batch {
+        for hk in 0..dims.kv_heads {
+            for r0 in (0..rows_per_head).step_by(BQ) {
+                tasks.push(Task { b, hk, r0, r1: (r0 + BQ).min(rows_per_head) });
             }
         }
     }
-    Ok(())
-}
-
-/// The partial result of query row `(b, h, i)` over keys `[j0, j1)`.
-fn partial(
-    q: &HostTensor<f32>,
-    kv: &impl KvRows,
-    sc: &Scoring,
-    dims: &Dims,
-    (b, h, i): (usize, usize, usize),
-    (j0, j1): (usize, usize),
-) -> AttentionPartial {
-    let qr = q.row(b, h, i);
-    let hk = h / dims.group();
-    // only the keys the row's window, diagonal and length allow (the kernels skip the rest too)
-    let (start, limit) = sc.rm.key_range(b, i);
-    let (j0, j1) = (j0.max(start), j1.min(limit).max(j0.max(start)));
-    let scores: Vec<(usize, f64)> =
-        (j0..j1).filter_map(|j| sc.score(b, h, i, j, || dot64(qr, kv.k_row(b, hk, j))).map(|s| (j, s))).collect();
-    let max = scores.iter().fold(f64::NEG_INFINITY, |a, s| a.max(s.1));
-    let mut p = AttentionPartial::empty(dims.d);
-    if max == f64::NEG_INFINITY {
-        return p;
-    }
-    p.max = max;
-    for (j, s) in scores {
-        let w = (s - max).exp();
-        p.sum += w;
-        p.acc.iter_mut().zip(kv.v_row(b, hk, j)).for_each(|(a, x)| *a += w * *x as f64);
-    }
-    p
-}
-
-/// Keys per range when a row's keys are split across threads: only when there are too few rows
-/// to keep every thread busy and enough keys to share (as the GPU's split-K decides).
-fn key_range(rows: usize, nk: usize) -> usize {
+    // too few tasks for the threads: split each task's keys (decoding)
+    let max_len = (0..dims.batch).map(|b| sc.rm.kv_len(b)).max().unwrap_or(0);
     let threads = rayon::current_num_threads();
-    if rows >= 4 * threads || nk < 2048 {
-        return nk.max(1);
+    let splits = if tasks.len() >= 2 * threads {
+        1
+    } else {
+        (2 * threads).div_ceil(tasks.len().max(1)).min(max_len / 512).max(1)
+    };
+    let split_len = max_len.div_ceil(splits).div_ceil(BK).max(1) * BK;
+    let parts: Vec<Partial> = (0..tasks.len() * splits)
+        .into_par_iter()
+        .map_init(Scratch::default, |scratch, t| {
+            let (task, sp) = (tasks[t / splits], t % splits);
+            run_task(q, kv, sc, dims, task, (sp * split_len, (sp + 1) * split_len), scratch)
+        })
+        .collect();
+    let mut out = vec![0.0f32; dims.slices() * dims.nq * d];
+    let mut lse = vec![f32::NEG_INFINITY; dims.slices() * dims.nq];
+    for (t, task) in tasks.iter().enumerate() {
+        let parts = &parts[t * splits..(t + 1) * splits];
+        for rr in 0..task.r1 - task.r0 {
+            let (h, i) = task.head_query(dims, task.r0 + rr);
+            let row = (task.b * dims.heads + h) * dims.nq + i;
+            let sink = sinks.map_or(f32::NEG_INFINITY, |s| s[h]);
+            let m = parts.iter().fold(sink, |a, p| a.max(p.m[rr]));
+            if m == f32::NEG_INFINITY {
+                continue;
+            }
+            let l: f32 = parts.iter().map(|p| p.l[rr] * (p.m[rr] - m).exp()).sum::<f32>() + (sink - m).exp();
+            let dst = &mut out[row * d..(row + 1) * d];
+            for p in parts {
+                let w = (p.m[rr] - m).exp() / l;
+                if w != 0.0 {
+                    dst.iter_mut().zip(&p.o[rr * d..(rr + 1) * d]).for_each(|(o, x)| *o += w * x);
+                }
+            }
+            lse[row] = m + l.ln();
+        }
     }
-    let splits = (4 * threads).div_ceil(rows).min(nk / 512).max(1);
-    nk.div_ceil(splits)
+    (out, lse)
 }
 
-/// Fused attention semantics: `O = softmax(scale · Q Kᵀ + mask) V`.
+/// Fused attention `O = softmax(scale · Q Kᵀ + mask) V` on the fast CPU path (f32, blocked,
+/// multi-threaded); semantics, arguments and errors of the GPU's
+/// [`Context::attention`](crate::Context::attention) and of the f64
+/// [`reference`](super::reference::attention()).
 ///
 /// Returns `(output, lse)`: output in `q`'s layout with `q`'s shape; `lse` is the natural
 /// log-sum-exp of each query row's kept scores, `[batch, heads, nq]`, `-inf` for a fully
-/// masked row (whose output is zeros), `+inf` where it exceeds f32's range.
+/// masked row (whose output is zeros).
+///
+/// Accuracy: f32 accumulation (relative error around 1e-6 against the f64 reference for
+/// ordinary inputs). Calls whose scores, bias or sums could pass 1e30 in magnitude run on the
+/// f64 reference, which handles the extremes (README, "Extreme values").
 pub fn attention<T: Element>(
     q: &HostTensor<T>,
     k: &HostTensor<T>,
@@ -173,76 +344,45 @@ pub(crate) fn attention_checked<T: Element>(
     v: &HostTensor<T>,
     mask: Option<&HostMask>,
 ) -> (Vec<f32>, Vec<f32>) {
-    let dims = p.dims;
-    let (qd, kd, vd) = (widen(q.data()), widen(k.data()), widen(v.data()));
-    let q = &view(q, &qd);
-    let kv = Contiguous { k: view(k, &kd), v: view(v, &vd) };
-    let (out, lse) = attend(q, &kv, &scoring(p, mask, None), &dims, p.sinks);
+    if !fits_f32(p, mask, p.dims.nk) {
+        return super::reference::attention::attention_checked(p, q, k, v, mask);
+    }
+    let kv = Tensors { k: k.with_data(k.data()), v: v.with_data(v.data()) };
+    let (out, lse) = attend(q, &kv, &scoring(p, mask, None), &p.dims, p.sinks);
     (to_layout(out, &q.shape(), q.layout()), lse)
 }
 
-/// The scoring rules of a checked problem (`seq_lens`: the sequence lengths of a paged cache).
-pub(crate) fn scoring<'a>(
-    p: &AttentionProblem<'a>,
-    mask: Option<&'a HostMask<'a>>,
-    seq_lens: Option<&'a [u32]>,
-) -> Scoring<'a> {
-    let d = p.dims;
-    Scoring {
-        rm: RowMask {
-            mask,
-            causal: p.causal,
-            key_lengths: p.key_lengths,
-            window: p.window,
-            nq: d.nq,
-            nk: d.nk,
-            seq_lens,
-        },
-        scale: p.scale as f64,
-        softcap: p.softcap.map(|c| c as f64),
-        alibi_slopes: p.alibi_slopes,
+/// Attention over a paged cache on the fast CPU path: the CPU twin of
+/// [`Context::paged_attention`](crate::Context::paged_attention), with the same checks.
+/// Returns `(output, lse)`: output in `q`'s layout; lse `[batch, heads, nq]`. K and V are read
+/// through the block table, a block of rows at a time (no gather of the whole cache); the rows
+/// the table reaches are checked for NaN and infinities (`Err(NonFinite)` naming `k_pages` or
+/// `v_pages`, with the index in the pool).
+pub fn paged_attention<T: Element>(
+    q: &HostTensor<T>,
+    cache: &HostKvCache<T>,
+    table: &BlockTable,
+    opts: &AttentionOptions,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let g = cache.geometry();
+    let p = PagedProblem::new(Operand::host(q), g, T::DTYPE, *table, opts)?;
+    let mq = scan("q", q.data())?;
+    let mk = scan_pages("k_pages", cache.k(), &g, table)?;
+    let mv = scan_pages("v_pages", cache.v(), &g, table)?;
+    let attn = p.attn.clone().with_magnitudes(mq, mk, mv)?;
+    let max_len = table.seq_lens().iter().map(|&l| l as usize).max().unwrap_or(0);
+    if !fits_f32(&attn, None, max_len) {
+        return Ok(super::reference::attention::paged_checked(&p, q, cache, table));
     }
+    let kv = Pages { k: cache.k(), v: cache.v(), g, table };
+    let sc = scoring(&attn, None, Some(table.seq_lens()));
+    let (out, lse) = attend(q, &kv, &sc, &attn.dims, attn.sinks);
+    Ok((to_layout(out, &q.shape(), q.layout()), lse))
 }
 
-/// Every query row against its keys (read through `kv`): BHSD output and log-sum-exp. Rows run
-/// in parallel, and a row's keys are split across threads when there are few rows (decoding),
-/// the ranges merged as `attention_merge.wgsl` merges split-K partials.
-pub(crate) fn attend(
-    q: &HostTensor<f32>,
-    kv: &impl KvRows,
-    sc: &Scoring,
-    dims: &Dims,
-    sinks: Option<&[f32]>,
-) -> (Vec<f32>, Vec<f32>) {
-    let rows = dims.slices() * dims.nq;
-    let max_len = (0..dims.batch).map(|b| sc.rm.kv_len(b)).max().unwrap_or(0);
-    let range = key_range(rows, max_len);
-    let nranges = max_len.div_ceil(range).max(1);
-    // every (row, key range) in parallel, then each row's ranges merged
-    let parts: Vec<AttentionPartial> = (0..rows * nranges)
-        .into_par_iter()
-        .map(|t| {
-            let (row, r) = (t / nranges, t % nranges);
-            let i = row % dims.nq;
-            let (b, h) = (row / dims.nq / dims.heads, row / dims.nq % dims.heads);
-            let len = sc.rm.kv_len(b);
-            partial(q, kv, sc, dims, (b, h, i), ((r * range).min(len), ((r + 1) * range).min(len)))
-        })
-        .collect();
-    let mut out = vec![0.0f32; rows * dims.d];
-    let mut lse = vec![0.0f32; rows];
-    out.par_chunks_mut(dims.d.max(1)).zip(lse.par_iter_mut()).enumerate().for_each(|(row, (dst, l))| {
-        let h = row / dims.nq % dims.heads;
-        let (o, m) = attention_merge(&parts[row * nranges..(row + 1) * nranges], sinks.map(|s| s[h]));
-        dst.copy_from_slice(&o);
-        *l = m;
-    });
-    (out, lse)
-}
-
-/// Unfused attention, step by step: scores, softmax, then weights · V.
-///
-/// Returns `(output, weights)`: output in `q`'s layout; weights `[batch, heads, nq, nk]`.
+/// Unfused attention, step by step on the fast CPU path: scores (GEMM), softmax with the same
+/// rules, weights · V (GEMM). Returns `(output, weights)`: output in `q`'s layout; weights
+/// `[batch, heads, nq, nk]`. Calls outside f32's safe range run on the f64 reference.
 pub fn attention_unfused<T: Element>(
     q: &HostTensor<T>,
     k: &HostTensor<T>,
@@ -263,20 +403,39 @@ pub(crate) fn attention_unfused_checked<T: Element>(
     mask: Option<&HostMask>,
 ) -> (Vec<f32>, Vec<f32>) {
     let dims = p.dims;
-    let (qd, kd) = (widen(q.data()), widen(k.data()));
-    let (qw, kw) = (&view(q, &qd), &view(k, &kd));
+    if !fits_f32(p, mask, dims.nk) {
+        return super::reference::attention::attention_unfused_checked(p, q, k, v, mask);
+    }
     let sc = scoring(p, mask, None);
-    let mut weights = vec![0.0f32; dims.slices() * dims.nq * dims.nk];
-    weights.par_chunks_mut(dims.nk).enumerate().for_each(|(row, dst)| {
-        let i = row % dims.nq;
-        let (b, h) = (row / dims.nq / dims.heads, row / dims.nq % dims.heads);
-        let qr = qw.row(b, h, i);
-        let hk = h / dims.group();
-        let scores: Vec<Option<f64>> =
-            (0..dims.nk).map(|j| sc.score(b, h, i, j, || dot64(qr, kw.row(b, hk, j)))).collect();
-        softmax_row(&scores, p.sinks.map(|s| s[h] as f64), dst);
-    });
+    let (nq, nk) = (dims.nq, dims.nk);
+    let mut weights = vec![0.0f32; dims.slices() * nq * nk];
+    if nk > 0 {
+        // blocks of rows of one (b, h): scores by GEMM straight into the weights, then the
+        // rules and the softmax in place
+        weights.par_chunks_mut(nq * nk).enumerate().for_each(|(bh, head)| {
+            let (b, h) = (bh / dims.heads, bh % dims.heads);
+            let hk = h / dims.group();
+            let sink = p.sinks.map_or(f32::NEG_INFINITY, |s| s[h]);
+            head.par_chunks_mut(BQ * nk).enumerate().for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(qb, ks), (c, dst)| {
+                    let (i0, rows) = (c * BQ, dst.len() / nk);
+                    let scale = sc.scale as f32;
+                    qb.clear();
+                    for i in i0..i0 + rows {
+                        qb.extend(q.row(b, h, i).iter().map(|x| x.to_f32() * scale));
+                    }
+                    let kb = tensor_rows(k, (b, hk), (0, nk), ks);
+                    gemm(1.0, Mat::rows(qb, rows, dims.d), kb.t(), 0.0, dst, nk);
+                    for (r, row) in dst.chunks_exact_mut(nk).enumerate() {
+                        apply_rules(row, &sc, (b, h, i0 + r), 0, sc.rm.key_range(b, i0 + r));
+                    }
+                    super::vecmath::softmax_rows(dst, nk, sink);
+                },
+            );
+        });
+    }
     let w = HostTensor::trusted(&weights[..], p.scores_shape());
-    let out = super::weighted_sum::weighted_sum_checked(&w, v, dims.group());
+    let out = super::weighted_sum::weighted_sum_fast(&w, v, dims.group());
     (to_layout(out, &q.shape(), q.layout()), weights)
 }

@@ -1,76 +1,87 @@
-//! CPU twin of `shaders/similarity.wgsl`.
+//! Fast CPU similarity (the CPU counterpart of `shaders/similarity.wgsl`): per (batch, head)
+//! and block of query rows, one GEMM against the keys, then the metric's normalisation.
 
 use rayon::prelude::*;
 
-use super::{dist2_64, dot64, view, widen};
+use super::attention::{tensor_rows, F32_SAFE};
+use super::gemm::{gemm, Mat};
 use crate::error::Result;
-use crate::host::{scan, HostTensor};
+use crate::host::HostTensor;
 use crate::options::Similarity;
-use crate::problem::{saturate, Operand, SimilarityProblem};
+use crate::problem::SimilarityProblem;
 use crate::shape::Element;
 
-/// The checked problem of a host similarity call, its inputs scanned once.
-pub(crate) fn problem<T: Element>(
-    q: &HostTensor<T>,
-    k: &HostTensor<T>,
-    metric: Similarity,
-) -> Result<SimilarityProblem> {
-    let p = SimilarityProblem::new(Operand::host(q), Operand::host(k), metric)?;
-    Ok(p.with_magnitudes(scan("q", q.data())?, scan("k", k.data())?))
-}
+pub(crate) use super::reference::similarity::problem;
 
-/// Scores `S[b, h, i, j] = metric(q[b, h, i], k[b, h / group, j])`, returned `[batch, heads, nq, nk]`.
-///
-/// Cosine of a zero vector is 0. Scores beyond f32's range saturate at ±`f32::MAX`, as on the GPU.
+/// Query rows per task.
+const BQ: usize = 256;
+
+/// Scores `S[b, h, i, j] = metric(q[b, h, i], k[b, h / group, j])` on the fast CPU path,
+/// returned `[batch, heads, nq, nk]`; the semantics of [`Context::similarity`](crate::Context::similarity)
+/// (cosine of a zero vector is 0; L2 is `-|q - k|²`, computed as `-(|q|² + |k|² - 2 q·k)`
+/// clamped to at most 0). Calls whose products could pass 1e30 run on the f64
+/// [`reference`](super::reference::similarity()), which saturates at ±`f32::MAX`.
 pub fn similarity<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>, metric: Similarity) -> Result<Vec<f32>> {
     let p = problem(q, k, metric)?;
     Ok(similarity_checked(&p, q, k))
 }
 
+/// Squared norm of a row, in f64 (so that a zero vector is exactly zero).
+fn norm2(row: &[f32]) -> f64 {
+    super::dot64(row, row)
+}
+
 /// [`similarity`] for a checked problem.
 pub(crate) fn similarity_checked<T: Element>(p: &SimilarityProblem, q: &HostTensor<T>, k: &HostTensor<T>) -> Vec<f32> {
     let dims = p.dims;
-    let metric = p.metric;
-    let scale = p.scale as f64;
-    let (cosine, l2) = (matches!(metric, Similarity::Cosine), matches!(metric, Similarity::L2));
-    let (qd, kd) = (widen(q.data()), widen(k.data()));
-    let (q, k) = (&view(q, &qd), &view(k, &kd));
-    // key norms once per key row (cosine)
-    let knorm: Vec<f64> = if cosine {
-        (0..dims.batch * dims.kv_heads * dims.nk)
-            .map(|r| {
-                let (bh, j) = (r / dims.nk, r % dims.nk);
-                let kr = k.row(bh / dims.kv_heads, bh % dims.kv_heads, j);
-                dot64(kr, kr).sqrt()
-            })
-            .collect()
-    } else {
-        vec![]
+    let (mq, mk) = (p.q.max_abs.map_or(f64::INFINITY, |m| m as f64), p.k.max_abs.map_or(f64::INFINITY, |m| m as f64));
+    let bound = match p.metric {
+        Similarity::L2 => dims.d as f64 * (mq + mk) * (mq + mk),
+        _ => dims.d as f64 * mq * mk * (p.scale.abs() as f64).max(1.0),
     };
-    let mut out = vec![0.0f32; dims.batch * dims.heads * dims.nq * dims.nk];
-    out.par_chunks_mut(dims.nk).enumerate().for_each(|(row, dst)| {
-        let i = row % dims.nq;
-        let bh = row / dims.nq;
+    if bound > F32_SAFE {
+        return super::reference::similarity::similarity_checked(p, q, k);
+    }
+    let (nq, nk, d) = (dims.nq, dims.nk, dims.d);
+    let mut out = vec![0.0f32; dims.slices() * nq * nk];
+    if out.is_empty() {
+        return out;
+    }
+    let scale = p.scale;
+    out.par_chunks_mut(nq * nk).enumerate().for_each(|(bh, head)| {
         let (b, h) = (bh / dims.heads, bh % dims.heads);
         let hk = h / dims.group();
-        let qr = q.row(b, h, i);
-        let qn = if cosine { dot64(qr, qr).sqrt() } else { 0.0 };
-        for (j, o) in dst.iter_mut().enumerate() {
-            let kr = k.row(b, hk, j);
-            let v = if cosine {
-                let kn = knorm[(b * dims.kv_heads + hk) * dims.nk + j];
-                if qn == 0.0 || kn == 0.0 {
-                    0.0
-                } else {
-                    dot64(qr, kr) / (qn * kn)
+        head.par_chunks_mut(BQ * nk).enumerate().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(qb, ks), (c, dst)| {
+                let (i0, rows) = (c * BQ, dst.len() / nk);
+                qb.clear();
+                for i in i0..i0 + rows {
+                    qb.extend(q.row(b, h, i).iter().map(|x| x.to_f32()));
                 }
-            } else if l2 {
-                -dist2_64(qr, kr)
-            } else {
-                dot64(qr, kr)
-            };
-            *o = saturate(v * scale);
-        }
+                let kb = tensor_rows(k, (b, hk), (0, nk), ks);
+                if let Similarity::Dot | Similarity::ScaledDot(_) = p.metric {
+                    // the scale rides on the product
+                    gemm(scale, Mat::rows(qb, rows, d), kb.t(), 0.0, dst, nk);
+                    return;
+                }
+                gemm(1.0, Mat::rows(qb, rows, d), kb.t(), 0.0, dst, nk);
+                let knorm: Vec<f64> = (0..nk).map(|j| norm2(&kb.data[j * kb.rs..j * kb.rs + d])).collect();
+                for (r, row) in dst.chunks_exact_mut(nk).enumerate() {
+                    let qn = norm2(&qb[r * d..(r + 1) * d]);
+                    match p.metric {
+                        Similarity::Dot | Similarity::ScaledDot(_) => {}
+                        Similarity::Cosine => row.iter_mut().zip(&knorm).for_each(|(x, &kn)| {
+                            let den = (qn * kn).sqrt();
+                            *x = if den == 0.0 { 0.0 } else { (*x as f64 / den) as f32 * scale };
+                        }),
+                        Similarity::L2 => row.iter_mut().zip(&knorm).for_each(|(x, &kn)| {
+                            *x = ((2.0 * *x as f64 - qn - kn).min(0.0) * scale as f64) as f32;
+                        }),
+                    }
+                }
+            },
+        );
     });
     out
 }

@@ -1,47 +1,65 @@
-//! CPU twin of `shaders/weighted_sum.wgsl`.
+//! Fast CPU weighted sum (the CPU counterpart of `shaders/weighted_sum.wgsl`): per (batch,
+//! head) and block of rows, one GEMM of the weights against V.
 
 use rayon::prelude::*;
 
-use super::{view, widen};
+use super::attention::{tensor_rows, F32_SAFE};
+use super::gemm::{gemm, Mat};
 use crate::error::Result;
-use crate::host::{scan, HostTensor};
-use crate::problem::{saturate, Operand, WeightedSumProblem};
+use crate::host::HostTensor;
+use crate::problem::WeightedSumProblem;
 use crate::shape::Element;
 
-/// `O[b, h, i] = Σ_j P[b, h, i, j] · V[b, h / group, j]`: weights `[batch, heads, nq, nk]`
-/// times values `[batch, kv_heads, nk, d]`, returned `[batch, heads, nq, d]` in `v`'s layout
-/// (as the GPU's). Outputs beyond the range of `v`'s type saturate at its largest value
-/// (`f32::MAX`, or 65504 for f16), as on the GPU.
+pub(crate) use super::reference::weighted_sum::problem;
+
+/// Rows of the output per task.
+const BQ: usize = 64;
+
+/// `O[b, h, i] = Σ_j P[b, h, i, j] · V[b, h / group, j]` on the fast CPU path: weights
+/// `[batch, heads, nq, nk]` times values `[batch, kv_heads, nk, d]`, returned
+/// `[batch, heads, nq, d]` in `v`'s layout. Outputs beyond the range of `v`'s type saturate at
+/// its largest value (as on the GPU); calls whose sums could pass 1e30 run on the f64
+/// [`reference`](super::reference::weighted_sum()).
 pub fn weighted_sum<T: Element>(p: &HostTensor<f32>, v: &HostTensor<T>) -> Result<Vec<f32>> {
     let prob = problem(p, v)?;
-    Ok(super::to_layout(weighted_sum_checked(p, v, prob.group), &prob.out_shape(), v.layout()))
+    Ok(super::to_layout(weighted_sum_checked(&prob, p, v), &prob.out_shape(), v.layout()))
 }
 
-/// The checked problem of a host weighted sum, its inputs scanned once.
-pub(crate) fn problem<T: Element>(p: &HostTensor<f32>, v: &HostTensor<T>) -> Result<WeightedSumProblem> {
-    let prob = WeightedSumProblem::new(Operand::host(p), Operand::host(v))?;
-    Ok(prob.with_magnitudes(scan("weights", p.data())?, scan("v", v.data())?))
+/// [`weighted_sum`] for a checked problem, returned BHSD.
+pub(crate) fn weighted_sum_checked<T: Element>(
+    prob: &WeightedSumProblem,
+    p: &HostTensor<f32>,
+    v: &HostTensor<T>,
+) -> Vec<f32> {
+    let mag = |m: Option<f32>| m.map_or(f64::INFINITY, |m| m as f64);
+    if p.shape().dim as f64 * mag(prob.weights.max_abs) * mag(prob.v.max_abs) > F32_SAFE {
+        return super::reference::weighted_sum::weighted_sum_checked(p, v, prob.group);
+    }
+    weighted_sum_fast(p, v, prob.group)
 }
 
-/// [`weighted_sum`] for checked arguments, returned BHSD.
-pub(crate) fn weighted_sum_checked<T: Element>(p: &HostTensor<f32>, v: &HostTensor<T>, group: usize) -> Vec<f32> {
+/// The weighted sum of checked arguments whose sums fit f32, returned BHSD.
+pub(crate) fn weighted_sum_fast<T: Element>(p: &HostTensor<f32>, v: &HostTensor<T>, group: usize) -> Vec<f32> {
     let (ps, vs) = (p.shape(), v.shape());
-    let vd = widen(v.data());
-    let v = &view(v, &vd);
-    let mut out = vec![0.0f32; ps.batch * ps.heads * ps.seq * vs.dim];
-    out.par_chunks_mut(vs.dim).enumerate().for_each(|(row, dst)| {
-        let i = row % ps.seq;
-        let (b, h) = (row / ps.seq / ps.heads, row / ps.seq % ps.heads);
-        let pr = p.row(b, h, i);
-        let mut acc = vec![0.0f64; vs.dim];
-        for (j, &pj) in pr.iter().enumerate() {
-            if pj != 0.0 {
-                let vr = v.row(b, h / group, j);
-                acc.iter_mut().zip(vr).for_each(|(a, x)| *a += pj as f64 * *x as f64);
+    let (nq, nk, d) = (ps.seq, ps.dim, vs.dim);
+    let mut out = vec![0.0f32; ps.batch * ps.heads * nq * d];
+    if out.is_empty() || nk == 0 {
+        return out;
+    }
+    let pstride = p.layout().strides(&ps).seq;
+    let pall = p.data();
+    out.par_chunks_mut(nq * d).enumerate().for_each(|(bh, head)| {
+        let (b, h) = (bh / ps.heads, bh % ps.heads);
+        head.par_chunks_mut(BQ * d).enumerate().for_each_init(Vec::new, |scratch, (c, dst)| {
+            let (i0, rows) = (c * BQ, dst.len() / d);
+            let w = Mat::strided(&pall[p.row_offset(b, h, i0)..], rows, nk, pstride);
+            let vb = tensor_rows(v, (b, h / group), (0, nk), scratch);
+            gemm(1.0, w, vb, 0.0, dst, d);
+            // the GPU stores the output in v's type: it saturates at that type's largest value
+            if T::MAX < f32::MAX {
+                dst.iter_mut().for_each(|x| *x = x.clamp(-T::MAX, T::MAX));
             }
-        }
-        // the GPU stores the output in v's type: it saturates at that type's largest value
-        dst.iter_mut().zip(&acc).for_each(|(o, a)| *o = saturate(*a).clamp(-T::MAX, T::MAX));
+        });
     });
     out
 }

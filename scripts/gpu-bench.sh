@@ -6,7 +6,9 @@
 #   scripts/gpu-bench.sh --cpu      CPU mode: suites quick and topk-cpu on our CPU path and the best
 #                                   adapter (lavapipe here), against PyTorch on the CPU at the same
 #                                   thread count, and faiss-cpu's IndexFlatIP where installed
-#   scripts/gpu-bench.sh [--cpu] SUITE...   other suites
+#   scripts/gpu-bench.sh --cpu-path CPU path mode: suite cpu on our CPU path alone, against PyTorch
+#                                   on the CPU at the same thread count and faiss-cpu
+#   scripts/gpu-bench.sh [--cpu|--cpu-path] SUITE...   other suites
 #
 # Needs python3 with torch, and attn-bench: $ATTN_BENCH, else this checkout's, built with cargo,
 # else .devbin/attn-bench (the GPU machine has no cargo). Writes ours.json,
@@ -19,7 +21,8 @@ suites=()
 for a in "$@"; do
   case "$a" in
     --cpu) mode=cpu ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --cpu-path) mode=cpu-path ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) suites+=("$a") ;;
   esac
 done
@@ -45,9 +48,13 @@ if [ "$mode" = gpu ]; then
   [ ${#suites[@]} -gt 0 ] || suites=(prefill decode paged window similarity softmax topk)
   backend=gpu
   device=cuda
-else
+elif [ "$mode" = cpu ]; then
   [ ${#suites[@]} -gt 0 ] || suites=(quick topk-cpu)
   backend=both
+  device=cpu
+else
+  [ ${#suites[@]} -gt 0 ] || suites=(cpu)
+  backend=cpu
   device=cpu
 fi
 suite_args=()

@@ -408,8 +408,15 @@ impl<'p, T: Element> CpuInputs<'p, T> {
             Op::Similarity => cpu::similarity(&hq, &hk()?, Similarity::ScaledDot(None)),
             Op::Cosine => cpu::similarity(&hq, &hk()?, Similarity::Cosine),
             Op::Topk => {
-                let widen = |v: &[T]| v.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
-                Ok(cpu::top_k(&widen(&self.q), &widen(&self.k), self.ks.dim, c.k, Metric::Dot)?.scores)
+                // the CPU top-k takes f32 slices: f32 inputs as they are, f16 widened (a copy
+                // that the timing then includes, as a caller with f16 keys would pay it)
+                fn f32s<T: Element>(v: &[T]) -> std::borrow::Cow<'_, [f32]> {
+                    match T::DTYPE {
+                        DType::F32 => std::borrow::Cow::Borrowed(bytemuck::cast_slice(v)),
+                        DType::F16 => std::borrow::Cow::Owned(v.iter().map(|x| x.to_f32()).collect()),
+                    }
+                }
+                Ok(cpu::top_k(&f32s(&self.q), &f32s(&self.k), self.ks.dim, c.k, Metric::Dot)?.scores)
             }
         }
     }

@@ -310,6 +310,19 @@ pub fn suite(which: Suite) -> Vec<Case> {
             // 10M keys: f16 (2.5 GiB); in f32 one key tensor would pass a 4 GiB max_buffer_size
             v.push(Case::topk(s, F16, 64, 10_000_000, 128, 10));
         }
+        Suite::Cpu => {
+            // the fast CPU path's comparison with PyTorch CPU and faiss (issue 12's shapes)
+            for (n, d) in [(512, 64), (1024, 128)] {
+                for causal in [false, true] {
+                    v.push(Case::new(s, Attention, F32, 4, n, n, d, causal));
+                }
+            }
+            v.push(Case::new(s, Similarity, F32, 4, 256, 256, 64, false));
+            v.push(Case::new(s, Softmax, F32, 1, 1024, 1024, 0, false));
+            for k in [10, 100] {
+                v.push(Case::topk(s, F32, 256, 200_000, 128, k));
+            }
+        }
         Suite::TopkCpu => {
             // the shape of the faiss / PyTorch CPU figures on a 2-core machine
             for k in [10, 100] {
@@ -344,6 +357,8 @@ pub enum Suite {
     Topk,
     /// Top-k at the sizes of the faiss / PyTorch CPU comparison.
     TopkCpu,
+    /// The CPU path's comparison with PyTorch CPU and faiss: attention, similarity, softmax, top-k.
+    Cpu,
 }
 
 impl Suite {
@@ -360,6 +375,7 @@ impl Suite {
             Suite::Softmax => "softmax",
             Suite::Topk => "topk",
             Suite::TopkCpu => "topk-cpu",
+            Suite::Cpu => "cpu",
         }
     }
 }

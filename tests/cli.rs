@@ -37,9 +37,19 @@ fn text(o: &Output) -> (String, String) {
 fn attn_bench_help_lists_every_suite_and_refuses_bad_values() {
     let (out, _) = text(&bench(&["--help"]));
     let (list, _) = text(&bench(&["--list-suites"]));
-    for s in
-        ["quick", "prefill", "decode", "paged", "window", "window-cpu", "similarity", "softmax", "topk", "topk-cpu"]
-    {
+    for s in [
+        "quick",
+        "prefill",
+        "decode",
+        "paged",
+        "window",
+        "window-cpu",
+        "similarity",
+        "softmax",
+        "topk",
+        "topk-cpu",
+        "cpu",
+    ] {
         assert!(out.contains(&format!("- {s}:")), "--help lacks suite {s}:\n{out}");
         assert!(list.lines().any(|l| l.starts_with(&format!("{s} ("))), "--list-suites lacks {s}:\n{list}");
     }

@@ -26,8 +26,9 @@ pub(crate) use super::reference::attention::problem;
 
 /// Query rows per task.
 const BQ: usize = 64;
-/// Keys per block.
-const BK: usize = 512;
+/// Keys per block (1024: 3% faster than 512 and about 5% than 256 on 4×1024×1024×128, best of 10
+/// on this project's machine: fewer repacks of the query block; the scores block stays in L2).
+const BK: usize = 1024;
 /// Largest magnitude the f32 path lets a score, a bias or a sum reach (f32 overflows at 3.4e38;
 /// the margin covers the additions that follow).
 pub(crate) const F32_SAFE: f64 = 1e30;

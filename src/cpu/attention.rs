@@ -12,14 +12,14 @@
 use rayon::prelude::*;
 
 use super::gemm::{gemm, Mat};
-use super::reference::attention::{scan_pages, scoring};
+use super::reference::attention::{paged_problem, scoring};
 use super::vecmath::online_rows;
 use super::{to_layout, Scoring};
 use crate::error::Result;
-use crate::host::{scan, HostMask, HostMaskValues, HostTensor};
+use crate::host::{HostMask, HostMaskValues, HostTensor};
 use crate::options::AttentionOptions;
 use crate::paged::{BlockTable, HostKvCache, PageGeometry};
-use crate::problem::{AttentionProblem, Dims, Operand, PagedProblem};
+use crate::problem::{AttentionProblem, Dims, Operand};
 use crate::shape::{DType, Element};
 
 pub(crate) use super::reference::attention::problem;
@@ -365,19 +365,14 @@ pub fn paged_attention<T: Element>(
     table: &BlockTable,
     opts: &AttentionOptions,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let g = cache.geometry();
-    let p = PagedProblem::new(Operand::host(q), g, T::DTYPE, *table, opts)?;
-    let mq = scan("q", q.data())?;
-    let mk = scan_pages("k_pages", cache.k(), &g, table)?;
-    let mv = scan_pages("v_pages", cache.v(), &g, table)?;
-    let attn = p.attn.clone().with_magnitudes(mq, mk, mv)?;
+    let p = paged_problem(q, cache, table, opts)?;
     let max_len = table.seq_lens().iter().map(|&l| l as usize).max().unwrap_or(0);
-    if !fits_f32(&attn, None, max_len) {
+    if !fits_f32(&p.attn, None, max_len) {
         return Ok(super::reference::attention::paged_checked(&p, q, cache, table));
     }
-    let kv = Pages { k: cache.k(), v: cache.v(), g, table };
-    let sc = scoring(&attn, None, Some(table.seq_lens()));
-    let (out, lse) = attend(q, &kv, &sc, &attn.dims, attn.sinks);
+    let kv = Pages { k: cache.k(), v: cache.v(), g: cache.geometry(), table };
+    let sc = scoring(&p.attn, None, Some(table.seq_lens()));
+    let (out, lse) = attend(q, &kv, &sc, &p.attn.dims, p.attn.sinks);
     Ok((to_layout(out, &q.shape(), q.layout()), lse))
 }
 

@@ -81,12 +81,25 @@ pub fn paged_attention<T: Element>(
     table: &BlockTable,
     opts: &AttentionOptions,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let g = cache.geometry();
-    let p = PagedProblem::new(Operand::host(q), g, T::DTYPE, *table, opts)?;
-    scan("q", q.data())?;
-    scan_pages("k_pages", cache.k(), &g, table)?;
-    scan_pages("v_pages", cache.v(), &g, table)?;
+    let p = paged_problem(q, cache, table, opts)?;
     Ok(paged_checked(&p, q, cache, table))
+}
+
+/// The checked problem of a host paged-attention call: shapes, table and options, then one
+/// scan of `q` and of the pool rows the table reaches (NaN/inf refused), magnitudes recorded.
+pub(crate) fn paged_problem<'a, T: Element>(
+    q: &HostTensor<T>,
+    cache: &HostKvCache<T>,
+    table: &BlockTable<'a>,
+    opts: &AttentionOptions<'a>,
+) -> Result<PagedProblem<'a>> {
+    let g = cache.geometry();
+    let mut p = PagedProblem::new(Operand::host(q), g, T::DTYPE, *table, opts)?;
+    let mq = scan("q", q.data())?;
+    let mk = scan_pages("k_pages", cache.k(), &g, table)?;
+    let mv = scan_pages("v_pages", cache.v(), &g, table)?;
+    p.attn = p.attn.with_magnitudes(mq, mk, mv)?;
+    Ok(p)
 }
 
 /// [`paged_attention`] for a checked problem whose pages were scanned.

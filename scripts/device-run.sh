@@ -2,10 +2,15 @@
 # Runs on the GPU machine (see scripts/prepare-device.sh): installs the carried Vulkan loader, runs
 # every test executable on the GPU, then scripts/gpu-bench.sh (ours and PyTorch on the same shapes).
 # Logs and JSON go to $OUT; a short summary is printed last.
+# Sized for a lease of ~15 minutes: suite `targets` (one case per speed target) with few runs by
+# default; SUITES="prefill decode ..." and BENCH_ARGS="..." choose others. Every step has a time
+# limit, and attn-bench writes its JSON after each case, so a stopped step keeps what it measured.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-device-out}
-mkdir -p "$out"
+# the device tool returns at most 8 files: logs are written to a work folder and packed at the end
+final=${OUT:-device-out}
+mkdir -p "$final"
+out=$(mktemp -d)
 # (SKIP_LOADER=1 and VK_DRIVER_FILES=... allow a dry run elsewhere; NO_BENCH=1 skips the benchmark)
 if [ -z "${SKIP_LOADER:-}" ]; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done
@@ -16,23 +21,44 @@ export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/n
 python3 -c 'import tarfile; tarfile.open(".devbin/bundle.tar.xz").extractall(".devbin")'
 chmod +x .devbin/* .devbin/tests/* 2>/dev/null
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1
-.devbin/attn-bench --list-adapters | tee "$out/adapters.txt"
+.devbin/attn-bench --list-adapters --verbose | tee "$out/adapters.txt"
 summary=()
+# the test executables side by side (one GPU, 16 cores), each with a time limit
+t0=$SECONDS
 for t in .devbin/tests/*; do
   name=$(basename "$t")
-  timeout 300 "$t" > "$out/test-$name.log" 2>&1
-  summary+=("test $name: rc=$? $(grep -E '^test result' "$out/test-$name.log" | tail -1)")
+  ( s=$SECONDS; timeout "${TEST_LIMIT:-120}" "$t" > "$out/test-$name.log" 2>&1
+    echo "rc=$? $((SECONDS - s))s" > "$out/test-$name.rc" ) &
 done
-.devbin/attention --nq 4096 --dim 128 --heads 16 --f16 > "$out/example-attention.txt" 2>&1
+wait
+for t in .devbin/tests/*; do
+  name=$(basename "$t")
+  summary+=("test $name: $(cat "$out/test-$name.rc") $(grep -E '^test result' "$out/test-$name.log" | tail -1)")
+done
+summary+=("tests: $((SECONDS - t0))s in all")
+timeout 30 .devbin/attention --nq 4096 --dim 128 --heads 16 --f16 > "$out/example-attention.txt" 2>&1
 summary+=("example attention: $(grep -E 'agreement|GPU fused' "$out/example-attention.txt" | tr '\n' ' ')")
-timeout 180 .devbin/decode --prompts 100,1000,4000,8000 --steps 64 > "$out/example-decode.txt" 2>&1
+timeout 30 .devbin/decode --prompts 100,1000,4000,8000 --steps 64 > "$out/example-decode.txt" 2>&1
 summary+=("example decode: rc=$? $(grep -E 'decode:|agreement' "$out/example-decode.txt" | tr '\n' ' ')")
 if [ -z "${NO_BENCH:-}" ]; then
   # shellcheck disable=SC2086
-  ATTN_BENCH=.devbin/attn-bench OUT="$out" timeout 420 scripts/gpu-bench.sh ${SUITES:-} > "$out/gpu-bench.txt" 2>&1
-  summary+=("gpu-bench: rc=$?")
+  t0=$SECONDS
+  ATTN_BENCH=.devbin/attn-bench OUT="$out" BENCH_ARGS="${BENCH_ARGS:---runs 5 --warmup 1 --e2e-runs 1 --gpu-budget 6}" \
+    timeout "${BENCH_LIMIT:-240}" scripts/gpu-bench.sh ${SUITES:-targets} > "$out/gpu-bench.txt" 2>&1
+  rc=$?
+  summary+=("gpu-bench: rc=$rc $((SECONDS - t0))s")
+  # a stopped attn-bench leaves its JSON of the cases it finished: join what there is
+  if [ $rc -ne 0 ] && [ -f "$out/ours.json" ] && [ ! -f "$out/joined.txt" ]; then
+    timeout 90 python3 benches/torch_reference.py --cases "$out/ours.json" --json "$out/torch.json" --device cuda \
+      >> "$out/gpu-bench.txt" 2>&1 && python3 scripts/join_bench.py "$out/ours.json" "$out/torch.json" > "$out/joined.txt"
+  fi
 fi
-echo "== summary"
-cat "$out/gpu.txt"
-printf '%s\n' "${summary[@]}"
+{
+  echo "== summary"
+  cat "$out/gpu.txt"
+  printf '%s\n' "${summary[@]}"
+} > "$out/summary.txt"
+tar czf "$final/logs.tar.gz" -C "$out" .
+for f in summary.txt joined.txt ours.json torch.json; do [ -f "$out/$f" ] && cp "$out/$f" "$final/"; done
+cat "$out/summary.txt"
 [ -f "$out/joined.txt" ] && cut -c1-220 "$out/joined.txt"

@@ -88,6 +88,9 @@ struct Args {
     /// Stop adding CPU runs after this many seconds per case.
     #[arg(long, default_value_t = 20.0)]
     cpu_budget: f64,
+    /// Stop adding timed GPU runs after this many seconds per case.
+    #[arg(long, default_value_t = 30.0)]
+    gpu_budget: f64,
     /// Write every figure, with adapter, driver, backend and features, to this JSON file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -103,6 +106,10 @@ struct Args {
     /// List the adapters wgpu sees and exit.
     #[arg(long)]
     list_adapters: bool,
+    /// With --list-adapters: each adapter's features, subgroup sizes, key limits and
+    /// cooperative-matrix (tensor core) configurations.
+    #[arg(long)]
+    verbose: bool,
     /// Use the adapter whose name contains this (case-insensitive).
     #[arg(long)]
     adapter: Option<String>,
@@ -117,6 +124,9 @@ fn main() -> ExitCode {
         }
         for a in adapters {
             println!("{} | {:?} | {:?} | {} {}", a.name, a.backend, a.device_type, a.driver, a.driver_info);
+        }
+        if args.verbose {
+            print_adapter_details();
         }
         return ExitCode::SUCCESS;
     }
@@ -193,6 +203,7 @@ fn main() -> ExitCode {
         e2e_runs: args.e2e_runs,
         cpu_max_gflop: args.cpu_max_gflop,
         cpu_budget: args.cpu_budget,
+        gpu_budget: args.gpu_budget,
     };
 
     let mut records: Vec<Record> = vec![];
@@ -223,6 +234,11 @@ fn main() -> ExitCode {
             records.extend(g);
             records.extend(cp);
         }
+        // after every case, so a run stopped part way (a time limit) keeps what it measured
+        if let Err(e) = write_reports(&args, &context, &records) {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     }
 
     println!("{}", context.header());
@@ -246,30 +262,62 @@ fn main() -> ExitCode {
             None => eprintln!("note: no fused attention cases with nq = nk to plot; {} not written", path.display()),
         }
     }
-    if let Some(path) = &args.json {
-        let report = output::Report { context: &context, results: &records };
-        let text = match serde_json::to_string_pretty(&report) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: serialising the report: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        if let Err(e) = std::fs::write(path, text) {
-            eprintln!("error: writing {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    for (path, text) in [
-        (&args.csv, args.csv.as_ref().map(|_| output::csv(&context, &records))),
-        (&args.jsonl, args.jsonl.as_ref().map(|_| output::jsonl(&context, &records))),
-    ] {
-        if let (Some(path), Some(text)) = (path, text) {
-            if let Err(e) = std::fs::write(path, text) {
-                eprintln!("error: writing {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        }
+    if let Err(e) = write_reports(&args, &context, &records) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Writes the `--json`, `--csv` and `--jsonl` reports (each whole, replacing the file).
+fn write_reports(args: &Args, context: &output::Context, records: &[Record]) -> Result<(), String> {
+    if let Some(path) = &args.json {
+        let report = output::Report { context, results: records };
+        let text = serde_json::to_string_pretty(&report).map_err(|e| format!("error: serialising the report: {e}"))?;
+        std::fs::write(path, text).map_err(|e| format!("error: writing {}: {e}", path.display()))?;
+    }
+    for (path, text) in [
+        (&args.csv, args.csv.as_ref().map(|_| output::csv(context, records))),
+        (&args.jsonl, args.jsonl.as_ref().map(|_| output::jsonl(context, records))),
+    ] {
+        if let (Some(path), Some(text)) = (path, text) {
+            std::fs::write(path, text).map_err(|e| format!("error: writing {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints what each adapter offers that the kernels care about (for `--list-adapters --verbose`).
+fn print_adapter_details() {
+    let inst = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    for a in pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all())) {
+        let info = a.get_info();
+        let l = a.limits();
+        println!("\n{} ({:?})", info.name, info.backend);
+        println!("  features: {:?}", a.features());
+        println!("  subgroup sizes: {}..{}", info.subgroup_min_size, info.subgroup_max_size);
+        println!(
+            "  limits: storage binding {} B, buffer {} B, workgroup storage {} B, invocations {}",
+            l.max_storage_buffer_binding_size,
+            l.max_buffer_size,
+            l.max_compute_workgroup_storage_size,
+            l.max_compute_invocations_per_workgroup
+        );
+        let coop = a.cooperative_matrix_properties();
+        if coop.is_empty() {
+            println!("  cooperative matrices: none");
+        }
+        for p in coop {
+            println!(
+                "  cooperative matrix {}x{}x{}: {:?} x {:?} -> {:?}{}",
+                p.m_size,
+                p.n_size,
+                p.k_size,
+                p.ab_type,
+                p.ab_type,
+                p.cr_type,
+                if p.saturating_accumulation { " (saturating)" } else { "" }
+            );
+        }
+    }
 }

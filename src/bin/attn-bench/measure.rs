@@ -141,6 +141,8 @@ pub struct Settings {
     pub cpu_max_gflop: f64,
     /// Stop adding CPU runs past this many seconds.
     pub cpu_budget: f64,
+    /// Stop adding timed GPU runs past this many seconds (the first always runs).
+    pub gpu_budget: f64,
 }
 
 /// Seeded inputs in [-1, 1).
@@ -511,14 +513,17 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
         ctx.wait()?;
     }
     let (mut kernel, mut wall) = (vec![], vec![]);
-    let t = Instant::now();
+    let started = Instant::now();
     let k0 = ctx.time_gpu(|enc| encode(ctx, c, &g, enc))?;
-    let first = t.elapsed();
+    let first = started.elapsed();
     wall.push(first.as_secs_f64());
     kernel.extend(k0);
     let pb = progress(label, st.runs, first);
     pb.inc(1);
     for _ in 1..st.runs {
+        if started.elapsed().as_secs_f64() > st.gpu_budget {
+            break;
+        }
         let t = Instant::now();
         let k = ctx.time_gpu(|enc| encode(ctx, c, &g, enc))?;
         wall.push(t.elapsed().as_secs_f64());
@@ -526,7 +531,7 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
         pb.inc(1);
     }
     pb.finish_and_clear();
-    rec.runs = st.runs;
+    rec.runs = wall.len();
     rec.kernel_ms = Stats::of(&kernel);
     rec.wall_ms = Stats::of(&wall);
 

@@ -323,6 +323,20 @@ pub fn suite(which: Suite) -> Vec<Case> {
                 v.push(Case::topk(s, F32, 256, 200_000, 128, k));
             }
         }
+        Suite::Targets => {
+            // one case per speed target of issues 9 (SIMT) and 10 (tensor cores), for a short GPU run
+            v.push(Case::new(s, Attention, F32, 16, 4096, 4096, 128, false));
+            v.push(Case::new(s, Attention, F16, 16, 4096, 4096, 128, false));
+            v.push(Case::new(s, Attention, F16, 16, 4096, 4096, 128, true));
+            v.push(Case::new(s, Attention, F16, 32, 4096, 4096, 64, false));
+            v.push(Case::new(s, Attention, F16, 32, 1, 32768, 128, false));
+            v.push(Case::new(s, Similarity, F32, 16, 4096, 4096, 128, false));
+            v.push(Case::new(s, Similarity, F16, 16, 4096, 4096, 128, false));
+            v.push(Case::new(s, Softmax, F32, 16, 4096, 4096, 0, false));
+            v.push(Case::topk(s, F32, 1024, 1 << 20, 128, 10));
+            // tiny: a 4 KiB output, where per-call overhead is everything
+            v.push(Case::new(s, Attention, F32, 1, 8, 128, 128, false));
+        }
         Suite::TopkCpu => {
             // the shape of the faiss / PyTorch CPU figures on a 2-core machine
             for k in [10, 100] {
@@ -355,6 +369,8 @@ pub enum Suite {
     Softmax,
     /// Exact top-k over a million keys and more.
     Topk,
+    /// One case per GPU speed target (issues 9 and 10), for a short run on a GPU machine.
+    Targets,
     /// Top-k at the sizes of the faiss / PyTorch CPU comparison.
     TopkCpu,
     /// The CPU path's comparison with PyTorch CPU and faiss: attention, similarity, softmax, top-k.
@@ -374,6 +390,7 @@ impl Suite {
             Suite::Similarity => "similarity",
             Suite::Softmax => "softmax",
             Suite::Topk => "topk",
+            Suite::Targets => "targets",
             Suite::TopkCpu => "topk-cpu",
             Suite::Cpu => "cpu",
         }

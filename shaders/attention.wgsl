@@ -1,8 +1,8 @@
 // Fused attention O = softmax(scale * Q Kᵀ + mask) V, never storing the nq x nk scores.
-// Header constants (src/kernels/attention.rs, AttentionKernel): WG (threads), BC (keys per
-// tile), VK (keys per V chunk), KC (head-dim chunk of K tiles), BR (query rows per workgroup),
-// DP (head dim padded: 32/64/128/256), TPR (threads per query row = WG / BR), NJ = DP / TPR
-// (output columns per thread), NS = BC / TPR (scores per thread per key tile), SPLIT (1:
+// Header constants (src/kernels/attention.rs, AttentionKernel): WG (256 threads), BR (64 query
+// rows per workgroup), BC (64 or 32 keys per tile), KC (head-dim chunk of the Q and K tiles), VK (keys
+// per V chunk), DP (head dim padded: 32/64/128/256), NV = DP / 32 (output vec4 columns per thread
+// and row), SG (1: row max and sum by subgroup shuffles; 0: through workgroup memory), SPLIT (1:
 // split-K; each workgroup takes P.split_len keys and writes partial results), VEC (4: vector
 // loads of Q, K, V; 1: scalar loads).
 // Bindings: 1 q, 2 mask, 3 key lengths (paged: sequence lengths), 4 k, 5 v, 6 out, 7 lse (f32),
@@ -25,28 +25,98 @@
 // capped, biased and masked by score_z, and a sink enters as the running maximum and a weight of
 // 1 before any key (with SPLIT, attention_merge.wgsl adds it once).
 //
-// Each workgroup owns BR query rows (held in workgroup memory) and walks key tiles of BC
-// keys: S = Q Kᵀ through K chunks of KC dims; masking; online softmax (running max m,
-// per-thread partial sum l, accumulator rescaled by the weight of m_old under m_new);
-// O += P V through V chunks of VK keys. Per-thread arrays have constant sizes and constant trip
-// counts so that they stay in registers. Fully masked rows give 0 and lse = -inf.
+// Work split (register micro-tiles): thread t is lane tx = t % 8 of row pair ty = t / 8; it owns
+// query rows 2ty and 2ty+1 of the block, keys 4tx..4tx+3 and (with BC = 64) 32+4tx..32+4tx+3
+// of each key tile (a 2 x 8 tile of S in four vec4 registers; 2 x 4 with BC = 32, the tile of
+// devices with 16 KiB of workgroup memory), and output columns 4(tx + 8i)..+3, i < NV, of
+// its two rows (2 x NV vec4 accumulators). The 8 lanes of a row pair are consecutive
+// invocations, so with subgroups of 8 or more they share a subgroup and reduce a row's max and
+// sum by shuffle-xor, without a barrier. Q and K chunks are staged dim-major (Qs: rows as vec2,
+// Ks: keys as vec4, rows padded by 4 floats), so one vec2 and two vec4 loads feed 16 FMAs; the
+// weights P go to workgroup memory key-major (Ps: a vec2 per key and row pair) and V chunks
+// row-major, so one vec2 and NV vec4 loads feed 8·NV FMAs. The online-softmax rescale touches
+// only the thread's own accumulators. Every accumulator is a named variable (no dynamically
+// indexed per-thread array, which some drivers place in slow local memory). Fully masked rows
+// give 0 and lse = -inf.
 
 // Q (binding 1), K (4) and V (5) and their load4_q/k/v come from a prelude: qkv_vec4.wgsl
 // (VEC = 4: one vector load per 4 elements) or qkv_scalar.wgsl (VEC = 1); k_index and v_index
-// (where key j's row starts) from kv_contiguous.wgsl or kv_paged.wgsl.
+// (where key j's row starts) from kv_contiguous.wgsl or kv_paged.wgsl; row_max and row_sum
+// (over the 8 lanes of a row pair) from rows_subgroup.wgsl (SG = 1) or rows_workgroup.wgsl.
 @group(0) @binding(6) var<storage, read_write> O: array<elem>;
 @group(0) @binding(7) var<storage, read_write> LSE: array<f32>;
 @group(0) @binding(8) var<storage, read> HEADS: array<f32>;
 
-const KCP: u32 = KC + 1u;
+// padded row pitch of the dim-major tiles, in vec2 (Qs, Ps) and vec4 (Ks) units
+const P2: u32 = (BR + 4u) / 2u;
+const P4: u32 = (BC + 4u) / 4u;
+// K chunk and V chunk share one region (they are never live together)
+const KV4: u32 = max(KC * P4, VK * DP / 4u);
 
-var<workgroup> Qs: array<f32, BR * DP>;
-var<workgroup> Ks: array<f32, BC * KCP>;
-var<workgroup> Vs: array<f32, VK * DP>;
-var<workgroup> Ps: array<f32, BR * BC>;
-var<workgroup> red: array<f32, WG>;
+var<workgroup> Qs: array<vec2<f32>, KC * P2>;
+var<workgroup> KVs: array<vec4<f32>, KV4>;
+var<workgroup> Ps: array<vec2<f32>, BC * P2>;
 var<workgroup> wkbegin: u32;
 var<workgroup> wkend: u32;
+
+// Saturates four z values (NaN to -ZSAT), as zsat.
+fn zsat4(z: vec4<f32>) -> vec4<f32> {
+    return select(select(vec4<f32>(-ZSAT), vec4<f32>(ZSAT), z > vec4<f32>(0.0)), z, abs(z) <= vec4<f32>(ZSAT));
+}
+
+// Scores of keys j0..j0+3 for one row: the transform, masks and bounds of score_z and
+// masking.wgsl; bit c of *keep is set for each key kept. `plain`: nothing but the saturation
+// applies and every key lies in [lo, hi).
+fn mask4(s: vec4<f32>, plain: bool, b: u32, h: u32, row: u32, ok: bool, j0: u32, lo: u32, hi: u32, qp: i32, keep: ptr<function, u32>) -> vec4<f32> {
+    if (plain) {
+        *keep = 15u;
+        return zsat4(s);
+    }
+    var r = s;
+    var k = 0u;
+    for (var c = 0u; c < 4u; c++) {
+        let j = j0 + c;
+        var add = 0.0;
+        if (ok && j >= lo && j < hi && mask_keep(b, h, row, j, &add)) {
+            r[c] = score_z(s[c], add, h, qp, j);
+            k |= 1u << c;
+        }
+    }
+    *keep = k;
+    return r;
+}
+
+// The weights of four scores under running max m (0 for dropped keys).
+fn weights4(s: vec4<f32>, keep: u32, m: f32) -> vec4<f32> {
+    let w = exp2(max(s - vec4<f32>(m), vec4<f32>(P.floor)) * P.ex);
+    let kb = vec4<u32>(keep) & vec4<u32>(1u, 2u, 4u, 8u);
+    return select(vec4<f32>(0.0), w, kb != vec4<u32>(0u));
+}
+
+// The largest kept score of four (ZNONE if none).
+fn max4(s: vec4<f32>, keep: u32) -> f32 {
+    let kb = vec4<u32>(keep) & vec4<u32>(1u, 2u, 4u, 8u);
+    let x = select(vec4<f32>(ZNONE), s, kb != vec4<u32>(0u));
+    return max(max(x.x, x.y), max(x.z, x.w));
+}
+
+// Writes columns col..col+3 of an output row (those below d), scaled, in the storage type.
+fn store4(base: u32, col: u32, x: vec4<f32>) {
+    for (var c = 0u; c < 4u; c++) {
+        if (col + c < P.d) {
+            O[base + col + c] = to_elem(x[c] * P.post);
+        }
+    }
+}
+
+// Writes columns col..col+3 of a partial accumulator row (those below d).
+fn store4_partial(base: u32, col: u32, x: vec4<f32>) {
+    for (var c = 0u; c < 4u; c++) {
+        if (col + c < P.d) {
+            LSE[base + col + c] = x[c];
+        }
+    }
+}
 
 @compute @workgroup_size(WG)
 fn attention(
@@ -60,6 +130,7 @@ fn attention(
         nsplit = (P.nk + P.split_len - 1u) / P.split_len;
     }
     let wg = linear_wg(wid, nwg);
+    // (uniform per workgroup: the whole workgroup returns or none of it)
     if (wg >= P.nbh * row_blocks * nsplit) {
         return;
     }
@@ -71,24 +142,13 @@ fn attention(
     let b = bh / P.heads;
     let h = bh % P.heads;
     let hk = h / P.group;
-    let r = t / TPR;
-    let c = t % TPR;
-    let row = row_first + r;
-    let row_ok = row < row_end;
+    let tx = t % 8u;
+    let ty = t / 8u;
+    let row_a = row_first + 2u * ty;
+    let row_b = row_a + 1u;
+    let ok_a = row_a < row_end;
+    let ok_b = row_b < row_end;
 
-    for (var e = t; e < BR * DP / 4u; e += WG) {
-        let rr = e / (DP / 4u);
-        let dd = (e % (DP / 4u)) * 4u;
-        var x = vec4<f32>(0.0);
-        if (row_first + rr < row_end && dd < P.d) {
-            x = load4_q(vidx(P.v0, b, h, row_first + rr) + dd, min(P.d - dd, 4u)) * P.pre;
-        }
-        let o = rr * DP + dd;
-        Qs[o] = x.x;
-        Qs[o + 1u] = x.y;
-        Qs[o + 2u] = x.z;
-        Qs[o + 3u] = x.w;
-    }
     var split_begin = 0u;
     if (SPLIT == 1u) {
         split_begin = split * P.split_len;
@@ -106,142 +166,246 @@ fn attention(
     }
     let k_begin = workgroupUniformLoad(&wkbegin);
     let kend = workgroupUniformLoad(&wkend);
-    let row_start = key_start(b, row);
-    let row_lim = key_limit(b, row);
-    let qp = qpos(b, row);
+    let lo_a = key_start(b, row_a);
+    let hi_a = min(key_limit(b, row_a), kend);
+    let lo_b = key_start(b, row_b);
+    let hi_b = min(key_limit(b, row_b), kend);
+    let qp_a = qpos(b, row_a);
+    let qp_b = qpos(b, row_b);
+    let simple = (P.flags & (F_MASK | F_SOFTCAP | F_ALIBI)) == 0u;
 
-    // a sink enters as the running maximum and a weight of 1 (in one thread of the row) before
+    // a sink enters as the running maximum and a weight of 1 (in lane 0 of the row) before
     // any key; with SPLIT the merge adds it, once
-    var m = ZNONE;
-    var l = 0.0;
+    var m_a = ZNONE;
+    var m_b = ZNONE;
+    var l_a = 0.0;
+    var l_b = 0.0;
     if (SPLIT == 0u) {
-        m = sink_z(h);
-        l = select(0.0, 1.0, (P.flags & F_SINK) != 0u && c == 0u);
+        m_a = sink_z(h);
+        m_b = m_a;
+        let one = select(0.0, 1.0, (P.flags & F_SINK) != 0u && tx == 0u);
+        l_a = one;
+        l_b = one;
     }
-    var acc: array<f32, NJ>;
-    var s: array<f32, NS>;
+    // the output accumulators: row a and row b, vec4 columns tx + 8i
+    var oa0 = vec4<f32>(0.0); var oa1 = vec4<f32>(0.0); var oa2 = vec4<f32>(0.0); var oa3 = vec4<f32>(0.0);
+    var oa4 = vec4<f32>(0.0); var oa5 = vec4<f32>(0.0); var oa6 = vec4<f32>(0.0); var oa7 = vec4<f32>(0.0);
+    var ob0 = vec4<f32>(0.0); var ob1 = vec4<f32>(0.0); var ob2 = vec4<f32>(0.0); var ob3 = vec4<f32>(0.0);
+    var ob4 = vec4<f32>(0.0); var ob5 = vec4<f32>(0.0); var ob6 = vec4<f32>(0.0); var ob7 = vec4<f32>(0.0);
+
     var ntiles = 0u;
     if (kend > k_begin) {
         ntiles = (kend - k_begin + BC - 1u) / BC;
     }
     for (var kt = 0u; kt < ntiles; kt++) {
         let k0 = k_begin + kt * BC;
-        for (var u = 0u; u < NS; u++) {
-            s[u] = 0.0;
-        }
+        // S = Q Kᵀ for the thread's 2 rows x 8 keys, KC dims at a time
+        var sa0 = vec4<f32>(0.0);
+        var sa1 = vec4<f32>(0.0);
+        var sb0 = vec4<f32>(0.0);
+        var sb1 = vec4<f32>(0.0);
         for (var d0 = 0u; d0 < DP; d0 += KC) {
             if (d0 < P.d) {
                 workgroupBarrier();
-                for (var e = t; e < BC * KC / 4u; e += WG) {
-                    let kk = e / (KC / 4u);
-                    let dd = (e % (KC / 4u)) * 4u;
-                    var x = vec4<f32>(0.0);
-                    if (k0 + kk < kend && d0 + dd < P.d) {
-                        x = load4_k(k_index(b, hk, k0 + kk) + d0 + dd, min(P.d - d0 - dd, 4u));
+                // stage: element e of the chunk is row (e / 2) % 64, dim quad 2 (e / 128) + e % 2,
+                // so pairs of lanes read 32 contiguous bytes and the transposed stores do not
+                // conflict
+                for (var e = t; e < BR * KC / 4u; e += WG) {
+                    let rr = (e / 2u) % BR;
+                    let qd = 2u * (e / (2u * BR)) + e % 2u;
+                    let dd = d0 + 4u * qd;
+                    var xq = vec4<f32>(0.0);
+                    if (row_first + rr < row_end && dd < P.d) {
+                        xq = load4_q(vidx(P.v0, b, h, row_first + rr) + dd, min(P.d - dd, 4u)) * P.pre;
                     }
-                    let o = kk * KCP + dd;
-                    Ks[o] = x.x;
-                    Ks[o + 1u] = x.y;
-                    Ks[o + 2u] = x.z;
-                    Ks[o + 3u] = x.w;
+                    var xk = vec4<f32>(0.0);
+                    if (rr < BC && k0 + rr < kend && dd < P.d) {
+                        xk = load4_k(k_index(b, hk, k0 + rr) + dd, min(P.d - dd, 4u));
+                    }
+                    let qi = 4u * qd * P2 + rr / 2u;
+                    let hh = rr % 2u;
+                    Qs[qi][hh] = xq.x;
+                    Qs[qi + P2][hh] = xq.y;
+                    Qs[qi + 2u * P2][hh] = xq.z;
+                    Qs[qi + 3u * P2][hh] = xq.w;
+                    if (rr < BC) {
+                        let ki = 4u * qd * P4 + rr / 4u;
+                        let qq = rr % 4u;
+                        KVs[ki][qq] = xk.x;
+                        KVs[ki + P4][qq] = xk.y;
+                        KVs[ki + 2u * P4][qq] = xk.z;
+                        KVs[ki + 3u * P4][qq] = xk.w;
+                    }
                 }
                 workgroupBarrier();
                 for (var dd = 0u; dd < KC; dd++) {
-                    let qv = Qs[r * DP + d0 + dd];
-                    for (var u = 0u; u < NS; u++) {
-                        s[u] += qv * Ks[(c + u * TPR) * KCP + dd];
+                    let q = Qs[dd * P2 + ty];
+                    let ka = KVs[dd * P4 + tx];
+                    sa0 += q.x * ka;
+                    sb0 += q.y * ka;
+                    if (BC == 64u) {
+                        let kb = KVs[dd * P4 + 8u + tx];
+                        sa1 += q.x * kb;
+                        sb1 += q.y * kb;
                     }
                 }
             }
         }
-        // mask, then the new running max of each row across its TPR threads
-        var keep = 0u;
-        var pm = ZNONE;
-        for (var u = 0u; u < NS; u++) {
-            let j = k0 + c + u * TPR;
-            var add = 0.0;
-            if (row_ok && j >= row_start && j < row_lim && j < kend && mask_keep(b, h, row, j, &add)) {
-                s[u] = score_z(s[u], add, h, qp, j);
-                keep |= 1u << u;
-                pm = max(pm, s[u]);
-            }
+        // mask and transform; the new running max of each row over its 8 lanes
+        let ja = k0 + 4u * tx;
+        let jb = ja + 32u;
+        let plain_a = simple && ok_a && k0 >= lo_a && k0 + BC <= hi_a;
+        let plain_b = simple && ok_b && k0 >= lo_b && k0 + BC <= hi_b;
+        var ka0 = 0u;
+        var ka1 = 0u;
+        var kb0 = 0u;
+        var kb1 = 0u;
+        sa0 = mask4(sa0, plain_a, b, h, row_a, ok_a, ja, lo_a, hi_a, qp_a, &ka0);
+        sb0 = mask4(sb0, plain_b, b, h, row_b, ok_b, ja, lo_b, hi_b, qp_b, &kb0);
+        if (BC == 64u) {
+            sa1 = mask4(sa1, plain_a, b, h, row_a, ok_a, jb, lo_a, hi_a, qp_a, &ka1);
+            sb1 = mask4(sb1, plain_b, b, h, row_b, ok_b, jb, lo_b, hi_b, qp_b, &kb1);
         }
-        red[t] = pm;
-        workgroupBarrier();
-        var mnew = m;
-        for (var q = 0u; q < TPR; q++) {
-            mnew = max(mnew, red[r * TPR + q]);
-        }
-        let alpha = weight(m, mnew);
-        m = mnew;
-        l *= alpha;
-        for (var j = 0u; j < NJ; j++) {
-            acc[j] *= alpha;
-        }
-        for (var u = 0u; u < NS; u++) {
-            var p = 0.0;
-            if ((keep & (1u << u)) != 0u) {
-                p = weight(s[u], mnew);
-            }
-            l += p;
-            Ps[r * BC + c + u * TPR] = p;
+        let mn_a = max(m_a, row_max(max(max4(sa0, ka0), max4(sa1, ka1)), t, 0u));
+        let mn_b = max(m_b, row_max(max(max4(sb0, kb0), max4(sb1, kb1)), t, 1u));
+        let al_a = weight(m_a, mn_a);
+        let al_b = weight(m_b, mn_b);
+        m_a = mn_a;
+        m_b = mn_b;
+        let pa0 = weights4(sa0, ka0, mn_a);
+        let pa1 = weights4(sa1, ka1, mn_a);
+        let pb0 = weights4(sb0, kb0, mn_b);
+        let pb1 = weights4(sb1, kb1, mn_b);
+        l_a = l_a * al_a + dot(pa0 + pa1, vec4<f32>(1.0));
+        l_b = l_b * al_b + dot(pb0 + pb1, vec4<f32>(1.0));
+        oa0 *= al_a; oa1 *= al_a; oa2 *= al_a; oa3 *= al_a; oa4 *= al_a; oa5 *= al_a; oa6 *= al_a; oa7 *= al_a;
+        ob0 *= al_b; ob1 *= al_b; ob2 *= al_b; ob3 *= al_b; ob4 *= al_b; ob5 *= al_b; ob6 *= al_b; ob7 *= al_b;
+        // P, key-major: a vec2 (rows a, b) per key and row pair. (The previous tile's readers
+        // of Ps passed the barriers of this tile's staging.)
+        let pi = 4u * tx * P2 + ty;
+        Ps[pi] = vec2<f32>(pa0.x, pb0.x);
+        Ps[pi + P2] = vec2<f32>(pa0.y, pb0.y);
+        Ps[pi + 2u * P2] = vec2<f32>(pa0.z, pb0.z);
+        Ps[pi + 3u * P2] = vec2<f32>(pa0.w, pb0.w);
+        if (BC == 64u) {
+            let pj = pi + 32u * P2;
+            Ps[pj] = vec2<f32>(pa1.x, pb1.x);
+            Ps[pj + P2] = vec2<f32>(pa1.y, pb1.y);
+            Ps[pj + 2u * P2] = vec2<f32>(pa1.z, pb1.z);
+            Ps[pj + 3u * P2] = vec2<f32>(pa1.w, pb1.w);
         }
         // O += P V, VK keys at a time
         for (var v0 = 0u; v0 < BC; v0 += VK) {
-            workgroupBarrier();
-            for (var e = t; e < VK * DP / 4u; e += WG) {
-                let kk = e / (DP / 4u);
-                let dd = (e % (DP / 4u)) * 4u;
-                var x = vec4<f32>(0.0);
-                if (k0 + v0 + kk < kend && dd < P.d) {
-                    x = load4_v(v_index(b, hk, k0 + v0 + kk) + dd, min(P.d - dd, 4u)) * P.kpre;
+            if (k0 + v0 < kend) {
+                workgroupBarrier();
+                for (var e = t; e < VK * DP / 4u; e += WG) {
+                    let kk = e / (DP / 4u);
+                    let dd = (e % (DP / 4u)) * 4u;
+                    var x = vec4<f32>(0.0);
+                    if (k0 + v0 + kk < kend && dd < P.d) {
+                        x = load4_v(v_index(b, hk, k0 + v0 + kk) + dd, min(P.d - dd, 4u)) * P.kpre;
+                    }
+                    KVs[e] = x;
                 }
-                let o = kk * DP + dd;
-                Vs[o] = x.x;
-                Vs[o + 1u] = x.y;
-                Vs[o + 2u] = x.z;
-                Vs[o + 3u] = x.w;
-            }
-            workgroupBarrier();
-            for (var kk = 0u; kk < VK; kk++) {
-                let p = Ps[r * BC + v0 + kk];
-                for (var j = 0u; j < NJ; j++) {
-                    acc[j] += p * Vs[kk * DP + c + j * TPR];
+                workgroupBarrier();
+                for (var kk = 0u; kk < VK; kk++) {
+                    let p = Ps[(v0 + kk) * P2 + ty];
+                    let vb = kk * (DP / 4u) + tx;
+                    let v_0 = KVs[vb];
+                    oa0 += p.x * v_0;
+                    ob0 += p.y * v_0;
+                    if (NV > 1u) {
+                        let v_1 = KVs[vb + 8u];
+                        oa1 += p.x * v_1;
+                        ob1 += p.y * v_1;
+                    }
+                    if (NV > 2u) {
+                        let v_2 = KVs[vb + 16u];
+                        let v_3 = KVs[vb + 24u];
+                        oa2 += p.x * v_2;
+                        ob2 += p.y * v_2;
+                        oa3 += p.x * v_3;
+                        ob3 += p.y * v_3;
+                    }
+                    if (NV > 4u) {
+                        let v_4 = KVs[vb + 32u];
+                        let v_5 = KVs[vb + 40u];
+                        let v_6 = KVs[vb + 48u];
+                        let v_7 = KVs[vb + 56u];
+                        oa4 += p.x * v_4;
+                        ob4 += p.y * v_4;
+                        oa5 += p.x * v_5;
+                        ob5 += p.y * v_5;
+                        oa6 += p.x * v_6;
+                        ob6 += p.y * v_6;
+                        oa7 += p.x * v_7;
+                        ob7 += p.y * v_7;
+                    }
                 }
             }
         }
     }
 
-    workgroupBarrier();
-    red[t] = l;
-    workgroupBarrier();
-    var lsum = 0.0;
-    for (var q = 0u; q < TPR; q++) {
-        lsum += red[r * TPR + q];
+    let ls_a = row_sum(l_a, t, 0u);
+    let ls_b = row_sum(l_b, t, 1u);
+    let c0 = 4u * tx;
+    if (SPLIT == 1u) {
+        if (ok_a) {
+            let pb = vidx(P.v5, b, h, row_a) + split * (P.d + 2u);
+            store4_partial(pb, c0, oa0);
+            if (NV > 1u) { store4_partial(pb, c0 + 32u, oa1); }
+            if (NV > 2u) { store4_partial(pb, c0 + 64u, oa2); store4_partial(pb, c0 + 96u, oa3); }
+            if (NV > 4u) {
+                store4_partial(pb, c0 + 128u, oa4); store4_partial(pb, c0 + 160u, oa5);
+                store4_partial(pb, c0 + 192u, oa6); store4_partial(pb, c0 + 224u, oa7);
+            }
+            if (tx == 0u) {
+                LSE[pb + P.d] = m_a;
+                LSE[pb + P.d + 1u] = ls_a;
+            }
+        }
+        if (ok_b) {
+            let pb = vidx(P.v5, b, h, row_b) + split * (P.d + 2u);
+            store4_partial(pb, c0, ob0);
+            if (NV > 1u) { store4_partial(pb, c0 + 32u, ob1); }
+            if (NV > 2u) { store4_partial(pb, c0 + 64u, ob2); store4_partial(pb, c0 + 96u, ob3); }
+            if (NV > 4u) {
+                store4_partial(pb, c0 + 128u, ob4); store4_partial(pb, c0 + 160u, ob5);
+                store4_partial(pb, c0 + 192u, ob6); store4_partial(pb, c0 + 224u, ob7);
+            }
+            if (tx == 0u) {
+                LSE[pb + P.d] = m_b;
+                LSE[pb + P.d + 1u] = ls_b;
+            }
+        }
+        return;
     }
-    if (row_ok && SPLIT == 1u) {
-        let pb = vidx(P.v5, b, h, row) + split * (P.d + 2u);
-        for (var j = 0u; j < NJ; j++) {
-            let dd = c + j * TPR;
-            if (dd < P.d) {
-                LSE[pb + dd] = acc[j];
-            }
+    if (ok_a) {
+        let inv = select(0.0, 1.0 / ls_a, ls_a > 0.0);
+        let ob = vidx(P.v4, b, h, row_a);
+        store4(ob, c0, oa0 * inv);
+        if (NV > 1u) { store4(ob, c0 + 32u, oa1 * inv); }
+        if (NV > 2u) { store4(ob, c0 + 64u, oa2 * inv); store4(ob, c0 + 96u, oa3 * inv); }
+        if (NV > 4u) {
+            store4(ob, c0 + 128u, oa4 * inv); store4(ob, c0 + 160u, oa5 * inv);
+            store4(ob, c0 + 192u, oa6 * inv); store4(ob, c0 + 224u, oa7 * inv);
         }
-        if (c == 0u) {
-            LSE[pb + P.d] = m;
-            LSE[pb + P.d + 1u] = lsum;
+        if (tx == 0u && (P.flags & F_LSE) != 0u) {
+            LSE[vidx(P.v5, b, h, row_a)] = lse_of(m_a, ls_a);
         }
-    } else if (row_ok) {
-        let inv = select(0.0, 1.0 / lsum, lsum > 0.0);
-        let ob = vidx(P.v4, b, h, row);
-        for (var j = 0u; j < NJ; j++) {
-            let dd = c + j * TPR;
-            if (dd < P.d) {
-                O[ob + dd] = to_elem(acc[j] * inv * P.post);
-            }
+    }
+    if (ok_b) {
+        let inv = select(0.0, 1.0 / ls_b, ls_b > 0.0);
+        let ob = vidx(P.v4, b, h, row_b);
+        store4(ob, c0, ob0 * inv);
+        if (NV > 1u) { store4(ob, c0 + 32u, ob1 * inv); }
+        if (NV > 2u) { store4(ob, c0 + 64u, ob2 * inv); store4(ob, c0 + 96u, ob3 * inv); }
+        if (NV > 4u) {
+            store4(ob, c0 + 128u, ob4 * inv); store4(ob, c0 + 160u, ob5 * inv);
+            store4(ob, c0 + 192u, ob6 * inv); store4(ob, c0 + 224u, ob7 * inv);
         }
-        if (c == 0u && (P.flags & F_LSE) != 0u) {
-            LSE[vidx(P.v5, b, h, row)] = lse_of(m, lsum);
+        if (tx == 0u && (P.flags & F_LSE) != 0u) {
+            LSE[vidx(P.v5, b, h, row_b)] = lse_of(m_b, ls_b);
         }
     }
 }

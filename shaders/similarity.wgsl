@@ -1,22 +1,99 @@
 // Similarity S = Q·Kᵀ per (batch, head): dot product, cosine, or the negated squared
 // Euclidean distance -|q - k|².
-// Header constants (src/kernels/similarity.rs): WG (threads), TM x TN (output tile), TK (head
-// dims per step), METRIC (0 dot, 1 cosine, 2 negated squared L2).
-// Views: v0 = q, v1 = k (key/value head h / group), v2 = scores [batch, heads, nq, nk] (f32).
-// Q and K are multiplied by P.pre and P.kpre as they are loaded (powers of two that keep the
-// sums in range), the result by P.post then P.post2 (the scale), each step saturating: a score
-// beyond f32's range is reported as +-F32_MAX, never inf or NaN.
+// Header constants (src/kernels/similarity.rs): WG (256 threads), TM x TN (128 x 128 output
+// tile), TK (head dims per step), METRIC (0 dot, 1 cosine, 2 negated squared L2).
+// Bindings: 1 q, 2 k, 3 scores (f32), 4 and 5 the row norms of Q and K (row_norms.wgsl; cosine
+// and L2 only). Views: v0 q, v1 k (key/value head h / group), v2 scores [batch, heads, nq, nk],
+// v3 Q norms, v4 K norms (row length 1).
+// Dot and L2: Q and K are multiplied by P.pre and P.kpre as they are staged (powers of two that
+// keep the sums in range), the result by P.post then P.post2 (the scale), each step saturating:
+// a score beyond f32's range is reported as +-F32_MAX, never inf or NaN. L2 is
+// -max(|q|² + |k|² - 2 q·k, 0) from the precomputed squared norms. Cosine: each row is brought
+// to unit length as it is staged (its row_norms factor), so the dot product is the cosine,
+// clamped to [-1, 1]; a zero vector scores 0.
 //
-// A TM x TN output tile per workgroup, 4x4 outputs per thread, the head dim consumed TK at a
-// time through workgroup memory. For cosine and L2 the squared norms of the rows and columns a
-// thread touches are accumulated in the same loop; cosine of a zero vector is 0.
+// A GEMM tile: thread (tx, ty) = (t % 16, t / 16) owns rows 4ty..4ty+3 and 64+4ty..64+4ty+3 and
+// columns 4tx..4tx+3 and 64+4tx..64+4tx+3 of the tile (8 x 8 outputs in 16 named vec4
+// registers). Q and K are staged TK dims at a time, dim-major (rows as vec4, padded by 4 floats
+// so that the transposed stores do not conflict), in two buffers: the next step's loads are
+// issued before this step's products and stored after them, one barrier per step. Each step
+// reads two vec4 of Q and two of K per thread for 64 FMAs.
 
 @group(0) @binding(1) var<storage, read> Q: array<elem>;
 @group(0) @binding(2) var<storage, read> K: array<elem>;
 @group(0) @binding(3) var<storage, read_write> S: array<f32>;
+@group(0) @binding(4) var<storage, read> QN: array<f32>;
+@group(0) @binding(5) var<storage, read> KN: array<f32>;
 
-var<workgroup> As: array<f32, TK * TM>; // [TK][TM]
-var<workgroup> Bs: array<f32, TK * TN>; // [TK][TN]
+// row pitch of the staged tiles in vec4 (TM + 4 floats), and one buffer's size
+const AP: u32 = (TM + 4u) / 4u;
+const BUF: u32 = TK * AP;
+
+var<workgroup> As: array<vec4<f32>, 2u * BUF>;
+var<workgroup> Bs: array<vec4<f32>, 2u * BUF>;
+
+// Four consecutive elements from index i of Q (or K), those from the n-th on as 0.
+fn load4q(i: u32, n: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if (c < n) {
+            v[c] = f32(Q[i + c]);
+        }
+    }
+    return v;
+}
+
+fn load4k(i: u32, n: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if (c < n) {
+            v[c] = f32(K[i + c]);
+        }
+    }
+    return v;
+}
+
+// The score of one output from its accumulated product.
+fn finish(v: f32, qn: f32, kn: f32) -> f32 {
+    if (METRIC == 1u) {
+        return clamp(fsat(v), -1.0, 1.0);
+    }
+    var x = v;
+    if (METRIC == 2u) {
+        x = -max(fsat(qn + kn - 2.0 * v), 0.0);
+    }
+    return fsat(fsat(fsat(x) * P.post) * P.post2);
+}
+
+// Writes row `gr` (if in range) of the thread's outputs: columns gc..gc+3 and gc+64..gc+67.
+fn store_row(b: u32, h: u32, hk: u32, gr: u32, row_end: u32, gc: u32, x: vec4<f32>, y: vec4<f32>) {
+    if (gr >= row_end) {
+        return;
+    }
+    var qn = 0.0;
+    if (METRIC == 2u) {
+        qn = QN[vidx(P.v3, b, h, gr)];
+    }
+    let ob = vidx(P.v2, b, h, gr);
+    for (var c = 0u; c < 4u; c++) {
+        let j = gc + c;
+        if (j < P.nk) {
+            var kn = 0.0;
+            if (METRIC == 2u) {
+                kn = KN[vidx(P.v4, b, hk, j)];
+            }
+            S[ob + j] = finish(x[c], qn, kn);
+        }
+        let j2 = gc + 64u + c;
+        if (j2 < P.nk) {
+            var kn = 0.0;
+            if (METRIC == 2u) {
+                kn = KN[vidx(P.v4, b, hk, j2)];
+            }
+            S[ob + j2] = finish(y[c], qn, kn);
+        }
+    }
+}
 
 @compute @workgroup_size(WG)
 fn similarity(
@@ -42,59 +119,88 @@ fn similarity(
     let tx = t % 16u;
     let ty = t / 16u;
 
-    var acc: array<vec4<f32>, 4>;
-    var qn = vec4<f32>(0.0);
-    var kn = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < P.d; k0 += TK) {
-        for (var i = 0u; i < 4u; i++) {
-            let e = t + i * WG;
-            let r = e / TK;
-            let kk = e % TK;
-            let gk = k0 + kk;
-            var a = 0.0;
-            if (row0 + r < row_end && gk < P.d) {
-                a = f32(Q[vidx(P.v0, b, h, row0 + r) + gk]) * P.pre;
-            }
-            As[kk * TM + r] = a;
-            var bv = 0.0;
-            if (col0 + r < P.nk && gk < P.d) {
-                bv = f32(K[vidx(P.v1, b, hk, col0 + r) + gk]) * P.kpre;
-            }
-            Bs[kk * TN + r] = bv;
+    // staging: thread t loads dims 4 (t % 2).. of tile row t / 2 of Q and of K; the factor
+    // that multiplies it (the prescale, or for cosine the row's unit-length factor)
+    let sr = t / 2u;
+    let sq = t % 2u;
+    let q_ok = row0 + sr < row_end;
+    let k_ok = col0 + sr < P.nk;
+    // (cosine: x * pre, then the row's factor; no product of the two, which could overflow)
+    var qf = 1.0;
+    var kf = 1.0;
+    if (METRIC == 1u) {
+        qf = select(0.0, QN[vidx(P.v3, b, h, min(row0 + sr, row_end - 1u))], q_ok);
+        kf = select(0.0, KN[vidx(P.v4, b, hk, min(col0 + sr, P.nk - 1u))], k_ok);
+    }
+    let q_base = vidx(P.v0, b, h, min(row0 + sr, row_end - 1u));
+    let k_base = vidx(P.v1, b, hk, min(col0 + sr, P.nk - 1u));
+    let st = (4u * sq) * AP + sr / 4u;
+    let sc = sr % 4u;
+
+    var r0a = vec4<f32>(0.0); var r0b = vec4<f32>(0.0); var r1a = vec4<f32>(0.0); var r1b = vec4<f32>(0.0);
+    var r2a = vec4<f32>(0.0); var r2b = vec4<f32>(0.0); var r3a = vec4<f32>(0.0); var r3b = vec4<f32>(0.0);
+    var r4a = vec4<f32>(0.0); var r4b = vec4<f32>(0.0); var r5a = vec4<f32>(0.0); var r5b = vec4<f32>(0.0);
+    var r6a = vec4<f32>(0.0); var r6b = vec4<f32>(0.0); var r7a = vec4<f32>(0.0); var r7b = vec4<f32>(0.0);
+
+    let steps = (P.d + TK - 1u) / TK;
+    // the first step's tiles
+    var dd = 4u * sq;
+    var xq = vec4<f32>(0.0);
+    var xk = vec4<f32>(0.0);
+    if (q_ok && dd < P.d) {
+        xq = load4q(q_base + dd, min(P.d - dd, 4u)) * P.pre * qf;
+    }
+    if (k_ok && dd < P.d) {
+        xk = load4k(k_base + dd, min(P.d - dd, 4u)) * P.kpre * kf;
+    }
+    As[st][sc] = xq.x; As[st + AP][sc] = xq.y; As[st + 2u * AP][sc] = xq.z; As[st + 3u * AP][sc] = xq.w;
+    Bs[st][sc] = xk.x; Bs[st + AP][sc] = xk.y; Bs[st + 2u * AP][sc] = xk.z; Bs[st + 3u * AP][sc] = xk.w;
+    workgroupBarrier();
+    for (var s = 0u; s < steps; s++) {
+        let cur = (s % 2u) * BUF;
+        let more = s + 1u < steps;
+        // the next step's loads, in flight during this step's products
+        dd = (s + 1u) * TK + 4u * sq;
+        xq = vec4<f32>(0.0);
+        xk = vec4<f32>(0.0);
+        if (more && q_ok && dd < P.d) {
+            xq = load4q(q_base + dd, min(P.d - dd, 4u)) * P.pre * qf;
         }
-        workgroupBarrier();
+        if (more && k_ok && dd < P.d) {
+            xk = load4k(k_base + dd, min(P.d - dd, 4u)) * P.kpre * kf;
+        }
         for (var kk = 0u; kk < TK; kk++) {
-            let a = vec4<f32>(As[kk * TM + ty * 4u], As[kk * TM + ty * 4u + 1u], As[kk * TM + ty * 4u + 2u], As[kk * TM + ty * 4u + 3u]);
-            let bb = vec4<f32>(Bs[kk * TN + tx * 4u], Bs[kk * TN + tx * 4u + 1u], Bs[kk * TN + tx * 4u + 2u], Bs[kk * TN + tx * 4u + 3u]);
-            acc[0] += a.x * bb;
-            acc[1] += a.y * bb;
-            acc[2] += a.z * bb;
-            acc[3] += a.w * bb;
-            if (METRIC != 0u) {
-                qn += a * a;
-                kn += bb * bb;
-            }
+            let a0 = As[cur + kk * AP + ty];
+            let a1 = As[cur + kk * AP + 16u + ty];
+            let b0 = Bs[cur + kk * AP + tx];
+            let b1 = Bs[cur + kk * AP + 16u + tx];
+            r0a += a0.x * b0; r0b += a0.x * b1;
+            r1a += a0.y * b0; r1b += a0.y * b1;
+            r2a += a0.z * b0; r2b += a0.z * b1;
+            r3a += a0.w * b0; r3b += a0.w * b1;
+            r4a += a1.x * b0; r4b += a1.x * b1;
+            r5a += a1.y * b0; r5b += a1.y * b1;
+            r6a += a1.z * b0; r6b += a1.z * b1;
+            r7a += a1.w * b0; r7b += a1.w * b1;
+        }
+        if (more) {
+            // the other buffer: its last readers finished before the previous barrier
+            let nb = BUF - cur + st;
+            As[nb][sc] = xq.x; As[nb + AP][sc] = xq.y; As[nb + 2u * AP][sc] = xq.z; As[nb + 3u * AP][sc] = xq.w;
+            Bs[nb][sc] = xk.x; Bs[nb + AP][sc] = xk.y; Bs[nb + 2u * AP][sc] = xk.z; Bs[nb + 3u * AP][sc] = xk.w;
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let gr = row0 + ty * 4u + i;
-        if (gr >= row_end) {
-            continue;
-        }
-        let ob = vidx(P.v2, b, h, gr);
-        for (var j = 0u; j < 4u; j++) {
-            let gc = col0 + tx * 4u + j;
-            if (gc < P.nk) {
-                var v = acc[i][j];
-                if (METRIC == 1u) {
-                    let den = sqrt(qn[i]) * sqrt(kn[j]);
-                    v = clamp(fsat(select(0.0, v / den, den > 0.0)), -1.0, 1.0);
-                } else if (METRIC == 2u) {
-                    v = -max(fsat(qn[i] + kn[j] - 2.0 * v), 0.0);
-                }
-                S[ob + gc] = fsat(fsat(fsat(v) * P.post) * P.post2);
-            }
-        }
-    }
+
+    let ra = row0 + 4u * ty;
+    let rb = ra + 64u;
+    let gc = col0 + 4u * tx;
+    store_row(b, h, hk, ra, row_end, gc, r0a, r0b);
+    store_row(b, h, hk, ra + 1u, row_end, gc, r1a, r1b);
+    store_row(b, h, hk, ra + 2u, row_end, gc, r2a, r2b);
+    store_row(b, h, hk, ra + 3u, row_end, gc, r3a, r3b);
+    store_row(b, h, hk, rb, row_end, gc, r4a, r4b);
+    store_row(b, h, hk, rb + 1u, row_end, gc, r5a, r5b);
+    store_row(b, h, hk, rb + 2u, row_end, gc, r6a, r6b);
+    store_row(b, h, hk, rb + 3u, row_end, gc, r7a, r7b);
 }

@@ -23,6 +23,10 @@ pub struct Caps {
     pub f16: bool,
     /// `SUBGROUP`: subgroup operations.
     pub subgroups: bool,
+    /// The smallest subgroup the adapter may run a compute shader with (0: unknown). The
+    /// kernels reduce over 8 consecutive invocations with subgroup operations only where this is
+    /// at least 8.
+    pub subgroup_min_size: u32,
 }
 
 impl Caps {
@@ -37,6 +41,7 @@ impl Caps {
             max_invocations: limits.max_compute_invocations_per_workgroup,
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: 0,
         }
     }
 

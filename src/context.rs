@@ -253,7 +253,7 @@ impl Context {
             max_binding: limits.max_storage_buffer_binding_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
         };
-        let caps = Caps::new(&limits, device.features());
+        let caps = Caps { subgroup_min_size: ai.subgroup_min_size, ..Caps::new(&limits, device.features()) };
         let cache = PipelineCache::default();
         let placeholder = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {

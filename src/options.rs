@@ -80,17 +80,24 @@ pub enum AttentionVariant {
     /// The keys are split across workgroups ("flash-decoding"); the partial results are merged
     /// by their log-sum-exp.
     SplitK(Loads),
+    /// For few query rows against many keys (decode): one workgroup per key/value head holds
+    /// the rows of every query head that shares it (K and V read once for all of them), 8
+    /// lanes per key, the keys split across workgroups and merged by their log-sum-exp. Head
+    /// dims up to 128.
+    Decode(Loads),
     /// Scores, softmax and weighted sum as three kernels, materialising the `nq × nk` scores.
     Unfused,
 }
 
 impl AttentionVariant {
     /// Every variant that can be forced (all but `Auto`).
-    pub const ALL: [AttentionVariant; 5] = [
+    pub const ALL: [AttentionVariant; 7] = [
         AttentionVariant::Fused(Loads::Vec4),
         AttentionVariant::Fused(Loads::Scalar),
         AttentionVariant::SplitK(Loads::Vec4),
         AttentionVariant::SplitK(Loads::Scalar),
+        AttentionVariant::Decode(Loads::Vec4),
+        AttentionVariant::Decode(Loads::Scalar),
         AttentionVariant::Unfused,
     ];
 
@@ -102,6 +109,8 @@ impl AttentionVariant {
             AttentionVariant::Fused(Loads::Scalar) => "fused-scalar",
             AttentionVariant::SplitK(Loads::Vec4) => "split-k-vec4",
             AttentionVariant::SplitK(Loads::Scalar) => "split-k-scalar",
+            AttentionVariant::Decode(Loads::Vec4) => "decode-vec4",
+            AttentionVariant::Decode(Loads::Scalar) => "decode-scalar",
             AttentionVariant::Unfused => "unfused",
         }
     }

@@ -101,6 +101,12 @@ pub(crate) struct Launch<'a> {
 }
 
 impl Launch<'_> {
+    /// How many dispatches (chunks) the launch needs on this device.
+    pub fn chunks(&self, ctx: &Context) -> Result<usize> {
+        let specs: Vec<ArgSpec> = self.args.iter().map(|a| a.spec).collect();
+        Ok(plan(ctx.caps(), self.grid, &specs, self.workgroups)?.len())
+    }
+
     /// Records every chunk's dispatch into `encoder` (validation errors become `Err`).
     pub async fn record(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
         ctx.check_alive()?;

@@ -243,8 +243,14 @@ gpu_test! {
         let q = ctx.zeros(Shape::new(1, 4, 1, 64), Layout::Bhsd, DType::F32).unwrap();
         let kv = ctx.zeros(Shape::new(1, 4, 4096, 64), Layout::Bhsd, DType::F32).unwrap();
         let plan = ctx.plan_attention(&q, &kv, &kv, None, &AttentionOptions::default(), true).unwrap();
+        assert_eq!(plan.variant, AttentionVariant::Decode(Loads::Vec4), "{plan:?}");
+        assert!(plan.splits > 1 && plan.scratch_bytes > 0 && plan.reason.contains("decode"));
+        // head dim 256: the fused kernel with the keys split, and the plan says why not decode
+        let q = ctx.zeros(Shape::new(1, 4, 1, 256), Layout::Bhsd, DType::F32).unwrap();
+        let kv = ctx.zeros(Shape::new(1, 4, 4096, 256), Layout::Bhsd, DType::F32).unwrap();
+        let plan = ctx.plan_attention(&q, &kv, &kv, None, &AttentionOptions::default(), true).unwrap();
         assert_eq!(plan.variant, AttentionVariant::SplitK(Loads::Vec4), "{plan:?}");
-        assert!(plan.splits > 1 && plan.scratch_bytes > 0 && plan.reason.contains("split"));
+        assert!(plan.splits > 1 && plan.reason.contains("split") && plan.reason.contains("up to 128"), "{plan:?}");
         let big = ctx.zeros(Shape::new(1, 4, 512, 64), Layout::Bhsd, DType::F32).unwrap();
         let plan = ctx.plan_attention(&big, &big, &big, None, &AttentionOptions::default(), false).unwrap();
         assert_eq!((plan.variant, plan.splits, plan.scratch_bytes), (AttentionVariant::Fused(Loads::Vec4), 1, 0));
@@ -288,4 +294,23 @@ fn split_key_ranges_merge_to_the_unsplit_result() {
     }
     let (o, l) = cpu::attention_merge(&[cpu::AttentionPartial::empty(d), cpu::AttentionPartial::empty(d)], None);
     assert_eq!((o, l), (vec![0.0; d], f32::NEG_INFINITY));
+}
+
+gpu_test! {
+    fn reductions_through_workgroup_memory_without_subgroups() {
+        // the fused kernels' row max and sum without subgroup operations: a sample of every
+        // family above (head dims, tails, GQA, causal, masks, key lengths, split-K, windows,
+        // soft-capping, ALiBi and sinks)
+        let ctx = gpu_without_subgroups();
+        let mut cases: Vec<Case> = [1, 33, 64, 128, 256].map(|d| Case::new(1, 2, 1, 37, 70, d)).to_vec();
+        cases.push(Case::new(2, 4, 2, 65, 130, 32).causal().key_lengths(&[130, 17]));
+        cases.push(Case::new(1, 2, 1, 1, 3000, 64));
+        cases.push(Case::new(1, 2, 2, 70, 70, 40).window(10, Some(0)).softcap(20.0).alibi().sinks());
+        let mut c = Case::new(2, 2, 2, 21, 40, 16).bshd();
+        c.add_mask = Some([2, 2, 21, 40]);
+        cases.push(c);
+        for c in cases {
+            check_gpu(&ctx, &c);
+        }
+    }
 }

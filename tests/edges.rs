@@ -40,7 +40,12 @@ fn run_everywhere(
         let o = AttentionOptions { variant, ..*opts };
         if variant == AttentionVariant::Unfused {
             runs.push((format!("gpu {variant}"), be.attention(q, k, v, mask, &o).unwrap(), None));
-        } else if variant == AttentionVariant::Fused(Loads::Vec4) || variant == AttentionVariant::SplitK(Loads::Vec4) {
+        } else if matches!(
+            variant,
+            AttentionVariant::Fused(Loads::Vec4)
+                | AttentionVariant::SplitK(Loads::Vec4)
+                | AttentionVariant::Decode(Loads::Vec4)
+        ) {
             if q.shape().dim % 4 == 0 {
                 let (out, l) = be.attention_with_lse(q, k, v, mask, &o).unwrap();
                 runs.push((format!("gpu {variant}"), out, Some(l)));

@@ -40,13 +40,23 @@ fn split_over_slices_and_rows() {
 }
 
 gpu_test! {
-fn small_workgroup_storage_limits_head_dim() {
+fn small_workgroup_storage_limits_the_fused_kernels() {
+    // 16 KiB of workgroup memory (WebGPU's default) fits the fused kernels' 32-key tile at
+    // every head dim, with the log-sum-exp
     let ctx = small_device();
-    // 16 KiB of workgroup memory fits head dims up to 128 (smaller tiles); 256 needs more.
-    // Auto falls back to the unfused variant; forcing a fused one is refused, and so is the
-    // log-sum-exp (which the unfused variant does not produce). check_gpu asserts each.
-    check_gpu_without_lse(&ctx, &Case::new(1, 2, 1, 4, 30, 256));
+    let c = Case::new(1, 2, 1, 50, 40, 256);
+    check_gpu(&ctx, &c);
     let s = Shape::new(1, 1, 4, 256);
+    let x = ctx.upload(&rand_vec(1, s.numel(), 1.0), s).unwrap();
+    let plan = ctx.plan_attention(&x, &x, &x, None, &AttentionOptions::default(), true).unwrap();
+    assert_eq!(plan.variant, AttentionVariant::Fused(Loads::Vec4), "{plan:?}");
+    assert!(plan.workgroup_bytes <= 16 << 10, "{plan:?}");
+    // 12 KiB fits none: Auto falls back to the unfused variant; forcing a fused one is refused,
+    // and so is the log-sum-exp (which the unfused variant does not produce). check_gpu_without_lse
+    // asserts each refusal against expect_supported.
+    let limits = wgpu::Limits { max_compute_workgroup_storage_size: 12 << 10, ..Default::default() };
+    let ctx = Context::with_options_blocking(ContextOptions { limits: Some(limits), ..Default::default() }).unwrap();
+    check_gpu_without_lse(&ctx, &Case::new(1, 2, 1, 4, 30, 64));
     let x = ctx.upload(&rand_vec(1, s.numel(), 1.0), s).unwrap();
     let forced = AttentionOptions { variant: AttentionVariant::Fused(Loads::Vec4), ..Default::default() };
     let e = ctx.attention(&x, &x, &x, None, &forced).unwrap_err();

@@ -81,6 +81,10 @@ fn similarity_all_metrics_and_shapes(ctx: Option<&Context>) {
         (1, 4, 2, 65, 130, 40),
         (1, 2, 1, 1, 1100, 128),
         (1, 1, 1, 130, 67, 256),
+        // more than one 128 x 128 GEMM tile each way, with a ragged head dim (not a multiple of
+        // the 8-dim step) and grouped heads
+        (1, 1, 1, 300, 260, 13),
+        (2, 2, 1, 129, 129, 9),
     ] {
         for metric in metrics {
             for layout in [Layout::Bhsd, Layout::Bshd] {
@@ -155,6 +159,12 @@ fn softmax_options_masks_and_shapes(ctx: Option<&Context>) {
         (Shape::new(2, 3, 6, 33), 0.7, true, None, Some([1, 3, 6, 33]), true, 1.0),
         // magnitude 1e4 inputs
         (Shape::new(1, 1, 4, 100), 1.0, false, None, None, false, 1.0e4),
+        // the GPU kernel's register tiers: up to 1024, 2048 and 4096 columns per row (then
+        // streamed: 4097 above), at their edges, with masks, causal rows and key lengths
+        (Shape::new(1, 2, 3, 1025), 1.0, false, None, Some([1, 2, 3, 1025]), false, 1.0),
+        (Shape::new(2, 1, 3, 2048), 0.3, true, Some(vec![2048, 1500]), None, false, 1.0),
+        (Shape::new(1, 1, 2, 2049), 1.0, false, None, Some([1, 1, 2, 2049]), true, 1.0),
+        (Shape::new(1, 1, 2, 4096), 1.0, true, None, None, false, 1.0),
     ];
     for (s, temp, causal, kl, mshape, additive, amp) in cases {
         let x = rand_vec(s.numel() as u64, s.numel(), amp);
@@ -206,6 +216,13 @@ fn softmax_cpu() {
 gpu_test! {
     fn softmax_gpu() {
         softmax_options_masks_and_shapes(Some(&shared_gpu()));
+    }
+}
+
+gpu_test! {
+    fn softmax_gpu_reductions_through_workgroup_memory() {
+        // the row reductions without subgroup operations
+        softmax_options_masks_and_shapes(Some(&gpu_without_subgroups()));
     }
 }
 

@@ -2,6 +2,7 @@
 //! `cpu::attention`): the variant type, the pure choice of variant, tile and split, and the
 //! launcher.
 
+use super::attention_decode::{self, DecodeKernel};
 use super::attention_merge::{self, MergeKernel};
 use super::{b, flags, Access, Binding, Kernel, Params, ScoreArgs, Variant, PARAMS};
 use crate::caps::Caps;
@@ -17,21 +18,24 @@ use crate::tensor::{Mask, Tensor};
 
 /// Threads per workgroup.
 const WG: u32 = 256;
+/// Query rows per workgroup.
+pub(crate) const BR: u32 = 64;
 /// Keys per tile.
-const BC: u32 = 32;
-/// Keys per V chunk.
-const VK: u32 = 8;
-/// Head-dim chunk of K tiles.
-const KC: u32 = 32;
+const BC: u32 = 64;
 
-/// One variant of `shaders/attention.wgsl`: storage dtype, query rows per workgroup (`br`), head
-/// dim padded to 32/64/128/256 (`dp`), split-K or not, vector or scalar loads, contiguous K/V
-/// or a paged cache.
+/// One variant of `shaders/attention.wgsl`: storage dtype, head dim padded to 32/64/128/256
+/// (`dp`), the head-dim chunk of the Q/K tiles (`kc`), keys per V chunk (`vk`) and keys per tile
+/// (`bc`: 64, or 32 on devices with 16 KiB) that size its workgroup memory, row reductions by
+/// subgroup shuffles or through workgroup memory (`sg`),
+/// split-K or not, vector or scalar loads, contiguous K/V or a paged cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct AttentionKernel {
     pub dtype: DType,
-    pub br: u32,
     pub dp: u32,
+    pub kc: u32,
+    pub vk: u32,
+    pub bc: u32,
+    pub sg: bool,
     pub split: bool,
     pub loads: Loads,
     pub paged: bool,
@@ -76,25 +80,26 @@ impl Variant for AttentionKernel {
     }
 
     fn constants(&self) -> Vec<(&'static str, u32)> {
-        let tpr = WG / self.br;
         vec![
             ("WG", WG),
-            ("BC", BC),
-            ("VK", VK),
-            ("KC", KC),
-            ("BR", self.br),
+            ("BR", BR),
+            ("BC", self.bc),
+            ("KC", self.kc),
+            ("VK", self.vk),
             ("DP", self.dp),
-            ("TPR", tpr),
-            ("NJ", self.dp / tpr),
-            ("NS", BC / tpr),
+            ("NV", self.dp / 32),
+            ("SG", self.sg as u32),
             ("SPLIT", self.split as u32),
             ("VEC", if self.loads == Loads::Vec4 { 4 } else { 1 }),
         ]
     }
 
-    /// `Qs`, `Ks` (rows padded by one), `Vs`, `Ps`, the reduction buffer and `wkend`.
+    /// `Qs` (KC x (BR + 4)), the shared K/V chunk region, `Ps` (BC x (BR + 4)), the reduction
+    /// buffer (without subgroups) and the two key bounds.
     fn workgroup_bytes(&self) -> u32 {
-        4 * (self.br * self.dp + BC * (KC + 1) + VK * self.dp + self.br * BC + WG + 2)
+        let kv = (self.kc * (self.bc + 4)).max(self.vk * self.dp);
+        let red = if self.sg { 0 } else { 2 * WG };
+        4 * (self.kc * (BR + 4) + kv + self.bc * (BR + 4) + red) + 8
     }
 
     fn preludes(&self) -> Vec<&'static str> {
@@ -109,6 +114,11 @@ impl Variant for AttentionKernel {
             } else {
                 include_str!("../../shaders/kv_contiguous.wgsl")
             },
+            if self.sg {
+                include_str!("../../shaders/rows_subgroup.wgsl")
+            } else {
+                include_str!("../../shaders/rows_workgroup.wgsl")
+            },
         ]
     }
 }
@@ -118,14 +128,28 @@ fn padded_dim(d: usize) -> u32 {
     [32u32, 64, 128, 256].into_iter().find(|&p| p as usize >= d).unwrap_or(256)
 }
 
-/// Row tiles for padded head dim `dp`, largest first (at most 16 output columns per thread).
-fn row_tiles(dp: u32) -> impl Iterator<Item = u32> {
-    let first = match dp {
-        32 | 64 => 64,
-        128 => 32,
-        _ => 16,
-    };
-    [64u32, 32, 16, 8].into_iter().filter(move |&br| br <= first)
+/// The tile's workgroup-memory sizes for padded head dim `dp`, larger first: (head-dim chunk of
+/// Q and K, keys per V chunk, keys per tile). Larger chunks mean fewer barriers per key; the
+/// last fits 16 KiB (WebGPU's default limit).
+fn chunkings(dp: u32) -> [(u32, u32, u32); 3] {
+    [(32.min(dp), (4096 / dp).min(BC), BC), (16, (2048 / dp).min(BC), BC), (8, (512 / dp).min(32), 32)]
+}
+
+/// The shape of the fused kernel's tile on a device: padded head dim, chunking, reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tile {
+    pub dp: u32,
+    pub kc: u32,
+    pub vk: u32,
+    pub bc: u32,
+    pub sg: bool,
+}
+
+impl Tile {
+    fn kernel(self, dtype: DType, split: bool, loads: Loads) -> AttentionKernel {
+        let Tile { dp, kc, vk, bc, sg } = self;
+        AttentionKernel { dtype, dp, kc, vk, bc, sg, split, loads, paged: false }
+    }
 }
 
 impl AttentionKernel {
@@ -133,16 +157,21 @@ impl AttentionKernel {
     #[cfg(test)]
     pub fn all(dtype: DType) -> impl Iterator<Item = AttentionKernel> {
         [32u32, 64, 128, 256].into_iter().flat_map(move |dp| {
-            row_tiles(dp).flat_map(move |br| {
-                [false, true].into_iter().flat_map(move |split| {
-                    [Loads::Vec4, Loads::Scalar].into_iter().flat_map(move |loads| {
-                        [false, true].into_iter().map(move |paged| AttentionKernel {
-                            dtype,
-                            br,
-                            dp,
-                            split,
-                            loads,
-                            paged,
+            chunkings(dp).into_iter().flat_map(move |(kc, vk, bc)| {
+                [false, true].into_iter().flat_map(move |sg| {
+                    [false, true].into_iter().flat_map(move |split| {
+                        [Loads::Vec4, Loads::Scalar].into_iter().flat_map(move |loads| {
+                            [false, true].into_iter().map(move |paged| AttentionKernel {
+                                dtype,
+                                dp,
+                                kc,
+                                vk,
+                                bc,
+                                sg,
+                                split,
+                                loads,
+                                paged,
+                            })
                         })
                     })
                 })
@@ -151,9 +180,14 @@ impl AttentionKernel {
     }
 }
 
-/// The row tile for head dim `d` and `nq` queries: the smallest row count that covers `nq` (few
-/// queries waste less work on empty rows), else the largest that fits the workgroup memory.
-pub(crate) fn choose_tile(d: usize, nq: usize, caps: &Caps) -> Result<(u32, u32)> {
+/// Whether the kernels may reduce over 8 consecutive invocations with subgroup operations:
+/// the device has subgroups and they are never narrower than 8 lanes.
+pub(crate) fn subgroups_of_8(caps: &Caps) -> bool {
+    caps.subgroups && caps.subgroup_min_size >= 8
+}
+
+/// The tile for head dim `d`: the larger chunking where it fits the device's workgroup memory.
+pub(crate) fn choose_tile(d: usize, caps: &Caps) -> Result<Tile> {
     if caps.max_invocations < WG {
         return Err(Error::Unsupported(format!(
             "fused attention needs {WG} invocations per workgroup, the device allows {}",
@@ -161,15 +195,13 @@ pub(crate) fn choose_tile(d: usize, nq: usize, caps: &Caps) -> Result<(u32, u32)
         )));
     }
     let dp = padded_dim(d);
-    let bytes = |br| {
-        AttentionKernel { dtype: DType::F32, br, dp, split: false, loads: Loads::Scalar, paged: false }
-            .workgroup_bytes()
-    };
-    let fitting: Vec<u32> = row_tiles(dp).filter(|&br| bytes(br) <= caps.max_workgroup_storage).collect();
-    fitting.iter().rev().find(|&&br| br as usize >= nq).or(fitting.first()).map(|&br| (br, dp)).ok_or_else(|| {
+    let sg = subgroups_of_8(caps);
+    let tiles = chunkings(dp).map(|(kc, vk, bc)| Tile { dp, kc, vk, bc, sg });
+    let bytes = |t: &Tile| t.kernel(DType::F32, false, Loads::Scalar).workgroup_bytes();
+    tiles.iter().find(|t| bytes(t) <= caps.max_workgroup_storage).copied().ok_or_else(|| {
         Error::Unsupported(format!(
             "fused attention at head dim {d} needs {} bytes of workgroup memory, the device allows {}",
-            bytes(8),
+            bytes(&tiles[2]),
             caps.max_workgroup_storage
         ))
     })
@@ -201,9 +233,10 @@ fn forced_split_len(nk: usize) -> usize {
 pub struct AttentionPlan {
     /// The variant that runs.
     pub variant: AttentionVariant,
-    /// Query rows per workgroup (fused and split-K; 0 for unfused).
+    /// Query rows per workgroup (fused and split-K; decode: combined rows of the query heads that
+    /// share a key/value head; 0 for unfused).
     pub rows_per_workgroup: usize,
-    /// Key splits (1 unless split-K).
+    /// Key splits (1 unless split-K or decode).
     pub splits: usize,
     /// Keys per split (split-K; otherwise the key count).
     pub keys_per_split: usize,
@@ -220,18 +253,25 @@ pub struct AttentionPlan {
 pub(crate) enum Resolved {
     Fused(AttentionKernel),
     SplitK { kernel: AttentionKernel, split_len: usize, splits: usize },
+    Decode { kernel: DecodeKernel, split_len: usize, splits: usize },
     Unfused,
 }
 
+/// Combined query rows per key/value head (query heads per key/value head × queries) up to which
+/// `Auto` chooses the decode kernel.
+const DECODE_ROWS: usize = 16;
+
 /// Chooses (or checks a forced) variant for `p` on a device with `caps`. `aligned` says whether
 /// the Q, K and V element offsets are multiples of 4 (vector loads); `lse` whether the
-/// log-sum-exp is wanted. Pure: no device.
+/// log-sum-exp is wanted; `whole` whether every input buffer fits one binding (the decode kernel
+/// runs as one dispatch over whole buffers). Pure: no device.
 pub(crate) fn resolve(
     p: &AttentionProblem,
     caps: &Caps,
     aligned: bool,
     lse: bool,
     paged: bool,
+    whole: bool,
 ) -> Result<(Resolved, AttentionPlan)> {
     let d = p.dims;
     let vec4_ok = d.d.is_multiple_of(4) && aligned;
@@ -269,8 +309,7 @@ pub(crate) fn resolve(
         ))
     };
     let fused = |loads: Loads, split: Option<usize>, reason: String| -> Result<(Resolved, AttentionPlan)> {
-        let (br, dp) = choose_tile(d.d, d.nq, caps)?;
-        let kernel = AttentionKernel { dtype: p.dtype, br, dp, split: split.is_some(), loads, paged: false };
+        let kernel = choose_tile(d.d, caps)?.kernel(p.dtype, split.is_some(), loads);
         let (resolved, splits, keys) = match split {
             Some(len) => {
                 // (one split, empty, when every paged sequence is empty)
@@ -284,7 +323,7 @@ pub(crate) fn resolve(
             resolved,
             AttentionPlan {
                 variant,
-                rows_per_workgroup: br as usize,
+                rows_per_workgroup: BR as usize,
                 splits,
                 keys_per_split: keys,
                 workgroup_bytes: kernel.workgroup_bytes(),
@@ -293,23 +332,71 @@ pub(crate) fn resolve(
             },
         ))
     };
+    // the decode kernel: rows of every query head of a key/value head per workgroup, split-K
+    let decode = |loads: Loads, reason: String| -> std::result::Result<(Resolved, AttentionPlan), String> {
+        if !whole {
+            return Err("the decode kernel binds whole buffers, and an input is over the binding limit".into());
+        }
+        let rows = d.group() * d.nq;
+        let mut kernel = attention_decode::choose(d.d, rows, caps, p.dtype, loads)?;
+        kernel.paged = paged;
+        let row_blocks = rows.div_ceil(kernel.rows as usize);
+        let blocks = d.batch * d.kv_heads * row_blocks;
+        let split_row = (d.slices() * d.nq * (d.d + 2) * 4) as u64;
+        if split_row > caps.max_binding {
+            return Err("the decode kernel's partials would be over the binding limit".into());
+        }
+        let len = attention_decode::split_len(blocks, d.nk, split_row, caps.max_binding);
+        let splits = d.nk.div_ceil(len).max(1);
+        let wgs = (blocks * splits) as u64;
+        let max_dim = caps.max_workgroups_per_dim.max(1) as u64;
+        if wgs > max_dim.saturating_mul(max_dim).saturating_mul(max_dim) {
+            return Err(format!("the decode kernel's {wgs} workgroups exceed the device's grid"));
+        }
+        Ok((
+            Resolved::Decode { kernel, split_len: len, splits },
+            AttentionPlan {
+                variant: AttentionVariant::Decode(loads),
+                rows_per_workgroup: kernel.rows as usize,
+                splits,
+                keys_per_split: len,
+                workgroup_bytes: kernel.workgroup_bytes(),
+                scratch_bytes: split_row * splits as u64,
+                reason,
+            },
+        ))
+    };
     match p.variant {
+        AttentionVariant::Decode(loads) => {
+            check_loads(loads)?;
+            decode(loads, "forced".into()).map_err(Error::Unsupported)
+        }
         AttentionVariant::Auto => {
-            let (br, _) = match choose_tile(d.d, d.nq, caps) {
-                Ok(t) => t,
-                Err(e) => return unfused(format!("auto: the fused kernels do not fit this device ({e})")),
-            };
-            match split_len(d.slices(), d.nq.div_ceil(br as usize), d.nk) {
+            let rows = d.group() * d.nq;
+            let mut not_decode = String::new();
+            if rows <= DECODE_ROWS {
+                let reason =
+                    format!("auto: {rows} query rows per key/value head against {} keys: the decode kernel", d.nk);
+                match decode(auto_loads, reason) {
+                    Ok(r) => return Ok(r),
+                    Err(why) => not_decode = format!(" (not the decode kernel: {why})"),
+                }
+            }
+            if let Err(e) = choose_tile(d.d, caps) {
+                return unfused(format!("auto: the fused kernels do not fit this device ({e}){not_decode}"));
+            }
+            let br = BR as usize;
+            match split_len(d.slices(), d.nq.div_ceil(br), d.nk) {
                 Some(len) => fused(
                     auto_loads,
                     Some(len),
                     format!(
-                        "auto: {} query blocks are too few for {} keys, so the keys are split",
-                        d.slices() * d.nq.div_ceil(br as usize),
+                        "auto: {} query blocks are too few for {} keys, so the keys are split{not_decode}",
+                        d.slices() * d.nq.div_ceil(br),
                         d.nk
                     ),
                 ),
-                None => fused(auto_loads, None, "auto: the fused kernel covers the call".into()),
+                None => fused(auto_loads, None, format!("auto: the fused kernel covers the call{not_decode}")),
             }
         }
         AttentionVariant::Fused(loads) => {
@@ -318,12 +405,19 @@ pub(crate) fn resolve(
         }
         AttentionVariant::SplitK(loads) => {
             check_loads(loads)?;
-            let (br, _) = choose_tile(d.d, d.nq, caps)?;
-            let len = split_len(d.slices(), d.nq.div_ceil(br as usize), d.nk).unwrap_or(forced_split_len(d.nk));
+            choose_tile(d.d, caps)?;
+            let len = split_len(d.slices(), d.nq.div_ceil(BR as usize), d.nk).unwrap_or(forced_split_len(d.nk));
             fused(loads, Some(len), "forced".into())
         }
         AttentionVariant::Unfused => unfused("forced".into()),
     }
+}
+
+/// The main kernel of a fused-family launch.
+#[derive(Clone, Copy)]
+enum Main {
+    Fused(AttentionKernel),
+    Decode(DecodeKernel),
 }
 
 /// Where an attention launch reads K and V.
@@ -363,9 +457,11 @@ pub(crate) async fn record(
     lse: Option<&Tensor>,
 ) -> Result<()> {
     let d = p.dims;
-    let (mut kernel, split) = match resolved {
-        Resolved::Fused(kernel) => (kernel, None),
-        Resolved::SplitK { kernel, split_len, splits } => (kernel, Some((split_len, splits))),
+    // the main kernel (fused or decode) and its split, if the keys are split
+    let (mut main, split) = match resolved {
+        Resolved::Fused(kernel) => (Main::Fused(kernel), None),
+        Resolved::SplitK { kernel, split_len, splits } => (Main::Fused(kernel), Some((split_len, splits))),
+        Resolved::Decode { kernel, split_len, splits } => (Main::Decode(kernel), Some((split_len, splits))),
         Resolved::Unfused => return Err(Error::Unsupported("the unfused variant has its own launcher".into())),
     };
     let transform = p.transform()?;
@@ -397,7 +493,10 @@ pub(crate) async fn record(
             None,
         ),
         KvSource::Paged { cache, seq_lens, table, .. } => {
-            kernel.paged = true;
+            match &mut main {
+                Main::Fused(k) => k.paged = true,
+                Main::Decode(k) => k.paged = true,
+            }
             fl |= flags::PAGED;
             let g = &cache.geometry;
             (
@@ -408,7 +507,7 @@ pub(crate) async fn record(
             )
         }
     };
-    let br = kernel.br as usize;
+    let br = BR as usize;
     let nsplit = split.map_or(1, |s| s.1);
     // split-K partials: per query row, for each split, the raw accumulator, the running max and
     // sum (a row's splits side by side, so that chunks of rows bind small windows)
@@ -418,7 +517,12 @@ pub(crate) async fn record(
         ),
         None => None,
     };
-    let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(br) * nsplit) as u64;
+    let workgroups = |nbh: usize, nr: usize| match main {
+        Main::Fused(_) => (nbh * nr.div_ceil(br) * nsplit) as u64,
+        // one workgroup per (batch, key/value head, block of combined rows, split); always one
+        // chunk of every slice and row (checked below)
+        Main::Decode(k) => ((nbh / d.group()) * (d.group() * nr).div_ceil(k.rows as usize) * nsplit) as u64,
+    };
     let (out_arg, lse_arg) = match (&partial, lse) {
         (Some(pt), _) => {
             (Arg::whole("out", &ctx.inner.placeholder_write, 6), Arg::tensor("partials", pt, 1, Rows::Query, 5, 7))
@@ -458,15 +562,37 @@ pub(crate) async fn record(
         Arg::whole("heads", heads, 8),
     ];
     args.extend(table);
-    Launch {
-        kernel: Kernel::Attention(kernel),
-        grid: Grid { bh: d.slices(), heads: d.heads, nq: d.nq, row_tile: br },
-        args,
-        params,
-        workgroups: &workgroups,
-    }
-    .record(ctx, encoder)
-    .await?;
+    let launch = match main {
+        Main::Fused(kernel) => Launch {
+            kernel: Kernel::Attention(kernel),
+            // chunks (where a binding limit splits the rows) in multiples of 16 rows, not of BR:
+            // the kernel handles a ragged last block, and 64 rows of split-K partials could
+            // themselves be over the limit
+            grid: Grid { bh: d.slices(), heads: d.heads, nq: d.nq, row_tile: 16 },
+            args,
+            params,
+            workgroups: &workgroups,
+        },
+        Main::Decode(kernel) => {
+            // its bindings (binding 6, the output, is the merge's)
+            args.retain(|a| a.slot != 6);
+            let launch = Launch {
+                kernel: Kernel::AttentionDecode(kernel),
+                grid: Grid { bh: d.slices(), heads: d.heads, nq: d.nq, row_tile: d.nq.max(1) },
+                args,
+                params,
+                workgroups: &workgroups,
+            };
+            if launch.chunks(ctx)? > 1 {
+                return Err(Error::Unsupported(
+                    "the decode kernel runs as one dispatch, and this call needs several (binding or grid limits)"
+                        .into(),
+                ));
+            }
+            launch
+        }
+    };
+    launch.record(ctx, encoder).await?;
     match partial {
         Some(partial) => {
             let kernel = MergeKernel { dtype: p.dtype };
@@ -507,33 +633,56 @@ mod tests {
     }
 
     #[test]
-    fn tiles_cover_few_queries_and_fit_the_memory() {
+    fn tiles_fit_the_memory() {
         let c = lavapipe();
-        assert_eq!(choose_tile(64, 1, &c).unwrap(), (8, 64));
-        assert_eq!(choose_tile(64, 20, &c).unwrap(), (32, 64));
-        assert_eq!(choose_tile(64, 1000, &c).unwrap(), (64, 64));
-        assert_eq!(choose_tile(3, 1000, &c).unwrap(), (64, 32));
-        assert_eq!(choose_tile(256, 1000, &c).unwrap(), (16, 256));
-        // 16 KiB: d 256 does not fit at all, d 128 with smaller tiles
+        // 32 KiB: the smaller chunking at d 128 and 256; the larger at d 32
+        let t = choose_tile(128, &c).unwrap();
+        assert_eq!((t.dp, t.kc, t.vk), (128, 16, 16));
+        assert_eq!(choose_tile(3, &c).unwrap().dp, 32);
+        assert_eq!(choose_tile(256, &c).unwrap().dp, 256);
+        // 48 KiB (an H100): the larger chunking throughout
+        let big = Caps { max_workgroup_storage: 48 << 10, ..c.clone() };
+        for d in [32, 64, 128, 256] {
+            let t = choose_tile(d, &big).unwrap();
+            assert_eq!(t.kc, 32, "d {d}");
+        }
+        for d in 1..=256 {
+            for caps in [&c, &big] {
+                let t = choose_tile(d, caps).unwrap();
+                assert!(t.kernel(DType::F32, false, Loads::Scalar).workgroup_bytes() <= caps.max_workgroup_storage);
+            }
+        }
+        // 16 KiB: the 32-key tile, every head dim; 12 KiB: none
         let small = Caps { max_workgroup_storage: 16 << 10, ..c.clone() };
-        assert!(matches!(choose_tile(256, 4, &small), Err(Error::Unsupported(ref m)) if m.contains("head dim 256")));
-        let (br, _) = choose_tile(128, 1000, &small).unwrap();
-        assert!(
-            AttentionKernel { dtype: DType::F32, br, dp: 128, split: false, loads: Loads::Vec4, paged: false }
-                .workgroup_bytes()
-                <= 16 << 10
-        );
+        for d in [1, 64, 128, 256] {
+            let t = choose_tile(d, &small).unwrap();
+            assert_eq!(t.bc, 32);
+            assert!(t.kernel(DType::F32, false, Loads::Scalar).workgroup_bytes() <= 16 << 10);
+        }
+        let tiny = Caps { max_workgroup_storage: 12 << 10, ..c.clone() };
+        assert!(matches!(choose_tile(128, &tiny), Err(Error::Unsupported(ref m)) if m.contains("head dim 128")));
         let few = Caps { max_invocations: 128, ..c };
-        assert!(matches!(choose_tile(64, 4, &few), Err(Error::Unsupported(_))));
+        assert!(matches!(choose_tile(64, &few), Err(Error::Unsupported(_))));
+    }
+
+    #[test]
+    fn subgroup_reductions_need_subgroups_of_8() {
+        let c = lavapipe();
+        assert!(!choose_tile(64, &Caps { subgroups: false, ..c.clone() }).unwrap().sg);
+        assert!(choose_tile(64, &Caps { subgroups: true, subgroup_min_size: 8, ..c.clone() }).unwrap().sg);
+        assert!(!choose_tile(64, &Caps { subgroups: true, subgroup_min_size: 4, ..c }).unwrap().sg);
     }
 
     #[test]
     fn every_chosen_tile_is_a_listed_variant() {
         let all: Vec<_> = AttentionKernel::all(DType::F32).collect();
         for d in 1..=256 {
-            for nq in [1, 7, 8, 9, 33, 100, 5000] {
-                let (br, dp) = choose_tile(d, nq, &lavapipe()).unwrap();
-                let k = AttentionKernel { dtype: DType::F32, br, dp, split: false, loads: Loads::Scalar, paged: false };
+            for caps in [
+                lavapipe(),
+                Caps { max_workgroup_storage: 48 << 10, subgroups: true, subgroup_min_size: 32, ..lavapipe() },
+                Caps { max_workgroup_storage: 16 << 10, ..lavapipe() },
+            ] {
+                let k = choose_tile(d, &caps).unwrap().kernel(DType::F32, false, Loads::Scalar);
                 assert!(all.contains(&k), "{k:?}");
             }
         }
@@ -542,6 +691,7 @@ mod tests {
     #[test]
     fn split_k_for_few_query_blocks_and_many_keys() {
         assert_eq!(split_len(4, 1, 2048), Some(256));
+        assert_eq!(split_len(4, 1, 2048).unwrap() % BC as usize, 0);
         assert_eq!(split_len(1, 1, 1000), None, "under 1024 keys: unsplit");
         assert_eq!(split_len(256, 1, 100_000), None, "enough blocks already");
         assert_eq!(split_len(1, 1, 1 << 20), Some(16384), "at most 64 splits");
@@ -553,35 +703,47 @@ mod tests {
     #[test]
     fn auto_picks_by_shape_and_forced_variants_are_checked() {
         let c = lavapipe();
-        let plan = |p: &AttentionProblem, aligned, lse| resolve(p, &c, aligned, lse, false).map(|r| r.1);
+        let plan = |p: &AttentionProblem, aligned, lse| resolve(p, &c, aligned, lse, false, true).map(|r| r.1);
         // prefill: fused with vector loads
         let p = problem(2, 8, 512, 512, 64, AttentionVariant::Auto);
         assert_eq!(plan(&p, true, false).unwrap().variant, AttentionVariant::Fused(Loads::Vec4));
         assert_eq!(plan(&p, false, false).unwrap().variant, AttentionVariant::Fused(Loads::Scalar));
-        // decode: split-K
+        // decode: the decode kernel, keys split
         let p = problem(1, 4, 1, 4096, 128, AttentionVariant::Auto);
         let pl = plan(&p, true, true).unwrap();
-        assert_eq!(pl.variant, AttentionVariant::SplitK(Loads::Vec4));
+        assert_eq!(pl.variant, AttentionVariant::Decode(Loads::Vec4));
         assert!(pl.splits >= 2 && pl.scratch_bytes > 0);
+        // ... but not past head dim 128 (split-K instead, saying why), nor over whole buffers
+        // beyond the binding limit
+        let p = problem(1, 4, 1, 4096, 256, AttentionVariant::Auto);
+        let pl = plan(&p, true, true).unwrap();
+        assert_eq!(pl.variant, AttentionVariant::SplitK(Loads::Vec4));
+        assert!(pl.reason.contains("up to 128"), "{}", pl.reason);
+        let p = problem(1, 4, 1, 4096, 64, AttentionVariant::Auto);
+        assert_eq!(resolve(&p, &c, true, true, false, false).unwrap().1.variant, AttentionVariant::SplitK(Loads::Vec4));
+        let p = problem(1, 4, 1, 4096, 256, AttentionVariant::Decode(Loads::Scalar));
+        assert!(matches!(plan(&p, true, false), Err(Error::Unsupported(ref m)) if m.contains("up to 128")));
         // odd head dim: scalar loads; forcing vec4 is refused
-        let p = problem(1, 1, 10, 10, 3, AttentionVariant::Auto);
+        let p = problem(1, 1, 20, 10, 3, AttentionVariant::Auto);
         assert_eq!(plan(&p, true, false).unwrap().variant, AttentionVariant::Fused(Loads::Scalar));
+        let p = problem(1, 1, 10, 10, 3, AttentionVariant::Auto);
+        assert_eq!(plan(&p, true, false).unwrap().variant, AttentionVariant::Decode(Loads::Scalar));
         let p = problem(1, 1, 10, 10, 3, AttentionVariant::Fused(Loads::Vec4));
         assert!(matches!(plan(&p, true, false), Err(Error::Unsupported(ref m)) if m.contains("multiple of 4")));
         // forced split-K on a small problem: two splits
-        let p = problem(1, 1, 10, 100, 16, AttentionVariant::SplitK(Loads::Scalar));
+        let p = problem(1, 1, 10, 200, 16, AttentionVariant::SplitK(Loads::Scalar));
         let pl = plan(&p, true, true).unwrap();
-        assert_eq!((pl.splits, pl.keys_per_split), (2, 64));
+        assert_eq!((pl.splits, pl.keys_per_split), (2, 128));
         // unfused: no lse
         let p = problem(1, 1, 10, 100, 16, AttentionVariant::Unfused);
         assert!(plan(&p, true, false).is_ok());
         assert!(matches!(plan(&p, true, true), Err(Error::Unsupported(ref m)) if m.contains("log-sum-exp")));
         // a device too small for the fused kernels: auto falls back to unfused, forcing fused is refused
-        let small = Caps { max_workgroup_storage: 16 << 10, ..c.clone() };
+        let small = Caps { max_workgroup_storage: 12 << 10, ..c.clone() };
         let p = problem(1, 1, 4, 4, 256, AttentionVariant::Auto);
-        assert_eq!(resolve(&p, &small, true, false, false).unwrap().1.variant, AttentionVariant::Unfused);
-        assert!(resolve(&p, &small, true, true, false).is_err());
+        assert_eq!(resolve(&p, &small, true, false, false, true).unwrap().1.variant, AttentionVariant::Unfused);
+        assert!(resolve(&p, &small, true, true, false, true).is_err());
         let p = problem(1, 1, 4, 4, 256, AttentionVariant::Fused(Loads::Scalar));
-        assert!(matches!(resolve(&p, &small, true, false, false), Err(Error::Unsupported(_))));
+        assert!(matches!(resolve(&p, &small, true, false, false, true), Err(Error::Unsupported(_))));
     }
 }

@@ -5,8 +5,10 @@
 //! | family | WGSL | launcher | CPU twin |
 //! |---|---|---|---|
 //! | attention | `shaders/attention.wgsl` | [`attention`] | `cpu::attention` |
+//! | attention decode (few queries) | `shaders/attention_decode.wgsl` | [`attention_decode`] | `cpu::attention` |
 //! | attention merge (split-K) | `shaders/attention_merge.wgsl` | [`attention_merge`] | `cpu::attention_merge` |
 //! | similarity | `shaders/similarity.wgsl` | [`similarity`] | `cpu::similarity` |
+//! | row norms (cosine, L2) | `shaders/row_norms.wgsl` | [`row_norms`] | within `cpu::similarity` |
 //! | softmax | `shaders/softmax.wgsl` | [`softmax`] | `cpu::softmax` |
 //! | weighted sum | `shaders/weighted_sum.wgsl` | [`weighted_sum`] | `cpu::weighted_sum` |
 //! | top-k | `shaders/top_k.wgsl` | [`top_k`] | `cpu::top_k` |
@@ -19,8 +21,10 @@
 //! workgroup memory and its uniform block with what the Rust side declares.
 
 pub(crate) mod attention;
+pub(crate) mod attention_decode;
 pub(crate) mod attention_merge;
 pub(crate) mod kv_append;
+pub(crate) mod row_norms;
 pub(crate) mod similarity;
 pub(crate) mod softmax;
 pub(crate) mod top_k;
@@ -257,8 +261,10 @@ pub(crate) trait Variant {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
     Attention(attention::AttentionKernel),
+    AttentionDecode(attention_decode::DecodeKernel),
     AttentionMerge(attention_merge::MergeKernel),
     Similarity(similarity::SimilarityKernel),
+    RowNorms(row_norms::RowNormsKernel),
     Softmax(softmax::SoftmaxKernel),
     WeightedSum(weighted_sum::WeightedSumKernel),
     TopK(top_k::TopKKernel),
@@ -269,8 +275,10 @@ macro_rules! each_kernel {
     ($self:expr, $v:ident => $e:expr) => {
         match $self {
             Kernel::Attention($v) => $e,
+            Kernel::AttentionDecode($v) => $e,
             Kernel::AttentionMerge($v) => $e,
             Kernel::Similarity($v) => $e,
+            Kernel::RowNorms($v) => $e,
             Kernel::Softmax($v) => $e,
             Kernel::WeightedSum($v) => $e,
             Kernel::TopK($v) => $e,
@@ -348,9 +356,11 @@ impl Kernel {
         let mut v = vec![];
         for dtype in [DType::F32, DType::F16] {
             v.extend(attention::AttentionKernel::all(dtype).map(Kernel::Attention));
+            v.extend(attention_decode::DecodeKernel::all(dtype).map(Kernel::AttentionDecode));
             v.push(Kernel::AttentionMerge(attention_merge::MergeKernel { dtype }));
             v.extend(similarity::SimilarityKernel::all(dtype).map(Kernel::Similarity));
-            v.push(Kernel::Softmax(softmax::SoftmaxKernel { dtype }));
+            v.extend(row_norms::RowNormsKernel::all(dtype).map(Kernel::RowNorms));
+            v.extend(softmax::SoftmaxKernel::all(dtype).map(Kernel::Softmax));
             v.push(Kernel::WeightedSum(weighted_sum::WeightedSumKernel { dtype }));
             v.push(Kernel::KvAppend(kv_append::KvAppendKernel { dtype }));
         }

@@ -1,5 +1,6 @@
 //! Host side of `shaders/similarity.wgsl` (CPU twin: `cpu::similarity`).
 
+use super::row_norms::{self, RowNormsKernel};
 use super::{b, Access, Binding, Kernel, Params, Variant, PARAMS};
 use crate::context::Context;
 use crate::error::Result;
@@ -11,10 +12,10 @@ use crate::shape::DType;
 use crate::tensor::Tensor;
 
 const WG: u32 = 256;
-/// Output tile rows, columns, and head dims per step.
-const TM: u32 = 64;
-const TN: u32 = 64;
-const TK: u32 = 16;
+/// Output tile rows, columns, and head dims per step (the shader's staging assumes these).
+const TM: u32 = 128;
+const TN: u32 = 128;
+const TK: u32 = 8;
 
 /// One variant of `shaders/similarity.wgsl`: storage dtype and metric (0 dot, 1 cosine, 2 L2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -27,8 +28,14 @@ impl Variant for SimilarityKernel {
     const NAME: &'static str = "similarity";
     const SOURCE: &'static str = include_str!("../../shaders/similarity.wgsl");
     fn bindings(&self) -> &'static [Binding] {
-        const BINDINGS: [Binding; 4] =
-            [PARAMS, b(1, "q", Access::Read), b(2, "k", Access::Read), b(3, "scores", Access::ReadWrite)];
+        const BINDINGS: [Binding; 6] = [
+            PARAMS,
+            b(1, "q", Access::Read),
+            b(2, "k", Access::Read),
+            b(3, "scores", Access::ReadWrite),
+            b(4, "q_norms", Access::Read),
+            b(5, "k_norms", Access::Read),
+        ];
         &BINDINGS
     }
 
@@ -38,9 +45,9 @@ impl Variant for SimilarityKernel {
     fn constants(&self) -> Vec<(&'static str, u32)> {
         vec![("WG", WG), ("TM", TM), ("TN", TN), ("TK", TK), ("METRIC", self.metric)]
     }
-    /// The Q and K tiles, `TK × TM` and `TK × TN` f32.
+    /// The Q and K tiles, `TK × (TM + 4)` and `TK × (TN + 4)` f32, twice (double-buffered).
     fn workgroup_bytes(&self) -> u32 {
-        4 * TK * (TM + TN)
+        2 * 4 * TK * (TM + 4 + TN + 4)
     }
 }
 
@@ -73,15 +80,40 @@ pub(crate) async fn record(
 ) -> Result<()> {
     let d = p.dims;
     let sc = p.scaling();
-    let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(TM as usize) * d.nk.div_ceil(TN as usize)) as u64;
-    Launch {
-        kernel: Kernel::Similarity(SimilarityKernel::for_metric(p.dtype, p.metric)),
-        grid: Grid { bh: d.slices(), heads: d.heads, nq: d.nq, row_tile: TM as usize },
-        args: vec![
-            Arg::tensor("q", q, 1, Rows::Query, 0, 1),
-            Arg::tensor("k", k, d.group(), Rows::All(d.nk), 1, 2),
-            Arg::tensor("out", out, 1, Rows::Query, 2, 3),
+    let kernel = SimilarityKernel::for_metric(p.dtype, p.metric);
+    // cosine and L2: the rows' norms first, once per row
+    let norms = if kernel.metric == 0 {
+        None
+    } else {
+        let nk = RowNormsKernel { dtype: p.dtype, metric: kernel.metric };
+        let qn = row_norms::record(ctx, encoder, nk, q, sc.q).await?;
+        let kn = row_norms::record(ctx, encoder, nk, k, sc.k).await?;
+        Some((qn, kn))
+    };
+    let norm_args = match &norms {
+        Some((qn, kn)) => [
+            Arg::tensor("q_norms", qn, 1, Rows::Query, 3, 4),
+            Arg::tensor("k_norms", kn, d.group(), Rows::All(d.nk), 4, 5),
         ],
+        None => [
+            Arg::whole("q_norms", &ctx.inner.placeholder_read, 4),
+            Arg::whole("k_norms", &ctx.inner.placeholder_read, 5),
+        ],
+    };
+    let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(TM as usize) * d.nk.div_ceil(TN as usize)) as u64;
+    let mut args = vec![
+        Arg::tensor("q", q, 1, Rows::Query, 0, 1),
+        Arg::tensor("k", k, d.group(), Rows::All(d.nk), 1, 2),
+        Arg::tensor("out", out, 1, Rows::Query, 2, 3),
+    ];
+    args.extend(norm_args);
+    Launch {
+        kernel: Kernel::Similarity(kernel),
+        // chunks (where a binding limit splits the rows) in multiples of 16 rows, not of a whole
+        // tile: the kernel handles a ragged last block, and a 128-row chunk of scores could
+        // itself be over the limit
+        grid: Grid { bh: d.slices(), heads: d.heads, nq: d.nq, row_tile: 16 },
+        args,
         params: Params {
             heads: d.heads as u32,
             group: d.group() as u32,

@@ -13,10 +13,30 @@ use crate::tensor::{Mask, Tensor};
 /// Threads per workgroup (one workgroup per row).
 const WG: u32 = 256;
 
-/// The softmax kernel for one storage dtype.
+/// The softmax kernel for one storage dtype: elements per thread held in registers (`e`: 4, 8 or
+/// 16 for rows up to that many times `WG`; 0 streams longer rows twice), and row reductions by
+/// subgroup shuffles or through workgroup memory (`sg`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SoftmaxKernel {
     pub dtype: DType,
+    pub e: u32,
+    pub sg: bool,
+}
+
+impl SoftmaxKernel {
+    /// The variant for rows of `n` columns on a device with `caps`.
+    pub fn for_rows(dtype: DType, n: usize, caps: &crate::caps::Caps) -> Self {
+        let e = [4u32, 8, 16].into_iter().find(|&e| n <= (e * WG) as usize).unwrap_or(0);
+        SoftmaxKernel { dtype, e, sg: super::attention::subgroups_of_8(caps) }
+    }
+
+    /// Every variant for `dtype`.
+    #[cfg(test)]
+    pub fn all(dtype: DType) -> impl Iterator<Item = SoftmaxKernel> {
+        [0u32, 4, 8, 16]
+            .into_iter()
+            .flat_map(move |e| [false, true].into_iter().map(move |sg| SoftmaxKernel { dtype, e, sg }))
+    }
 }
 
 impl Variant for SoftmaxKernel {
@@ -38,14 +58,21 @@ impl Variant for SoftmaxKernel {
         self.dtype
     }
     fn constants(&self) -> Vec<(&'static str, u32)> {
-        vec![("WG", WG)]
+        vec![("WG", WG), ("E", self.e)]
     }
-    /// The running (max, sum) of every thread.
+    /// The partials of the reductions (and without subgroups, the 8-lane reduction buffer).
     fn workgroup_bytes(&self) -> u32 {
-        2 * 4 * WG
+        4 * (WG / 8 + if self.sg { 0 } else { 2 * WG })
     }
     fn preludes(&self) -> Vec<&'static str> {
-        vec![include_str!("../../shaders/masking.wgsl")]
+        vec![
+            include_str!("../../shaders/masking.wgsl"),
+            if self.sg {
+                include_str!("../../shaders/rows_subgroup.wgsl")
+            } else {
+                include_str!("../../shaders/rows_workgroup.wgsl")
+            },
+        ]
     }
 }
 
@@ -77,7 +104,7 @@ pub(crate) async fn record(
     let so = ScoreArgs::new(ctx, &p.score, &transform, s.heads).await?;
     let workgroups = |nbh: usize, nr: usize| (nbh * nr) as u64;
     Launch {
-        kernel: Kernel::Softmax(SoftmaxKernel { dtype: x.dtype }),
+        kernel: Kernel::Softmax(SoftmaxKernel::for_rows(x.dtype, s.dim, ctx.caps())),
         grid: Grid { bh: s.batch * s.heads, heads: s.heads, nq: s.seq, row_tile: 1 },
         args: vec![
             Arg::tensor("x", x, 1, Rows::Query, 0, 1),

@@ -52,7 +52,7 @@ impl Context {
     ) -> Result<AttentionPlan> {
         let p = self.attention_problem(q, k, v, mask, opts)?;
         self.check_alive_now()?;
-        Ok(resolve(&p, self.caps(), aligned(q, k, v), lse, false)?.1)
+        Ok(resolve(&p, self.caps(), aligned(q, k, v), lse, false, self.whole_fits(&[q, k, v], mask))?.1)
     }
 
     /// Fused attention `O = softmax(scale · Q Kᵀ + mask) V` into a new tensor shaped, typed and
@@ -206,7 +206,8 @@ impl Context {
         let mut outputs = vec![Region::tensor("out", out)];
         outputs.extend(lse.map(|l| Region::tensor("lse", l)));
         check_aliasing(&outputs, &inputs(q, k, v, mask))?;
-        let (resolved, _) = resolve(p, self.caps(), aligned(q, k, v), lse.is_some(), false)?;
+        let (resolved, _) =
+            resolve(p, self.caps(), aligned(q, k, v), lse.is_some(), false, self.whole_fits(&[q, k, v], mask))?;
         match resolved {
             Resolved::Unfused => {
                 let weights = self.zeros_async(p.scores_shape(), Layout::Bhsd, DType::F32).await?;
@@ -362,6 +363,14 @@ fn inputs<'a>(q: &'a Tensor, k: &'a Tensor, v: &'a Tensor, mask: Option<&'a Mask
 
 /// Whether every row of Q, K and V starts on a multiple of 4 elements (vector loads; windows
 /// start 16-byte aligned, so the bound views keep that alignment).
+impl Context {
+    /// Whether each buffer of `tensors` (and of `mask`) fits one binding whole.
+    pub(crate) fn whole_fits(&self, tensors: &[&Tensor], mask: Option<&Mask>) -> bool {
+        let max = self.caps().max_binding;
+        tensors.iter().all(|t| t.buffer().size() <= max) && mask.is_none_or(|m| m.buffer.size() <= max)
+    }
+}
+
 fn aligned(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
     [q, k, v].iter().all(|t| t.vec4_aligned())
 }

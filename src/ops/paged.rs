@@ -118,7 +118,15 @@ impl Context {
     ) -> Result<AttentionPlan> {
         let p = self.paged_problem(q, cache, table, opts)?;
         self.check_alive_now()?;
-        Ok(resolve(&p.attn, self.caps(), aligned(q, cache), lse, true)?.1)
+        Ok(resolve(
+            &p.attn,
+            self.caps(),
+            aligned(q, cache),
+            lse,
+            true,
+            self.whole_fits(&[q, &cache.k, &cache.v], None),
+        )?
+        .1)
     }
 
     /// Attention of `q` (`[batch, heads, nq, head_dim]`) over a paged cache, reading K and V
@@ -211,7 +219,8 @@ impl Context {
         outputs.extend(lse.map(|l| Region::tensor("lse", l)));
         let inputs = [Region::tensor("q", q), Region::tensor("k_pages", &cache.k), Region::tensor("v_pages", &cache.v)];
         check_aliasing(&outputs, &inputs)?;
-        let (resolved, _) = resolve(&p.attn, self.caps(), aligned(q, cache), lse.is_some(), true)?;
+        let whole = self.whole_fits(&[q, &cache.k, &cache.v], None);
+        let (resolved, _) = resolve(&p.attn, self.caps(), aligned(q, cache), lse.is_some(), true, whole)?;
         let (lens, entries) = self.table_buffers(&p.table).await?;
         let kv = KvSource::Paged { cache, seq_lens: &lens, table: &entries, blocks_per_seq: p.table.blocks_per_seq() };
         crate::kernels::attention::record(self, encoder, &p.attn, resolved, q, kv, None, out, lse).await

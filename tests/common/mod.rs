@@ -41,6 +41,17 @@ pub fn within<T: Send>(secs: u64, what: &str, f: impl FnOnce() -> T + Send) -> T
     })
 }
 
+/// A new GPU context without subgroup operations (the kernels' workgroup-memory reductions).
+pub fn gpu_without_subgroups() -> Context {
+    let ctx = Context::with_options_blocking(ContextOptions {
+        disable_features: wgpu::Features::SUBGROUP,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
+    assert!(!ctx.caps().subgroups, "SUBGROUP was left out");
+    ctx
+}
+
 /// A shared context (pipelines compile once per test binary).
 pub fn shared_gpu() -> Context {
     static CTX: std::sync::OnceLock<Context> = std::sync::OnceLock::new();
@@ -449,13 +460,28 @@ pub fn check_cpu(c: &Case) {
 /// statement of the documented rules; the crate's own planner must agree).
 pub fn expect_supported(ctx: &Context, c: &Case, variant: AttentionVariant, lse: bool) -> bool {
     let fused_fits = {
-        // the smallest fused tile: 8 rows of the padded head dim, K, V and P tiles, reductions
-        let dp = [32, 64, 128, 256].into_iter().find(|&p| p >= c.d).unwrap_or(256) as u32;
-        4 * (8 * dp + 32 * 33 + 8 * dp + 8 * 32 + 256 + 1) <= ctx.caps().max_workgroup_storage
+        // the smallest fused tile: Q chunks of 8 dims x (64 + 4) rows, K chunks of 8 dims x
+        // (32 + 4) keys sharing memory with V chunks of 512 values, 32 x (64 + 4) weights, and
+        // without subgroups of 8 lanes 2 x 256 reduction floats; two key bounds
+        let caps = ctx.caps();
+        let red = if caps.subgroups && caps.subgroup_min_size >= 8 { 0 } else { 512 };
+        // (the K chunk, 8 x 36 floats, is smaller than the V chunk it shares memory with)
+        4 * (8 * 68 + 512 + 32 * 68 + red) + 8 <= caps.max_workgroup_storage
     };
     match variant {
         AttentionVariant::Fused(l) | AttentionVariant::SplitK(l) => {
             fused_fits && (l == Loads::Scalar || c.d.is_multiple_of(4))
+        }
+        AttentionVariant::Decode(l) => {
+            // head dims up to 128; one dispatch over whole buffers: every input and the partials
+            // (a row of d + 2 floats per query row and split) within the binding limit
+            let max = ctx.caps().max_binding as usize;
+            let mask = c.bool_mask.or(c.add_mask).map_or(0, |s| s.iter().product::<usize>() * 4);
+            let fits =
+                [c.b * c.h * c.nq * c.d * 4, c.b * c.hkv * c.nk * c.d * 4, mask, c.b * c.h * c.nq * (c.d + 2) * 4]
+                    .iter()
+                    .all(|&bytes| bytes <= max);
+            c.d <= 128 && fits && (l == Loads::Scalar || c.d.is_multiple_of(4))
         }
         AttentionVariant::Unfused => !lse,
         _ => true,

@@ -67,7 +67,8 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Dt::F32)]
     dtype: Dt,
     /// Attention kernel variant(s) to run: auto (the crate chooses), fused-vec4, fused-scalar,
-    /// split-k-vec4, split-k-scalar, unfused; repeatable, to compare variants in one run.
+    /// split-k-vec4, split-k-scalar, decode-vec4, decode-scalar, unfused; repeatable, to compare
+    /// variants in one run.
     #[arg(long, default_value = "auto")]
     variant: Vec<String>,
     /// Where to run.

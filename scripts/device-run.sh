@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (see scripts/prepare-device.sh): installs the carried Vulkan loader, runs
-# every test executable on the GPU, then scripts/gpu-bench.sh (ours and PyTorch on the same shapes).
+# scripts/gpu-bench.sh (ours and PyTorch on the same shapes) on the idle GPU, then every test
+# executable on the GPU.
 # Logs and JSON go to $OUT; a short summary is printed last.
 # Sized for a lease of ~15 minutes: suite `targets` (one case per speed target) with few runs by
 # default; SUITES="prefill decode ..." and BENCH_ARGS="..." choose others. Every step has a time
@@ -23,36 +24,36 @@ chmod +x .devbin/* .devbin/tests/* 2>/dev/null
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1
 .devbin/attn-bench --list-adapters --verbose | tee "$out/adapters.txt"
 summary=()
-# the test executables side by side (one GPU, 16 cores), each with a time limit
-t0=$SECONDS
-for t in .devbin/tests/*; do
-  name=$(basename "$t")
-  ( s=$SECONDS; timeout "${TEST_LIMIT:-120}" "$t" > "$out/test-$name.log" 2>&1
-    echo "rc=$? $((SECONDS - s))s" > "$out/test-$name.rc" ) &
-done
-wait
-for t in .devbin/tests/*; do
-  name=$(basename "$t")
-  summary+=("test $name: $(cat "$out/test-$name.rc") $(grep -E '^test result' "$out/test-$name.log" | tail -1)")
-done
-summary+=("tests: $((SECONDS - t0))s in all")
-timeout 30 .devbin/attention --nq 4096 --dim 128 --heads 16 --f16 > "$out/example-attention.txt" 2>&1
-summary+=("example attention: $(grep -E 'agreement|GPU fused' "$out/example-attention.txt" | tr '\n' ' ')")
-timeout 30 .devbin/decode --prompts 100,1000,4000,8000 --steps 64 > "$out/example-decode.txt" 2>&1
-summary+=("example decode: rc=$? $(grep -E 'decode:|agreement' "$out/example-decode.txt" | tr '\n' ' ')")
+# the benchmark first, on an idle GPU (a test process killed at its time limit can leave work
+# behind on the device, which slowed a later benchmark 5x once)
 if [ -z "${NO_BENCH:-}" ]; then
-  # shellcheck disable=SC2086
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader > "$out/gpu-before-bench.txt" 2>&1
   t0=$SECONDS
+  # shellcheck disable=SC2086
   ATTN_BENCH=.devbin/attn-bench OUT="$out" BENCH_ARGS="${BENCH_ARGS:---runs 5 --warmup 1 --e2e-runs 1 --gpu-budget 6}" \
     timeout "${BENCH_LIMIT:-240}" scripts/gpu-bench.sh ${SUITES:-targets} > "$out/gpu-bench.txt" 2>&1
   rc=$?
-  summary+=("gpu-bench: rc=$rc $((SECONDS - t0))s")
+  summary+=("gpu-bench: rc=$rc $((SECONDS - t0))s (GPU before: $(cat "$out/gpu-before-bench.txt"))")
   # a stopped attn-bench leaves its JSON of the cases it finished: join what there is
   if [ $rc -ne 0 ] && [ -f "$out/ours.json" ] && [ ! -f "$out/joined.txt" ]; then
     timeout 90 python3 benches/torch_reference.py --cases "$out/ours.json" --json "$out/torch.json" --device cuda \
       >> "$out/gpu-bench.txt" 2>&1 && python3 scripts/join_bench.py "$out/ours.json" "$out/torch.json" > "$out/joined.txt"
   fi
 fi
+# then every test executable, one at a time (side by side, one once hung in the driver), each
+# with a time limit
+t0=$SECONDS
+for t in .devbin/tests/*; do
+  name=$(basename "$t")
+  s=$SECONDS
+  timeout "${TEST_LIMIT:-90}" "$t" > "$out/test-$name.log" 2>&1
+  summary+=("test $name: rc=$? $((SECONDS - s))s $(grep -E '^test result' "$out/test-$name.log" | tail -1)")
+done
+summary+=("tests: $((SECONDS - t0))s in all")
+timeout 30 .devbin/attention --nq 4096 --dim 128 --heads 16 --f16 > "$out/example-attention.txt" 2>&1
+summary+=("example attention: $(grep -E 'agreement|GPU fused' "$out/example-attention.txt" | tr '\n' ' ')")
+timeout 30 .devbin/decode --prompts 100,1000,4000,8000 --steps 64 > "$out/example-decode.txt" 2>&1
+summary+=("example decode: rc=$? $(grep -E 'decode:|agreement' "$out/example-decode.txt" | tr '\n' ' ')")
 {
   echo "== summary"
   cat "$out/gpu.txt"

@@ -19,7 +19,8 @@ gpu_test! {
         let mut oom = None;
         // sizes double from 16 MiB; keep what fits, so the budget fills up either way
         let mut mib = 16usize;
-        for _ in 0..64 {
+        for i in 0..64 {
+            eprintln!("out of memory: allocation {i}, {mib} MiB");
             let elems = (mib << 20) / 4;
             let bytes = (elems * 4) as u64;
             if bytes > ctx.caps().max_buffer {
@@ -67,7 +68,11 @@ gpu_test! {
         index.add(&data[..64]).unwrap();
         let o = AttentionOptions::default();
         ctx.device().destroy();
-        let lost = |what: &str, e: Error| assert!(matches!(e, Error::DeviceLost(_)), "{what}: {e}");
+        let lost = |what: &str, e: Error| {
+            // (progress on stderr: shown with --nocapture, to name a call that hangs)
+            eprintln!("lost device: {what} returned");
+            assert!(matches!(e, Error::DeviceLost(_)), "{what}: {e}")
+        };
         within(60, "calls on a lost device", || {
             lost("zeros", ctx.zeros(s, Layout::Bhsd, DType::F32).unwrap_err());
             lost("upload", ctx.upload(&data, s).unwrap_err());

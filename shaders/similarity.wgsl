@@ -1,23 +1,23 @@
 // Similarity S = Q·Kᵀ per (batch, head): dot product, cosine, or the negated squared
 // Euclidean distance -|q - k|².
 // Header constants (src/kernels/similarity.rs): WG (256 threads), TM x TN (128 x 128 output
-// tile), TK (head dims per step), METRIC (0 dot, 1 cosine, 2 negated squared L2).
+// tile), TK (16 head dims per step), METRIC (0 dot, 1 cosine, 2 negated squared L2).
 // Bindings: 1 q, 2 k, 3 scores (f32), 4 and 5 the row norms of Q and K (row_norms.wgsl; cosine
 // and L2 only). Views: v0 q, v1 k (key/value head h / group), v2 scores [batch, heads, nq, nk],
-// v3 Q norms, v4 K norms (row length 1).
+// v3 Q norms, v4 K norms (row length 2 for cosine: an exponent and a factor; 1 for L2).
 // Dot and L2: Q and K are multiplied by P.pre and P.kpre as they are staged (powers of two that
 // keep the sums in range), the result by P.post then P.post2 (the scale), each step saturating:
 // a score beyond f32's range is reported as +-F32_MAX, never inf or NaN. L2 is
 // -max(|q|² + |k|² - 2 q·k, 0) from the precomputed squared norms. Cosine: each row is brought
-// to unit length as it is staged (its row_norms factor), so the dot product is the cosine,
-// clamped to [-1, 1]; a zero vector scores 0.
+// to unit length as it is staged (ldexp by its row_norms exponent, times its factor), so the
+// dot product is the cosine, clamped to [-1, 1]; a zero vector scores 0.
 //
 // A GEMM tile: thread (tx, ty) = (t % 16, t / 16) owns rows 4ty..4ty+3 and 64+4ty..64+4ty+3 and
 // columns 4tx..4tx+3 and 64+4tx..64+4tx+3 of the tile (8 x 8 outputs in 16 named vec4
 // registers). Q and K are staged TK dims at a time, dim-major (rows as vec4, padded by 4 floats
-// so that the transposed stores do not conflict), in two buffers: the next step's loads are
-// issued before this step's products and stored after them, one barrier per step. Each step
-// reads two vec4 of Q and two of K per thread for 64 FMAs.
+// so that the transposed stores do not conflict); the next step's global loads are issued into
+// registers before this step's products (so they are in flight during 16 x 64 FMAs) and stored
+// after the next barrier. Each dim reads two vec4 of Q and two of K per thread for 64 FMAs.
 
 @group(0) @binding(1) var<storage, read> Q: array<elem>;
 @group(0) @binding(2) var<storage, read> K: array<elem>;
@@ -25,12 +25,11 @@
 @group(0) @binding(4) var<storage, read> QN: array<f32>;
 @group(0) @binding(5) var<storage, read> KN: array<f32>;
 
-// row pitch of the staged tiles in vec4 (TM + 4 floats), and one buffer's size
+// row pitch of the staged tiles in vec4 (TM + 4 floats)
 const AP: u32 = (TM + 4u) / 4u;
-const BUF: u32 = TK * AP;
 
-var<workgroup> As: array<vec4<f32>, 2u * BUF>;
-var<workgroup> Bs: array<vec4<f32>, 2u * BUF>;
+var<workgroup> As: array<vec4<f32>, TK * AP>;
+var<workgroup> Bs: array<vec4<f32>, TK * AP>;
 
 // Four consecutive elements from index i of Q (or K), those from the n-th on as 0.
 fn load4q(i: u32, n: u32) -> vec4<f32> {
@@ -119,18 +118,24 @@ fn similarity(
     let tx = t % 16u;
     let ty = t / 16u;
 
-    // staging: thread t loads dims 4 (t % 2).. of tile row t / 2 of Q and of K; the factor
-    // that multiplies it (the prescale, or for cosine the row's unit-length factor)
+    // staging: thread t loads, for i = 0, 1, dims 4 (2i + t % 2).. of tile row t / 2 of Q and
+    // of K (pairs of lanes read 32 contiguous bytes; the transposed stores do not conflict)
     let sr = t / 2u;
     let sq = t % 2u;
     let q_ok = row0 + sr < row_end;
     let k_ok = col0 + sr < P.nk;
-    // (cosine: x * pre, then the row's factor; no product of the two, which could overflow)
+    // (cosine: ldexp(x * pre, e) times the row's factor f; e = 0, f = 1 otherwise)
     var qf = 1.0;
     var kf = 1.0;
+    var qe = 0;
+    var ke = 0;
     if (METRIC == 1u) {
-        qf = select(0.0, QN[vidx(P.v3, b, h, min(row0 + sr, row_end - 1u))], q_ok);
-        kf = select(0.0, KN[vidx(P.v4, b, hk, min(col0 + sr, P.nk - 1u))], k_ok);
+        let qi = vidx(P.v3, b, h, min(row0 + sr, row_end - 1u));
+        let ki = vidx(P.v4, b, hk, min(col0 + sr, P.nk - 1u));
+        qe = i32(QN[qi]);
+        ke = i32(KN[ki]);
+        qf = select(0.0, QN[qi + 1u], q_ok);
+        kf = select(0.0, KN[ki + 1u], k_ok);
     }
     let q_base = vidx(P.v0, b, h, min(row0 + sr, row_end - 1u));
     let k_base = vidx(P.v1, b, hk, min(col0 + sr, P.nk - 1u));
@@ -143,37 +148,40 @@ fn similarity(
     var r6a = vec4<f32>(0.0); var r6b = vec4<f32>(0.0); var r7a = vec4<f32>(0.0); var r7b = vec4<f32>(0.0);
 
     let steps = (P.d + TK - 1u) / TK;
-    // the first step's tiles
+    // the first step's values
+    var xq0 = vec4<f32>(0.0); var xq1 = vec4<f32>(0.0);
+    var xk0 = vec4<f32>(0.0); var xk1 = vec4<f32>(0.0);
     var dd = 4u * sq;
-    var xq = vec4<f32>(0.0);
-    var xk = vec4<f32>(0.0);
-    if (q_ok && dd < P.d) {
-        xq = load4q(q_base + dd, min(P.d - dd, 4u)) * P.pre * qf;
-    }
-    if (k_ok && dd < P.d) {
-        xk = load4k(k_base + dd, min(P.d - dd, 4u)) * P.kpre * kf;
-    }
-    As[st][sc] = xq.x; As[st + AP][sc] = xq.y; As[st + 2u * AP][sc] = xq.z; As[st + 3u * AP][sc] = xq.w;
-    Bs[st][sc] = xk.x; Bs[st + AP][sc] = xk.y; Bs[st + 2u * AP][sc] = xk.z; Bs[st + 3u * AP][sc] = xk.w;
-    workgroupBarrier();
+    if (q_ok && dd < P.d) { xq0 = ldexp(load4q(q_base + dd, min(P.d - dd, 4u)) * P.pre, vec4<i32>(qe)) * qf; }
+    if (k_ok && dd < P.d) { xk0 = ldexp(load4k(k_base + dd, min(P.d - dd, 4u)) * P.kpre, vec4<i32>(ke)) * kf; }
+    dd += 8u;
+    if (q_ok && dd < P.d) { xq1 = ldexp(load4q(q_base + dd, min(P.d - dd, 4u)) * P.pre, vec4<i32>(qe)) * qf; }
+    if (k_ok && dd < P.d) { xk1 = ldexp(load4k(k_base + dd, min(P.d - dd, 4u)) * P.kpre, vec4<i32>(ke)) * kf; }
     for (var s = 0u; s < steps; s++) {
-        let cur = (s % 2u) * BUF;
-        let more = s + 1u < steps;
+        // the previous step's readers are done; store this step's values
+        workgroupBarrier();
+        As[st][sc] = xq0.x; As[st + AP][sc] = xq0.y; As[st + 2u * AP][sc] = xq0.z; As[st + 3u * AP][sc] = xq0.w;
+        Bs[st][sc] = xk0.x; Bs[st + AP][sc] = xk0.y; Bs[st + 2u * AP][sc] = xk0.z; Bs[st + 3u * AP][sc] = xk0.w;
+        let s8 = st + 8u * AP;
+        As[s8][sc] = xq1.x; As[s8 + AP][sc] = xq1.y; As[s8 + 2u * AP][sc] = xq1.z; As[s8 + 3u * AP][sc] = xq1.w;
+        Bs[s8][sc] = xk1.x; Bs[s8 + AP][sc] = xk1.y; Bs[s8 + 2u * AP][sc] = xk1.z; Bs[s8 + 3u * AP][sc] = xk1.w;
+        workgroupBarrier();
         // the next step's loads, in flight during this step's products
-        dd = (s + 1u) * TK + 4u * sq;
-        xq = vec4<f32>(0.0);
-        xk = vec4<f32>(0.0);
-        if (more && q_ok && dd < P.d) {
-            xq = load4q(q_base + dd, min(P.d - dd, 4u)) * P.pre * qf;
-        }
-        if (more && k_ok && dd < P.d) {
-            xk = load4k(k_base + dd, min(P.d - dd, 4u)) * P.kpre * kf;
+        xq0 = vec4<f32>(0.0); xq1 = vec4<f32>(0.0);
+        xk0 = vec4<f32>(0.0); xk1 = vec4<f32>(0.0);
+        if (s + 1u < steps) {
+            dd = (s + 1u) * TK + 4u * sq;
+            if (q_ok && dd < P.d) { xq0 = ldexp(load4q(q_base + dd, min(P.d - dd, 4u)) * P.pre, vec4<i32>(qe)) * qf; }
+            if (k_ok && dd < P.d) { xk0 = ldexp(load4k(k_base + dd, min(P.d - dd, 4u)) * P.kpre, vec4<i32>(ke)) * kf; }
+            dd += 8u;
+            if (q_ok && dd < P.d) { xq1 = ldexp(load4q(q_base + dd, min(P.d - dd, 4u)) * P.pre, vec4<i32>(qe)) * qf; }
+            if (k_ok && dd < P.d) { xk1 = ldexp(load4k(k_base + dd, min(P.d - dd, 4u)) * P.kpre, vec4<i32>(ke)) * kf; }
         }
         for (var kk = 0u; kk < TK; kk++) {
-            let a0 = As[cur + kk * AP + ty];
-            let a1 = As[cur + kk * AP + 16u + ty];
-            let b0 = Bs[cur + kk * AP + tx];
-            let b1 = Bs[cur + kk * AP + 16u + tx];
+            let a0 = As[kk * AP + ty];
+            let a1 = As[kk * AP + 16u + ty];
+            let b0 = Bs[kk * AP + tx];
+            let b1 = Bs[kk * AP + 16u + tx];
             r0a += a0.x * b0; r0b += a0.x * b1;
             r1a += a0.y * b0; r1b += a0.y * b1;
             r2a += a0.z * b0; r2b += a0.z * b1;
@@ -183,13 +191,6 @@ fn similarity(
             r6a += a1.z * b0; r6b += a1.z * b1;
             r7a += a1.w * b0; r7b += a1.w * b1;
         }
-        if (more) {
-            // the other buffer: its last readers finished before the previous barrier
-            let nb = BUF - cur + st;
-            As[nb][sc] = xq.x; As[nb + AP][sc] = xq.y; As[nb + 2u * AP][sc] = xq.z; As[nb + 3u * AP][sc] = xq.w;
-            Bs[nb][sc] = xk.x; Bs[nb + AP][sc] = xk.y; Bs[nb + 2u * AP][sc] = xk.z; Bs[nb + 3u * AP][sc] = xk.w;
-        }
-        workgroupBarrier();
     }
 
     let ra = row0 + 4u * ty;

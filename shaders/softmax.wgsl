@@ -60,6 +60,17 @@ fn col_z(xb: u32, b: u32, h: u32, row: u32, qp: i32, j: u32, first: u32, lim: u3
     return score_z(f32(X[xb + j]) * P.pre, add, h, qp, j);
 }
 
+// The z of columns j0, j0 + WG, j0 + 2 WG, j0 + 3 WG without masks or score options: loads
+// clamped into the row, ZNONE outside [first, lim).
+fn zrow4(xb: u32, j0: u32, first: u32, lim: u32) -> vec4<f32> {
+    let last = max(P.nk, 1u) - 1u;
+    let j = vec4<u32>(j0, j0 + WG, j0 + 2u * WG, j0 + 3u * WG);
+    let x = vec4<f32>(f32(X[xb + min(j.x, last)]), f32(X[xb + min(j.y, last)]), f32(X[xb + min(j.z, last)]), f32(X[xb + min(j.w, last)]));
+    let z = select(select(vec4<f32>(-ZSAT), vec4<f32>(ZSAT), x > vec4<f32>(0.0)), x * P.pre, abs(x * P.pre) <= vec4<f32>(ZSAT));
+    let inside = j >= vec4<u32>(first) & j < vec4<u32>(lim);
+    return select(vec4<f32>(ZNONE), z, inside);
+}
+
 // Weights of four z under m; 0 for dropped columns (ZNONE).
 fn w4(z: vec4<f32>, m: f32) -> vec4<f32> {
     let w = exp2(max(z - vec4<f32>(m), vec4<f32>(P.floor)) * P.ex);
@@ -102,14 +113,27 @@ fn softmax(
         var z1 = vec4<f32>(ZNONE);
         var z2 = vec4<f32>(ZNONE);
         var z3 = vec4<f32>(ZNONE);
-        for (var c = 0u; c < 4u; c++) {
-            z0[c] = col_z(xb, b, h, row, qp, t + WG * c, first, lim, simple);
+        if (simple) {
+            // every load first (clamped into the row, so none depends on a branch), then the
+            // bounds as selects: all of a thread's loads are in flight at once
+            z0 = zrow4(xb, t, first, lim);
             if (E > 4u) {
-                z1[c] = col_z(xb, b, h, row, qp, t + WG * (4u + c), first, lim, simple);
+                z1 = zrow4(xb, t + 4u * WG, first, lim);
             }
             if (E > 8u) {
-                z2[c] = col_z(xb, b, h, row, qp, t + WG * (8u + c), first, lim, simple);
-                z3[c] = col_z(xb, b, h, row, qp, t + WG * (12u + c), first, lim, simple);
+                z2 = zrow4(xb, t + 8u * WG, first, lim);
+                z3 = zrow4(xb, t + 12u * WG, first, lim);
+            }
+        } else {
+            for (var c = 0u; c < 4u; c++) {
+                z0[c] = col_z(xb, b, h, row, qp, t + WG * c, first, lim, false);
+                if (E > 4u) {
+                    z1[c] = col_z(xb, b, h, row, qp, t + WG * (4u + c), first, lim, false);
+                }
+                if (E > 8u) {
+                    z2[c] = col_z(xb, b, h, row, qp, t + WG * (8u + c), first, lim, false);
+                    z3[c] = col_z(xb, b, h, row, qp, t + WG * (12u + c), first, lim, false);
+                }
             }
         }
         let mz = max(max(z0, z1), max(z2, z3));

@@ -253,6 +253,12 @@ gpu_test! {
             let got = ctx.similarity(&t, &t, metric).unwrap().download_blocking(&ctx).unwrap();
             assert!(got.iter().all(|v| v.is_finite()), "{metric:?}: {got:?}");
         }
+        // cosine is scale-free: of rows near 3e38 (their inverse lengths are subnormal, which
+        // some GPUs flush to 0) it still equals the CPU's
+        let got = ctx.similarity(&t, &t, Similarity::Cosine).unwrap().download_blocking(&ctx).unwrap();
+        let hx = HostTensor::new(&x, s).unwrap();
+        let want = cpu::similarity(&hx, &hx, Similarity::Cosine).unwrap();
+        assert_agree("cosine of unscanned huge rows", &got, &want, 1e-5);
         let w = ctx.softmax(&t, None, &SoftmaxOptions::default()).unwrap();
         assert!(w.download_blocking(&ctx).unwrap().iter().all(|v| v.is_finite()));
         let ws = ctx.weighted_sum(&Tensor::from_buffer(&ctx, t.buffer().clone(), 0, Shape::new(1, 1, 3, 3), Layout::Bhsd, DType::F32).unwrap(), &t).unwrap();

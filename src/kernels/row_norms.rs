@@ -47,7 +47,8 @@ impl RowNormsKernel {
 }
 
 /// The norms of every row of `x` (`[batch, heads, rows, d]`, any layout or strides), prescaled
-/// by `pre`, into a new `[batch, heads, rows, 1]` f32 tensor.
+/// by `pre`, into a new f32 tensor: `[batch, heads, rows, 2]` for cosine (an exponent and a
+/// factor), `[batch, heads, rows, 1]` for L2.
 pub(crate) async fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -56,7 +57,8 @@ pub(crate) async fn record(
     pre: f32,
 ) -> Result<Tensor> {
     let s = x.shape;
-    let norms = ctx.zeros_async(Shape::new(s.batch, s.heads, s.seq, 1), Layout::Bhsd, DType::F32).await?;
+    let per_row = if kernel.metric == 1 { 2 } else { 1 };
+    let norms = ctx.zeros_async(Shape::new(s.batch, s.heads, s.seq, per_row), Layout::Bhsd, DType::F32).await?;
     let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(WG as usize)) as u64;
     Launch {
         kernel: Kernel::RowNorms(kernel),

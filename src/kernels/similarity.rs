@@ -15,7 +15,7 @@ const WG: u32 = 256;
 /// Output tile rows, columns, and head dims per step (the shader's staging assumes these).
 const TM: u32 = 128;
 const TN: u32 = 128;
-const TK: u32 = 8;
+const TK: u32 = 16;
 
 /// One variant of `shaders/similarity.wgsl`: storage dtype and metric (0 dot, 1 cosine, 2 L2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,9 +45,9 @@ impl Variant for SimilarityKernel {
     fn constants(&self) -> Vec<(&'static str, u32)> {
         vec![("WG", WG), ("TM", TM), ("TN", TN), ("TK", TK), ("METRIC", self.metric)]
     }
-    /// The Q and K tiles, `TK × (TM + 4)` and `TK × (TN + 4)` f32, twice (double-buffered).
+    /// The Q and K tiles, `TK × (TM + 4)` and `TK × (TN + 4)` f32.
     fn workgroup_bytes(&self) -> u32 {
-        2 * 4 * TK * (TM + 4 + TN + 4)
+        4 * TK * (TM + 4 + TN + 4)
     }
 }
 

@@ -93,6 +93,12 @@ pub(crate) struct Inner {
     pub placeholder_write: wgpu::Buffer,
     /// The active kernel-time measurement, if any.
     pub timing: std::sync::Mutex<Option<crate::timing::Session>>,
+    /// Uniform blocks of past dispatches, by content.
+    pub uniforms: crate::reuse::Uniforms,
+    /// Idle download staging buffers.
+    pub staging: crate::reuse::Staging,
+    /// Shared scratch for split attention's partials.
+    pub scratch: crate::reuse::Scratch,
 }
 
 /// A GPU device and queue with this crate's compiled pipelines.
@@ -278,6 +284,9 @@ impl Context {
                 placeholder_read,
                 placeholder_write,
                 timing: Default::default(),
+                uniforms: Default::default(),
+                staging: Default::default(),
+                scratch: Default::default(),
             }),
         }
     }

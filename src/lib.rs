@@ -77,6 +77,7 @@ mod pipeline;
 mod plan;
 mod problem;
 mod record;
+mod reuse;
 mod shape;
 mod tensor;
 mod timing;

@@ -128,7 +128,17 @@ impl Launch<'_> {
                     p.views[v] = ViewParams { base: w.base, sb: s.sb as u32, sh: s.sh as u32, ss: s.ss as u32 };
                 }
             }
-            let ubuf = ctx.buffer_with(bytemuck::bytes_of(&p), wgpu::BufferUsages::UNIFORM, "params").await?;
+            // the same parameter block (a call repeated with the same shapes) binds the same
+            // uniform buffer: no allocation per call
+            let bytes = bytemuck::bytes_of(&p);
+            let ubuf = match ctx.inner.uniforms.get(bytes) {
+                Some(b) => b,
+                None => {
+                    let b = ctx.buffer_with(bytes, wgpu::BufferUsages::UNIFORM, "params").await?;
+                    ctx.inner.uniforms.insert(bytes, &b);
+                    b
+                }
+            };
             let groups = grid_3d(ctx.caps(), (self.workgroups)(ch.nbh, ch.nr))?;
             recorded.push((ubuf, ch, groups));
         }

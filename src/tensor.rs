@@ -279,13 +279,18 @@ impl Tensor {
         let (start, end) = self.byte_range();
         let a0 = start / 4 * 4;
         let a1 = padded(end).min(self.buffer.size());
+        // a pooled staging buffer of the download's size class (up to 16 MiB), else a new one
+        let class = crate::reuse::Staging::class(a1 - a0);
+        let pooled = class.and_then(|c| ctx.inner.staging.take(c));
         let staging = ctx
             .scoped_async(|| {
-                let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("wgpu-attention readback"),
-                    size: a1 - a0,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
+                let staging = pooled.unwrap_or_else(|| {
+                    ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("wgpu-attention readback"),
+                        size: class.unwrap_or(a1 - a0),
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
                 });
                 let mut enc = ctx.device().create_command_encoder(&Default::default());
                 enc.copy_buffer_to_buffer(&self.buffer, a0, &staging, 0, a1 - a0);
@@ -294,7 +299,7 @@ impl Tensor {
             })
             .await?;
         let (tx, rx) = oneshot::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        staging.map_async(wgpu::MapMode::Read, ..a1 - a0, move |r| {
             let _ = tx.send(r);
         });
         let mapped = if block {
@@ -310,11 +315,14 @@ impl Tensor {
                 _ => Error::Readback(e.to_string()),
             });
         }
-        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(format!("{e:?}")))?;
+        let view = staging.get_mapped_range(..a1 - a0).map_err(|e| Error::Readback(format!("{e:?}")))?;
         let off = (start - a0) as usize;
         let out = view[off..off + (end - start) as usize].to_vec();
         drop(view);
         staging.unmap();
+        if let Some(c) = class {
+            ctx.inner.staging.put(c, staging);
+        }
         Ok(out)
     }
 }
@@ -454,6 +462,33 @@ impl Context {
             })
             .await?;
         Ok(Tensor::contiguous(buffer, shape, layout, dtype, self.inner.id, None))
+    }
+
+    /// An f32 scratch tensor for partial results that the caller writes in full before reading:
+    /// a view of the context's shared scratch buffer of its size class (up to 16 MiB; see
+    /// `crate::reuse::Scratch`), else a new tensor.
+    pub(crate) async fn scratch_f32(&self, shape: Shape) -> Result<Tensor> {
+        let Some(class) = crate::reuse::Staging::class(shape.numel() as u64 * 4) else {
+            return self.zeros_async(shape, Layout::Bhsd, DType::F32).await;
+        };
+        let buffer = match self.inner.scratch.get(class) {
+            Some(b) => b,
+            None => {
+                let b = self
+                    .scoped_async(|| {
+                        Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
+                            label: Some("wgpu-attention scratch"),
+                            size: class,
+                            usage: TENSOR_USAGE,
+                            mapped_at_creation: false,
+                        }))
+                    })
+                    .await?;
+                self.inner.scratch.insert(class, &b);
+                b
+            }
+        };
+        Ok(Tensor::contiguous(buffer, shape, Layout::Bhsd, DType::F32, self.inner.id, None))
     }
 
     /// Uploads a host mask (booleans become 0/1 words). The mask was validated when it was made.

@@ -510,11 +510,14 @@ pub(crate) async fn record(
     let br = BR as usize;
     let nsplit = split.map_or(1, |s| s.1);
     // split-K partials: per query row, for each split, the raw accumulator, the running max and
-    // sum (a row's splits side by side, so that chunks of rows bind small windows)
+    // sum (a row's splits side by side, so that chunks of rows bind small windows). With keys,
+    // every entry is written before the merge reads it, so the context's shared scratch serves;
+    // with none (every paged sequence empty) no workgroup runs, and zeros stand for the empty
+    // split.
+    let partial_shape = Shape::new(d.batch, d.heads, d.nq, nsplit * (d.d + 2));
     let partial = match split {
-        Some(_) => Some(
-            ctx.zeros_async(Shape::new(d.batch, d.heads, d.nq, nsplit * (d.d + 2)), Layout::Bhsd, DType::F32).await?,
-        ),
+        Some(_) if d.nk > 0 => Some(ctx.scratch_f32(partial_shape).await?),
+        Some(_) => Some(ctx.zeros_async(partial_shape, Layout::Bhsd, DType::F32).await?),
         None => None,
     };
     let workgroups = |nbh: usize, nr: usize| match main {

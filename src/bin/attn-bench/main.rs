@@ -196,7 +196,8 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let context = output::Context::new(&build, ctx.as_ref().map(|c| c.info()));
+    let mut context = output::Context::new(&build, ctx.as_ref().map(|c| c.info()));
+    context.bare_dispatch_readback_ms = ctx.as_ref().and_then(|c| measure::bare_dispatch_readback(c, 50));
     eprintln!("{}", context.header());
     let st = Settings {
         warmup: args.warmup,
@@ -244,6 +245,9 @@ fn main() -> ExitCode {
 
     println!("{}", context.header());
     println!("{}", output::table(&records));
+    for line in output::resident_lines(&context, &records) {
+        println!("{line}");
+    }
     for w in output::warnings(&records) {
         eprintln!("warning: {w}");
     }

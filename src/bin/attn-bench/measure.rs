@@ -60,6 +60,9 @@ pub struct Record {
     pub wall_ms: Option<Stats>,
     /// Upload, compute and readback of the whole output, per run.
     pub e2e_ms: Option<Stats>,
+    /// Compute on resident data and readback of the whole output (one call and one download, as
+    /// an application that keeps its inputs on the GPU does), per run; outputs up to 16 MiB.
+    pub resident_ms: Option<Stats>,
     /// FLOP rate from the kernel median (wall median where there is no kernel time).
     pub tflops: Option<f64>,
     /// Minimal bytes moved over the same time.
@@ -104,6 +107,7 @@ impl Record {
             kernel_ms: None,
             wall_ms: None,
             e2e_ms: None,
+            resident_ms: None,
             tflops: None,
             gbps: None,
             rel_err: None,
@@ -559,6 +563,18 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
             Tensor::from_buffer(ctx, g.out.buffer().clone(), 0, output_shape(&one), Layout::Bhsd, g.out.dtype())?;
         rec.rel_err = Some(rel_err(&out_slice.download_blocking(ctx)?, &want));
     }
+    // resident: the inputs stay on the GPU; one call, then the output read back
+    let out_bytes = g.out.shape().numel() as u64 * g.out.dtype().size();
+    if out_bytes <= 16 << 20 && c.op != Op::Topk {
+        let mut resident = vec![];
+        for _ in 0..st.runs.max(20) {
+            let t = Instant::now();
+            ctx.record_and_submit(|enc| encode(ctx, c, &g, enc))?;
+            std::hint::black_box(g.out.download_blocking(ctx)?);
+            resident.push(t.elapsed().as_secs_f64());
+        }
+        rec.resident_ms = Stats::of(&resident);
+    }
     drop(g);
 
     // end to end: upload, compute, read back the whole output
@@ -641,4 +657,75 @@ fn cpu_times(st: &Settings, label: &str, run: impl Fn() -> Result<Vec<f32>>) -> 
     }
     pb.finish_and_clear();
     Ok(times)
+}
+
+/// The reference for per-call overhead: a bare wgpu compute dispatch (a prebuilt pipeline and
+/// bind group writing 1024 floats) plus a 4 KiB readback through a prebuilt staging buffer, end
+/// to end, median of `runs` (ms): what an application pays for one tiny GPU step at least.
+pub fn bare_dispatch_readback(ctx: &Context, runs: usize) -> Option<f64> {
+    let device = ctx.device();
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("bare dispatch"),
+        source: wgpu::ShaderSource::Wgsl(
+            "@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+             @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) i: vec3<u32>) {
+                 y[i.x] = f32(i.x) * 0.5;
+             }"
+            .into(),
+        ),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("bare dispatch"),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let out = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 4096,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 4096,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[wgpu::BindGroupEntry { binding: 0, resource: out.as_entire_binding() }],
+    });
+    let mut times = vec![];
+    for i in 0..runs + 3 {
+        let t = Instant::now();
+        let mut enc = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(4, 1, 1);
+        }
+        enc.copy_buffer_to_buffer(&out, 0, &staging, 0, 4096);
+        ctx.queue().submit([enc.finish()]);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        staging
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, move |_| flag.store(true, std::sync::atomic::Ordering::Release));
+        // polled without blocking until mapped, as the crate's downloads do (a blocking wait
+        // sleeps in coarse steps on some drivers)
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
+            device.poll(wgpu::PollType::Poll).ok()?;
+        }
+        std::hint::black_box(staging.slice(..).get_mapped_range().ok()?.len());
+        staging.unmap();
+        if i >= 3 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Stats::of(&times).map(|s| s.median)
 }

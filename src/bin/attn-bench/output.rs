@@ -44,6 +44,9 @@ pub struct Context {
     pub host: Host,
     pub adapter: Option<Adapter>,
     pub flop_convention: &'static str,
+    /// A bare wgpu dispatch plus a 4 KiB readback on the same adapter, end to end (median, ms):
+    /// the reference for the resident end-to-end times.
+    pub bare_dispatch_readback_ms: Option<f64>,
 }
 
 impl Context {
@@ -62,6 +65,7 @@ impl Context {
                 features: i.features.iter_names().map(|(n, _)| n.to_string()).collect(),
             }),
             flop_convention: "attention 4*BH*Nq*Nk*D (halved when causal); similarity 2*BH*Nq*Nk*D",
+            bare_dispatch_readback_ms: None,
         }
     }
 
@@ -558,6 +562,29 @@ fn trim_num(v: f64) -> String {
 
 fn xml(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Lines comparing each resident end-to-end time (one call on resident inputs plus the readback
+/// of its output) with a bare wgpu dispatch plus a 4 KiB readback on the same adapter.
+pub fn resident_lines(context: &Context, records: &[Record]) -> Vec<String> {
+    let Some(bare) = context.bare_dispatch_readback_ms else { return vec![] };
+    let mut lines = vec![format!("bare wgpu dispatch + 4 KiB readback: {:.1} us (median)", bare * 1e3)];
+    for r in records.iter().filter(|r| r.resident_ms.is_some()) {
+        if let Some(s) = r.resident_ms {
+            lines.push(format!(
+                "resident end to end, {} {} {}x{}x{}x{}: {:.1} us median, {:.2}x the bare dispatch",
+                op_name(r.op),
+                dtype_name(r.dtype),
+                r.bh,
+                r.nq,
+                r.nk,
+                r.d,
+                s.median * 1e3,
+                s.median / bare
+            ));
+        }
+    }
+    lines
 }
 
 #[cfg(test)]

@@ -10,8 +10,11 @@ use std::sync::Mutex;
 /// submissions: a uniform buffer is written once, at creation, and only read after.
 #[derive(Default)]
 pub(crate) struct Uniforms {
-    map: Mutex<(HashMap<Vec<u8>, wgpu::Buffer>, VecDeque<Vec<u8>>)>,
+    map: Mutex<UniformMap>,
 }
+
+/// The buffers by content, and the contents in insertion order (for eviction).
+type UniformMap = (HashMap<Vec<u8>, wgpu::Buffer>, VecDeque<Vec<u8>>);
 
 const UNIFORMS: usize = 256;
 

@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 final=${OUT:-device-out}
 mkdir -p "$final"
 out=$(mktemp -d)
-# (SKIP_LOADER=1 and VK_DRIVER_FILES=... allow a dry run elsewhere; NO_BENCH=1 skips the benchmark)
+# (SKIP_LOADER=1 and VK_DRIVER_FILES=... allow a dry run elsewhere; NO_BENCH=1 skips the benchmark,
+# NO_TESTS=1 the tests)
 if [ -z "${SKIP_LOADER:-}" ]; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
@@ -44,6 +45,7 @@ fi
 # with a time limit
 t0=$SECONDS
 for t in .devbin/tests/*; do
+  [ -n "${NO_TESTS:-}" ] && break
   name=$(basename "$t")
   s=$SECONDS
   timeout "${TEST_LIMIT:-90}" "$t" > "$out/test-$name.log" 2>&1

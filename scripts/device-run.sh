@@ -30,10 +30,17 @@ summary=()
 if [ -z "${NO_BENCH:-}" ]; then
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader > "$out/gpu-before-bench.txt" 2>&1
   t0=$SECONDS
+  # clocks, power and memory every half second while the benchmark runs
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu,memory.used \
+    --format=csv -lms 500 > "$out/gpu-monitor.csv" 2>&1 &
+  monitor=$!
+  # each case on a device of its own (--fresh-context): in one long run on a shared device,
+  # later cases once ran 3-5x slower than alone
   # shellcheck disable=SC2086
-  ATTN_BENCH=.devbin/attn-bench OUT="$out" BENCH_ARGS="${BENCH_ARGS:---runs 5 --warmup 1 --e2e-runs 1 --gpu-budget 6}" \
+  ATTN_BENCH=.devbin/attn-bench OUT="$out" BENCH_ARGS="${BENCH_ARGS:---runs 5 --warmup 1 --e2e-runs 1 --gpu-budget 6 --fresh-context}" \
     timeout "${BENCH_LIMIT:-240}" scripts/gpu-bench.sh ${SUITES:-targets} > "$out/gpu-bench.txt" 2>&1
   rc=$?
+  kill "$monitor" 2>/dev/null
   summary+=("gpu-bench: rc=$rc $((SECONDS - t0))s (GPU before: $(cat "$out/gpu-before-bench.txt"))")
   # a stopped attn-bench leaves its JSON of the cases it finished: join what there is
   if [ $rc -ne 0 ] && [ -f "$out/ours.json" ] && [ ! -f "$out/joined.txt" ]; then

@@ -89,6 +89,11 @@ struct Args {
     /// Stop adding CPU runs after this many seconds per case.
     #[arg(long, default_value_t = 20.0)]
     cpu_budget: f64,
+    /// Run each GPU case on a context (device) of its own, made for it and dropped after it,
+    /// so that no case runs on a device state an earlier case left (in one long run on an H200,
+    /// every case after the third ran 3-5x slower than alone; see BENCHMARKS.md).
+    #[arg(long)]
+    fresh_context: bool,
     /// Stop adding timed GPU runs after this many seconds per case.
     #[arg(long, default_value_t = 30.0)]
     gpu_budget: f64,
@@ -224,7 +229,25 @@ fn main() -> ExitCode {
             output::dtype_name(c.dtype)
         );
         eprintln!("{label}{}", if c.causal { " causal" } else { "" });
-        let g = ctx.as_ref().map(|ctx| measure::run_gpu(ctx, c, &st, "GPU"));
+        let g = match (&ctx, args.fresh_context) {
+            (Some(shared), true) => {
+                // a new device for this case (the shared one is dropped at the end)
+                let fresh = Context::with_options_blocking(ContextOptions {
+                    adapter_name: args.adapter.clone(),
+                    ..Default::default()
+                });
+                Some(match fresh {
+                    Ok(f) => measure::run_gpu(&f, c, &st, "GPU"),
+                    Err(e) => {
+                        let mut r = Record::new(c, "wgpu", "gpu", &shared.info().adapter);
+                        r.error = Some(format!("a fresh context failed: {e}"));
+                        r
+                    }
+                })
+            }
+            (Some(ctx), false) => Some(measure::run_gpu(ctx, c, &st, "GPU")),
+            (None, _) => None,
+        };
         let cp = cpu.then(|| measure::run_cpu(c, &st, "CPU"));
         if let (Some(mut g), Some(cp)) = (g.clone(), cp.clone()) {
             if let (Some(tg), Some(tc)) = (g.time_s(), cp.time_s()) {

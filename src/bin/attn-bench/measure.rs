@@ -61,7 +61,7 @@ pub struct Record {
     /// Upload, compute and readback of the whole output, per run.
     pub e2e_ms: Option<Stats>,
     /// Compute on resident data and readback of the whole output (one call and one download, as
-    /// an application that keeps its inputs on the GPU does), per run; outputs up to 16 MiB.
+    /// an application that keeps its inputs on the GPU does), per run; outputs up to 1 MiB.
     pub resident_ms: Option<Stats>,
     /// FLOP rate from the kernel median (wall median where there is no kernel time).
     pub tflops: Option<f64>,
@@ -565,7 +565,7 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
     }
     // resident: the inputs stay on the GPU; one call, then the output read back
     let out_bytes = g.out.shape().numel() as u64 * g.out.dtype().size();
-    if out_bytes <= 16 << 20 && c.op != Op::Topk {
+    if out_bytes <= 1 << 20 && c.op != Op::Topk {
         let mut resident = vec![];
         for _ in 0..st.runs.max(20) {
             let t = Instant::now();

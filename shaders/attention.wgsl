@@ -118,6 +118,111 @@ fn store4_partial(base: u32, col: u32, x: vec4<f32>) {
     }
 }
 
+// The staged values in flight: the next chunk's, loaded into registers before the current
+// chunk's products (so that global latency overlaps them) and stored after the next barrier.
+// A Q/K chunk element e holds (q, k) in (r0, r1), element e + WG in (r2, r3); a V chunk element
+// e + i WG holds its vec4 in r_i.
+var<private> r0: vec4<f32>;
+var<private> r1: vec4<f32>;
+var<private> r2: vec4<f32>;
+var<private> r3: vec4<f32>;
+
+// Where one block's staging reads: its batch, heads, rows and key range.
+struct Block {
+    b: u32,
+    h: u32,
+    hk: u32,
+    row_first: u32,
+    row_end: u32,
+    kend: u32,
+}
+
+// Element e of the Q/K chunk at head dim d0 for the key tile at k0: row (e / 2) % 64 and dim
+// quad 2 (e / 128) + e % 2, so pairs of lanes read 32 contiguous bytes and the transposed
+// stores do not conflict. Zeros outside the rows, keys and head dim.
+fn qk_element(e: u32, d0: u32, k0: u32, bl: Block) -> array<vec4<f32>, 2> {
+    var x = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+    let rr = (e / 2u) % BR;
+    let dd = d0 + 4u * (2u * (e / (2u * BR)) + e % 2u);
+    if (e < BR * KC / 4u && dd < P.d) {
+        if (bl.row_first + rr < bl.row_end) {
+            x[0] = load4_q(vidx(P.v0, bl.b, bl.h, bl.row_first + rr) + dd, min(P.d - dd, 4u)) * P.pre;
+        }
+        if (rr < BC && k0 + rr < bl.kend) {
+            x[1] = load4_k(k_index(bl.b, bl.hk, k0 + rr) + dd, min(P.d - dd, 4u));
+        }
+    }
+    return x;
+}
+
+fn fetch_qk(t: u32, d0: u32, k0: u32, bl: Block) {
+    let a = qk_element(t, d0, k0, bl);
+    r0 = a[0];
+    r1 = a[1];
+    if (BR * KC / 4u > WG) {
+        let c = qk_element(t + WG, d0, k0, bl);
+        r2 = c[0];
+        r3 = c[1];
+    }
+}
+
+fn qk_store(e: u32, xq: vec4<f32>, xk: vec4<f32>) {
+    if (e >= BR * KC / 4u) {
+        return;
+    }
+    let rr = (e / 2u) % BR;
+    let qd = 2u * (e / (2u * BR)) + e % 2u;
+    let qi = 4u * qd * P2 + rr / 2u;
+    let hh = rr % 2u;
+    Qs[qi][hh] = xq.x;
+    Qs[qi + P2][hh] = xq.y;
+    Qs[qi + 2u * P2][hh] = xq.z;
+    Qs[qi + 3u * P2][hh] = xq.w;
+    if (rr < BC) {
+        let ki = 4u * qd * P4 + rr / 4u;
+        let qq = rr % 4u;
+        KVs[ki][qq] = xk.x;
+        KVs[ki + P4][qq] = xk.y;
+        KVs[ki + 2u * P4][qq] = xk.z;
+        KVs[ki + 3u * P4][qq] = xk.w;
+    }
+}
+
+// Element e of the V chunk of keys k0 + v0 ..: key e / (DP / 4), dims 4 (e % (DP / 4)) ..,
+// prescaled; zeros outside the keys and head dim.
+fn v_element(e: u32, v0: u32, k0: u32, bl: Block) -> vec4<f32> {
+    let kk = e / (DP / 4u);
+    let dd = (e % (DP / 4u)) * 4u;
+    if (e < VK * DP / 4u && k0 + v0 + kk < bl.kend && dd < P.d) {
+        return load4_v(v_index(bl.b, bl.hk, k0 + v0 + kk) + dd, min(P.d - dd, 4u)) * P.kpre;
+    }
+    return vec4<f32>(0.0);
+}
+
+fn fetch_v(t: u32, v0: u32, k0: u32, bl: Block) {
+    r0 = v_element(t, v0, k0, bl);
+    if (VK * DP / 4u > WG) {
+        r1 = v_element(t + WG, v0, k0, bl);
+    }
+    if (VK * DP / 4u > 2u * WG) {
+        r2 = v_element(t + 2u * WG, v0, k0, bl);
+        r3 = v_element(t + 3u * WG, v0, k0, bl);
+    }
+}
+
+fn v_store(t: u32) {
+    if (t < VK * DP / 4u) {
+        KVs[t] = r0;
+    }
+    if (VK * DP / 4u > WG) {
+        KVs[t + WG] = r1;
+    }
+    if (VK * DP / 4u > 2u * WG) {
+        KVs[t + 2u * WG] = r2;
+        KVs[t + 3u * WG] = r3;
+    }
+}
+
 @compute @workgroup_size(WG)
 fn attention(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -197,6 +302,12 @@ fn attention(
     if (kend > k_begin) {
         ntiles = (kend - k_begin + BC - 1u) / BC;
     }
+    // head-dim chunks that hold some of the head dim
+    let nchunks = (min(P.d, DP) + KC - 1u) / KC;
+    let bl = Block(b, h, hk, row_first, row_end, kend);
+    if (ntiles > 0u) {
+        fetch_qk(t, 0u, k_begin, bl);
+    }
     for (var kt = 0u; kt < ntiles; kt++) {
         let k0 = k_begin + kt * BC;
         // S = Q Kᵀ for the thread's 2 rows x 8 keys, KC dims at a time
@@ -204,50 +315,26 @@ fn attention(
         var sa1 = vec4<f32>(0.0);
         var sb0 = vec4<f32>(0.0);
         var sb1 = vec4<f32>(0.0);
-        for (var d0 = 0u; d0 < DP; d0 += KC) {
-            if (d0 < P.d) {
-                workgroupBarrier();
-                // stage: element e of the chunk is row (e / 2) % 64, dim quad 2 (e / 128) + e % 2,
-                // so pairs of lanes read 32 contiguous bytes and the transposed stores do not
-                // conflict
-                for (var e = t; e < BR * KC / 4u; e += WG) {
-                    let rr = (e / 2u) % BR;
-                    let qd = 2u * (e / (2u * BR)) + e % 2u;
-                    let dd = d0 + 4u * qd;
-                    var xq = vec4<f32>(0.0);
-                    if (row_first + rr < row_end && dd < P.d) {
-                        xq = load4_q(vidx(P.v0, b, h, row_first + rr) + dd, min(P.d - dd, 4u)) * P.pre;
-                    }
-                    var xk = vec4<f32>(0.0);
-                    if (rr < BC && k0 + rr < kend && dd < P.d) {
-                        xk = load4_k(k_index(b, hk, k0 + rr) + dd, min(P.d - dd, 4u));
-                    }
-                    let qi = 4u * qd * P2 + rr / 2u;
-                    let hh = rr % 2u;
-                    Qs[qi][hh] = xq.x;
-                    Qs[qi + P2][hh] = xq.y;
-                    Qs[qi + 2u * P2][hh] = xq.z;
-                    Qs[qi + 3u * P2][hh] = xq.w;
-                    if (rr < BC) {
-                        let ki = 4u * qd * P4 + rr / 4u;
-                        let qq = rr % 4u;
-                        KVs[ki][qq] = xk.x;
-                        KVs[ki + P4][qq] = xk.y;
-                        KVs[ki + 2u * P4][qq] = xk.z;
-                        KVs[ki + 3u * P4][qq] = xk.w;
-                    }
-                }
-                workgroupBarrier();
-                for (var dd = 0u; dd < KC; dd++) {
-                    let q = Qs[dd * P2 + ty];
-                    let ka = KVs[dd * P4 + tx];
-                    sa0 += q.x * ka;
-                    sb0 += q.y * ka;
-                    if (BC == 64u) {
-                        let kb = KVs[dd * P4 + 8u + tx];
-                        sa1 += q.x * kb;
-                        sb1 += q.y * kb;
-                    }
+        for (var c = 0u; c < nchunks; c++) {
+            workgroupBarrier();
+            qk_store(t, r0, r1);
+            qk_store(t + WG, r2, r3);
+            workgroupBarrier();
+            // the next chunk's loads (or the first V chunk's) fly during this chunk's products
+            if (c + 1u < nchunks) {
+                fetch_qk(t, (c + 1u) * KC, k0, bl);
+            } else {
+                fetch_v(t, 0u, k0, bl);
+            }
+            for (var dd = 0u; dd < KC; dd++) {
+                let q = Qs[dd * P2 + ty];
+                let ka = KVs[dd * P4 + tx];
+                sa0 += q.x * ka;
+                sb0 += q.y * ka;
+                if (BC == 64u) {
+                    let kb = KVs[dd * P4 + 8u + tx];
+                    sa1 += q.x * kb;
+                    sb1 += q.y * kb;
                 }
             }
         }
@@ -294,20 +381,19 @@ fn attention(
             Ps[pj + 2u * P2] = vec2<f32>(pa1.z, pb1.z);
             Ps[pj + 3u * P2] = vec2<f32>(pa1.w, pb1.w);
         }
-        // O += P V, VK keys at a time
+        // O += P V, VK keys at a time (past kend the weights and values are zeros)
         for (var v0 = 0u; v0 < BC; v0 += VK) {
-            if (k0 + v0 < kend) {
+            {
                 workgroupBarrier();
-                for (var e = t; e < VK * DP / 4u; e += WG) {
-                    let kk = e / (DP / 4u);
-                    let dd = (e % (DP / 4u)) * 4u;
-                    var x = vec4<f32>(0.0);
-                    if (k0 + v0 + kk < kend && dd < P.d) {
-                        x = load4_v(v_index(b, hk, k0 + v0 + kk) + dd, min(P.d - dd, 4u)) * P.kpre;
-                    }
-                    KVs[e] = x;
+                v_store(t);
+                workgroupBarrier();
+                // the next V chunk's loads (or the next tile's first Q/K chunk's) fly during
+                // this chunk's products
+                if (v0 + VK < BC) {
+                    fetch_v(t, v0 + VK, k0, bl);
+                } else if (kt + 1u < ntiles) {
+                    fetch_qk(t, 0u, k0 + BC, bl);
                 }
-                workgroupBarrier();
                 for (var kk = 0u; kk < VK; kk++) {
                     let p = Ps[(v0 + kk) * P2 + ty];
                     let vb = kk * (DP / 4u) + tx;

@@ -118,6 +118,42 @@ fn store4_partial(base: u32, col: u32, x: vec4<f32>) {
     }
 }
 
+// Writes one row's result, lane tx's columns 4(tx + 8i)..: with SPLIT the raw accumulator and
+// (lane 0) the running max m and sum l of this split into the partials, else the normalised
+// output and (lane 0, if wanted) the log-sum-exp.
+fn write_row(b: u32, h: u32, row: u32, split: u32, tx: u32, m: f32, l: f32,
+             o0: vec4<f32>, o1: vec4<f32>, o2: vec4<f32>, o3: vec4<f32>,
+             o4: vec4<f32>, o5: vec4<f32>, o6: vec4<f32>, o7: vec4<f32>) {
+    let c0 = 4u * tx;
+    if (SPLIT == 1u) {
+        let pb = vidx(P.v5, b, h, row) + split * (P.d + 2u);
+        store4_partial(pb, c0, o0);
+        if (NV > 1u) { store4_partial(pb, c0 + 32u, o1); }
+        if (NV > 2u) { store4_partial(pb, c0 + 64u, o2); store4_partial(pb, c0 + 96u, o3); }
+        if (NV > 4u) {
+            store4_partial(pb, c0 + 128u, o4); store4_partial(pb, c0 + 160u, o5);
+            store4_partial(pb, c0 + 192u, o6); store4_partial(pb, c0 + 224u, o7);
+        }
+        if (tx == 0u) {
+            LSE[pb + P.d] = m;
+            LSE[pb + P.d + 1u] = l;
+        }
+        return;
+    }
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let ob = vidx(P.v4, b, h, row);
+    store4(ob, c0, o0 * inv);
+    if (NV > 1u) { store4(ob, c0 + 32u, o1 * inv); }
+    if (NV > 2u) { store4(ob, c0 + 64u, o2 * inv); store4(ob, c0 + 96u, o3 * inv); }
+    if (NV > 4u) {
+        store4(ob, c0 + 128u, o4 * inv); store4(ob, c0 + 160u, o5 * inv);
+        store4(ob, c0 + 192u, o6 * inv); store4(ob, c0 + 224u, o7 * inv);
+    }
+    if (tx == 0u && (P.flags & F_LSE) != 0u) {
+        LSE[vidx(P.v5, b, h, row)] = lse_of(m, l);
+    }
+}
+
 // The staged values in flight: the next chunk's, loaded into registers before the current
 // chunk's products (so that global latency overlaps them) and stored after the next barrier.
 // A Q/K chunk element e holds (q, k) in (r0, r1), element e + WG in (r2, r3); a V chunk element
@@ -434,64 +470,10 @@ fn attention(
 
     let ls_a = row_sum(l_a, t, 0u);
     let ls_b = row_sum(l_b, t, 1u);
-    let c0 = 4u * tx;
-    if (SPLIT == 1u) {
-        if (ok_a) {
-            let pb = vidx(P.v5, b, h, row_a) + split * (P.d + 2u);
-            store4_partial(pb, c0, oa0);
-            if (NV > 1u) { store4_partial(pb, c0 + 32u, oa1); }
-            if (NV > 2u) { store4_partial(pb, c0 + 64u, oa2); store4_partial(pb, c0 + 96u, oa3); }
-            if (NV > 4u) {
-                store4_partial(pb, c0 + 128u, oa4); store4_partial(pb, c0 + 160u, oa5);
-                store4_partial(pb, c0 + 192u, oa6); store4_partial(pb, c0 + 224u, oa7);
-            }
-            if (tx == 0u) {
-                LSE[pb + P.d] = m_a;
-                LSE[pb + P.d + 1u] = ls_a;
-            }
-        }
-        if (ok_b) {
-            let pb = vidx(P.v5, b, h, row_b) + split * (P.d + 2u);
-            store4_partial(pb, c0, ob0);
-            if (NV > 1u) { store4_partial(pb, c0 + 32u, ob1); }
-            if (NV > 2u) { store4_partial(pb, c0 + 64u, ob2); store4_partial(pb, c0 + 96u, ob3); }
-            if (NV > 4u) {
-                store4_partial(pb, c0 + 128u, ob4); store4_partial(pb, c0 + 160u, ob5);
-                store4_partial(pb, c0 + 192u, ob6); store4_partial(pb, c0 + 224u, ob7);
-            }
-            if (tx == 0u) {
-                LSE[pb + P.d] = m_b;
-                LSE[pb + P.d + 1u] = ls_b;
-            }
-        }
-        return;
-    }
     if (ok_a) {
-        let inv = select(0.0, 1.0 / ls_a, ls_a > 0.0);
-        let ob = vidx(P.v4, b, h, row_a);
-        store4(ob, c0, oa0 * inv);
-        if (NV > 1u) { store4(ob, c0 + 32u, oa1 * inv); }
-        if (NV > 2u) { store4(ob, c0 + 64u, oa2 * inv); store4(ob, c0 + 96u, oa3 * inv); }
-        if (NV > 4u) {
-            store4(ob, c0 + 128u, oa4 * inv); store4(ob, c0 + 160u, oa5 * inv);
-            store4(ob, c0 + 192u, oa6 * inv); store4(ob, c0 + 224u, oa7 * inv);
-        }
-        if (tx == 0u && (P.flags & F_LSE) != 0u) {
-            LSE[vidx(P.v5, b, h, row_a)] = lse_of(m_a, ls_a);
-        }
+        write_row(b, h, row_a, split, tx, m_a, ls_a, oa0, oa1, oa2, oa3, oa4, oa5, oa6, oa7);
     }
     if (ok_b) {
-        let inv = select(0.0, 1.0 / ls_b, ls_b > 0.0);
-        let ob = vidx(P.v4, b, h, row_b);
-        store4(ob, c0, ob0 * inv);
-        if (NV > 1u) { store4(ob, c0 + 32u, ob1 * inv); }
-        if (NV > 2u) { store4(ob, c0 + 64u, ob2 * inv); store4(ob, c0 + 96u, ob3 * inv); }
-        if (NV > 4u) {
-            store4(ob, c0 + 128u, ob4 * inv); store4(ob, c0 + 160u, ob5 * inv);
-            store4(ob, c0 + 192u, ob6 * inv); store4(ob, c0 + 224u, ob7 * inv);
-        }
-        if (tx == 0u && (P.flags & F_LSE) != 0u) {
-            LSE[vidx(P.v5, b, h, row_b)] = lse_of(m_b, ls_b);
-        }
+        write_row(b, h, row_b, split, tx, m_b, ls_b, ob0, ob1, ob2, ob3, ob4, ob5, ob6, ob7);
     }
 }

@@ -103,24 +103,30 @@ impl Variant for AttentionKernel {
     }
 
     fn preludes(&self) -> Vec<&'static str> {
-        vec![
-            include_str!("../../shaders/masking.wgsl"),
-            match self.loads {
-                Loads::Vec4 => include_str!("../../shaders/qkv_vec4.wgsl"),
-                Loads::Scalar => include_str!("../../shaders/qkv_scalar.wgsl"),
-            },
-            if self.paged {
-                include_str!("../../shaders/kv_paged.wgsl")
-            } else {
-                include_str!("../../shaders/kv_contiguous.wgsl")
-            },
-            if self.sg {
-                include_str!("../../shaders/rows_subgroup.wgsl")
-            } else {
-                include_str!("../../shaders/rows_workgroup.wgsl")
-            },
-        ]
+        preludes(self.loads, self.paged, self.sg)
     }
+}
+
+/// The preludes of the attention kernels (fused and decode): the score rules, Q/K/V loads,
+/// where K and V live, and the row reductions.
+pub(crate) fn preludes(loads: Loads, paged: bool, sg: bool) -> Vec<&'static str> {
+    vec![
+        include_str!("../../shaders/masking.wgsl"),
+        match loads {
+            Loads::Vec4 => include_str!("../../shaders/qkv_vec4.wgsl"),
+            Loads::Scalar => include_str!("../../shaders/qkv_scalar.wgsl"),
+        },
+        if paged {
+            include_str!("../../shaders/kv_paged.wgsl")
+        } else {
+            include_str!("../../shaders/kv_contiguous.wgsl")
+        },
+        if sg {
+            include_str!("../../shaders/rows_subgroup.wgsl")
+        } else {
+            include_str!("../../shaders/rows_workgroup.wgsl")
+        },
+    ]
 }
 
 /// Head dim `d` padded to a supported width.

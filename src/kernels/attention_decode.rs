@@ -74,23 +74,7 @@ impl Variant for DecodeKernel {
     }
 
     fn preludes(&self) -> Vec<&'static str> {
-        vec![
-            include_str!("../../shaders/masking.wgsl"),
-            match self.loads {
-                Loads::Vec4 => include_str!("../../shaders/qkv_vec4.wgsl"),
-                Loads::Scalar => include_str!("../../shaders/qkv_scalar.wgsl"),
-            },
-            if self.paged {
-                include_str!("../../shaders/kv_paged.wgsl")
-            } else {
-                include_str!("../../shaders/kv_contiguous.wgsl")
-            },
-            if self.sg {
-                include_str!("../../shaders/rows_subgroup.wgsl")
-            } else {
-                include_str!("../../shaders/rows_workgroup.wgsl")
-            },
-        ]
+        super::attention::preludes(self.loads, self.paged, self.sg)
     }
 }
 

@@ -1,6 +1,7 @@
 // Exact top-k selection per row: the best KP (k rounded up to a power of two) entries by
 // (score descending, index ascending), so ties go to the lower index.
-// Header constants (src/kernels/top_k.rs, TopKKernel): WG (threads), R (new inputs per round),
+// Header constants (src/kernels/top_k.rs, TopKKernel): WG (threads), R (new inputs per round:
+// CAP / 2, two or four per thread),
 // KP (16..=1024, a power of two), CAP (buffer entries, 1024 or 2048, > KP), PAIRS (0: input is
 // raw scores whose index is idx0 + position; 1: input is (score, index) pairs from an earlier
 // selection).
@@ -19,8 +20,10 @@
 @group(0) @binding(3) var<storage, read_write> OS: array<f32>;
 @group(0) @binding(4) var<storage, read_write> OI: array<u32>;
 
-// R, the new inputs per round, is one per thread: once the threshold is set few of them pass,
-// so the buffer fills slowly and sorts are rare (a sort runs only when a round might not fit).
+// R, the new inputs per round, is half the buffer (R / WG per thread, coalesced): once the
+// threshold is set few of them pass, so the buffer fills slowly and sorts are rare (a sort runs
+// only when a round might not fit); each round costs two barriers, so fewer, larger rounds
+// cost less.
 const NONE: u32 = 0xffffffffu;
 
 var<workgroup> bs: array<f32, CAP>;

@@ -389,14 +389,7 @@ impl Context {
     ) -> Result<wgpu::Buffer> {
         let size = (bytes.len() as u64).div_ceil(4).max(1) * 4;
         let buffer = self
-            .scoped_async(|| {
-                Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size,
-                    usage,
-                    mapped_at_creation: true,
-                }))
-            })
+            .new_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: true })
             .await?;
         {
             let mut view = buffer.slice(..).get_mapped_range_mut().map_err(|e| self.lost_or(e))?;
@@ -404,6 +397,20 @@ impl Context {
         }
         buffer.unmap();
         Ok(buffer)
+    }
+
+    /// A new buffer, failures as `Err` (out of memory, lost device). wgpu returns the memory of
+    /// dropped buffers only when the device is polled, so an out-of-memory failure polls the
+    /// device once (without waiting) and tries again: memory a caller just freed is usable at
+    /// once.
+    pub(crate) async fn new_buffer(&self, desc: &wgpu::BufferDescriptor<'_>) -> Result<wgpu::Buffer> {
+        match self.scoped_async(|| Ok(self.device().create_buffer(desc))).await {
+            Err(Error::OutOfMemory(_)) => {
+                let _ = self.device().poll(wgpu::PollType::Poll);
+                self.scoped_async(|| Ok(self.device().create_buffer(desc))).await
+            }
+            other => other,
+        }
     }
 
     /// The error for a buffer wgpu reported invalid without a scoped error: on a lost device,

@@ -281,17 +281,20 @@ impl Tensor {
         let a1 = padded(end).min(self.buffer.size());
         // a pooled staging buffer of the download's size class (up to 16 MiB), else a new one
         let class = crate::reuse::Staging::class(a1 - a0);
-        let pooled = class.and_then(|c| ctx.inner.staging.take(c));
+        let staging = match class.and_then(|c| ctx.inner.staging.take(c)) {
+            Some(b) => b,
+            None => {
+                ctx.new_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgpu-attention readback"),
+                    size: class.unwrap_or(a1 - a0),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+                .await?
+            }
+        };
         let staging = ctx
             .scoped_async(|| {
-                let staging = pooled.unwrap_or_else(|| {
-                    ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("wgpu-attention readback"),
-                        size: class.unwrap_or(a1 - a0),
-                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                        mapped_at_creation: false,
-                    })
-                });
                 let mut enc = ctx.device().create_command_encoder(&Default::default());
                 enc.copy_buffer_to_buffer(&self.buffer, a0, &staging, 0, a1 - a0);
                 ctx.queue().submit([enc.finish()]);
@@ -452,13 +455,11 @@ impl Context {
         self.check_buffer_size("shape", size)?;
         self.check_alive_now()?;
         let buffer = self
-            .scoped_async(|| {
-                Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("wgpu-attention tensor"),
-                    size,
-                    usage: TENSOR_USAGE,
-                    mapped_at_creation: false,
-                }))
+            .new_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-attention tensor"),
+                size,
+                usage: TENSOR_USAGE,
+                mapped_at_creation: false,
             })
             .await?;
         Ok(Tensor::contiguous(buffer, shape, layout, dtype, self.inner.id, None))
@@ -475,13 +476,11 @@ impl Context {
             Some(b) => b,
             None => {
                 let b = self
-                    .scoped_async(|| {
-                        Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
-                            label: Some("wgpu-attention scratch"),
-                            size: class,
-                            usage: TENSOR_USAGE,
-                            mapped_at_creation: false,
-                        }))
+                    .new_buffer(&wgpu::BufferDescriptor {
+                        label: Some("wgpu-attention scratch"),
+                        size: class,
+                        usage: TENSOR_USAGE,
+                        mapped_at_creation: false,
                     })
                     .await?;
                 self.inner.scratch.insert(class, &b);

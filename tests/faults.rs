@@ -6,8 +6,17 @@ mod common;
 use common::*;
 use wgpu_attention::*;
 
+/// The driver's memory budget is the process's: the out-of-memory test fills its share, so the
+/// tests here take turns (another test's allocations in between would take the room it frees).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 gpu_test! {
     fn out_of_memory_is_an_error_and_the_context_stays_usable() {
+        let _turn = turn();
         // the driver's memory budget, capped for this context at the smallest share that still
         // opens a device (the budget counts memory already in use): an allocation past it is
         // refused by the device (wgpu's out-of-memory error), not by this crate's size checks
@@ -57,6 +66,7 @@ gpu_test! {
 
 gpu_test! {
     fn a_lost_device_fails_every_call_and_a_new_context_works() {
+        let _turn = turn();
         let ctx = gpu();
         let s = Shape::new(1, 2, 8, 16);
         let data = rand_vec(2, s.numel(), 1.0);
@@ -106,6 +116,7 @@ gpu_test! {
 
 gpu_test! {
     fn a_lost_callers_device_is_noticed_and_can_be_reported() {
+        let _turn = turn();
         // a device the crate did not create: its lost callback is the caller's, so the crate
         // notices the loss at the first call that uploads, records or reads back
         let (device, queue) = pollster::block_on(async {

@@ -91,7 +91,7 @@ impl Variant for TopKKernel {
         DType::F32
     }
     fn constants(&self) -> Vec<(&'static str, u32)> {
-        vec![("WG", WG), ("R", WG), ("KP", self.kp), ("CAP", self.cap), ("PAIRS", self.pairs as u32)]
+        vec![("WG", WG), ("R", self.cap / 2), ("KP", self.kp), ("CAP", self.cap), ("PAIRS", self.pairs as u32)]
     }
     /// The candidate buffer (scores and indices), its fill counter and its uniform copy.
     fn workgroup_bytes(&self) -> u32 {
@@ -213,13 +213,11 @@ impl TopKOutput {
 async fn u32_buffer(ctx: &Context, len: usize) -> Result<wgpu::Buffer> {
     let size = (len.max(1) * 4) as u64;
     ctx.check_buffer_size("k", size)?;
-    ctx.scoped_async(|| {
-        Ok(ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-attention candidates"),
-            size,
-            usage: crate::tensor::TENSOR_USAGE,
-            mapped_at_creation: false,
-        }))
+    ctx.new_buffer(&wgpu::BufferDescriptor {
+        label: Some("wgpu-attention candidates"),
+        size,
+        usage: crate::tensor::TENSOR_USAGE,
+        mapped_at_creation: false,
     })
     .await
 }

@@ -17,12 +17,26 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
 gpu_test! {
     fn out_of_memory_is_an_error_and_the_context_stays_usable() {
         let _turn = turn();
-        // the driver's memory budget, capped for this context at the smallest share that still
-        // opens a device (the budget counts memory already in use): an allocation past it is
-        // refused by the device (wgpu's out-of-memory error), not by this crate's size checks
-        let ctx = [1u8, 2, 3, 5, 8, 13, 21, 34]
+        // the driver's memory budget, capped for this context at the smallest share that leaves
+        // room for the small work below (the budget counts memory already in use, by this
+        // process's other contexts too, so the share is probed): an allocation past it is
+        // refused by the device (wgpu's out-of-memory error), not by this crate's size checks.
+        // The call checked after the failure runs once first, and the inputs of the failing
+        // similarity are uploaded first: memory a caller frees goes back to wgpu's allocator,
+        // which keeps its blocks per memory type, so a first small buffer of another type (a new
+        // uniform block, an upload) can still be refused after the free.
+        let s = Shape::new(1, 1, 4, 16);
+        let (qs, ks) = (Shape::new(1, 1, 1 << 15, 4), Shape::new(1, 1, 1 << 13, 4));
+        let (ctx, x, q, k) = [1u8, 2, 3, 5, 8, 13, 21, 34]
             .into_iter()
-            .find_map(|p| Context::with_options_blocking(ContextOptions { memory_budget_percent: Some(p), ..Default::default() }).ok())
+            .find_map(|p| {
+                let ctx = Context::with_options_blocking(ContextOptions { memory_budget_percent: Some(p), ..Default::default() }).ok()?;
+                let x = ctx.upload(&rand_vec(1, s.numel(), 1.0), s).ok()?;
+                ctx.attention(&x, &x, &x, None, &AttentionOptions::default()).ok()?.download_blocking(&ctx).ok()?;
+                let q = ctx.upload(&vec![0.5f32; qs.numel()], qs).ok()?;
+                let k = ctx.upload(&vec![0.5f32; ks.numel()], ks).ok()?;
+                Some((ctx, x, q, k))
+            })
             .expect("a device within 34% of the memory budget");
         let mut held = vec![];
         let mut oom = None;
@@ -47,11 +61,6 @@ gpu_test! {
         let e = oom.expect("no out-of-memory error within 64 allocations (does the driver report a memory budget?)");
         assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
         // an operation whose output does not fit fails the same way, before anything runs
-        let s = Shape::new(1, 1, 4, 16);
-        let x = ctx.upload(&rand_vec(1, s.numel(), 1.0), s).unwrap();
-        let (qs, ks) = (Shape::new(1, 1, 1 << 15, 4), Shape::new(1, 1, 1 << 13, 4));
-        let q = ctx.upload(&vec![0.5f32; qs.numel()], qs).unwrap();
-        let k = ctx.upload(&vec![0.5f32; ks.numel()], ks).unwrap();
         let e = ctx.similarity(&q, &k, Similarity::Dot).unwrap_err(); // 1 GiB of scores
         assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
         // freeing memory makes room again; the context works and computes right

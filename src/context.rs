@@ -91,6 +91,8 @@ pub(crate) struct Inner {
     pub placeholder_read: wgpu::Buffer,
     /// Bound in place of an absent output (lse).
     pub placeholder_write: wgpu::Buffer,
+    /// A second one, where a kernel has two absent outputs (writable bindings do not share).
+    pub placeholder_counts: wgpu::Buffer,
     /// The active kernel-time measurement, if any.
     pub timing: std::sync::Mutex<Option<crate::timing::Session>>,
     /// Uniform blocks of past dispatches, by content.
@@ -271,6 +273,7 @@ impl Context {
         };
         let placeholder_read = placeholder("wgpu-attention placeholder (read)");
         let placeholder_write = placeholder("wgpu-attention placeholder (write)");
+        let placeholder_counts = placeholder("wgpu-attention placeholder (counts)");
         Context {
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -283,6 +286,7 @@ impl Context {
                 lost: Default::default(),
                 placeholder_read,
                 placeholder_write,
+                placeholder_counts,
                 timing: Default::default(),
                 uniforms: Default::default(),
                 staging: Default::default(),

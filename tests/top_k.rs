@@ -202,6 +202,45 @@ fn chunk_boundaries_under_lowered_limits() {
 }
 }
 
+gpu_test! {
+fn thresholded_chunks_when_every_or_no_key_passes() {
+    // After the first chunk, keys are scored against each query's current k-th best and only
+    // better scores are kept. Integer data (exact): query 0 scores ascend with the key index (every
+    // later key passes), 1 and 2 descend (none passes), 3 repeats 0..7 (ties never pass: the lower
+    // index wins). With and without subgroups (slots claimed per subgroup or per invocation).
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: 64 << 10,
+        max_compute_workgroup_storage_size: 32 << 10,
+        ..Default::default()
+    };
+    let (nq, nk, d) = (4, 10_000, 4);
+    let q = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+    let keys: Vec<f32> = (0..nk).flat_map(|i| [i as f32, (nk - i) as f32, (i % 7) as f32, 1.0]).collect();
+    let refs = ref_scores(&q, &keys, d, Metric::Dot);
+    for disable in [wgpu::Features::empty(), wgpu::Features::SUBGROUP] {
+        let ctx = Context::with_options_blocking(ContextOptions {
+            limits: Some(limits.clone()),
+            disable_features: disable,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ctx.caps().subgroups, disable.is_empty());
+        for k in [1, 10, 100, 1000] {
+            let got = Backend::Gpu(ctx.clone()).top_k(&q[..nq * d], &keys, d, k, Metric::Dot).unwrap();
+            check(&format!("thresholded k {k} without {disable:?}"), &got, &refs, k, Metric::Dot, 0.0, true);
+        }
+        // float data across the same chunking, every metric
+        let qf = rand_vec(41, 5 * 8, 1.0);
+        let kf = rand_vec(42, 3000 * 8, 1.0);
+        for metric in [Metric::Dot, Metric::Cosine, Metric::L2] {
+            let refs = ref_scores(&qf, &kf, 8, metric);
+            let got = Backend::Gpu(ctx.clone()).top_k(&qf, &kf, 8, 20, metric).unwrap();
+            check(&format!("thresholded float {metric:?} without {disable:?}"), &got, &refs, 20, metric, 1e-5, false);
+        }
+    }
+}
+}
+
 both!(invalid_requests_are_errors, |ctx| {
     let mut backends = vec![Backend::Cpu];
     if let Some(c) = ctx {

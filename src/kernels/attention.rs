@@ -308,7 +308,13 @@ pub(crate) fn resolve(
                 rows_per_workgroup: 0,
                 splits: 1,
                 keys_per_split: d.nk,
-                workgroup_bytes: super::similarity::SimilarityKernel { dtype: p.dtype, metric: 0 }.workgroup_bytes(),
+                workgroup_bytes: super::similarity::SimilarityKernel {
+                    dtype: p.dtype,
+                    metric: 0,
+                    vec_out: false,
+                    topk: false,
+                }
+                .workgroup_bytes(),
                 scratch_bytes: 2 * scores,
                 reason,
             },

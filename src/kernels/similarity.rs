@@ -5,7 +5,7 @@ use super::{b, Access, Binding, Kernel, Params, Variant, PARAMS};
 use crate::context::Context;
 use crate::error::Result;
 use crate::options::Similarity;
-use crate::plan::{Grid, Rows};
+use crate::plan::{ArgSpec, Grid, Rows};
 use crate::problem::SimilarityProblem;
 use crate::record::{Arg, Launch};
 use crate::shape::DType;
@@ -17,24 +17,31 @@ const TM: u32 = 128;
 const TN: u32 = 128;
 const TK: u32 = 16;
 
-/// One variant of `shaders/similarity.wgsl`: storage dtype and metric (0 dot, 1 cosine, 2 L2).
+/// One variant of `shaders/similarity.wgsl`: storage dtype, metric (0 dot, 1 cosine, 2 L2),
+/// vector stores of the output (`vec_out`: every output row whole vec4s), and top-k's
+/// thresholded scoring pass (`topk`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SimilarityKernel {
     pub dtype: DType,
     pub metric: u32,
+    pub vec_out: bool,
+    pub topk: bool,
 }
 
 impl Variant for SimilarityKernel {
     const NAME: &'static str = "similarity";
     const SOURCE: &'static str = include_str!("../../shaders/similarity.wgsl");
     fn bindings(&self) -> &'static [Binding] {
-        const BINDINGS: [Binding; 6] = [
+        const BINDINGS: [Binding; 9] = [
             PARAMS,
             b(1, "q", Access::Read),
             b(2, "k", Access::Read),
             b(3, "scores", Access::ReadWrite),
             b(4, "q_norms", Access::Read),
             b(5, "k_norms", Access::Read),
+            b(6, "thresholds", Access::Read),
+            b(7, "indices", Access::ReadWrite),
+            b(8, "counts", Access::ReadWrite),
         ];
         &BINDINGS
     }
@@ -43,7 +50,14 @@ impl Variant for SimilarityKernel {
         self.dtype
     }
     fn constants(&self) -> Vec<(&'static str, u32)> {
-        vec![("WG", WG), ("TM", TM), ("TN", TN), ("TK", TK), ("METRIC", self.metric)]
+        vec![("WG", WG), ("TM", TM), ("TN", TN), ("TK", TK), ("METRIC", self.metric), ("TOPK", self.topk as u32)]
+    }
+    fn preludes(&self) -> Vec<&'static str> {
+        vec![if self.vec_out {
+            include_str!("../../shaders/scores_vec4.wgsl")
+        } else {
+            include_str!("../../shaders/scores_scalar.wgsl")
+        }]
     }
     /// The Q and K tiles, `TK × (TM + 4)` and `TK × (TN + 4)` f32.
     fn workgroup_bytes(&self) -> u32 {
@@ -55,21 +69,42 @@ impl SimilarityKernel {
     /// Every variant for `dtype`.
     #[cfg(test)]
     pub fn all(dtype: DType) -> impl Iterator<Item = SimilarityKernel> {
-        (0..3).map(move |metric| SimilarityKernel { dtype, metric })
+        (0..3).flat_map(move |metric| {
+            [(false, false), (true, false), (false, true), (true, true)]
+                .into_iter()
+                .map(move |(vec_out, topk)| SimilarityKernel { dtype, metric, vec_out, topk })
+        })
     }
 
-    /// The variant for a metric.
-    pub fn for_metric(dtype: DType, metric: Similarity) -> Self {
+    /// The variant for a metric, writing `out` (vector stores where its rows allow), or top-k's
+    /// scoring pass.
+    pub fn for_metric(dtype: DType, metric: Similarity, out: &Tensor, topk: bool) -> Self {
         let metric = match metric {
             Similarity::Dot | Similarity::ScaledDot(_) => 0,
             Similarity::Cosine => 1,
             Similarity::L2 => 2,
         };
-        SimilarityKernel { dtype, metric }
+        let vec_out = out.vec4_aligned() && out.shape.dim.is_multiple_of(4);
+        SimilarityKernel { dtype, metric, vec_out, topk }
     }
 }
 
-/// Scores of `q` against `k` into `out` (f32) for a checked problem.
+/// Top-k's scoring pass (one slice): where `out` and `indices` (both `[nq, nk]`, the same
+/// strides) receive each row's list of the scores above its threshold, and `counts` (`[nq]`
+/// u32, zeroed) their lengths.
+pub(crate) struct Thresholded<'a> {
+    /// Each row's threshold: element `kp - 1` of row `q` of a `[nq, row_len]` matrix.
+    pub thresholds: &'a wgpu::Buffer,
+    pub row_len: usize,
+    pub kp: usize,
+    pub indices: &'a Tensor,
+    pub counts: &'a wgpu::Buffer,
+    /// Index of the first key.
+    pub idx0: usize,
+}
+
+/// Scores of `q` against `k` into `out` (f32) for a checked problem; with `topk`, only those
+/// above each row's threshold, as lists.
 pub(crate) async fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -77,10 +112,11 @@ pub(crate) async fn record(
     q: &Tensor,
     k: &Tensor,
     out: &Tensor,
+    topk: Option<&Thresholded<'_>>,
 ) -> Result<()> {
     let d = p.dims;
     let sc = p.scaling();
-    let kernel = SimilarityKernel::for_metric(p.dtype, p.metric);
+    let kernel = SimilarityKernel::for_metric(p.dtype, p.metric, out, topk.is_some());
     // cosine and L2: the rows' norms first, once per row
     let norms = if kernel.metric == 0 {
         None
@@ -107,6 +143,25 @@ pub(crate) async fn record(
         Arg::tensor("out", out, 1, Rows::Query, 2, 3),
     ];
     args.extend(norm_args);
+    match topk {
+        Some(t) => args.extend([
+            Arg {
+                spec: ArgSpec {
+                    offset: t.kp as u64 - 1,
+                    ..ArgSpec::matrix("thresholds", t.row_len, Rows::Query, t.thresholds.size())
+                },
+                ..Arg::matrix("thresholds", t.thresholds, t.row_len, Rows::Query, 5, 6)
+            },
+            // addressed through the scores' view (v2): the same strides
+            Arg { view: None, ..Arg::tensor("indices", t.indices, 1, Rows::Query, 2, 7) },
+            Arg::whole("counts", t.counts, 8),
+        ]),
+        None => args.extend([
+            Arg::whole("thresholds", &ctx.inner.placeholder_read, 6),
+            Arg::whole("indices", &ctx.inner.placeholder_write, 7),
+            Arg::whole("counts", &ctx.inner.placeholder_counts, 8),
+        ]),
+    }
     Launch {
         kernel: Kernel::Similarity(kernel),
         // chunks (where a binding limit splits the rows) in multiples of 16 rows, not of a whole
@@ -124,6 +179,7 @@ pub(crate) async fn record(
             kpre: sc.k,
             post: sc.post,
             post2: sc.post2,
+            idx0: topk.map_or(0, |t| t.idx0 as u32),
             ..Params::default()
         },
         workgroups: &workgroups,

@@ -16,9 +16,6 @@ use crate::tensor::Tensor;
 /// Largest k supported.
 pub const MAX_K: usize = 1024;
 
-/// Threads per workgroup; also the new inputs per round (`R`).
-const WG: u32 = 256;
-
 /// How retrieval ranks keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
@@ -65,24 +62,29 @@ impl TopK {
 }
 
 /// One variant of `shaders/top_k.wgsl`: entries kept per row (`kp`, a power of two), buffer
-/// entries (`cap`), and whether the input is raw scores or (score, index) pairs.
+/// entries (`cap`), whether the input is raw scores or (score, index) pairs (`pairs`), whether
+/// each row's length is its count from the thresholded scoring pass (`counted`), and whether
+/// slots are claimed per subgroup (`sg`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct TopKKernel {
     pub kp: u32,
     pub cap: u32,
     pub pairs: bool,
+    pub counted: bool,
+    pub sg: bool,
 }
 
 impl Variant for TopKKernel {
     const NAME: &'static str = "top_k";
     const SOURCE: &'static str = include_str!("../../shaders/top_k.wgsl");
     fn bindings(&self) -> &'static [Binding] {
-        const BINDINGS: [Binding; 5] = [
+        const BINDINGS: [Binding; 6] = [
             PARAMS,
             b(1, "scores", Access::Read),
             b(2, "indices", Access::Read),
             b(3, "out_scores", Access::ReadWrite),
             b(4, "out_indices", Access::ReadWrite),
+            b(5, "counts", Access::Read),
         ];
         &BINDINGS
     }
@@ -91,26 +93,66 @@ impl Variant for TopKKernel {
         DType::F32
     }
     fn constants(&self) -> Vec<(&'static str, u32)> {
-        vec![("WG", WG), ("R", self.cap / 2), ("KP", self.kp), ("CAP", self.cap), ("PAIRS", self.pairs as u32)]
+        vec![
+            ("WG", self.threads()),
+            ("R", self.cap / 2),
+            ("KP", self.kp),
+            ("CAP", self.cap),
+            ("PAIRS", self.pairs as u32),
+            ("COUNTED", self.counted as u32),
+        ]
     }
     /// The candidate buffer (scores and indices), its fill counter and its uniform copy.
     fn workgroup_bytes(&self) -> u32 {
         8 * self.cap + 8
     }
+    fn preludes(&self) -> Vec<&'static str> {
+        vec![if self.sg {
+            include_str!("../../shaders/slots_subgroup.wgsl")
+        } else {
+            include_str!("../../shaders/slots_workgroup.wgsl")
+        }]
+    }
+}
+
+/// Which input a selection reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Input {
+    /// Every score of a chunk, indexed by position.
+    Scores,
+    /// (score, index) pairs, each row as long as its count from the thresholded scoring pass.
+    Lists,
+    /// (score, index) pairs: the kept entries and the segments' bests.
+    Merge,
 }
 
 impl TopKKernel {
-    /// The variant keeping `kp` entries.
-    fn new(kp: usize, pairs: bool) -> Self {
-        TopKKernel { kp: kp as u32, cap: if kp <= 512 { 1024 } else { 2048 }, pairs }
+    /// The variant keeping `kp` entries from `input`.
+    fn new(kp: usize, input: Input, caps: &Caps) -> Self {
+        TopKKernel {
+            kp: kp as u32,
+            cap: if kp <= 512 { 1024 } else { 2048 },
+            pairs: input != Input::Scores,
+            counted: input == Input::Lists,
+            sg: caps.subgroups,
+        }
+    }
+
+    /// Threads per workgroup: 4 new inputs each per round of `cap / 2`.
+    fn threads(&self) -> u32 {
+        self.cap / 8
     }
 
     /// Every variant.
     #[cfg(test)]
     pub fn all() -> impl Iterator<Item = TopKKernel> {
-        [16usize, 32, 64, 128, 256, 512, 1024]
-            .into_iter()
-            .flat_map(|kp| [false, true].into_iter().map(move |pairs| TopKKernel::new(kp, pairs)))
+        [16usize, 32, 64, 128, 256, 512, 1024].into_iter().flat_map(|kp| {
+            [Input::Scores, Input::Lists, Input::Merge].into_iter().flat_map(move |input| {
+                [false, true]
+                    .into_iter()
+                    .map(move |subgroups| TopKKernel::new(kp, input, &Caps { subgroups, ..Caps::baseline() }))
+            })
+        })
     }
 }
 
@@ -135,7 +177,7 @@ impl TopKPlan {
 /// chunk (`[nq, chunk]` f32) and the chunk's keys must each fit one binding (at most 256 MiB).
 pub(crate) fn plan(p: &TopKProblem, key_bytes: u64, caps: &Caps) -> Result<TopKPlan> {
     let kp = p.k.next_power_of_two().max(16);
-    let need = TopKKernel::new(kp, false).workgroup_bytes();
+    let need = TopKKernel::new(kp, Input::Scores, caps).workgroup_bytes();
     if need > caps.max_workgroup_storage {
         return Err(Error::Unsupported(format!(
             "k = {} needs {need} bytes of workgroup memory, the device allows {}",
@@ -223,6 +265,11 @@ async fn u32_buffer(ctx: &Context, len: usize) -> Result<wgpu::Buffer> {
 }
 
 /// Records a checked top-k call of `queries` (`[1, 1, nq, d]`) against `keys`.
+///
+/// Keys are taken in chunks. The first chunk's scores are all written and selected in segments;
+/// every later chunk is scored against each query's current k-th best (its threshold), and only
+/// the scores above it are written, as per-query lists that the selection reads. The segments'
+/// (or the lists') bests are then merged with the best so far.
 pub(crate) async fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -230,43 +277,65 @@ pub(crate) async fn record(
     queries: &Tensor,
     keys: &Tensor,
 ) -> Result<TopKOutput> {
-    let pl = plan(p, keys.dtype.size(), ctx.caps())?;
+    let caps = ctx.caps();
+    let pl = plan(p, keys.dtype.size(), caps)?;
     let (nq, nk, kp) = (p.nq, p.nk, pl.kp);
     let slots = pl.slots();
+    // scores, or the thresholded lists' scores: [nq, clen] with row stride pl.chunk
     let scores = ctx.zeros_async(Shape::new(1, 1, nq, pl.chunk), Layout::Bhsd, DType::F32).await?;
     let cand_s = [u32_buffer(ctx, nq * slots * kp).await?, u32_buffer(ctx, nq * slots * kp).await?];
     let cand_i = [u32_buffer(ctx, nq * slots * kp).await?, u32_buffer(ctx, nq * slots * kp).await?];
     let (best_s, best_i) = (u32_buffer(ctx, nq * kp).await?, u32_buffer(ctx, nq * kp).await?);
     let chunks: Vec<usize> = (0..nk).step_by(pl.chunk).collect();
+    // the lists' key indices and lengths (chunks after the first)
+    let lists =
+        if chunks.len() > 1 { Some((u32_buffer(ctx, nq * pl.chunk).await?, u32_buffer(ctx, nq).await?)) } else { None };
     let grid = Grid { bh: 1, heads: 1, nq, row_tile: 1 };
 
     for (c, &k0) in chunks.iter().enumerate() {
         let clen = pl.chunk.min(nk - k0);
         let kview = keys.rows(k0, clen);
-        // this chunk's scores, [nq, clen] row-major at the start of the scratch
-        let sview = Tensor::contiguous(
-            scores.buffer.clone(),
-            Shape::new(1, 1, nq, clen),
-            Layout::Bhsd,
-            DType::F32,
-            scores.ctx_id,
-            None,
-        );
+        let sview = Tensor { shape: Shape::new(1, 1, nq, clen), ..scores.clone() };
         let sp = SimilarityProblem::of_top_k(Operand::gpu(queries), Operand::gpu(&kview), p.metric.similarity());
-        super::similarity::record(ctx, encoder, &sp, queries, &kview, &sview).await?;
         let (x, y) = (c % 2, (c + 1) % 2);
+        let (input, index_arg) = match (&lists, c) {
+            (Some((list_i, counts)), 1..) => {
+                // thresholds: entry kp - 1 of slot 0 of x, the best so far
+                encoder.clear_buffer(counts, 0, None);
+                let iview = Tensor { buffer: list_i.clone(), ..sview.clone() };
+                let th = super::similarity::Thresholded {
+                    thresholds: &cand_s[x],
+                    row_len: slots * kp,
+                    kp,
+                    indices: &iview,
+                    counts,
+                    idx0: k0,
+                };
+                super::similarity::record(ctx, encoder, &sp, queries, &kview, &sview, Some(&th)).await?;
+                (Input::Lists, Arg::matrix("indices", list_i, pl.chunk, Rows::Query, 1, 2))
+            }
+            _ => {
+                super::similarity::record(ctx, encoder, &sp, queries, &kview, &sview, None).await?;
+                (Input::Scores, Arg::whole("indices", &ctx.inner.placeholder_read, 2))
+            }
+        };
+        let counts_arg = match &lists {
+            Some((_, counts)) if input == Input::Lists => Arg::whole("counts", counts, 5),
+            _ => Arg::whole("counts", &ctx.inner.placeholder_read, 5),
+        };
         let nseg_c = clen.div_ceil(pl.seg);
         // the best kp of each segment of this chunk, into slots 1.. of x
         let wg_sel = |_: usize, nr: usize| (nr * nseg_c) as u64;
         Launch {
-            kernel: Kernel::TopK(TopKKernel::new(kp, false)),
+            kernel: Kernel::TopK(TopKKernel::new(kp, input, caps)),
             grid,
             args: vec![
-                Arg::matrix("scores", &scores.buffer, clen, Rows::Query, 0, 1),
-                Arg::whole("indices", &ctx.inner.placeholder_read, 2),
+                Arg::matrix("scores", &scores.buffer, pl.chunk, Rows::Query, 0, 1),
+                index_arg,
                 // outputs are addressed by slot (kp entries each)
                 Arg::matrix("candidates", &cand_s[x], kp, Rows::All(nq * slots), 2, 3),
                 Arg::matrix("candidates", &cand_i[x], kp, Rows::All(nq * slots), 3, 4),
+                counts_arg,
             ],
             params: Params {
                 nk: clen as u32,
@@ -289,13 +358,14 @@ pub(crate) async fn record(
         let start = if c == 0 { kp } else { 0 };
         let wg_merge = |_: usize, nr: usize| nr as u64;
         Launch {
-            kernel: Kernel::TopK(TopKKernel::new(kp, true)),
+            kernel: Kernel::TopK(TopKKernel::new(kp, Input::Merge, caps)),
             grid,
             args: vec![
                 Arg::matrix("candidates", &cand_s[x], slots * kp, Rows::Query, 0, 1),
                 Arg::matrix("candidates", &cand_i[x], slots * kp, Rows::Query, 1, 2),
                 Arg::matrix("result", out_s, kp, Rows::All(nq * stride), 2, 3),
                 Arg::matrix("result", out_i, kp, Rows::All(nq * stride), 3, 4),
+                Arg::whole("counts", &ctx.inner.placeholder_read, 5),
             ],
             params: Params {
                 nk: len as u32,

@@ -232,7 +232,7 @@ impl Context {
         weights: &Tensor,
     ) -> Result<()> {
         let scores = self.zeros_async(p.scores_shape(), Layout::Bhsd, DType::F32).await?;
-        similarity::record(self, encoder, &SimilarityProblem::of_attention(p), q, k, &scores).await?;
+        similarity::record(self, encoder, &SimilarityProblem::of_attention(p), q, k, &scores, None).await?;
         softmax::record(self, encoder, &SoftmaxProblem::of_attention(p), &scores, mask, weights).await?;
         weighted_sum::record(self, encoder, &WeightedSumProblem::of_attention(p), weights, v, out).await
     }

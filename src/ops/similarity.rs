@@ -44,7 +44,7 @@ impl Context {
     pub(crate) async fn similarity_checked(&self, p: &SimilarityProblem, q: &Tensor, k: &Tensor) -> Result<Tensor> {
         let out = self.zeros_async(p.out_shape(), Layout::Bhsd, DType::F32).await?;
         let mut enc = self.encoder()?;
-        similarity::record(self, &mut enc, p, q, k, &out).await?;
+        similarity::record(self, &mut enc, p, q, k, &out, None).await?;
         self.submit_async(enc).await?;
         Ok(out)
     }
@@ -63,6 +63,6 @@ impl Context {
         p.check_output(&Operand::gpu(out))?;
         self.check_outputs(&[("out", out)])?;
         check_aliasing(&[Region::tensor("out", out)], &[Region::tensor("q", q), Region::tensor("k", k)])?;
-        pollster::block_on(similarity::record(self, encoder, &p, q, k, out))
+        pollster::block_on(similarity::record(self, encoder, &p, q, k, out, None))
     }
 }

@@ -76,6 +76,7 @@ mod paged;
 mod pipeline;
 mod plan;
 mod problem;
+mod readback;
 mod record;
 mod reuse;
 mod shape;

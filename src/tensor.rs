@@ -1,7 +1,5 @@
 //! GPU-resident tensors and masks: upload, wrap a caller's buffer, download.
 
-use futures::channel::oneshot;
-
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::host::{mask_numel, scan, HostMask, HostMaskValues, MaskKind};
@@ -36,7 +34,7 @@ pub struct Tensor {
 pub(crate) const TENSOR_USAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
-fn padded(bytes: u64) -> u64 {
+pub(crate) fn padded(bytes: u64) -> u64 {
     bytes.div_ceil(4).max(1) * 4
 }
 
@@ -227,8 +225,8 @@ impl Tensor {
     /// Reads the tensor back as f32 (f16 is widened), in its [`Tensor::layout`] (a strided view
     /// is gathered into it). Blocks the thread until the GPU is done.
     pub fn download_blocking(&self, ctx: &Context) -> Result<Vec<f32>> {
-        let bytes = pollster::block_on(self.read_bytes(ctx, true))?;
-        Ok(self.decode(&bytes))
+        let bytes = pollster::block_on(crate::readback::read(ctx, None, &[self], true))?;
+        Ok(self.decode(&bytes[0]))
     }
 
     /// Reads the tensor back as f32, like [`Tensor::download_blocking`], without blocking the
@@ -237,13 +235,13 @@ impl Tensor {
     /// completes under any executor (it yields rather than sleeps: a task waiting on a long
     /// kernel keeps its executor's thread busy polling).
     pub async fn download(&self, ctx: &Context) -> Result<Vec<f32>> {
-        let bytes = self.read_bytes(ctx, false).await?;
-        Ok(self.decode(&bytes))
+        let bytes = crate::readback::read(ctx, None, &[self], false).await?;
+        Ok(self.decode(&bytes[0]))
     }
 
     /// Decodes the bytes from the first element's address to past the last into the elements,
     /// in [`Tensor::layout`] order.
-    fn decode(&self, bytes: &[u8]) -> Vec<f32> {
+    pub(crate) fn decode(&self, bytes: &[u8]) -> Vec<f32> {
         let all: Vec<f32> = match self.dtype {
             DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(bytes),
             DType::F16 => {
@@ -264,90 +262,6 @@ impl Tensor {
             }
         }
         out
-    }
-
-    async fn read_bytes(&self, ctx: &Context, block: bool) -> Result<Vec<u8>> {
-        ctx.check_owns("tensor", self.ctx_id)?;
-        ctx.check_alive()?;
-        if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
-            return Err(Error::BufferUsage {
-                argument: "tensor",
-                needed: "COPY_SRC",
-                got: format!("{:?}", self.buffer.usage()),
-            });
-        }
-        let (start, end) = self.byte_range();
-        let a0 = start / 4 * 4;
-        let a1 = padded(end).min(self.buffer.size());
-        // a pooled staging buffer of the download's size class (up to 16 MiB), else a new one
-        let class = crate::reuse::Staging::class(a1 - a0);
-        let staging = match class.and_then(|c| ctx.inner.staging.take(c)) {
-            Some(b) => b,
-            None => {
-                ctx.new_buffer(&wgpu::BufferDescriptor {
-                    label: Some("wgpu-attention readback"),
-                    size: class.unwrap_or(a1 - a0),
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-                .await?
-            }
-        };
-        let staging = ctx
-            .scoped_async(|| {
-                let mut enc = ctx.device().create_command_encoder(&Default::default());
-                enc.copy_buffer_to_buffer(&self.buffer, a0, &staging, 0, a1 - a0);
-                ctx.queue().submit([enc.finish()]);
-                Ok(staging)
-            })
-            .await?;
-        let (tx, rx) = oneshot::channel();
-        staging.map_async(wgpu::MapMode::Read, ..a1 - a0, move |r| {
-            let _ = tx.send(r);
-        });
-        let mapped = if block {
-            ctx.wait()?;
-            rx.await
-        } else {
-            Polled { device: ctx.device(), inner: rx }.await
-        };
-        let mapped = mapped.map_err(|e| Error::Readback(e.to_string()))?;
-        if let Err(e) = mapped {
-            return Err(match ctx.lost_or(&e) {
-                lost @ Error::DeviceLost(_) => lost,
-                _ => Error::Readback(e.to_string()),
-            });
-        }
-        let view = staging.get_mapped_range(..a1 - a0).map_err(|e| Error::Readback(format!("{e:?}")))?;
-        let off = (start - a0) as usize;
-        let out = view[off..off + (end - start) as usize].to_vec();
-        drop(view);
-        staging.unmap();
-        if let Some(c) = class {
-            ctx.inner.staging.put(c, staging);
-        }
-        Ok(out)
-    }
-}
-
-/// A future that polls `device` without waiting each time it is polled, until `inner` is ready.
-struct Polled<'a, F> {
-    device: &'a wgpu::Device,
-    inner: F,
-}
-
-impl<F: std::future::Future + Unpin> std::future::Future for Polled<'_, F> {
-    type Output = F::Output;
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
-        // a poll error means a lost device: the map callback then reports the failure
-        let _ = self.device.poll(wgpu::PollType::Poll);
-        match std::pin::Pin::new(&mut self.inner).poll(cx) {
-            std::task::Poll::Ready(v) => std::task::Poll::Ready(v),
-            std::task::Poll::Pending => {
-                cx.waker().wake_by_ref();
-                std::task::Poll::Pending
-            }
-        }
     }
 }
 

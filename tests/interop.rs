@@ -170,3 +170,63 @@ fn kernel_time_from_timestamp_queries() {
     assert_eq!(ctx.time_gpu(|_| Ok(())).unwrap(), Some(0.0));
 }
 }
+
+gpu_test! {
+fn one_submission_for_the_work_and_its_readback() {
+    let ctx = shared_gpu();
+    let (qs, ks) = (Shape::new(1, 2, 5, 16), Shape::new(1, 2, 40, 16));
+    let q = ctx.upload(&rand_vec(71, qs.numel(), 1.0), qs).unwrap();
+    let k = ctx.upload(&rand_vec(72, ks.numel(), 1.0), ks).unwrap();
+    let v = ctx.upload(&rand_vec(73, ks.numel(), 1.0), ks).unwrap();
+    let want = ctx.attention(&q, &k, &v, None, &AttentionOptions::default()).unwrap().download_blocking(&ctx).unwrap();
+    // the caller's encoder: attention and a softmax, both read back with it in one submission,
+    // the second as a strided view (every other row of the scores) in f16
+    let out = ctx.zeros(qs, Layout::Bhsd, DType::F32).unwrap();
+    let x = rand_vec(74, 6 * 8, 3.0);
+    let xt = ctx.upload(&x, Shape::new(1, 1, 6, 8)).unwrap();
+    let sm = ctx.zeros(Shape::new(1, 1, 6, 8), Layout::Bhsd, DType::F32).unwrap();
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    ctx.encode_attention(&mut enc, &AttentionCall::new(&q, &k, &v, &out), &AttentionOptions::default()).unwrap();
+    ctx.encode_softmax(&mut enc, &xt, None, &SoftmaxOptions::default(), &sm).unwrap();
+    let every_other = Tensor::from_buffer_strided(
+        &ctx,
+        sm.buffer().clone(),
+        0,
+        Shape::new(1, 1, 3, 8),
+        Strides { batch: 48, head: 48, seq: 16 },
+        DType::F32,
+    )
+    .unwrap();
+    let got = ctx.submit_and_download(enc, &[&out, &every_other]).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], want, "attention through submit_and_download");
+    let soft = cpu::softmax(&HostTensor::new(&x, Shape::new(1, 1, 6, 8)).unwrap(), None, &SoftmaxOptions::default()).unwrap();
+    for (r, row) in got[1].chunks(8).enumerate() {
+        for (g, w) in row.iter().zip(&soft[2 * r * 8..2 * r * 8 + 8]) {
+            assert!((g - w).abs() < 1e-6, "softmax row {}: {g} vs {w}", 2 * r);
+        }
+    }
+    // async twin, same values
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    ctx.encode_attention(&mut enc, &AttentionCall::new(&q, &k, &v, &out), &AttentionOptions::default()).unwrap();
+    let again = pollster::block_on(ctx.submit_and_download_async(enc, &[&out])).unwrap();
+    assert_eq!(again[0], want);
+    // a tensor that cannot be copied from: an error naming it, nothing submitted
+    let no_copy = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 256,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let t = Tensor::from_buffer(&ctx, no_copy, 0, Shape::new(1, 1, 4, 16), Layout::Bhsd, DType::F32).unwrap();
+    let enc = ctx.device().create_command_encoder(&Default::default());
+    let e = ctx.submit_and_download(enc, &[&out, &t]).unwrap_err();
+    assert!(matches!(e, Error::BufferUsage { argument: "tensor", needed: "COPY_SRC", .. }), "{e}");
+    // another context's tensor
+    let other = Context::new_blocking().unwrap();
+    let foreign = other.zeros(Shape::new(1, 1, 1, 4), Layout::Bhsd, DType::F32).unwrap();
+    let enc = ctx.device().create_command_encoder(&Default::default());
+    let e = ctx.submit_and_download(enc, &[&foreign]).unwrap_err();
+    assert_eq!(e, Error::ForeignTensor { argument: "tensor" });
+}
+}

@@ -149,7 +149,7 @@ fn project(m: &Model, tokens: &[Vec<usize>]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 
 /// Where attention runs: the GPU or the CPU, each with its own cache.
 enum Path {
-    Gpu(Context, PagedKvCache),
+    Gpu(Context, Box<PagedKvCache>),
     Cpu(HostKvCache),
 }
 
@@ -310,9 +310,9 @@ fn decode() -> Result<bool> {
     );
     // a first GPU run compiles the pipelines; the second is timed
     let warm = PagedKvCache::new(&ctx, g, DType::F32)?;
-    run(Path::Gpu(ctx.clone(), warm), &m, &prompt_tokens, steps.min(2), &pages, blocks, &opts)?;
+    run(Path::Gpu(ctx.clone(), Box::new(warm)), &m, &prompt_tokens, steps.min(2), &pages, blocks, &opts)?;
     let gpu_cache = PagedKvCache::new(&ctx, g, DType::F32)?;
-    let gpu = run(Path::Gpu(ctx, gpu_cache), &m, &prompt_tokens, steps, &pages, blocks, &opts)?;
+    let gpu = run(Path::Gpu(ctx, Box::new(gpu_cache)), &m, &prompt_tokens, steps, &pages, blocks, &opts)?;
     let cpu = run(Path::Cpu(HostKvCache::new(g)?), &m, &prompt_tokens, steps, &pages, blocks, &opts)?;
 
     // each step's attention outputs, while both paths generated the same tokens so far

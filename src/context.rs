@@ -127,6 +127,9 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Context {
     pub(crate) inner: Arc<Inner>,
+    /// The bind groups of this handle's calls, where the caller asked for them to be kept
+    /// ([`Context::with_binding_cache`]).
+    pub(crate) bindings: Option<Arc<crate::reuse::BindGroups>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -275,6 +278,7 @@ impl Context {
         let placeholder_write = placeholder("wgpu-attention placeholder (write)");
         let placeholder_counts = placeholder("wgpu-attention placeholder (counts)");
         Context {
+            bindings: None,
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 device,
@@ -359,6 +363,40 @@ impl Context {
             return Err(Error::ForeignTensor { argument });
         }
         Ok(())
+    }
+
+    /// A handle on this context whose calls keep the bind groups they create, so that a call
+    /// repeated on the same buffers with the same shapes and options (a decode step over a
+    /// resident KV cache, say) binds them again instead of creating them: the last per-call
+    /// object a dispatch would otherwise make (uniform blocks are always reused). Tensors, masks
+    /// and pipelines are shared with `self` and its other handles.
+    ///
+    /// The kept bind groups hold the buffers they bind (at most 1024 bind groups, the oldest
+    /// dropped first): drop the handle, and every clone of it, to release them.
+    ///
+    /// ```no_run
+    /// # use wgpu_attention::*;
+    /// # fn main() -> Result<()> {
+    /// let ctx = Context::new_blocking()?;
+    /// let step = ctx.with_binding_cache();
+    /// let x = ctx.upload(&[0.5f32; 64], Shape::new(1, 1, 4, 16))?;
+    /// let out = ctx.zeros(Shape::new(1, 1, 4, 16), Layout::Bhsd, DType::F32)?;
+    /// for _ in 0..3 {
+    ///     let mut encoder = step.device().create_command_encoder(&Default::default());
+    ///     step.encode_attention(&mut encoder, &AttentionCall::new(&x, &x, &x, &out), &AttentionOptions::default())?;
+    ///     step.queue().submit([encoder.finish()]);
+    /// }
+    /// assert!(step.cached_bind_groups() >= 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_binding_cache(&self) -> Context {
+        Context { inner: self.inner.clone(), bindings: Some(Arc::new(Default::default())) }
+    }
+
+    /// Bind groups this handle keeps ([`Context::with_binding_cache`]; 0 for a handle without
+    /// a cache).
+    pub fn cached_bind_groups(&self) -> usize {
+        self.bindings.as_ref().map_or(0, |b| b.len())
     }
 
     /// Blocks until all submitted work has finished.

@@ -5,6 +5,7 @@ use crate::context::Context;
 use crate::error::Result;
 use crate::kernels::{Kernel, Params, ViewParams};
 use crate::plan::{grid_3d, plan, ArgSpec, Grid, Rows};
+use crate::reuse::BindKey;
 use crate::tensor::{Mask, Tensor};
 
 /// A buffer argument of a launch: the buffer, how it is addressed, which view of [`Params`]
@@ -142,39 +143,73 @@ impl Launch<'_> {
             let groups = grid_3d(ctx.caps(), (self.workgroups)(ch.nbh, ch.nr))?;
             recorded.push((ubuf, ch, groups));
         }
-        ctx.scoped_async(|| {
-            for (ubuf, ch, (x, y, z)) in &recorded {
-                let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() }];
-                for (a, w) in self.args.iter().zip(&ch.windows) {
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: a.slot,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: a.buffer,
-                            offset: w.start,
-                            size: std::num::NonZeroU64::new(w.len),
+        // bind groups made here, kept (where the caller holds a cache) once they proved valid
+        let fresh = ctx
+            .scoped_async(|| {
+                let mut fresh = vec![];
+                for (ubuf, ch, (x, y, z)) in &recorded {
+                    let key = ctx.bindings.as_ref().map(|_| BindKey {
+                        kernel: self.kernel,
+                        entries: std::iter::once((0, ubuf.clone(), 0, ubuf.size()))
+                            .chain(
+                                self.args
+                                    .iter()
+                                    .zip(&ch.windows)
+                                    .map(|(a, w)| (a.slot, a.buffer.clone(), w.start, w.len)),
+                            )
+                            .collect(),
+                    });
+                    let cached = match (&ctx.bindings, &key) {
+                        (Some(cache), Some(key)) => cache.get(key),
+                        _ => None,
+                    };
+                    let bg = match cached {
+                        Some(bg) => bg,
+                        None => {
+                            let mut entries =
+                                vec![wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() }];
+                            for (a, w) in self.args.iter().zip(&ch.windows) {
+                                entries.push(wgpu::BindGroupEntry {
+                                    binding: a.slot,
+                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: a.buffer,
+                                        offset: w.start,
+                                        size: std::num::NonZeroU64::new(w.len),
+                                    }),
+                                });
+                            }
+                            let bg = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                                label: Some(self.kernel.name()),
+                                layout: &layout,
+                                entries: &entries,
+                            });
+                            if let Some(key) = key {
+                                fresh.push((key, bg.clone()));
+                            }
+                            bg
+                        }
+                    };
+                    let stamps = crate::timing::next_pass(&ctx.inner.timing);
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(self.kernel.name()),
+                        timestamp_writes: stamps.as_ref().map(|(qs, i)| wgpu::ComputePassTimestampWrites {
+                            query_set: qs,
+                            beginning_of_pass_write_index: Some(*i),
+                            end_of_pass_write_index: Some(*i + 1),
                         }),
                     });
+                    pass.set_pipeline(&pipeline);
+                    pass.set_bind_group(0, &bg, &[]);
+                    pass.dispatch_workgroups(*x, *y, *z);
                 }
-                let bg = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(self.kernel.name()),
-                    layout: &layout,
-                    entries: &entries,
-                });
-                let stamps = crate::timing::next_pass(&ctx.inner.timing);
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(self.kernel.name()),
-                    timestamp_writes: stamps.as_ref().map(|(qs, i)| wgpu::ComputePassTimestampWrites {
-                        query_set: qs,
-                        beginning_of_pass_write_index: Some(*i),
-                        end_of_pass_write_index: Some(*i + 1),
-                    }),
-                });
-                pass.set_pipeline(&pipeline);
-                pass.set_bind_group(0, &bg, &[]);
-                pass.dispatch_workgroups(*x, *y, *z);
+                Ok(fresh)
+            })
+            .await?;
+        if let Some(cache) = &ctx.bindings {
+            for (key, bg) in fresh {
+                cache.insert(key, &bg);
             }
-            Ok(())
-        })
-        .await
+        }
+        Ok(())
     }
 }

@@ -1,6 +1,8 @@
 //! Per-context reuse of the small objects every call would otherwise create: the uniform blocks
-//! of the dispatches (one per distinct parameter block) and the staging buffers of downloads.
-//! Both are bounded, and neither holds a caller's buffer: a dropped tensor's memory is freed.
+//! of the dispatches (one per distinct parameter block), the staging buffers of downloads and
+//! split attention's scratch. All are bounded, and none holds a caller's buffer: a dropped
+//! tensor's memory is freed. Bind groups, which do hold the caller's buffers, are kept only in a
+//! cache the caller holds ([`BindGroups`], through `Context::with_binding_cache`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -87,6 +89,48 @@ impl Scratch {
         if let Ok(mut pool) = self.pool.lock() {
             pool.entry(class).or_insert_with(|| buffer.clone());
         }
+    }
+}
+
+/// What a bind group binds: the kernel (hence its layout), and each slot's buffer and window
+/// (the uniform block included).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct BindKey {
+    pub kernel: crate::kernels::Kernel,
+    pub entries: Vec<(u32, wgpu::Buffer, u64, u64)>,
+}
+
+/// Bind groups by what they bind, at most `BIND_GROUPS`, the oldest dropped first. Held by a
+/// caller's handle on a context (`Context::with_binding_cache`): the bind groups keep their
+/// buffers alive until the handle, and every clone of it, is dropped.
+#[derive(Default)]
+pub(crate) struct BindGroups {
+    map: Mutex<(HashMap<BindKey, wgpu::BindGroup>, VecDeque<BindKey>)>,
+}
+
+const BIND_GROUPS: usize = 1024;
+
+impl BindGroups {
+    pub fn get(&self, key: &BindKey) -> Option<wgpu::BindGroup> {
+        self.map.lock().ok()?.0.get(key).cloned()
+    }
+
+    pub fn insert(&self, key: BindKey, group: &wgpu::BindGroup) {
+        let Ok(mut guard) = self.map.lock() else { return };
+        let (map, order) = &mut *guard;
+        if map.insert(key.clone(), group.clone()).is_none() {
+            order.push_back(key);
+        }
+        while order.len() > BIND_GROUPS {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
+
+    /// Bind groups held.
+    pub fn len(&self) -> usize {
+        self.map.lock().map_or(0, |m| m.0.len())
     }
 }
 

@@ -230,3 +230,36 @@ fn one_submission_for_the_work_and_its_readback() {
     assert_eq!(e, Error::ForeignTensor { argument: "tensor" });
 }
 }
+
+gpu_test! {
+fn a_handle_with_a_binding_cache_reuses_bind_groups() {
+    let ctx = shared_gpu();
+    let step = ctx.with_binding_cache();
+    assert_eq!((ctx.cached_bind_groups(), step.cached_bind_groups()), (0, 0));
+    let (qs, ks) = (Shape::new(1, 4, 1, 32), Shape::new(1, 2, 300, 32));
+    // tensors of the context work on the handle
+    let q = ctx.upload(&rand_vec(81, qs.numel(), 1.0), qs).unwrap();
+    let k = ctx.upload(&rand_vec(82, ks.numel(), 1.0), ks).unwrap();
+    let v = ctx.upload(&rand_vec(83, ks.numel(), 1.0), ks).unwrap();
+    let opts = AttentionOptions { causal: false, ..Default::default() };
+    let want = ctx.attention(&q, &k, &v, None, &opts).unwrap().download_blocking(&ctx).unwrap();
+    assert_eq!(ctx.cached_bind_groups(), 0, "the plain context keeps none");
+    let outs = [step.zeros(qs, Layout::Bhsd, DType::F32).unwrap(), step.zeros(qs, Layout::Bhsd, DType::F32).unwrap()];
+    let mut counts = vec![];
+    for i in 0..6 {
+        let out = &outs[i / 3];
+        let mut enc = step.device().create_command_encoder(&Default::default());
+        step.encode_attention(&mut enc, &AttentionCall::new(&q, &k, &v, out), &opts).unwrap();
+        let got = step.submit_and_download(enc, &[out]).unwrap().remove(0);
+        assert_eq!(got, want, "call {i}");
+        counts.push(step.cached_bind_groups());
+    }
+    // the first call makes the bind groups (GQA decode: split keys, then the merge), repeats reuse
+    // them; the second output buffer needs its own
+    assert!(counts[0] >= 1, "{counts:?}");
+    assert_eq!(counts[1..3], [counts[0]; 2], "{counts:?}");
+    assert!(counts[3] > counts[0] && counts[4..] == [counts[3]; 2], "{counts:?}");
+    // a clone shares the cache
+    assert_eq!(step.clone().cached_bind_groups(), counts[5]);
+}
+}

@@ -2,7 +2,7 @@
 //! dispatch per chunk of [`crate::plan::plan`], each with its own parameters and bind group.
 
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::{Kernel, Params, ViewParams};
 use crate::plan::{grid_3d, plan, ArgSpec, Grid, Rows};
 use crate::reuse::BindKey;
@@ -102,19 +102,31 @@ pub(crate) struct Launch<'a> {
 }
 
 impl Launch<'_> {
-    /// How many dispatches (chunks) the launch needs on this device.
-    pub fn chunks(&self, ctx: &Context) -> Result<usize> {
-        let specs: Vec<ArgSpec> = self.args.iter().map(|a| a.spec).collect();
-        Ok(plan(ctx.caps(), self.grid, &specs, self.workgroups)?.len())
-    }
-
     /// Records every chunk's dispatch into `encoder` (validation errors become `Err`).
     pub async fn record(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.record_at_most(ctx, encoder, usize::MAX).await
+    }
+
+    /// [`Launch::record`] for a kernel that must run in at most `max_chunks` dispatches: a call
+    /// that needs more (binding or grid limits) is refused before anything is recorded.
+    pub async fn record_at_most(
+        &self,
+        ctx: &Context,
+        encoder: &mut wgpu::CommandEncoder,
+        max_chunks: usize,
+    ) -> Result<()> {
         ctx.check_alive()?;
-        let pipeline = ctx.inner.cache.get(ctx, self.kernel).await?;
-        let layout = ctx.inner.cache.bind_group_layout(ctx, self.kernel).await?;
         let specs: Vec<ArgSpec> = self.args.iter().map(|a| a.spec).collect();
         let chunks = plan(ctx.caps(), self.grid, &specs, self.workgroups)?;
+        if chunks.len() > max_chunks {
+            return Err(Error::Unsupported(format!(
+                "the {} kernel runs in at most {max_chunks} dispatch(es), and this call needs {} (binding or grid limits)",
+                self.kernel.name(),
+                chunks.len()
+            )));
+        }
+        let pipeline = ctx.inner.cache.get(ctx, self.kernel).await?;
+        let layout = ctx.inner.cache.bind_group_layout(ctx, self.kernel).await?;
         let mut recorded = Vec::with_capacity(chunks.len());
         for ch in &chunks {
             let mut p = self.params;

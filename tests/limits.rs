@@ -134,3 +134,66 @@ fn split_k_under_lowered_limits() {
     check_gpu(&ctx, &c);
 }
 }
+
+gpu_test! {
+fn decode_forced_over_the_binding_limit_is_refused_and_auto_routes_around_it() {
+    let ctx = small_device();
+    // one query per head over 1000 keys of dim 16: K is 2 * 1000 * 16 * 4 = 128 KB, over the
+    // 64 KB binding limit (one head's keys fit), and the decode kernel binds whole buffers
+    let (qs, ks) = (Shape::new(1, 4, 1, 16), Shape::new(1, 2, 1000, 16));
+    let (q, k, v) = (rand_vec(91, qs.numel(), 1.0), rand_vec(92, ks.numel(), 1.0), rand_vec(93, ks.numel(), 1.0));
+    let (tq, tk, tv) = (ctx.upload(&q, qs).unwrap(), ctx.upload(&k, ks).unwrap(), ctx.upload(&v, ks).unwrap());
+    let forced = AttentionOptions { variant: AttentionVariant::Decode(Loads::Vec4), ..Default::default() };
+    let e = ctx.attention(&tq, &tk, &tv, None, &forced).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(ref m) if m.contains("decode") && m.contains("binding limit")), "{e}");
+    let auto = ctx.attention(&tq, &tk, &tv, None, &AttentionOptions::default()).unwrap().download_blocking(&ctx).unwrap();
+    let want = cpu::attention(
+        &HostTensor::new(&q, qs).unwrap(),
+        &HostTensor::new(&k, ks).unwrap(),
+        &HostTensor::new(&v, ks).unwrap(),
+        None,
+        &AttentionOptions::default(),
+    )
+    .unwrap();
+    for (g, w) in auto.iter().zip(&want.0) {
+        assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+    }
+}
+}
+
+gpu_test! {
+fn decode_over_the_grid_limit() {
+    // 2 workgroups per dimension (8 in all): 16 heads of decode need more than one dispatch
+    let limits = wgpu::Limits { max_compute_workgroups_per_dimension: 2, ..Default::default() };
+    let ctx = Context::with_options_blocking(ContextOptions { limits: Some(limits), ..Default::default() }).unwrap();
+    let (qs, ks) = (Shape::new(1, 16, 1, 16), Shape::new(1, 16, 64, 16));
+    let (q, k, v) = (rand_vec(94, qs.numel(), 1.0), rand_vec(95, ks.numel(), 1.0), rand_vec(96, ks.numel(), 1.0));
+    let (tq, tk, tv) = (ctx.upload(&q, qs).unwrap(), ctx.upload(&k, ks).unwrap(), ctx.upload(&v, ks).unwrap());
+    let want = cpu::attention(
+        &HostTensor::new(&q, qs).unwrap(),
+        &HostTensor::new(&k, ks).unwrap(),
+        &HostTensor::new(&v, ks).unwrap(),
+        None,
+        &AttentionOptions::default(),
+    )
+    .unwrap();
+    let forced = AttentionOptions { variant: AttentionVariant::Decode(Loads::Vec4), ..Default::default() };
+    for opts in [AttentionOptions::default(), forced] {
+        match ctx.attention(&tq, &tk, &tv, None, &opts) {
+            Ok(out) => {
+                let got = out.download_blocking(&ctx).unwrap();
+                for (g, w) in got.iter().zip(&want.0) {
+                    assert!((g - w).abs() < 1e-5, "{:?}: {g} vs {w}", opts.variant);
+                }
+            }
+            // only a forced decode may be refused, before anything runs
+            Err(e) => assert!(
+                opts.variant != AttentionVariant::Auto
+                    && matches!(e, Error::Unsupported(ref m) if m.contains("decode") && m.contains("grid")),
+                "{:?}: {e}",
+                opts.variant
+            ),
+        }
+    }
+}
+}

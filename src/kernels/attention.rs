@@ -591,23 +591,18 @@ pub(crate) async fn record(
         Main::Decode(kernel) => {
             // its bindings (binding 6, the output, is the merge's)
             args.retain(|a| a.slot != 6);
-            let launch = Launch {
+            Launch {
                 kernel: Kernel::AttentionDecode(kernel),
                 grid: Grid { bh: d.slices(), heads: d.heads, nq: d.nq, row_tile: d.nq.max(1) },
                 args,
                 params,
                 workgroups: &workgroups,
-            };
-            if launch.chunks(ctx)? > 1 {
-                return Err(Error::Unsupported(
-                    "the decode kernel runs as one dispatch, and this call needs several (binding or grid limits)"
-                        .into(),
-                ));
             }
-            launch
         }
     };
-    launch.record(ctx, encoder).await?;
+    // the decode kernel runs as one dispatch (its split partials are laid out for one)
+    let max_chunks = if matches!(launch.kernel, Kernel::AttentionDecode(_)) { 1 } else { usize::MAX };
+    launch.record_at_most(ctx, encoder, max_chunks).await?;
     match partial {
         Some(partial) => {
             let kernel = MergeKernel { dtype: p.dtype };

@@ -3,18 +3,11 @@
 // Header constants (src/kernels/similarity.rs): WG (256 threads), TM x TN (128 x 128 output
 // tile), TK (16 head dims per step), METRIC (0 dot, 1 cosine, 2 negated squared L2), TOPK (1:
 // top-k's scoring pass, below).
-// Prelude: scores_vec4.wgsl (S as vec4: 4-aligned rows of whole vec4s get vector stores) or
-// scores_scalar.wgsl; both give store1 / store4.
-// Bindings: 1 q, 2 k, 3 scores (f32), 4 and 5 the row norms of Q and K (row_norms.wgsl; cosine
-// and L2 only); TOPK only: 6 the rows' thresholds, 7 the key indices of the kept scores, 8 the
-// rows' counts. Views: v0 q, v1 k (key/value head h / group), v2 scores [batch, heads, nq, nk],
-// v3 Q norms, v4 K norms (row length 2 for cosine: an exponent and a factor; 1 for L2), v5 the
-// thresholds (one per query row).
-// TOPK (one slice, b = h = 0): instead of writing every score, a score is kept only where it
-// beats its row's threshold (the k-th best score of the keys before this chunk; every key here
-// has a higher index, so a tie cannot win); kept scores are appended to the row's list in S and
-// SI (indices idx0 + column), its length counted in CNT[row] (zeroed before the pass). The
-// order within a list is arbitrary; the selection that reads it is exact.
+// Preludes: scores_vec4.wgsl (S as vec4: 4-aligned rows of whole vec4s get vector stores) or
+// scores_scalar.wgsl, then similarity_epilogue.wgsl (bindings 4-8, the scores from the sums,
+// their stores, top-k's thresholded lists: see there).
+// Bindings: 1 q, 2 k, 3 scores (f32), 4-8 (similarity_epilogue.wgsl). Views: v0 q, v1 k
+// (key/value head h / group), v2 scores [batch, heads, nq, nk], v3-v5 (similarity_epilogue.wgsl).
 // Dot and L2: Q and K are multiplied by P.pre and P.kpre as they are staged (powers of two that
 // keep the sums in range), the result by P.post then P.post2 (the scale), each step saturating:
 // a score beyond f32's range is reported as +-F32_MAX, never inf or NaN. L2 is
@@ -31,11 +24,6 @@
 
 @group(0) @binding(1) var<storage, read> Q: array<elem>;
 @group(0) @binding(2) var<storage, read> K: array<elem>;
-@group(0) @binding(4) var<storage, read> QN: array<f32>;
-@group(0) @binding(5) var<storage, read> KN: array<f32>;
-@group(0) @binding(6) var<storage, read> TS: array<f32>;
-@group(0) @binding(7) var<storage, read_write> SI: array<u32>;
-@group(0) @binding(8) var<storage, read_write> CNT: array<atomic<u32>>;
 
 // row pitch of the staged tiles in vec4 (TM + 4 floats)
 const AP: u32 = (TM + 4u) / 4u;
@@ -64,99 +52,13 @@ fn load4k(i: u32, n: u32) -> vec4<f32> {
     return v;
 }
 
-// The score of one output from its accumulated product.
-fn finish(v: f32, qn: f32, kn: f32) -> f32 {
-    if (METRIC == 1u) {
-        return clamp(fsat(v), -1.0, 1.0);
-    }
-    var x = v;
-    if (METRIC == 2u) {
-        x = -max(fsat(qn + kn - 2.0 * v), 0.0);
-    }
-    return fsat(fsat(fsat(x) * P.post) * P.post2);
-}
-
-// The scores of row `gr`, columns gc..gc+3 (x) and gc+64..gc+67 (y).
-fn finish_row(b: u32, h: u32, hk: u32, gr: u32, gc: u32, x: vec4<f32>, y: vec4<f32>) -> array<vec4<f32>, 2> {
-    var qn = 0.0;
-    if (METRIC == 2u) {
-        qn = QN[vidx(P.v3, b, h, gr)];
-    }
-    var fx = vec4<f32>(0.0);
-    var fy = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        var kx = 0.0;
-        var ky = 0.0;
-        if (METRIC == 2u) {
-            kx = KN[vidx(P.v4, b, hk, min(gc + c, P.nk - 1u))];
-            ky = KN[vidx(P.v4, b, hk, min(gc + 64u + c, P.nk - 1u))];
-        }
-        fx[c] = finish(x[c], qn, kx);
-        fy[c] = finish(y[c], qn, ky);
-    }
-    return array<vec4<f32>, 2>(fx, fy);
-}
-
-// TOPK: appends the scores of row `gr` that beat its threshold to the row's list, which starts
-// at `ob` of S (scores) and SI (key indices, idx0 + column); CNT[gr] counts them.
-fn store_passing(gr: u32, ob: u32, gc: u32, fx: vec4<f32>, fy: vec4<f32>) {
-    let thr = TS[vidx(P.v5, 0u, 0u, gr)];
-    var kx = vec4<bool>(false);
-    var ky = vec4<bool>(false);
-    for (var c = 0u; c < 4u; c++) {
-        kx[c] = gc + c < P.nk && fx[c] > thr;
-        ky[c] = gc + 64u + c < P.nk && fy[c] > thr;
-    }
-    let n = u32(kx.x) + u32(kx.y) + u32(kx.z) + u32(kx.w) + u32(ky.x) + u32(ky.y) + u32(ky.z) + u32(ky.w);
-    if (n == 0u) {
-        return;
-    }
-    var o = ob + atomicAdd(&CNT[gr], n);
-    for (var c = 0u; c < 4u; c++) {
-        if (kx[c]) {
-            store1(o, fx[c]);
-            SI[o] = P.idx0 + gc + c;
-            o++;
-        }
-        if (ky[c]) {
-            store1(o, fy[c]);
-            SI[o] = P.idx0 + gc + 64u + c;
-            o++;
-        }
-    }
-}
-
 // Writes row `gr` (if in range) of the thread's outputs: columns gc..gc+3 and gc+64..gc+67.
-// TOPK: only the scores above the row's threshold, appended to the row's list.
 fn store_row(b: u32, h: u32, hk: u32, gr: u32, row_end: u32, gc: u32, x: vec4<f32>, y: vec4<f32>) {
     if (gr >= row_end) {
         return;
     }
-    let f = finish_row(b, h, hk, gr, gc, x, y);
-    let ob = vidx(P.v2, b, h, gr);
-    if (TOPK == 1u) {
-        store_passing(gr, ob, gc, f[0], f[1]);
-        return;
-    }
-    if (gc + 4u <= P.nk && (ob + gc) % 4u == 0u) {
-        store4(ob + gc, f[0]);
-    } else {
-        for (var c = 0u; c < 4u; c++) {
-            if (gc + c < P.nk) {
-                store1(ob + gc + c, f[0][c]);
-            }
-        }
-    }
-    let gy = gc + 64u;
-    if (gy + 4u <= P.nk && (ob + gy) % 4u == 0u) {
-        store4(ob + gy, f[1]);
-    } else {
-        for (var c = 0u; c < 4u; c++) {
-            if (gy + c < P.nk) {
-                store1(ob + gy + c, f[1][c]);
-            }
-        }
-    }
+    store4_row(b, h, hk, gr, gc, x);
+    store4_row(b, h, hk, gr, gc + 64u, y);
 }
 
 @compute @workgroup_size(WG)

@@ -53,16 +53,24 @@ impl Variant for SimilarityKernel {
         vec![("WG", WG), ("TM", TM), ("TN", TN), ("TK", TK), ("METRIC", self.metric), ("TOPK", self.topk as u32)]
     }
     fn preludes(&self) -> Vec<&'static str> {
-        vec![if self.vec_out {
-            include_str!("../../shaders/scores_vec4.wgsl")
-        } else {
-            include_str!("../../shaders/scores_scalar.wgsl")
-        }]
+        epilogue_preludes(self.vec_out)
     }
     /// The Q and K tiles, `TK × (TM + 4)` and `TK × (TN + 4)` f32.
     fn workgroup_bytes(&self) -> u32 {
         4 * TK * (TM + 4 + TN + 4)
     }
+}
+
+/// The output stores and the epilogue, shared with `similarity_mma.wgsl`.
+pub(crate) fn epilogue_preludes(vec_out: bool) -> Vec<&'static str> {
+    vec![
+        if vec_out {
+            include_str!("../../shaders/scores_vec4.wgsl")
+        } else {
+            include_str!("../../shaders/scores_scalar.wgsl")
+        },
+        include_str!("../../shaders/similarity_epilogue.wgsl"),
+    ]
 }
 
 impl SimilarityKernel {

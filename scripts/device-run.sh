@@ -59,6 +59,13 @@ for t in .devbin/tests/*; do
   summary+=("test $name: rc=$? $((SECONDS - s))s $(grep -E '^test result' "$out/test-$name.log" | tail -1)")
 done
 summary+=("tests: $((SECONDS - t0))s in all")
+# the tensor-core (cooperative-matrix) checks, ignored elsewhere: the self-check, every
+# similarity case on the hardware path, 100 identical runs compared bitwise
+if [ -z "${NO_TESTS:-}" ] && [ -x .devbin/tests/tensor_cores ]; then
+  s=$SECONDS
+  timeout "${TEST_LIMIT:-90}" .devbin/tests/tensor_cores --ignored > "$out/test-tensor_cores-hardware.log" 2>&1
+  summary+=("tensor cores (hardware): rc=$? $((SECONDS - s))s $(grep -E '^test result' "$out/test-tensor_cores-hardware.log" | tail -1)")
+fi
 timeout 30 .devbin/attention --nq 4096 --dim 128 --heads 16 --f16 > "$out/example-attention.txt" 2>&1
 summary+=("example attention: $(grep -E 'agreement|GPU fused' "$out/example-attention.txt" | tr '\n' ' ')")
 timeout 30 .devbin/decode --prompts 100,1000,4000,8000 --steps 64 > "$out/example-decode.txt" 2>&1

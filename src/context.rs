@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::caps::Caps;
 use crate::error::{Error, Result};
 use crate::pipeline::PipelineCache;
+use crate::tensor_cores::{TensorCoreState, TensorCores};
 
 /// Optional features this crate uses when the adapter has them.
 const WANTED_FEATURES: wgpu::Features =
@@ -28,6 +29,9 @@ pub struct ContextOptions {
     /// failure. Honoured on Vulkan (with `VK_EXT_memory_budget`) and DX12; `None` (the default)
     /// leaves the limit to the driver.
     pub memory_budget_percent: Option<u8>,
+    /// Tensor cores (cooperative matrices) for the f16 kernels that have such a variant:
+    /// [`TensorCores::Auto`] by default.
+    pub tensor_cores: TensorCores,
 }
 
 /// What a [`Context`] runs on.
@@ -47,6 +51,9 @@ pub struct ContextInfo {
     pub max_binding: u64,
     /// `max_compute_workgroup_storage_size` in force.
     pub max_workgroup_storage: u32,
+    /// Whether tensor cores are used, and if not, why ([`Context::tensor_cores`]: the same,
+    /// after the self-check of their first use).
+    pub tensor_cores: TensorCoreState,
 }
 
 impl std::fmt::Display for ContextInfo {
@@ -63,14 +70,15 @@ impl std::fmt::Display for ContextInfo {
         }
         write!(
             f,
-            "{} ({:?}, {:?}, driver {}); features [{}]; max binding {} MiB; workgroup storage {} KiB",
+            "{} ({:?}, {:?}, driver {}); features [{}]; max binding {} MiB; workgroup storage {} KiB; tensor cores {}",
             self.adapter,
             self.backend,
             self.device_type,
             if self.driver.is_empty() { "?" } else { &self.driver },
             feats.join(", "),
             self.max_binding >> 20,
-            self.max_workgroup_storage >> 10
+            self.max_workgroup_storage >> 10,
+            self.tensor_cores
         )
     }
 }
@@ -82,6 +90,10 @@ pub(crate) struct Inner {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: ContextInfo,
+    /// Whether tensor cores are in use (changed once, by a failed self-check).
+    pub tensor_cores: std::sync::Mutex<TensorCoreState>,
+    /// Whether the self-check of the tensor-core path has run (held while it runs).
+    pub tensor_cores_checked: futures::lock::Mutex<bool>,
     pub limits: wgpu::Limits,
     pub caps: Caps,
     pub cache: PipelineCache,
@@ -210,19 +222,46 @@ impl Context {
                 None => "wgpu found no adapter (is a Vulkan, Metal or DX12 driver installed?)".into(),
             })
         })?;
-        let features = adapter.features() & WANTED_FEATURES & !opts.disable_features;
+        let mut features = adapter.features() & WANTED_FEATURES & !opts.disable_features;
         let limits = opts.limits.clone().unwrap_or_else(|| adapter.limits());
+        let ai = adapter.get_info();
+        let support = crate::tensor_cores::support(
+            adapter.features() & !opts.disable_features,
+            &adapter.cooperative_matrix_properties(),
+            ai.subgroup_min_size,
+            ai.subgroup_max_size,
+        );
+        let tensor_cores = match (opts.tensor_cores, support) {
+            (TensorCores::Off, _) => TensorCoreState::Inactive("off (ContextOptions::tensor_cores)".into()),
+            (TensorCores::Emulated, _) => TensorCoreState::Emulated,
+            (TensorCores::Auto | TensorCores::Required, Ok(subgroup_size)) => {
+                features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+                TensorCoreState::Active { subgroup_size }
+            }
+            (TensorCores::Required, Err(why)) => {
+                return Err(Error::Unsupported(format!("tensor cores were required: {why}")))
+            }
+            (TensorCores::Auto, Err(why)) => TensorCoreState::Inactive(why),
+        };
+        let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            // SAFETY: wgpu asks callers of experimental features to accept that they may be
+            // unsound; the tensor-core path is checked against the SIMT kernels on first use
+            // and switched off on a mismatch (see crate::tensor_cores)
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgpu-attention"),
                 required_features: features,
                 required_limits: limits,
+                experimental_features: experimental,
                 ..Default::default()
             })
             .await
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
-        let ai = adapter.get_info();
-        let ctx = Self::build(device, queue, &ai);
+        let ctx = Self::build(device, queue, &ai, tensor_cores);
         // the crate owns this device: it can watch for its loss
         let lost = ctx.inner.lost.clone();
         ctx.inner.device.set_device_lost_callback(move |reason, message| {
@@ -240,17 +279,54 @@ impl Context {
     /// device only when an allocation or a readback fails (then every later call returns
     /// [`Error::DeviceLost`]). Call [`Context::mark_device_lost`] from your callback to make every
     /// call fail at once.
+    ///
+    /// Tensor cores stay off here (the adapter's cooperative-matrix configurations are not
+    /// known from a device): use [`Context::from_device_with_adapter`] for them.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::build(device, queue, &info)
+        let tc = Self::foreign_tensor_cores(&device);
+        Self::build(device, queue, &info, tc)
     }
 
     /// Like [`Context::from_device`], with the adapter's info given explicitly.
     pub fn from_device_with_info(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo) -> Self {
-        Self::build(device, queue, info)
+        let tc = Self::foreign_tensor_cores(&device);
+        Self::build(device, queue, info, tc)
     }
 
-    fn build(device: wgpu::Device, queue: wgpu::Queue, ai: &wgpu::AdapterInfo) -> Self {
+    /// Like [`Context::from_device`], with the adapter the device came from: tensor cores are
+    /// used where the device was created with `EXPERIMENTAL_COOPERATIVE_MATRIX` and the adapter
+    /// offers what the kernels need ([`TensorCores::Auto`]).
+    pub fn from_device_with_adapter(device: wgpu::Device, queue: wgpu::Queue, adapter: &wgpu::Adapter) -> Self {
+        let ai = adapter.get_info();
+        let tc = match crate::tensor_cores::support(
+            device.features(),
+            &adapter.cooperative_matrix_properties(),
+            ai.subgroup_min_size,
+            ai.subgroup_max_size,
+        ) {
+            Ok(subgroup_size) => TensorCoreState::Active { subgroup_size },
+            Err(why) if !device.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) => {
+                TensorCoreState::Inactive(format!(
+                    "the device was created without EXPERIMENTAL_COOPERATIVE_MATRIX ({why})"
+                ))
+            }
+            Err(why) => TensorCoreState::Inactive(why),
+        };
+        Self::build(device, queue, &ai, tc)
+    }
+
+    /// The tensor-core state of a caller's device whose adapter is unknown.
+    fn foreign_tensor_cores(device: &wgpu::Device) -> TensorCoreState {
+        TensorCoreState::Inactive(if device.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            "the adapter's cooperative-matrix configurations are unknown (Context::from_device_with_adapter knows them)"
+                .into()
+        } else {
+            "the device was created without EXPERIMENTAL_COOPERATIVE_MATRIX".into()
+        })
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, ai: &wgpu::AdapterInfo, tensor_cores: TensorCoreState) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let (adapter, backend, device_type) = (ai.name.clone(), ai.backend, ai.device_type);
         let driver = format!("{} {}", ai.driver, ai.driver_info).trim().to_string();
@@ -263,6 +339,7 @@ impl Context {
             features: device.features(),
             max_binding: limits.max_storage_buffer_binding_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            tensor_cores: tensor_cores.clone(),
         };
         let caps = Caps { subgroup_min_size: ai.subgroup_min_size, ..Caps::new(&limits, device.features()) };
         let cache = PipelineCache::default();
@@ -284,6 +361,8 @@ impl Context {
                 device,
                 queue,
                 info,
+                tensor_cores: std::sync::Mutex::new(tensor_cores),
+                tensor_cores_checked: Default::default(),
                 limits,
                 caps,
                 cache,
@@ -300,8 +379,8 @@ impl Context {
     }
 
     /// Adapter, backend, driver and features in use.
-    pub fn info(&self) -> &ContextInfo {
-        &self.inner.info
+    pub fn info(&self) -> ContextInfo {
+        ContextInfo { tensor_cores: self.tensor_cores(), ..self.inner.info.clone() }
     }
 
     /// The wgpu device.

@@ -81,6 +81,7 @@ mod record;
 mod reuse;
 mod shape;
 mod tensor;
+mod tensor_cores;
 mod timing;
 
 pub use backend::Backend;
@@ -97,6 +98,7 @@ pub use paged::{BlockTable, HostKvCache, PageGeometry, PagedKvCache};
 pub use problem::{MAX_ALIBI_SLOPE, SCALE_RANGE};
 pub use shape::{DType, Element, Layout, Shape, Strides, MAX_HEAD_DIM};
 pub use tensor::{Mask, Tensor};
+pub use tensor_cores::{TensorCoreState, TensorCores};
 
 /// Re-export of `half` (for `f16`).
 pub use half;

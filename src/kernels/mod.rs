@@ -8,6 +8,7 @@
 //! | attention decode (few queries) | `shaders/attention_decode.wgsl` | [`attention_decode`] | `cpu::attention` |
 //! | attention merge (split-K) | `shaders/attention_merge.wgsl` | [`attention_merge`] | `cpu::attention_merge` |
 //! | similarity | `shaders/similarity.wgsl` | [`similarity`] | `cpu::similarity` |
+//! | similarity on matrix fragments (f16; tensor cores or their emulated twin) | `shaders/similarity_mma.wgsl` | [`similarity_mma`] | `cpu::similarity` |
 //! | row norms (cosine, L2) | `shaders/row_norms.wgsl` | [`row_norms`] | within `cpu::similarity` |
 //! | softmax | `shaders/softmax.wgsl` | [`softmax`] | `cpu::softmax` |
 //! | weighted sum | `shaders/weighted_sum.wgsl` | [`weighted_sum`] | `cpu::weighted_sum` |
@@ -26,6 +27,7 @@ pub(crate) mod attention_merge;
 pub(crate) mod kv_append;
 pub(crate) mod row_norms;
 pub(crate) mod similarity;
+pub(crate) mod similarity_mma;
 pub(crate) mod softmax;
 pub(crate) mod top_k;
 pub(crate) mod weighted_sum;
@@ -255,6 +257,10 @@ pub(crate) trait Variant {
     fn preludes(&self) -> Vec<&'static str> {
         vec![]
     }
+    /// WGSL extensions it enables beyond `f16` (e.g. `wgpu_cooperative_matrix`).
+    fn enables(&self) -> Vec<&'static str> {
+        vec![]
+    }
 }
 
 /// Every kernel variant the crate can build: the key of the pipeline cache.
@@ -264,6 +270,7 @@ pub(crate) enum Kernel {
     AttentionDecode(attention_decode::DecodeKernel),
     AttentionMerge(attention_merge::MergeKernel),
     Similarity(similarity::SimilarityKernel),
+    SimilarityMma(similarity_mma::SimilarityMmaKernel),
     RowNorms(row_norms::RowNormsKernel),
     Softmax(softmax::SoftmaxKernel),
     WeightedSum(weighted_sum::WeightedSumKernel),
@@ -278,6 +285,7 @@ macro_rules! each_kernel {
             Kernel::AttentionDecode($v) => $e,
             Kernel::AttentionMerge($v) => $e,
             Kernel::Similarity($v) => $e,
+            Kernel::SimilarityMma($v) => $e,
             Kernel::RowNorms($v) => $e,
             Kernel::Softmax($v) => $e,
             Kernel::WeightedSum($v) => $e,
@@ -324,8 +332,14 @@ impl Kernel {
     /// The complete WGSL of this variant: generated header, `common.wgsl`, preludes, body.
     pub fn source(&self) -> String {
         let mut s = String::new();
+        if self.dtype() == DType::F16 {
+            s.push_str("enable f16;\n");
+        }
+        for e in each_kernel!(self, v => v.enables()) {
+            s.push_str(&format!("enable {e};\n"));
+        }
         match self.dtype() {
-            DType::F16 => s.push_str("enable f16;\nalias elem = f16;\n"),
+            DType::F16 => s.push_str("alias elem = f16;\n"),
             DType::F32 => s.push_str("alias elem = f32;\n"),
         }
         s.push_str(&format!("// variant {self:?}\n"));
@@ -365,7 +379,16 @@ impl Kernel {
             v.push(Kernel::KvAppend(kv_append::KvAppendKernel { dtype }));
         }
         v.extend(top_k::TopKKernel::all().map(Kernel::TopK));
+        for mma in [similarity_mma::Mma::Emulated, similarity_mma::Mma::Hardware { subgroup: 32 }] {
+            v.extend(similarity_mma::SimilarityMmaKernel::all(mma).map(Kernel::SimilarityMma));
+        }
         v
+    }
+
+    /// Whether the variant runs on cooperative matrices (naga translates those to SPIR-V only).
+    #[cfg(test)]
+    pub fn hardware_mma(&self) -> bool {
+        matches!(self, Kernel::SimilarityMma(k) if matches!(k.mma, similarity_mma::Mma::Hardware { .. }))
     }
 }
 
@@ -402,7 +425,7 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{k:?}: SPIR-V: {e}"));
             assert!(words.len() > 100, "{k:?}: SPIR-V too short");
-            let (msl_src, _) = msl::write_string(
+            let msl = msl::write_string(
                 &module,
                 &info,
                 &msl::Options { lang_version: (2, 4), ..Default::default() },
@@ -410,15 +433,22 @@ mod tests {
                     entry_point: Some((naga::ShaderStage::Compute, entry.clone())),
                     ..Default::default()
                 },
-            )
-            .unwrap_or_else(|e| panic!("{k:?}: MSL: {e}"));
-            assert!(msl_src.contains("kernel"), "{k:?}: MSL has no kernel");
+            );
             let opts = hlsl::Options { shader_model: hlsl::ShaderModel::V6_2, ..Default::default() };
             let pipe = hlsl::PipelineOptions { entry_point: Some((naga::ShaderStage::Compute, entry.clone())) };
             let mut hlsl_src = String::new();
-            hlsl::Writer::new(&mut hlsl_src, &opts, &pipe)
-                .write(&module, &info, None)
-                .unwrap_or_else(|e| panic!("{k:?}: HLSL: {e}"));
+            let hlsl = hlsl::Writer::new(&mut hlsl_src, &opts, &pipe).write(&module, &info, None);
+            if k.hardware_mma() {
+                // wgpu exposes cooperative matrices on Vulkan only: naga 30 writes them to MSL
+                // (unused: wgpu's Metal backend lacks the feature) and not to HLSL
+                assert!(msl.is_ok(), "{k:?}: MSL: {:?}", msl.err());
+                let e = hlsl.expect_err("naga 30 has no HLSL for cooperative matrices");
+                assert!(format!("{e}").contains("CooperativeMatrix"), "{k:?}: HLSL: {e}");
+                continue;
+            }
+            let (msl_src, _) = msl.unwrap_or_else(|e| panic!("{k:?}: MSL: {e}"));
+            assert!(msl_src.contains("kernel"), "{k:?}: MSL has no kernel");
+            hlsl.unwrap_or_else(|e| panic!("{k:?}: HLSL: {e}"));
             assert!(hlsl_src.contains("numthreads"), "{k:?}: HLSL has no compute entry");
         }
     }

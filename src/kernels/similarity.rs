@@ -1,6 +1,7 @@
 //! Host side of `shaders/similarity.wgsl` (CPU twin: `cpu::similarity`).
 
 use super::row_norms::{self, RowNormsKernel};
+use super::similarity_mma::{self, Mma, SimilarityMmaKernel};
 use super::{b, Access, Binding, Kernel, Params, Variant, PARAMS};
 use crate::context::Context;
 use crate::error::Result;
@@ -17,6 +18,19 @@ const TM: u32 = 128;
 const TN: u32 = 128;
 const TK: u32 = 16;
 
+/// The bindings of both similarity kernels (SIMT and matrix fragments).
+pub(crate) const BINDINGS: &[Binding] = &[
+    PARAMS,
+    b(1, "q", Access::Read),
+    b(2, "k", Access::Read),
+    b(3, "scores", Access::ReadWrite),
+    b(4, "q_norms", Access::Read),
+    b(5, "k_norms", Access::Read),
+    b(6, "thresholds", Access::Read),
+    b(7, "indices", Access::ReadWrite),
+    b(8, "counts", Access::ReadWrite),
+];
+
 /// One variant of `shaders/similarity.wgsl`: storage dtype, metric (0 dot, 1 cosine, 2 L2),
 /// vector stores of the output (`vec_out`: every output row whole vec4s), and top-k's
 /// thresholded scoring pass (`topk`).
@@ -32,18 +46,7 @@ impl Variant for SimilarityKernel {
     const NAME: &'static str = "similarity";
     const SOURCE: &'static str = include_str!("../../shaders/similarity.wgsl");
     fn bindings(&self) -> &'static [Binding] {
-        const BINDINGS: [Binding; 9] = [
-            PARAMS,
-            b(1, "q", Access::Read),
-            b(2, "k", Access::Read),
-            b(3, "scores", Access::ReadWrite),
-            b(4, "q_norms", Access::Read),
-            b(5, "k_norms", Access::Read),
-            b(6, "thresholds", Access::Read),
-            b(7, "indices", Access::ReadWrite),
-            b(8, "counts", Access::ReadWrite),
-        ];
-        &BINDINGS
+        BINDINGS
     }
 
     fn dtype(&self) -> DType {
@@ -122,9 +125,31 @@ pub(crate) async fn record(
     out: &Tensor,
     topk: Option<&Thresholded<'_>>,
 ) -> Result<()> {
+    // f16 on matrix fragments where the context has them (after their self-check)
+    let mma = if p.dtype == DType::F16 { ctx.mma().await } else { None };
+    record_with(ctx, encoder, p, q, k, out, topk, mma).await
+}
+
+/// [`record`] on the kernel given: the fragment kernel on `mma` (f16, where its workgroup memory
+/// fits the device), else the SIMT kernel.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record_with(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    p: &SimilarityProblem,
+    q: &Tensor,
+    k: &Tensor,
+    out: &Tensor,
+    topk: Option<&Thresholded<'_>>,
+    mma: Option<Mma>,
+) -> Result<()> {
     let d = p.dims;
     let sc = p.scaling();
     let kernel = SimilarityKernel::for_metric(p.dtype, p.metric, out, topk.is_some());
+    let fragments = mma
+        .filter(|_| p.dtype == DType::F16)
+        .map(|mma| SimilarityMmaKernel { metric: kernel.metric, vec_out: kernel.vec_out, topk: kernel.topk, mma })
+        .filter(|m| m.workgroup_bytes() <= ctx.caps().max_workgroup_storage);
     // cosine and L2: the rows' norms first, once per row
     let norms = if kernel.metric == 0 {
         None
@@ -144,7 +169,11 @@ pub(crate) async fn record(
             Arg::whole("k_norms", &ctx.inner.placeholder_read, 5),
         ],
     };
-    let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(TM as usize) * d.nk.div_ceil(TN as usize)) as u64;
+    let (tm, tn) = match fragments {
+        Some(_) => (similarity_mma::BM, similarity_mma::BN),
+        None => (TM, TN),
+    };
+    let workgroups = |nbh: usize, nr: usize| (nbh * nr.div_ceil(tm as usize) * d.nk.div_ceil(tn as usize)) as u64;
     let mut args = vec![
         Arg::tensor("q", q, 1, Rows::Query, 0, 1),
         Arg::tensor("k", k, d.group(), Rows::All(d.nk), 1, 2),
@@ -171,7 +200,10 @@ pub(crate) async fn record(
         ]),
     }
     Launch {
-        kernel: Kernel::Similarity(kernel),
+        kernel: match fragments {
+            Some(m) => Kernel::SimilarityMma(m),
+            None => Kernel::Similarity(kernel),
+        },
         // chunks (where a binding limit splits the rows) in multiples of 16 rows, not of a whole
         // tile: the kernel handles a ragged last block, and a 128-row chunk of scores could
         // itself be over the limit

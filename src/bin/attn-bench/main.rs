@@ -201,7 +201,7 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let mut context = output::Context::new(&build, ctx.as_ref().map(|c| c.info()));
+    let mut context = output::Context::new(&build, ctx.as_ref().map(|c| c.info()).as_ref());
     context.bare_dispatch_readback_ms = ctx.as_ref().and_then(|c| measure::bare_dispatch_readback(c, 50));
     eprintln!("{}", context.header());
     let st = Settings {
@@ -274,7 +274,7 @@ fn main() -> ExitCode {
     for w in output::warnings(&records) {
         eprintln!("warning: {w}");
     }
-    let info = ctx.as_ref().map(|c| c.info().clone());
+    let info = ctx.as_ref().map(|c| c.info());
     if let Some(path) = &args.plot {
         let title = match &info {
             Some(i) => format!("attention throughput, {}", i.adapter),

@@ -1,0 +1,193 @@
+//! Tensor cores (cooperative matrices): detection and the context option, and the fragment
+//! kernels' tile logic through their emulated twin (plain WGSL, any adapter) against the f64
+//! reference and against the SIMT kernels. On an adapter without cooperative matrices (lavapipe)
+//! only the hardware instructions themselves go untested here.
+
+mod common;
+use common::*;
+use half::f16;
+use wgpu_attention::*;
+
+fn with(tc: TensorCores) -> Result<Context> {
+    Context::with_options_blocking(ContextOptions { tensor_cores: tc, ..Default::default() })
+}
+
+fn emulated() -> Context {
+    let ctx = with(TensorCores::Emulated).unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
+    assert_eq!(ctx.tensor_cores(), TensorCoreState::Emulated);
+    ctx
+}
+
+gpu_test! {
+fn the_option_and_what_the_context_reports() {
+    let auto = with(TensorCores::Auto).unwrap();
+    let off = with(TensorCores::Off).unwrap();
+    assert_eq!(off.info().tensor_cores, TensorCoreState::Inactive("off (ContextOptions::tensor_cores)".into()));
+    assert_eq!(with(TensorCores::Emulated).unwrap().info().tensor_cores, TensorCoreState::Emulated);
+    match auto.info().tensor_cores {
+        TensorCoreState::Active { subgroup_size } => {
+            // a tensor-core adapter: the f16 similarity below runs there (after the self-check)
+            assert!(auto.info().features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX));
+            assert!(subgroup_size > 0);
+            assert!(with(TensorCores::Required).is_ok());
+        }
+        TensorCoreState::Inactive(why) => {
+            assert!(!why.is_empty());
+            let e = with(TensorCores::Required).unwrap_err();
+            assert!(matches!(e, Error::Unsupported(ref m) if m.contains("tensor cores were required") && m.contains(&why)), "{e}");
+        }
+        TensorCoreState::Emulated => panic!("Auto never emulates"),
+    }
+    assert!(auto.info().to_string().contains("tensor cores "), "{}", auto.info());
+    // a caller's device: its adapter is unknown, or known
+    let (device, queue) = (auto.device().clone(), auto.queue().clone());
+    let TensorCoreState::Inactive(why) = Context::from_device(device, queue).tensor_cores() else {
+        panic!("from_device cannot know the adapter's configurations")
+    };
+    assert!(why.contains("EXPERIMENTAL_COOPERATIVE_MATRIX"), "{why}");
+}
+}
+
+/// f64 similarity of f16-rounded inputs, [heads, nq, nk] (one batch, BHSD).
+fn reference(q: &[f32], qs: Shape, k: &[f32], ks: Shape, metric: Similarity) -> Vec<f64> {
+    let group = qs.heads / ks.heads;
+    let d = qs.dim;
+    let mut out = vec![];
+    for h in 0..qs.heads {
+        for i in 0..qs.seq {
+            let qv: Vec<f64> = q[(h * qs.seq + i) * d..][..d].iter().map(|&x| x as f64).collect();
+            for j in 0..ks.seq {
+                let kv: Vec<f64> = k[((h / group) * ks.seq + j) * d..][..d].iter().map(|&x| x as f64).collect();
+                let dot: f64 = qv.iter().zip(&kv).map(|(a, b)| a * b).sum();
+                let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+                out.push(match metric {
+                    Similarity::Dot => dot,
+                    Similarity::ScaledDot(s) => dot * s.map_or(1.0 / (d as f64).sqrt(), |s| s as f64),
+                    Similarity::Cosine if norm(&qv) * norm(&kv) == 0.0 => 0.0,
+                    Similarity::Cosine => dot / (norm(&qv) * norm(&kv)),
+                    Similarity::L2 => -qv.iter().zip(&kv).map(|(a, b)| (a - b).powi(2)).sum::<f64>(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// f16 similarity on `ctx` (emulated or hardware fragments) against the f64 reference and the
+/// SIMT kernels, across shapes and metrics.
+fn similarity_cases(ctx: &Context) {
+    let simt = with(TensorCores::Off).unwrap();
+    // tails in every dimension (rows, keys, dims around the 64-tile and the 32-dim step), GQA,
+    // and one of everything
+    for (heads, kv_heads, nq, nk, d) in [
+        (1, 1, 1, 1, 1),
+        (4, 2, 70, 130, 40),
+        (1, 1, 64, 64, 32),
+        (2, 1, 129, 65, 128),
+        (3, 3, 33, 200, 7),
+        (1, 1, 300, 500, 64),
+    ] {
+        let (qs, ks) = (Shape::new(1, heads, nq, d), Shape::new(1, kv_heads, nk, d));
+        let seed = (nq * 1000 + nk + d) as u64;
+        let mut q: Vec<f32> = rand_vec(seed, qs.numel(), 2.0).iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        let k: Vec<f32> = rand_vec(seed + 1, ks.numel(), 2.0).iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        // a zero query row (cosine 0)
+        q[..d].fill(0.0);
+        let to16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<f16>>();
+        for metric in [Similarity::Dot, Similarity::ScaledDot(Some(0.3)), Similarity::Cosine, Similarity::L2] {
+            let what = format!("{metric:?} heads {heads}/{kv_heads} nq {nq} nk {nk} d {d}");
+            let want = reference(&q, qs, &k, ks, metric);
+            let run = |c: &Context| {
+                let (gq, gk) = (c.upload(&to16(&q), qs).unwrap(), c.upload(&to16(&k), ks).unwrap());
+                c.similarity(&gq, &gk, metric).unwrap().download_blocking(c).unwrap()
+            };
+            let got = run(ctx);
+            assert_close(&format!("{} {what}", ctx.tensor_cores()), &got, &want, 1e-5);
+            let other = run(&simt);
+            assert_close(&format!("simt {what}"), &other, &want, 1e-5);
+        }
+    }
+}
+
+gpu_test! {
+fn emulated_similarity_matches_the_reference_and_the_simt_kernel() {
+    similarity_cases(&emulated());
+}
+}
+
+/// The hardware path, on an adapter with tensor cores only (`cargo test --test tensor_cores --
+/// --ignored`, as scripts/device-run.sh does): the self-check passes, every similarity case
+/// matches, and one case run 100 times gives bitwise the same scores (no races).
+#[test]
+#[ignore = "needs an adapter with cooperative matrices (run with --ignored there)"]
+fn hardware_similarity_on_tensor_cores() {
+    let ctx = with(TensorCores::Required).unwrap_or_else(|e| panic!("no tensor cores here: {e}"));
+    similarity_cases(&ctx);
+    assert!(matches!(ctx.tensor_cores(), TensorCoreState::Active { .. }), "self-check: {}", ctx.tensor_cores());
+    let (qs, ks) = (Shape::new(1, 8, 1000, 128), Shape::new(1, 8, 1000, 128));
+    let h = |s, n| rand_vec(s, n, 1.0).into_iter().map(f16::from_f32).collect::<Vec<f16>>();
+    let (q, k) = (ctx.upload(&h(71, qs.numel()), qs).unwrap(), ctx.upload(&h(72, ks.numel()), ks).unwrap());
+    let first = ctx.similarity(&q, &k, Similarity::Dot).unwrap().download_blocking(&ctx).unwrap();
+    for run in 1..100 {
+        let again = ctx.similarity(&q, &k, Similarity::Dot).unwrap().download_blocking(&ctx).unwrap();
+        assert!(again == first, "run {run} differs from the first");
+    }
+}
+
+gpu_test! {
+fn emulated_scoring_in_top_k_across_thresholded_chunks() {
+    // integer data (exact in f16 and f32): the same indices as the SIMT context, over chunks
+    // (lowered binding limit) whose later passes keep only scores above the running k-th best
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: 64 << 10,
+        max_compute_workgroup_storage_size: 32 << 10,
+        ..Default::default()
+    };
+    let ctx = |tc| {
+        Context::with_options_blocking(ContextOptions { limits: Some(limits.clone()), tensor_cores: tc, ..Default::default() })
+            .unwrap()
+    };
+    let (emu, simt) = (ctx(TensorCores::Emulated), ctx(TensorCores::Off));
+    let (nq, nk, d) = (5, 9000, 20);
+    let ints = |seed, n| rand_vec(seed, n, 3.5).into_iter().map(|x| f16::from_f32(x.round())).collect::<Vec<f16>>();
+    let (q, keys) = (ints(51, nq * d), ints(52, nk * d));
+    for metric in [Metric::Dot, Metric::L2, Metric::Cosine] {
+        for k in [1, 16, 200] {
+            let run = |c: &Context| {
+                let (gq, gk) = (c.upload(&q, Shape::new(1, 1, nq, d)).unwrap(), c.upload(&keys, Shape::new(1, 1, nk, d)).unwrap());
+                c.top_k(&gq, &gk, k, metric).unwrap()
+            };
+            let (a, b) = (run(&emu), run(&simt));
+            if metric == Metric::Cosine {
+                // cosines are not exact: the same scores within rounding
+                for (x, y) in a.scores.iter().zip(&b.scores) {
+                    assert!((x - y).abs() < 1e-5, "{metric:?} k {k}: {x} vs {y}");
+                }
+            } else {
+                assert_eq!(a, b, "{metric:?} k {k}");
+            }
+        }
+    }
+}
+}
+
+gpu_test! {
+fn emulated_unfused_attention_scores() {
+    let ctx = emulated();
+    let (qs, ks) = (Shape::new(2, 4, 37, 64), Shape::new(2, 2, 90, 64));
+    let h = |s, n| rand_vec(s, n, 1.0).into_iter().map(f16::from_f32).collect::<Vec<f16>>();
+    let (q, k, v) = (h(61, qs.numel()), h(62, ks.numel()), h(63, ks.numel()));
+    let opts = AttentionOptions { causal: true, ..Default::default() };
+    let got = ctx
+        .attention_unfused(&ctx.upload(&q, qs).unwrap(), &ctx.upload(&k, ks).unwrap(), &ctx.upload(&v, ks).unwrap(), None, &opts)
+        .unwrap()
+        .0
+        .download_blocking(&ctx)
+        .unwrap();
+    let (hq, hk, hv) =
+        (HostTensor::new(&q, qs).unwrap(), HostTensor::new(&k, ks).unwrap(), HostTensor::new(&v, ks).unwrap());
+    let want: Vec<f64> = cpu::reference::attention(&hq, &hk, &hv, None, &opts).unwrap().0.iter().map(|&x| x as f64).collect();
+    // f16 output
+    assert_close("emulated unfused attention", &got, &want, 2e-3);
+}
+}

@@ -231,7 +231,7 @@ impl Context {
             ai.subgroup_min_size,
             ai.subgroup_max_size,
         );
-        let tensor_cores = match (opts.tensor_cores, support) {
+        let mut tensor_cores = match (opts.tensor_cores, support) {
             (TensorCores::Off, _) => TensorCoreState::Inactive("off (ContextOptions::tensor_cores)".into()),
             (TensorCores::Emulated, _) => TensorCoreState::Emulated,
             (TensorCores::Auto | TensorCores::Required, Ok(subgroup_size)) => {
@@ -251,16 +251,30 @@ impl Context {
         } else {
             wgpu::ExperimentalFeatures::disabled()
         };
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
+        let request = |features: wgpu::Features, experimental| {
+            adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgpu-attention"),
                 required_features: features,
-                required_limits: limits,
+                required_limits: limits.clone(),
                 experimental_features: experimental,
                 ..Default::default()
             })
-            .await
-            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        };
+        let (device, queue) = match request(features, experimental).await {
+            Ok(dq) => dq,
+            // a device with cooperative matrices refused (an experimental feature): without
+            // them, unless they were required
+            Err(e) if experimental.is_enabled() && opts.tensor_cores == TensorCores::Auto => {
+                let without = features - wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+                let dq = request(without, wgpu::ExperimentalFeatures::disabled())
+                    .await
+                    .map_err(|e| Error::RequestDevice(e.to_string()))?;
+                tensor_cores =
+                    TensorCoreState::Inactive(format!("the device with cooperative matrices was refused: {e}"));
+                dq
+            }
+            Err(e) => return Err(Error::RequestDevice(e.to_string())),
+        };
         let ctx = Self::build(device, queue, &ai, tensor_cores);
         // the crate owns this device: it can watch for its loss
         let lost = ctx.inner.lost.clone();

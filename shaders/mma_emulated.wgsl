@@ -1,19 +1,21 @@
 // Prelude: the plain-WGSL twin of mma_hardware.wgsl, so that the tile logic of the tensor-core
-// kernels (staging, tails, epilogue) runs and is tested where there are no cooperative matrices.
-// A virtual subgroup is 32 consecutive invocations (lane = local index % 32, whatever the real
-// subgroup size); a C fragment is 8 f32 per lane (lane l: row l / 2, columns (l % 2) * 8 .. + 8);
-// A and B fragments are where they lie in workgroup memory (offset and stride), read by each lane
-// as it multiplies: valid because the kernels leave As and Bs unchanged between loading a
-// fragment and multiplying it (the hardware path needs the same barriers).
+// kernels (staging, tails, masks, the softmax, the epilogue) runs and is tested where there are
+// no cooperative matrices. A virtual subgroup is 32 consecutive invocations (lane = local index
+// % 32, whatever the real subgroup size); a C fragment is 8 f32 per lane (lane l: row l / 2,
+// columns (l % 2) * 8 .. + 8); A and B fragments are where they lie in workgroup memory (offset
+// and strides), read by each lane as it multiplies: valid because the kernels leave Hs unchanged
+// between loading a fragment and multiplying it (the hardware path needs the same barriers).
 
 struct FragA {
     off: u32,
     stride: u32,
 }
 
+// element (k, n) at off + k * sk + n * sn
 struct FragB {
     off: u32,
-    stride: u32,
+    sk: u32,
+    sn: u32,
 }
 
 struct FragC {
@@ -30,7 +32,11 @@ fn load_a(off: u32, stride: u32, lane: u32) -> FragA {
 }
 
 fn load_b(off: u32, stride: u32, lane: u32) -> FragB {
-    return FragB(off, stride);
+    return FragB(off, 1u, stride);
+}
+
+fn load_bt(off: u32, stride: u32, lane: u32) -> FragB {
+    return FragB(off, stride, 1u);
 }
 
 fn mma(a: FragA, b: FragB, c: FragC, lane: u32) -> FragC {
@@ -39,11 +45,11 @@ fn mma(a: FragA, b: FragB, c: FragC, lane: u32) -> FragC {
     var lo = c.lo;
     var hi = c.hi;
     for (var k = 0u; k < 16u; k++) {
-        let x = f32(As[a.off + r * a.stride + k]);
-        let bk = b.off + c0 * b.stride + k;
-        let s = b.stride;
-        lo += x * vec4<f32>(f32(Bs[bk]), f32(Bs[bk + s]), f32(Bs[bk + 2u * s]), f32(Bs[bk + 3u * s]));
-        hi += x * vec4<f32>(f32(Bs[bk + 4u * s]), f32(Bs[bk + 5u * s]), f32(Bs[bk + 6u * s]), f32(Bs[bk + 7u * s]));
+        let x = f32(Hs[a.off + r * a.stride + k]);
+        let bk = b.off + k * b.sk + c0 * b.sn;
+        let s = b.sn;
+        lo += x * vec4<f32>(f32(Hs[bk]), f32(Hs[bk + s]), f32(Hs[bk + 2u * s]), f32(Hs[bk + 3u * s]));
+        hi += x * vec4<f32>(f32(Hs[bk + 4u * s]), f32(Hs[bk + 5u * s]), f32(Hs[bk + 6u * s]), f32(Hs[bk + 7u * s]));
     }
     return FragC(lo, hi);
 }
@@ -51,7 +57,12 @@ fn mma(a: FragA, b: FragB, c: FragC, lane: u32) -> FragC {
 fn store_c(c: FragC, off: u32, stride: u32, lane: u32) {
     let o = off + (lane / 2u) * stride + (lane % 2u) * 8u;
     for (var j = 0u; j < 4u; j++) {
-        Cs[o + j] = c.lo[j];
-        Cs[o + 4u + j] = c.hi[j];
+        Fs[o + j] = c.lo[j];
+        Fs[o + 4u + j] = c.hi[j];
     }
+}
+
+fn load_c(off: u32, stride: u32, lane: u32) -> FragC {
+    let o = off + (lane / 2u) * stride + (lane % 2u) * 8u;
+    return FragC(vec4<f32>(Fs[o], Fs[o + 1u], Fs[o + 2u], Fs[o + 3u]), vec4<f32>(Fs[o + 4u], Fs[o + 5u], Fs[o + 6u], Fs[o + 7u]));
 }

@@ -12,7 +12,7 @@
 // 80-byte rows keep fragments 16-byte aligned), tails and out-of-range rows as zeros. The
 // prescales are applied to the f32 sums instead (f16 products and their sums cannot leave f32's
 // range): dot and L2 by P.pre * P.kpre, cosine by each row's 1 / |row| (from row_norms.wgsl). The
-// sums go through workgroup memory (Cs) to the epilogue, 4 columns per invocation.
+// sums go through workgroup memory (Fs) to the epilogue, 4 columns per invocation.
 
 @group(0) @binding(1) var<storage, read> Q: array<elem>;
 @group(0) @binding(2) var<storage, read> K: array<elem>;
@@ -23,9 +23,10 @@ const BK: u32 = 32u;
 const AP: u32 = 40u;
 const CP: u32 = 68u;
 
-var<workgroup> As: array<f16, BM * AP>;
-var<workgroup> Bs: array<f16, BN * AP>;
-var<workgroup> Cs: array<f32, BM * CP>;
+// Hs: the Q step (rows 0..BM) then the K step (from KB); Fs: the sums
+const KB: u32 = BM * AP;
+var<workgroup> Hs: array<f16, (BM + BN) * AP>;
+var<workgroup> Fs: array<f32, BM * CP>;
 
 // The factor that brings a raw row's sums to the staged units of the SIMT kernel: cosine, the
 // row's 1 / |row| (pre * 2^e * f, row_norms.wgsl); otherwise the prescale.
@@ -90,15 +91,15 @@ fn similarity_mma(
             if (col0 + r < P.nk && dd < P.d) {
                 xk = f32(K[vidx(P.v1, b, hk, col0 + r) + dd]);
             }
-            As[r * AP + i % BK] = f16(xq);
-            Bs[r * AP + i % BK] = f16(xk);
+            Hs[r * AP + i % BK] = f16(xq);
+            Hs[KB + r * AP + i % BK] = f16(xk);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk += 16u) {
             let a0 = load_a(ar * AP + kk, AP, lane);
             let a1 = load_a((ar + 16u) * AP + kk, AP, lane);
-            let b0 = load_b(bc * AP + kk, AP, lane);
-            let b1 = load_b((bc + 16u) * AP + kk, AP, lane);
+            let b0 = load_b(KB + bc * AP + kk, AP, lane);
+            let b1 = load_b(KB + (bc + 16u) * AP + kk, AP, lane);
             c00 = mma(a0, b0, c00, lane);
             c01 = mma(a0, b1, c01, lane);
             c10 = mma(a1, b0, c10, lane);
@@ -118,7 +119,7 @@ fn similarity_mma(
         let gr = row0 + r;
         let gc = col0 + g;
         if (gr < row_end && gc < P.nk) {
-            var x = vec4<f32>(Cs[r * CP + g], Cs[r * CP + g + 1u], Cs[r * CP + g + 2u], Cs[r * CP + g + 3u]);
+            var x = vec4<f32>(Fs[r * CP + g], Fs[r * CP + g + 1u], Fs[r * CP + g + 2u], Fs[r * CP + g + 3u]);
             let sq = row_scale(vidx(P.v3, b, h, gr), P.pre, true);
             if (METRIC == 1u) {
                 for (var c = 0u; c < 4u; c++) {

@@ -87,11 +87,17 @@ pub enum AttentionVariant {
     Decode(Loads),
     /// Scores, softmax and weighted sum as three kernels, materialising the `nq × nk` scores.
     Unfused,
+    /// Fused attention on tensor cores (cooperative matrices; see `ContextOptions::tensor_cores`):
+    /// f16 inputs, head dims up to 128, contiguous K and V, no key splits. Every score option
+    /// (masks, causal, key lengths, windows, soft-capping, ALiBi, sinks), GQA/MQA, BSHD and the
+    /// log-sum-exp work here; f32 inputs, a paged cache and decode-shaped calls (few query
+    /// blocks, many keys) run the SIMT variants under `Auto`.
+    TensorCores,
 }
 
 impl AttentionVariant {
     /// Every variant that can be forced (all but `Auto`).
-    pub const ALL: [AttentionVariant; 7] = [
+    pub const ALL: [AttentionVariant; 8] = [
         AttentionVariant::Fused(Loads::Vec4),
         AttentionVariant::Fused(Loads::Scalar),
         AttentionVariant::SplitK(Loads::Vec4),
@@ -99,6 +105,7 @@ impl AttentionVariant {
         AttentionVariant::Decode(Loads::Vec4),
         AttentionVariant::Decode(Loads::Scalar),
         AttentionVariant::Unfused,
+        AttentionVariant::TensorCores,
     ];
 
     /// A short name, e.g. `fused-vec4`.
@@ -112,6 +119,7 @@ impl AttentionVariant {
             AttentionVariant::Decode(Loads::Vec4) => "decode-vec4",
             AttentionVariant::Decode(Loads::Scalar) => "decode-scalar",
             AttentionVariant::Unfused => "unfused",
+            AttentionVariant::TensorCores => "tensor-cores",
         }
     }
 }

@@ -90,6 +90,20 @@ impl Context {
         self.inner.tensor_cores.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Where a call with inputs of `dtype` could run on matrix fragments, or why not.
+    pub(crate) async fn tensor_core_choice(&self, dtype: crate::shape::DType) -> Result<Mma, String> {
+        if dtype != crate::shape::DType::F16 {
+            return Err("the tensor-core kernels take f16 inputs".into());
+        }
+        match self.mma().await {
+            Some(m) => Ok(m),
+            None => Err(match self.tensor_cores() {
+                TensorCoreState::Inactive(why) => format!("tensor cores are not in use: {why}"),
+                other => format!("tensor cores: {other}"),
+            }),
+        }
+    }
+
     /// Where the fragment kernels run on this context, if anywhere, once the hardware path has
     /// passed its self-check (run here the first time).
     pub(crate) async fn mma(&self) -> Option<Mma> {

@@ -187,8 +187,12 @@ fn fully_masked_rows_give_zeros_and_neg_inf_lse_cpu() {
 gpu_test! {
     fn fully_masked_rows_give_zeros_and_neg_inf_lse_gpu() {
         let be = Backend::Gpu(shared_gpu());
+        // (f32 inputs: the tensor-core variant refuses them; tests/tensor_cores.rs covers its
+        // fully masked rows)
         for variant in [AttentionVariant::Auto].into_iter().chain(AttentionVariant::ALL) {
-            check_fully_masked(&be, variant);
+            if variant != AttentionVariant::TensorCores {
+                check_fully_masked(&be, variant);
+            }
         }
     }
 }

@@ -123,6 +123,7 @@ fn emulated_similarity_matches_the_reference_and_the_simt_kernel() {
 fn hardware_similarity_on_tensor_cores() {
     let ctx = with(TensorCores::Required).unwrap_or_else(|e| panic!("no tensor cores here: {e}"));
     similarity_cases(&ctx);
+    attention_cases(&ctx);
     assert!(matches!(ctx.tensor_cores(), TensorCoreState::Active { .. }), "self-check: {}", ctx.tensor_cores());
     let (qs, ks) = (Shape::new(1, 8, 1000, 128), Shape::new(1, 8, 1000, 128));
     let h = |s, n| rand_vec(s, n, 1.0).into_iter().map(f16::from_f32).collect::<Vec<f16>>();
@@ -189,5 +190,138 @@ fn emulated_unfused_attention_scores() {
     let want: Vec<f64> = cpu::reference::attention(&hq, &hk, &hv, None, &opts).unwrap().0.iter().map(|&x| x as f64).collect();
     // f16 output
     assert_close("emulated unfused attention", &got, &want, 2e-3);
+}
+}
+
+/// f16 attention on `ctx`'s tensor-core kernel (forced, and chosen by `Auto` where the call
+/// suits it) against the f64 reference of the f16-rounded inputs and against the SIMT kernel.
+fn attention_cases(ctx: &Context) {
+    let simt = with(TensorCores::Off).unwrap();
+    let base = |b, h, hkv, nq, nk, d| Case::new(b, h, hkv, nq, nk, d);
+    let mut cases = vec![
+        base(1, 1, 1, 1, 1, 16),
+        base(1, 2, 2, 70, 90, 40),
+        base(2, 4, 2, 65, 200, 64).causal(),
+        base(1, 3, 1, 33, 47, 7).bshd(),
+        base(2, 2, 1, 100, 130, 24).key_lengths(&[130, 57]),
+        // every row of batch 1 fully masked: zeros and lse -inf
+        base(2, 2, 2, 40, 50, 32).key_lengths(&[50, 0]),
+        base(1, 2, 2, 80, 120, 32).window(20, Some(5)),
+        base(1, 2, 2, 64, 96, 48).softcap(5.0).alibi().sinks(),
+        base(1, 1, 1, 129, 300, 64),
+    ];
+    let mut masked = base(2, 2, 2, 50, 77, 32);
+    masked.bool_mask = Some([2, 1, 50, 77]);
+    cases.push(masked);
+    let mut additive = base(1, 4, 2, 40, 64, 16).causal();
+    additive.add_mask = Some([1, 4, 40, 64]);
+    cases.push(additive);
+    // a growing maximum along the keys: the reference moves and the output is rescaled
+    let mut growing = base(1, 1, 1, 64, 256, 32);
+    growing.amp = 6.0;
+    cases.push(growing);
+    for c in cases {
+        let mut data = case_data(&c);
+        let round = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32());
+        round(&mut data.q);
+        round(&mut data.k);
+        round(&mut data.v);
+        if c.amp > 1.0 {
+            // keys whose scores grow with their position
+            for (i, x) in data.k.iter_mut().enumerate() {
+                *x = f16::from_f32(*x * (1.0 + (i / c.d) as f32 / 64.0)).to_f32();
+            }
+        }
+        let (want, want_lse, _) = case_reference(&c, &data);
+        let what = format!("{c:?}");
+        let h16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<f16>>();
+        let run = |cx: &Context, variant| {
+            let up = |v: &[f32], s| cx.upload_with_layout(&h16(v), s, c.layout).unwrap();
+            let (q, k, v) = (up(&data.q, data.qs), up(&data.k, data.ks), up(&data.v, data.ks));
+            let mask = host_mask(&c, &data).map(|m| cx.upload_mask(&m).unwrap());
+            let opts = AttentionOptions { variant, ..c.opts() };
+            let plan = cx.plan_attention(&q, &k, &v, mask.as_ref(), &opts, true).unwrap();
+            let (o, l) = cx.attention_with_lse(&q, &k, &v, mask.as_ref(), &opts).unwrap();
+            (plan, o.download_blocking(cx).unwrap(), l.download_blocking(cx).unwrap())
+        };
+        let (plan, got, lse) = run(ctx, AttentionVariant::TensorCores);
+        assert_eq!(plan.variant, AttentionVariant::TensorCores);
+        // f16 output, f16 weights
+        assert_close(&format!("{} {what}", ctx.tensor_cores()), &got, &want, 3e-3);
+        assert_lse(&format!("{} lse {what}", ctx.tensor_cores()), &lse, &want_lse, 1e-4);
+        let (_, other, _) = run(&simt, AttentionVariant::Auto);
+        assert_agree(&format!("vs simt {what}"), &got, &other, 3e-3);
+        // Auto takes the tensor cores for calls with enough query blocks
+        let (auto, _, _) = run(ctx, AttentionVariant::Auto);
+        let decode = c.h / c.hkv * c.nq <= 16;
+        assert!(
+            decode || auto.variant == AttentionVariant::TensorCores || auto.variant.name().starts_with("split-k"),
+            "{what}: auto chose {} ({})",
+            auto.variant,
+            auto.reason
+        );
+    }
+}
+
+gpu_test! {
+fn emulated_attention_with_every_option() {
+    attention_cases(&emulated());
+}
+}
+
+gpu_test! {
+fn tensor_core_attention_is_refused_where_it_cannot_run() {
+    let ctx = emulated();
+    let s = Shape::new(1, 2, 64, 32);
+    let forced = AttentionOptions { variant: AttentionVariant::TensorCores, ..Default::default() };
+    // f32 inputs
+    let x = ctx.upload(&rand_vec(1, s.numel(), 1.0), s).unwrap();
+    let e = ctx.attention(&x, &x, &x, None, &forced).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(ref m) if m.contains("f16")), "{e}");
+    // head dim over 128
+    let big = Shape::new(1, 1, 64, 160);
+    let y = ctx.upload(&vec![f16::ONE; big.numel()], big).unwrap();
+    let e = ctx.attention(&y, &y, &y, None, &forced).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(ref m) if m.contains("128")), "{e}");
+    // a context without tensor cores says why
+    let off = with(TensorCores::Off).unwrap();
+    let z = off.upload(&vec![f16::ONE; s.numel()], s).unwrap();
+    let e = off.attention(&z, &z, &z, None, &forced).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(ref m) if m.contains("off")), "{e}");
+}
+}
+
+gpu_test! {
+fn emulated_attention_at_the_extremes_of_f16_and_of_the_scale() {
+    // the largest f16 values, extreme scales and additive terms: finite results that agree with
+    // the SIMT kernel on the same f16 inputs (f16 output: within f16 rounding of the largest)
+    let ctx = emulated();
+    let simt = with(TensorCores::Off).unwrap();
+    let (qs, ks) = (Shape::new(1, 2, 64, 32), Shape::new(1, 2, 70, 32));
+    let big = |seed, n| rand_vec(seed, n, 1.0).into_iter().map(|x| f16::from_f32(if x >= 0.0 { 65504.0 } else { -65504.0 * x.abs().max(0.5) })).collect::<Vec<f16>>();
+    let small = |seed, n| rand_vec(seed, n, 1.0).into_iter().map(f16::from_f32).collect::<Vec<f16>>();
+    let am: Vec<f32> = rand_vec(9, 2 * 64 * 70, 1.0).into_iter().map(|x| if x > 0.5 { f32::NEG_INFINITY } else { x * 3e38 }).collect();
+    let mask = HostMask::additive(&am, [1, 2, 64, 70]).unwrap();
+    for (what, q, k, v, scale, with_mask) in [
+        ("f16 max", big(1, qs.numel()), big(2, ks.numel()), big(3, ks.numel()), None, false),
+        ("scale 1e-30", small(4, qs.numel()), small(5, ks.numel()), small(6, ks.numel()), Some(1e-30), false),
+        ("scale 1e30", small(7, qs.numel()), small(8, ks.numel()), small(9, ks.numel()), Some(1e30), false),
+        ("additive +-3e38", small(10, qs.numel()), small(11, ks.numel()), small(12, ks.numel()), None, true),
+    ] {
+        let run = |cx: &Context, variant| {
+            let (tq, tk, tv) = (cx.upload(&q, qs).unwrap(), cx.upload(&k, ks).unwrap(), cx.upload(&v, ks).unwrap());
+            let m = with_mask.then(|| cx.upload_mask(&mask).unwrap());
+            let opts = AttentionOptions { variant, scale, ..Default::default() };
+            let (o, l) = cx.attention_with_lse(&tq, &tk, &tv, m.as_ref(), &opts).unwrap();
+            (o.download_blocking(cx).unwrap(), l.download_blocking(cx).unwrap())
+        };
+        let (got, lse) = run(&ctx, AttentionVariant::TensorCores);
+        let (want, want_lse) = run(&simt, AttentionVariant::Auto);
+        assert!(got.iter().all(|x| x.is_finite()), "{what}: not finite");
+        assert_agree(&format!("{what}: vs simt"), &got, &want, 3e-3);
+        for (a, b) in lse.iter().zip(&want_lse) {
+            assert!(a == b || (a - b).abs() <= 1e-4 * b.abs().max(1.0), "{what}: lse {a} vs {b}");
+        }
+    }
 }
 }

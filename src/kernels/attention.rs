@@ -4,6 +4,8 @@
 
 use super::attention_decode::{self, DecodeKernel};
 use super::attention_merge::{self, MergeKernel};
+use super::attention_mma::{self, AttentionMmaKernel};
+use super::similarity_mma::Mma;
 use super::{b, flags, Access, Binding, Kernel, Params, ScoreArgs, Variant, PARAMS};
 use crate::caps::Caps;
 use crate::context::Context;
@@ -41,37 +43,41 @@ pub(crate) struct AttentionKernel {
     pub paged: bool,
 }
 
+/// The bindings of the fused kernels over contiguous K and V (also the tensor-core kernel's).
+pub(crate) const CONTIGUOUS_BINDINGS: [Binding; 9] = [
+    PARAMS,
+    b(1, "q", Access::Read),
+    b(2, "mask", Access::Read),
+    b(3, "key_lengths", Access::Read),
+    b(4, "k", Access::Read),
+    b(5, "v", Access::Read),
+    b(6, "out", Access::ReadWrite),
+    b(7, "lse", Access::ReadWrite),
+    b(8, "heads", Access::Read),
+];
+
+/// The bindings of the fused kernels over a paged cache.
+const PAGED_BINDINGS: [Binding; 10] = [
+    PARAMS,
+    b(1, "q", Access::Read),
+    b(2, "mask", Access::Read),
+    b(3, "seq_lens", Access::Read),
+    b(4, "k_pages", Access::Read),
+    b(5, "v_pages", Access::Read),
+    b(6, "out", Access::ReadWrite),
+    b(7, "lse", Access::ReadWrite),
+    b(8, "heads", Access::Read),
+    b(9, "block_table", Access::Read),
+];
+
 impl Variant for AttentionKernel {
     const NAME: &'static str = "attention";
     const SOURCE: &'static str = include_str!("../../shaders/attention.wgsl");
     fn bindings(&self) -> &'static [Binding] {
-        const CONTIGUOUS: [Binding; 9] = [
-            PARAMS,
-            b(1, "q", Access::Read),
-            b(2, "mask", Access::Read),
-            b(3, "key_lengths", Access::Read),
-            b(4, "k", Access::Read),
-            b(5, "v", Access::Read),
-            b(6, "out", Access::ReadWrite),
-            b(7, "lse", Access::ReadWrite),
-            b(8, "heads", Access::Read),
-        ];
-        const PAGED: [Binding; 10] = [
-            PARAMS,
-            b(1, "q", Access::Read),
-            b(2, "mask", Access::Read),
-            b(3, "seq_lens", Access::Read),
-            b(4, "k_pages", Access::Read),
-            b(5, "v_pages", Access::Read),
-            b(6, "out", Access::ReadWrite),
-            b(7, "lse", Access::ReadWrite),
-            b(8, "heads", Access::Read),
-            b(9, "block_table", Access::Read),
-        ];
         if self.paged {
-            &PAGED
+            &PAGED_BINDINGS
         } else {
-            &CONTIGUOUS
+            &CONTIGUOUS_BINDINGS
         }
     }
 
@@ -152,7 +158,7 @@ pub(crate) struct Tile {
 }
 
 impl Tile {
-    fn kernel(self, dtype: DType, split: bool, loads: Loads) -> AttentionKernel {
+    pub(crate) fn kernel(self, dtype: DType, split: bool, loads: Loads) -> AttentionKernel {
         let Tile { dp, kc, vk, bc, sg } = self;
         AttentionKernel { dtype, dp, kc, vk, bc, sg, split, loads, paged: false }
     }
@@ -260,8 +266,13 @@ pub(crate) enum Resolved {
     Fused(AttentionKernel),
     SplitK { kernel: AttentionKernel, split_len: usize, splits: usize },
     Decode { kernel: DecodeKernel, split_len: usize, splits: usize },
+    TensorCores(AttentionMmaKernel),
     Unfused,
 }
+
+/// Where a call could run on matrix fragments (f16 inputs on a context with tensor cores or
+/// their twin), or why not.
+pub(crate) type TensorCoreChoice = std::result::Result<Mma, String>;
 
 /// Combined query rows per key/value head (query heads per key/value head × queries) up to which
 /// `Auto` chooses the decode kernel.
@@ -270,7 +281,8 @@ const DECODE_ROWS: usize = 16;
 /// Chooses (or checks a forced) variant for `p` on a device with `caps`. `aligned` says whether
 /// the Q, K and V element offsets are multiples of 4 (vector loads); `lse` whether the
 /// log-sum-exp is wanted; `whole` whether every input buffer fits one binding (the decode kernel
-/// runs as one dispatch over whole buffers). Pure: no device.
+/// runs as one dispatch over whole buffers); `tc` where matrix fragments run for this call, if
+/// anywhere. Pure: no device.
 pub(crate) fn resolve(
     p: &AttentionProblem,
     caps: &Caps,
@@ -278,6 +290,7 @@ pub(crate) fn resolve(
     lse: bool,
     paged: bool,
     whole: bool,
+    tc: &TensorCoreChoice,
 ) -> Result<(Resolved, AttentionPlan)> {
     let d = p.dims;
     let vec4_ok = d.d.is_multiple_of(4) && aligned;
@@ -378,7 +391,31 @@ pub(crate) fn resolve(
             },
         ))
     };
+    // the tensor-core kernel: f16, contiguous K and V, head dims up to 128, unsplit
+    let tensor_cores = |reason: String| -> std::result::Result<(Resolved, AttentionPlan), String> {
+        let mma = tc.clone()?;
+        if p.dtype != DType::F16 {
+            return Err("the tensor-core kernel takes f16 inputs".into());
+        }
+        if paged {
+            return Err("the tensor-core kernel does not read a paged cache yet".into());
+        }
+        let kernel = AttentionMmaKernel::choose(d.d, mma, caps)?;
+        Ok((
+            Resolved::TensorCores(kernel),
+            AttentionPlan {
+                variant: AttentionVariant::TensorCores,
+                rows_per_workgroup: attention_mma::BR as usize,
+                splits: 1,
+                keys_per_split: d.nk,
+                workgroup_bytes: kernel.workgroup_bytes(),
+                scratch_bytes: 0,
+                reason,
+            },
+        ))
+    };
     match p.variant {
+        AttentionVariant::TensorCores => tensor_cores("forced".into()).map_err(Error::Unsupported),
         AttentionVariant::Decode(loads) => {
             check_loads(loads)?;
             decode(loads, "forced".into()).map_err(Error::Unsupported)
@@ -398,7 +435,16 @@ pub(crate) fn resolve(
                 return unfused(format!("auto: the fused kernels do not fit this device ({e}){not_decode}"));
             }
             let br = BR as usize;
-            match split_len(d.slices(), d.nq.div_ceil(br), d.nk) {
+            let split = split_len(d.slices(), d.nq.div_ceil(br), d.nk);
+            let mut not_tc = String::new();
+            if split.is_none() {
+                match tensor_cores(format!("auto: the tensor-core kernel covers the call{not_decode}")) {
+                    Ok(r) => return Ok(r),
+                    Err(why) => not_tc = format!(" (not on tensor cores: {why})"),
+                }
+            }
+            let not_decode = format!("{not_decode}{not_tc}");
+            match split {
                 Some(len) => fused(
                     auto_loads,
                     Some(len),
@@ -430,6 +476,7 @@ pub(crate) fn resolve(
 enum Main {
     Fused(AttentionKernel),
     Decode(DecodeKernel),
+    TensorCores(AttentionMmaKernel),
 }
 
 /// Where an attention launch reads K and V.
@@ -474,6 +521,7 @@ pub(crate) async fn record(
         Resolved::Fused(kernel) => (Main::Fused(kernel), None),
         Resolved::SplitK { kernel, split_len, splits } => (Main::Fused(kernel), Some((split_len, splits))),
         Resolved::Decode { kernel, split_len, splits } => (Main::Decode(kernel), Some((split_len, splits))),
+        Resolved::TensorCores(kernel) => (Main::TensorCores(kernel), None),
         Resolved::Unfused => return Err(Error::Unsupported("the unfused variant has its own launcher".into())),
     };
     let transform = p.transform()?;
@@ -508,6 +556,9 @@ pub(crate) async fn record(
             match &mut main {
                 Main::Fused(k) => k.paged = true,
                 Main::Decode(k) => k.paged = true,
+                Main::TensorCores(_) => {
+                    return Err(Error::Unsupported("the tensor-core kernel does not read a paged cache yet".into()))
+                }
             }
             fl |= flags::PAGED;
             let g = &cache.geometry;
@@ -534,6 +585,7 @@ pub(crate) async fn record(
     };
     let workgroups = |nbh: usize, nr: usize| match main {
         Main::Fused(_) => (nbh * nr.div_ceil(br) * nsplit) as u64,
+        Main::TensorCores(_) => (nbh * nr.div_ceil(attention_mma::BR as usize)) as u64,
         // one workgroup per (batch, key/value head, block of combined rows, split); always one
         // chunk of every slice and row (checked below)
         Main::Decode(k) => ((nbh / d.group()) * (d.group() * nr).div_ceil(k.rows as usize) * nsplit) as u64,
@@ -588,6 +640,14 @@ pub(crate) async fn record(
             params,
             workgroups: &workgroups,
         },
+        Main::TensorCores(kernel) => Launch {
+            kernel: Kernel::AttentionMma(kernel),
+            // (row chunks in multiples of 16: the kernel handles a ragged last block)
+            grid: Grid { bh: d.slices(), heads: d.heads, nq: d.nq, row_tile: 16 },
+            args,
+            params,
+            workgroups: &workgroups,
+        },
         Main::Decode(kernel) => {
             // its bindings (binding 6, the output, is the merge's)
             args.retain(|a| a.slot != 6);
@@ -615,6 +675,10 @@ pub(crate) async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn no_tc() -> TensorCoreChoice {
+        Err("off".into())
+    }
     use crate::options::AttentionOptions;
     use crate::problem::Operand;
 
@@ -640,6 +704,41 @@ mod tests {
 
     fn lavapipe() -> Caps {
         Caps { max_workgroup_storage: 32 << 10, max_invocations: 1024, ..Caps::baseline() }
+    }
+
+    #[test]
+    fn auto_takes_the_tensor_cores_where_they_suit_the_call() {
+        let h100 = Caps { max_workgroup_storage: 48 << 10, ..lavapipe() };
+        let tc: TensorCoreChoice = Ok(Mma::Hardware { subgroup: 32 });
+        let f16 = |nq, nk, d, variant| {
+            let mut p = problem(1, 16, nq, nk, d, variant);
+            p.dtype = DType::F16;
+            p
+        };
+        let plan = |p: &AttentionProblem, paged| resolve(p, &h100, true, true, paged, true, &tc).map(|r| r.1);
+        let p = plan(&f16(4096, 4096, 128, AttentionVariant::Auto), false).unwrap();
+        assert_eq!(p.variant, AttentionVariant::TensorCores, "{}", p.reason);
+        // (d 128 needs about 41 KiB of workgroup memory: not on 32 KiB, where Auto says why)
+        let small = resolve(&f16(4096, 4096, 128, AttentionVariant::Auto), &lavapipe(), true, true, false, true, &tc)
+            .unwrap()
+            .1;
+        assert!(
+            small.variant != AttentionVariant::TensorCores && small.reason.contains("workgroup memory"),
+            "{}",
+            small.reason
+        );
+        // f32, head dims over 128, a paged cache, decode shapes: elsewhere, with the reason
+        let p = plan(&problem(1, 16, 4096, 4096, 128, AttentionVariant::Auto), false).unwrap();
+        assert!(p.variant != AttentionVariant::TensorCores);
+        let p = plan(&f16(4096, 4096, 256, AttentionVariant::Auto), false).unwrap();
+        assert!(p.variant != AttentionVariant::TensorCores && p.reason.contains("128"), "{}", p.reason);
+        let p = plan(&f16(4096, 4096, 64, AttentionVariant::Auto), true).unwrap();
+        assert!(p.variant != AttentionVariant::TensorCores && p.reason.contains("paged"), "{}", p.reason);
+        let p = plan(&f16(1, 32768, 128, AttentionVariant::Auto), false).unwrap();
+        assert!(matches!(p.variant, AttentionVariant::Decode(_)), "{}", p.reason);
+        // forced where it cannot run: the reason
+        let e = resolve(&f16(64, 64, 64, AttentionVariant::TensorCores), &h100, true, true, false, true, &no_tc());
+        assert!(matches!(e, Err(Error::Unsupported(ref m)) if m == "off"), "{e:?}");
     }
 
     #[test]
@@ -713,7 +812,8 @@ mod tests {
     #[test]
     fn auto_picks_by_shape_and_forced_variants_are_checked() {
         let c = lavapipe();
-        let plan = |p: &AttentionProblem, aligned, lse| resolve(p, &c, aligned, lse, false, true).map(|r| r.1);
+        let plan =
+            |p: &AttentionProblem, aligned, lse| resolve(p, &c, aligned, lse, false, true, &no_tc()).map(|r| r.1);
         // prefill: fused with vector loads
         let p = problem(2, 8, 512, 512, 64, AttentionVariant::Auto);
         assert_eq!(plan(&p, true, false).unwrap().variant, AttentionVariant::Fused(Loads::Vec4));
@@ -730,7 +830,10 @@ mod tests {
         assert_eq!(pl.variant, AttentionVariant::SplitK(Loads::Vec4));
         assert!(pl.reason.contains("up to 128"), "{}", pl.reason);
         let p = problem(1, 4, 1, 4096, 64, AttentionVariant::Auto);
-        assert_eq!(resolve(&p, &c, true, true, false, false).unwrap().1.variant, AttentionVariant::SplitK(Loads::Vec4));
+        assert_eq!(
+            resolve(&p, &c, true, true, false, false, &no_tc()).unwrap().1.variant,
+            AttentionVariant::SplitK(Loads::Vec4)
+        );
         let p = problem(1, 4, 1, 4096, 256, AttentionVariant::Decode(Loads::Scalar));
         assert!(matches!(plan(&p, true, false), Err(Error::Unsupported(ref m)) if m.contains("up to 128")));
         // odd head dim: scalar loads; forcing vec4 is refused
@@ -751,9 +854,12 @@ mod tests {
         // a device too small for the fused kernels: auto falls back to unfused, forcing fused is refused
         let small = Caps { max_workgroup_storage: 12 << 10, ..c.clone() };
         let p = problem(1, 1, 4, 4, 256, AttentionVariant::Auto);
-        assert_eq!(resolve(&p, &small, true, false, false, true).unwrap().1.variant, AttentionVariant::Unfused);
-        assert!(resolve(&p, &small, true, true, false, true).is_err());
+        assert_eq!(
+            resolve(&p, &small, true, false, false, true, &no_tc()).unwrap().1.variant,
+            AttentionVariant::Unfused
+        );
+        assert!(resolve(&p, &small, true, true, false, true, &no_tc()).is_err());
         let p = problem(1, 1, 4, 4, 256, AttentionVariant::Fused(Loads::Scalar));
-        assert!(matches!(resolve(&p, &small, true, false, false, true), Err(Error::Unsupported(_))));
+        assert!(matches!(resolve(&p, &small, true, false, false, true, &no_tc()), Err(Error::Unsupported(_))));
     }
 }

@@ -6,6 +6,7 @@
 //! |---|---|---|---|
 //! | attention | `shaders/attention.wgsl` | [`attention`] | `cpu::attention` |
 //! | attention decode (few queries) | `shaders/attention_decode.wgsl` | [`attention_decode`] | `cpu::attention` |
+//! | attention on matrix fragments (f16; tensor cores or their emulated twin) | `shaders/attention_mma.wgsl` | [`attention_mma`] | `cpu::attention` |
 //! | attention merge (split-K) | `shaders/attention_merge.wgsl` | [`attention_merge`] | `cpu::attention_merge` |
 //! | similarity | `shaders/similarity.wgsl` | [`similarity`] | `cpu::similarity` |
 //! | similarity on matrix fragments (f16; tensor cores or their emulated twin) | `shaders/similarity_mma.wgsl` | [`similarity_mma`] | `cpu::similarity` |
@@ -24,6 +25,7 @@
 pub(crate) mod attention;
 pub(crate) mod attention_decode;
 pub(crate) mod attention_merge;
+pub(crate) mod attention_mma;
 pub(crate) mod kv_append;
 pub(crate) mod row_norms;
 pub(crate) mod similarity;
@@ -269,6 +271,7 @@ pub(crate) enum Kernel {
     Attention(attention::AttentionKernel),
     AttentionDecode(attention_decode::DecodeKernel),
     AttentionMerge(attention_merge::MergeKernel),
+    AttentionMma(attention_mma::AttentionMmaKernel),
     Similarity(similarity::SimilarityKernel),
     SimilarityMma(similarity_mma::SimilarityMmaKernel),
     RowNorms(row_norms::RowNormsKernel),
@@ -284,6 +287,7 @@ macro_rules! each_kernel {
             Kernel::Attention($v) => $e,
             Kernel::AttentionDecode($v) => $e,
             Kernel::AttentionMerge($v) => $e,
+            Kernel::AttentionMma($v) => $e,
             Kernel::Similarity($v) => $e,
             Kernel::SimilarityMma($v) => $e,
             Kernel::RowNorms($v) => $e,
@@ -381,6 +385,7 @@ impl Kernel {
         v.extend(top_k::TopKKernel::all().map(Kernel::TopK));
         for mma in [similarity_mma::Mma::Emulated, similarity_mma::Mma::Hardware { subgroup: 32 }] {
             v.extend(similarity_mma::SimilarityMmaKernel::all(mma).map(Kernel::SimilarityMma));
+            v.extend(attention_mma::AttentionMmaKernel::all(mma).map(Kernel::AttentionMma));
         }
         v
     }
@@ -388,7 +393,12 @@ impl Kernel {
     /// Whether the variant runs on cooperative matrices (naga translates those to SPIR-V only).
     #[cfg(test)]
     pub fn hardware_mma(&self) -> bool {
-        matches!(self, Kernel::SimilarityMma(k) if matches!(k.mma, similarity_mma::Mma::Hardware { .. }))
+        let hw = |m: &similarity_mma::Mma| matches!(m, similarity_mma::Mma::Hardware { .. });
+        match self {
+            Kernel::SimilarityMma(k) => hw(&k.mma),
+            Kernel::AttentionMma(k) => hw(&k.mma),
+            _ => false,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::tensor::{Mask, Tensor};
 
 impl Context {
     /// The checked problem of an attention call on this context's tensors.
-    fn attention_problem<'a>(
+    pub(crate) fn attention_problem<'a>(
         &self,
         q: &Tensor,
         k: &Tensor,
@@ -52,7 +52,8 @@ impl Context {
     ) -> Result<AttentionPlan> {
         let p = self.attention_problem(q, k, v, mask, opts)?;
         self.check_alive_now()?;
-        Ok(resolve(&p, self.caps(), aligned(q, k, v), lse, false, self.whole_fits(&[q, k, v], mask))?.1)
+        let tc = pollster::block_on(self.tensor_core_choice(p.dtype));
+        Ok(resolve(&p, self.caps(), aligned(q, k, v), lse, false, self.whole_fits(&[q, k, v], mask), &tc)?.1)
     }
 
     /// Fused attention `O = softmax(scale · Q Kᵀ + mask) V` into a new tensor shaped, typed and
@@ -206,8 +207,9 @@ impl Context {
         let mut outputs = vec![Region::tensor("out", out)];
         outputs.extend(lse.map(|l| Region::tensor("lse", l)));
         check_aliasing(&outputs, &inputs(q, k, v, mask))?;
+        let tc = self.tensor_core_choice(p.dtype).await;
         let (resolved, _) =
-            resolve(p, self.caps(), aligned(q, k, v), lse.is_some(), false, self.whole_fits(&[q, k, v], mask))?;
+            resolve(p, self.caps(), aligned(q, k, v), lse.is_some(), false, self.whole_fits(&[q, k, v], mask), &tc)?;
         match resolved {
             Resolved::Unfused => {
                 let weights = self.zeros_async(p.scores_shape(), Layout::Bhsd, DType::F32).await?;

@@ -1,0 +1,277 @@
+// Fused attention O = softmax(scale * Q Kᵀ + mask) V for f16 inputs on 16x16x16 matrix fragments:
+// tensor cores through cooperative matrices (mma_hardware.wgsl) or their plain-WGSL twin
+// (mma_emulated.wgsl). The score rules are attention.wgsl's (masking.wgsl: scale, soft-cap,
+// ALiBi, masks, window, causal, key lengths, sinks); f32 sums, row statistics and log-sum-exp; f16
+// output. No split-K (the variant selector routes few-query calls elsewhere).
+// Header constants (src/kernels/attention_mma.rs): WG (4 subgroups of SGS), SGS (the subgroup
+// size the hardware path runs with; 32 for the twin), DP (head dim padded to a multiple of 16, at
+// most 128), TPR (invocations per query row in the softmax and the epilogue: WG / 64).
+// Preludes: mma_*.wgsl, qkv_scalar.wgsl (Q, K, V at bindings 1, 4, 5), kv_contiguous.wgsl,
+// masking.wgsl. Bindings and views: as attention.wgsl without SPLIT (6 out, 7 lse, 8 per-head
+// parameters; v0 q, v1 k, v2 v, v3 mask, v4 out, v5 lse).
+//
+// A workgroup takes 64 query rows (subgroup s: rows 16 s ..) and walks the keys in tiles of 32.
+// Q is staged once, raw f16 (rows padded to DP + 8: 16-byte aligned fragments); per tile: K
+// staged, S = Q Kᵀ on fragments (f32) through workgroup memory to the softmax (TPR invocations
+// per row: z = S * P.pre, then the rules of masking.wgsl), the weights P written as f16, V staged
+// where K was, O += P V on fragments. The weights are taken against a reference maximum that
+// moves only when a row's maximum grows by more than 8 (log2 units): weights stay below 2^8
+// (f16), and the output fragments (which cannot be indexed) are rescaled through workgroup
+// memory only then; the final division by the row sum is exact whatever the reference. Every
+// loop and barrier is workgroup-uniform; rows past the end do empty work.
+
+@group(0) @binding(6) var<storage, read_write> OUT: array<elem>;
+@group(0) @binding(7) var<storage, read_write> LSE: array<f32>;
+@group(0) @binding(8) var<storage, read> HEADS: array<f32>;
+
+const BR: u32 = 64u;
+const BC: u32 = 32u;
+const QP: u32 = DP + 8u;
+const PP: u32 = BC + 8u;
+const SP: u32 = BC + 4u;
+// columns of a key tile per invocation in the softmax
+const CPT: u32 = BC / TPR;
+// Hs: Q (BR x QP), the K or V tile (BC x QP), the weights P (BR x PP)
+const KVB: u32 = BR * QP;
+const PB: u32 = KVB + BC * QP;
+
+var<workgroup> Hs: array<f16, BR * QP + BC * QP + BR * PP>;
+var<workgroup> Fs: array<f32, BR * SP>;
+var<workgroup> red: array<f32, WG>;
+var<workgroup> scale_row: array<f32, BR>;
+var<workgroup> wkbegin: u32;
+var<workgroup> wkend: u32;
+var<workgroup> moved: atomic<u32>;
+var<workgroup> wmoved: u32;
+
+// The combined value of row r's TPR parts in `red` (max or sum).
+fn row_max_of(r: u32) -> f32 {
+    var m = red[r * TPR];
+    for (var i = 1u; i < TPR; i++) {
+        m = max(m, red[r * TPR + i]);
+    }
+    return m;
+}
+
+fn row_sum_of(r: u32) -> f32 {
+    var s = red[r * TPR];
+    for (var i = 1u; i < TPR; i++) {
+        s += red[r * TPR + i];
+    }
+    return s;
+}
+
+// One output fragment of subgroup s, its rows multiplied by scale_row (through Fs).
+fn rescale(o: FragC, s: u32, t: u32, lane: u32) -> FragC {
+    store_c(o, 16u * s * SP, SP, lane);
+    workgroupBarrier();
+    for (var i = t; i < BR * 16u; i += WG) {
+        let rr = i / 16u;
+        Fs[rr * SP + i % 16u] *= scale_row[rr];
+    }
+    workgroupBarrier();
+    let r = load_c(16u * s * SP, SP, lane);
+    workgroupBarrier();
+    return r;
+}
+
+// Writes output columns 16 j .. of the block's rows from fragment `o` (scale_row: 1 / l).
+fn write_fragment(o: FragC, j: u32, s: u32, t: u32, lane: u32, b: u32, h: u32, row_first: u32, row_end: u32) {
+    store_c(o, 16u * s * SP, SP, lane);
+    workgroupBarrier();
+    for (var i = t; i < BR * 16u; i += WG) {
+        let rr = i / 16u;
+        let col = 16u * j + i % 16u;
+        if (row_first + rr < row_end && col < P.d) {
+            let x = (Fs[rr * SP + i % 16u] * scale_row[rr]) * P.kpre;
+            OUT[vidx(P.v4, b, h, row_first + rr) + col] = to_elem(x * P.post);
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(WG)
+fn attention_mma(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let row_blocks = (P.nr + BR - 1u) / BR;
+    let wg = linear_wg(wid, nwg);
+    // (uniform per workgroup)
+    if (wg >= P.nbh * row_blocks) {
+        return;
+    }
+    let bh = P.bh0 + wg / row_blocks;
+    let row_first = P.r0 + (wg % row_blocks) * BR;
+    let row_end = min(P.r0 + P.nr, row_first + BR);
+    let b = bh / P.heads;
+    let h = bh % P.heads;
+    let hk = h / P.group;
+    let sg = t / SGS;
+    let lane = t % SGS;
+    let r = t / TPR;
+    let part = t % TPR;
+    let row = row_first + r;
+    let ok = row < row_end;
+
+    if (t == 0u) {
+        wkbegin = key_start(b, row_first);
+        wkend = key_limit(b, row_end - 1u);
+    }
+    let k_begin = workgroupUniformLoad(&wkbegin);
+    let kend = workgroupUniformLoad(&wkend);
+    let lo = key_start(b, row);
+    let hi = min(key_limit(b, row), kend);
+    let qp = qpos(b, row);
+
+    // Q, once: raw f16, zeros past the rows and the head dim
+    for (var i = t; i < BR * DP; i += WG) {
+        let rr = i / DP;
+        let dd = i % DP;
+        var x = 0.0;
+        if (row_first + rr < row_end && dd < P.d) {
+            x = f32(Q[vidx(P.v0, b, h, row_first + rr) + dd]);
+        }
+        Hs[rr * QP + dd] = f16(x);
+    }
+
+    // the reference maximum (a sink enters as it, with a weight of 1 in part 0 of the row)
+    var m = sink_z(h);
+    var l = select(0.0, 1.0, (P.flags & F_SINK) != 0u && part == 0u);
+    var o0 = frag_zero(); var o1 = frag_zero(); var o2 = frag_zero(); var o3 = frag_zero();
+    var o4 = frag_zero(); var o5 = frag_zero(); var o6 = frag_zero(); var o7 = frag_zero();
+
+    var ntiles = 0u;
+    if (kend > k_begin) {
+        ntiles = (kend - k_begin + BC - 1u) / BC;
+    }
+    for (var kt = 0u; kt < ntiles; kt++) {
+        let k0 = k_begin + kt * BC;
+        // the previous tile's readers of the K/V tile, P and Fs are done
+        workgroupBarrier();
+        if (t == 0u) {
+            atomicStore(&moved, 0u);
+        }
+        for (var i = t; i < BC * DP; i += WG) {
+            let kk = i / DP;
+            let dd = i % DP;
+            var x = 0.0;
+            if (k0 + kk < kend && dd < P.d) {
+                x = f32(K[k_index(b, hk, k0 + kk) + dd]);
+            }
+            Hs[KVB + kk * QP + dd] = f16(x);
+        }
+        workgroupBarrier();
+        // S = Q Kᵀ: the subgroup's 16 rows x 32 keys
+        var s0 = frag_zero();
+        var s1 = frag_zero();
+        for (var kk = 0u; kk < DP; kk += 16u) {
+            let a = load_a(16u * sg * QP + kk, QP, lane);
+            s0 = mma(a, load_b(KVB + kk, QP, lane), s0, lane);
+            s1 = mma(a, load_b(KVB + 16u * QP + kk, QP, lane), s1, lane);
+        }
+        store_c(s0, 16u * sg * SP, SP, lane);
+        store_c(s1, 16u * sg * SP + 16u, SP, lane);
+        workgroupBarrier();
+
+        // V where K was (every fragment of K has been read)
+        for (var i = t; i < BC * DP; i += WG) {
+            let kk = i / DP;
+            let dd = i % DP;
+            var x = 0.0;
+            if (k0 + kk < kend && dd < P.d) {
+                x = f32(V[v_index(b, hk, k0 + kk) + dd]);
+            }
+            Hs[KVB + kk * QP + dd] = f16(x);
+        }
+        // the softmax: this invocation's CPT keys of its row, as z with the score rules
+        var keep = 0u;
+        var tmax = ZNONE;
+        for (var c = 0u; c < CPT; c++) {
+            let col = part * CPT + c;
+            let j = k0 + col;
+            var add = 0.0;
+            if (ok && j >= lo && j < hi && mask_keep(b, h, row, j, &add)) {
+                let z = score_z(Fs[r * SP + col] * P.pre, add, h, qp, j);
+                Fs[r * SP + col] = z;
+                keep |= 1u << c;
+                tmax = max(tmax, z);
+            }
+        }
+        red[t] = tmax;
+        workgroupBarrier();
+        let mn = max(m, row_max_of(r));
+        var alpha = 1.0;
+        if ((mn - m) * P.ex > 8.0) {
+            alpha = weight(m, mn);
+            m = mn;
+        }
+        l *= alpha;
+        if (part == 0u) {
+            scale_row[r] = alpha;
+            if (alpha != 1.0) {
+                atomicStore(&moved, 1u);
+            }
+        }
+        for (var c = 0u; c < CPT; c++) {
+            let col = part * CPT + c;
+            var p = 0.0;
+            if ((keep & (1u << c)) != 0u) {
+                p = weight(Fs[r * SP + col], m);
+            }
+            let ph = f16(p);
+            Hs[PB + r * PP + col] = ph;
+            l += f32(ph);
+        }
+        workgroupBarrier();
+        if (t == 0u) {
+            wmoved = atomicLoad(&moved);
+        }
+        // the output rows whose reference moved (none before the first tile's products)
+        if (workgroupUniformLoad(&wmoved) != 0u && kt > 0u) {
+            o0 = rescale(o0, sg, t, lane);
+            if (DP > 16u) { o1 = rescale(o1, sg, t, lane); }
+            if (DP > 32u) { o2 = rescale(o2, sg, t, lane); }
+            if (DP > 48u) { o3 = rescale(o3, sg, t, lane); }
+            if (DP > 64u) { o4 = rescale(o4, sg, t, lane); }
+            if (DP > 80u) { o5 = rescale(o5, sg, t, lane); }
+            if (DP > 96u) { o6 = rescale(o6, sg, t, lane); }
+            if (DP > 112u) { o7 = rescale(o7, sg, t, lane); }
+        }
+        // O += P V: the subgroup's 16 rows, 16 keys at a time
+        for (var kk = 0u; kk < BC; kk += 16u) {
+            let a = load_a(PB + 16u * sg * PP + kk, PP, lane);
+            let vb = KVB + kk * QP;
+            o0 = mma(a, load_bt(vb, QP, lane), o0, lane);
+            if (DP > 16u) { o1 = mma(a, load_bt(vb + 16u, QP, lane), o1, lane); }
+            if (DP > 32u) { o2 = mma(a, load_bt(vb + 32u, QP, lane), o2, lane); }
+            if (DP > 48u) { o3 = mma(a, load_bt(vb + 48u, QP, lane), o3, lane); }
+            if (DP > 64u) { o4 = mma(a, load_bt(vb + 64u, QP, lane), o4, lane); }
+            if (DP > 80u) { o5 = mma(a, load_bt(vb + 80u, QP, lane), o5, lane); }
+            if (DP > 96u) { o6 = mma(a, load_bt(vb + 96u, QP, lane), o6, lane); }
+            if (DP > 112u) { o7 = mma(a, load_bt(vb + 112u, QP, lane), o7, lane); }
+        }
+    }
+
+    // the row sums, then the normalised output, a fragment at a time
+    workgroupBarrier();
+    red[t] = l;
+    workgroupBarrier();
+    let lsum = row_sum_of(r);
+    if (part == 0u) {
+        scale_row[r] = select(0.0, 1.0 / lsum, lsum > 0.0);
+        if (ok && (P.flags & F_LSE) != 0u) {
+            LSE[vidx(P.v5, b, h, row)] = lse_of(m, lsum);
+        }
+    }
+    workgroupBarrier();
+    write_fragment(o0, 0u, sg, t, lane, b, h, row_first, row_end);
+    if (DP > 16u) { write_fragment(o1, 1u, sg, t, lane, b, h, row_first, row_end); }
+    if (DP > 32u) { write_fragment(o2, 2u, sg, t, lane, b, h, row_first, row_end); }
+    if (DP > 48u) { write_fragment(o3, 3u, sg, t, lane, b, h, row_first, row_end); }
+    if (DP > 64u) { write_fragment(o4, 4u, sg, t, lane, b, h, row_first, row_end); }
+    if (DP > 80u) { write_fragment(o5, 5u, sg, t, lane, b, h, row_first, row_end); }
+    if (DP > 96u) { write_fragment(o6, 6u, sg, t, lane, b, h, row_first, row_end); }
+    if (DP > 112u) { write_fragment(o7, 7u, sg, t, lane, b, h, row_first, row_end); }
+}

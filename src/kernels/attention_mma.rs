@@ -1,0 +1,92 @@
+//! Host side of `shaders/attention_mma.wgsl`: fused f16 attention on 16x16x16 matrix fragments,
+//! on tensor cores (cooperative matrices) or their emulated twin (CPU twin: `cpu::attention`).
+//! Launched by `attention::record` (the variant `AttentionVariant::TensorCores`).
+
+use super::attention::CONTIGUOUS_BINDINGS;
+use super::similarity_mma::Mma;
+use super::{Binding, Variant};
+use crate::caps::Caps;
+use crate::shape::DType;
+
+/// Query rows per workgroup and keys per tile (the shader's `BR`, `BC`).
+pub(crate) const BR: u32 = 64;
+const BC: u32 = 32;
+/// Largest head dim.
+pub(crate) const MAX_DIM: usize = 128;
+
+/// One variant of `shaders/attention_mma.wgsl`: head dim padded to a multiple of 16 (`dp`), and
+/// where the fragments run. f16 inputs and output; contiguous K and V; no split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct AttentionMmaKernel {
+    pub dp: u32,
+    pub mma: Mma,
+}
+
+impl Variant for AttentionMmaKernel {
+    const NAME: &'static str = "attention_mma";
+    const SOURCE: &'static str = include_str!("../../shaders/attention_mma.wgsl");
+    fn bindings(&self) -> &'static [Binding] {
+        &CONTIGUOUS_BINDINGS
+    }
+    fn dtype(&self) -> DType {
+        DType::F16
+    }
+    fn constants(&self) -> Vec<(&'static str, u32)> {
+        let sgs = self.mma.subgroup();
+        vec![("WG", self.threads()), ("SGS", sgs), ("DP", self.dp), ("TPR", self.threads() / BR)]
+    }
+    /// Q, the K/V tile and the weights (f16); the scores (f32); per-row exchange and scales;
+    /// the key bounds and the rescale flag.
+    fn workgroup_bytes(&self) -> u32 {
+        let qp = self.dp + 8;
+        2 * (BR * qp + BC * qp + BR * (BC + 8)) + 4 * BR * (BC + 4) + 4 * self.threads() + 4 * BR + 16
+    }
+    fn preludes(&self) -> Vec<&'static str> {
+        vec![
+            self.mma.prelude(),
+            include_str!("../../shaders/masking.wgsl"),
+            include_str!("../../shaders/qkv_scalar.wgsl"),
+            include_str!("../../shaders/kv_contiguous.wgsl"),
+        ]
+    }
+    fn enables(&self) -> Vec<&'static str> {
+        self.mma.enables()
+    }
+}
+
+impl AttentionMmaKernel {
+    /// Invocations per workgroup: 4 subgroups.
+    pub fn threads(&self) -> u32 {
+        4 * self.mma.subgroup()
+    }
+
+    /// The variant for head dim `d` on `mma`, or why none fits (`d` over 128, or the device's
+    /// workgroup memory or invocations).
+    pub fn choose(d: usize, mma: Mma, caps: &Caps) -> Result<Self, String> {
+        if d > MAX_DIM {
+            return Err(format!("the tensor-core kernel takes head dims up to {MAX_DIM} (got {d})"));
+        }
+        let k = AttentionMmaKernel { dp: d.next_multiple_of(16).max(16) as u32, mma };
+        if k.workgroup_bytes() > caps.max_workgroup_storage {
+            return Err(format!(
+                "the tensor-core kernel at head dim {d} needs {} bytes of workgroup memory, the device allows {}",
+                k.workgroup_bytes(),
+                caps.max_workgroup_storage
+            ));
+        }
+        if k.threads() > caps.max_invocations {
+            return Err(format!(
+                "the tensor-core kernel needs {} invocations per workgroup, the device allows {}",
+                k.threads(),
+                caps.max_invocations
+            ));
+        }
+        Ok(k)
+    }
+
+    /// Every variant on `mma`.
+    #[cfg(test)]
+    pub fn all(mma: Mma) -> impl Iterator<Item = AttentionMmaKernel> {
+        (1..=8).map(move |i| AttentionMmaKernel { dp: 16 * i, mma })
+    }
+}

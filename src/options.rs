@@ -186,6 +186,13 @@ pub struct AttentionOptions<'a> {
     pub sinks: Option<&'a [f32]>,
     /// The GPU kernel variant; `Auto` by default (see [`AttentionVariant`]).
     pub variant: AttentionVariant,
+    /// Lets f32 inputs run on tensor cores (in the spirit of PyTorch's `allow_tf32`): Q, K and V
+    /// are rounded to f16 as they are staged (11 significant bits; magnitudes below 2^-24
+    /// become 0), the sums stay f32 and the output f32. Only where every input's magnitude is
+    /// known (tensors uploaded through the crate) and at most 65504, f16's largest; otherwise
+    /// `Auto` runs the SIMT kernels and a forced `TensorCores` is refused, saying which. Off by
+    /// default.
+    pub f32_on_tensor_cores: bool,
 }
 
 impl AttentionOptions<'_> {

@@ -90,10 +90,13 @@ impl Context {
         self.inner.tensor_cores.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Where a call with inputs of `dtype` could run on matrix fragments, or why not.
-    pub(crate) async fn tensor_core_choice(&self, dtype: crate::shape::DType) -> Result<Mma, String> {
-        if dtype != crate::shape::DType::F16 {
-            return Err("the tensor-core kernels take f16 inputs".into());
+    /// Where a call with inputs of `dtype` could run on matrix fragments, or why not (f32 only
+    /// with `allow_f32`, the call's opt-in).
+    pub(crate) async fn tensor_core_choice(&self, dtype: crate::shape::DType, allow_f32: bool) -> Result<Mma, String> {
+        if dtype != crate::shape::DType::F16 && !allow_f32 {
+            return Err(
+                "the tensor-core kernels take f16 inputs (f32 with AttentionOptions::f32_on_tensor_cores)".into()
+            );
         }
         match self.mma().await {
             Some(m) => Ok(m),

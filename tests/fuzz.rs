@@ -293,6 +293,8 @@ fn run<T: Element>(be: &Backend, c: &Fuzz, d: &[Vec<T>; 3]) -> Result<Out> {
         softcap: c.softcap,
         alibi_slopes: c.alibi.as_deref(),
         sinks: c.sinks.as_deref(),
+        // (the fuzzed contexts have no tensor cores: tests/tensor_cores.rs covers the opt-in)
+        f32_on_tensor_cores: false,
     };
     let out = |values| Ok(Out { values, lse: None });
     match c.op {

@@ -325,3 +325,38 @@ fn emulated_attention_at_the_extremes_of_f16_and_of_the_scale() {
     }
 }
 }
+
+gpu_test! {
+fn f32_inputs_on_tensor_cores_by_opt_in() {
+    let ctx = emulated();
+    let c = Case::new(2, 4, 2, 70, 130, 40).causal();
+    let data = case_data(&c);
+    let (q, k, v) =
+        (ctx.upload(&data.q, data.qs).unwrap(), ctx.upload(&data.k, data.ks).unwrap(), ctx.upload(&data.v, data.ks).unwrap());
+    let opt_in = AttentionOptions { f32_on_tensor_cores: true, ..c.opts() };
+    // Auto takes the tensor cores only with the opt-in
+    let plan = ctx.plan_attention(&q, &k, &v, None, &opt_in, true).unwrap();
+    assert_eq!(plan.variant, AttentionVariant::TensorCores, "{}", plan.reason);
+    let plan = ctx.plan_attention(&q, &k, &v, None, &c.opts(), true).unwrap();
+    assert!(plan.variant != AttentionVariant::TensorCores && plan.reason.contains("f32_on_tensor_cores"), "{}", plan.reason);
+    // f32 output; the inputs rounded to f16: within f16 rounding of the f32 reference
+    let (want, want_lse, _) = case_reference(&c, &data);
+    let (o, l) = ctx.attention_with_lse(&q, &k, &v, None, &opt_in).unwrap();
+    assert_eq!(o.dtype(), DType::F32);
+    assert_close("f32 via f16 staging", &o.download_blocking(&ctx).unwrap(), &want, 3e-3);
+    assert_lse("f32 via f16 staging lse", &l.download_blocking(&ctx).unwrap(), &want_lse, 1e-3);
+    // over f16's range: Auto runs SIMT (exactly), forced is refused naming the input
+    let mut huge = data.k.clone();
+    huge[5] = 1e5;
+    let kh = ctx.upload(&huge, data.ks).unwrap();
+    let plan = ctx.plan_attention(&q, &kh, &v, None, &opt_in, true).unwrap();
+    assert!(plan.variant != AttentionVariant::TensorCores && plan.reason.contains("65504"), "{}", plan.reason);
+    let forced = AttentionOptions { variant: AttentionVariant::TensorCores, ..opt_in };
+    let e = ctx.attention(&q, &kh, &v, None, &forced).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(ref m) if m.contains("k holds") && m.contains("65504")), "{e}");
+    // magnitudes unknown (a caller's buffer): refused, saying so
+    let raw = Tensor::from_buffer(&ctx, k.buffer().clone(), 0, data.ks, Layout::Bhsd, DType::F32).unwrap();
+    let e = ctx.attention(&q, &raw, &v, None, &forced).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(ref m) if m.contains("unknown")), "{e}");
+}
+}

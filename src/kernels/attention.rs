@@ -270,6 +270,9 @@ pub(crate) enum Resolved {
     Unfused,
 }
 
+/// f16's largest finite value: the bound on f32 inputs converted for the tensor cores.
+const F16_MAX: f32 = 65504.0;
+
 /// Where a call could run on matrix fragments (f16 inputs on a context with tensor cores or
 /// their twin), or why not.
 pub(crate) type TensorCoreChoice = std::result::Result<Mma, String>;
@@ -395,12 +398,30 @@ pub(crate) fn resolve(
     let tensor_cores = |reason: String| -> std::result::Result<(Resolved, AttentionPlan), String> {
         let mma = tc.clone()?;
         if p.dtype != DType::F16 {
-            return Err("the tensor-core kernel takes f16 inputs".into());
+            if !p.f32_on_tensor_cores {
+                return Err(
+                    "the tensor-core kernel takes f16 inputs (f32 with AttentionOptions::f32_on_tensor_cores)".into()
+                );
+            }
+            // f32 rounded to f16 at staging: every magnitude known and within f16's range
+            for (name, op) in [("q", &p.q), ("k", &p.k), ("v", &p.v)] {
+                match op.max_abs {
+                    None => {
+                        return Err(format!(
+                            "f32 on tensor cores needs the inputs' magnitudes, and {name}'s is unknown (not uploaded through the crate)"
+                        ))
+                    }
+                    Some(m) if m > F16_MAX => {
+                        return Err(format!("f32 on tensor cores: {name} holds magnitudes up to {m:e}, over f16's 65504"))
+                    }
+                    _ => {}
+                }
+            }
         }
         if paged {
             return Err("the tensor-core kernel does not read a paged cache yet".into());
         }
-        let kernel = AttentionMmaKernel::choose(d.d, mma, caps)?;
+        let kernel = AttentionMmaKernel::choose(d.d, mma, caps, p.dtype)?;
         Ok((
             Resolved::TensorCores(kernel),
             AttentionPlan {

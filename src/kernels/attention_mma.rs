@@ -14,10 +14,12 @@ const BC: u32 = 32;
 /// Largest head dim.
 pub(crate) const MAX_DIM: usize = 128;
 
-/// One variant of `shaders/attention_mma.wgsl`: head dim padded to a multiple of 16 (`dp`), and
-/// where the fragments run. f16 inputs and output; contiguous K and V; no split.
+/// One variant of `shaders/attention_mma.wgsl`: storage dtype (f16; f32 inputs are rounded to
+/// f16 as they are staged), head dim padded to a multiple of 16 (`dp`), and where the fragments
+/// run. Contiguous K and V; no split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct AttentionMmaKernel {
+    pub dtype: DType,
     pub dp: u32,
     pub mma: Mma,
 }
@@ -29,7 +31,7 @@ impl Variant for AttentionMmaKernel {
         &CONTIGUOUS_BINDINGS
     }
     fn dtype(&self) -> DType {
-        DType::F16
+        self.dtype
     }
     fn constants(&self) -> Vec<(&'static str, u32)> {
         let sgs = self.mma.subgroup();
@@ -50,7 +52,10 @@ impl Variant for AttentionMmaKernel {
         ]
     }
     fn enables(&self) -> Vec<&'static str> {
-        self.mma.enables()
+        // f32 storage still stages f16 fragments
+        let mut e = if self.dtype == DType::F32 { vec!["f16"] } else { vec![] };
+        e.extend(self.mma.enables());
+        e
     }
 }
 
@@ -62,11 +67,11 @@ impl AttentionMmaKernel {
 
     /// The variant for head dim `d` on `mma`, or why none fits (`d` over 128, or the device's
     /// workgroup memory or invocations).
-    pub fn choose(d: usize, mma: Mma, caps: &Caps) -> Result<Self, String> {
+    pub fn choose(d: usize, mma: Mma, caps: &Caps, dtype: DType) -> Result<Self, String> {
         if d > MAX_DIM {
             return Err(format!("the tensor-core kernel takes head dims up to {MAX_DIM} (got {d})"));
         }
-        let k = AttentionMmaKernel { dp: d.next_multiple_of(16).max(16) as u32, mma };
+        let k = AttentionMmaKernel { dtype, dp: d.next_multiple_of(16).max(16) as u32, mma };
         if k.workgroup_bytes() > caps.max_workgroup_storage {
             return Err(format!(
                 "the tensor-core kernel at head dim {d} needs {} bytes of workgroup memory, the device allows {}",
@@ -87,6 +92,8 @@ impl AttentionMmaKernel {
     /// Every variant on `mma`.
     #[cfg(test)]
     pub fn all(mma: Mma) -> impl Iterator<Item = AttentionMmaKernel> {
-        (1..=8).map(move |i| AttentionMmaKernel { dp: 16 * i, mma })
+        [DType::F16, DType::F32]
+            .into_iter()
+            .flat_map(move |dtype| (1..=8).map(move |i| AttentionMmaKernel { dtype, dp: 16 * i, mma }))
     }
 }

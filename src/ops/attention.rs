@@ -52,7 +52,7 @@ impl Context {
     ) -> Result<AttentionPlan> {
         let p = self.attention_problem(q, k, v, mask, opts)?;
         self.check_alive_now()?;
-        let tc = pollster::block_on(self.tensor_core_choice(p.dtype));
+        let tc = pollster::block_on(self.tensor_core_choice(p.dtype, p.f32_on_tensor_cores));
         Ok(resolve(&p, self.caps(), aligned(q, k, v), lse, false, self.whole_fits(&[q, k, v], mask), &tc)?.1)
     }
 
@@ -207,7 +207,7 @@ impl Context {
         let mut outputs = vec![Region::tensor("out", out)];
         outputs.extend(lse.map(|l| Region::tensor("lse", l)));
         check_aliasing(&outputs, &inputs(q, k, v, mask))?;
-        let tc = self.tensor_core_choice(p.dtype).await;
+        let tc = self.tensor_core_choice(p.dtype, p.f32_on_tensor_cores).await;
         let (resolved, _) =
             resolve(p, self.caps(), aligned(q, k, v), lse.is_some(), false, self.whole_fits(&[q, k, v], mask), &tc)?;
         match resolved {

@@ -125,7 +125,7 @@ impl Context {
             lse,
             true,
             self.whole_fits(&[q, &cache.k, &cache.v], None),
-            &pollster::block_on(self.tensor_core_choice(p.attn.dtype)),
+            &pollster::block_on(self.tensor_core_choice(p.attn.dtype, p.attn.f32_on_tensor_cores)),
         )?
         .1)
     }
@@ -221,7 +221,7 @@ impl Context {
         let inputs = [Region::tensor("q", q), Region::tensor("k_pages", &cache.k), Region::tensor("v_pages", &cache.v)];
         check_aliasing(&outputs, &inputs)?;
         let whole = self.whole_fits(&[q, &cache.k, &cache.v], None);
-        let tc = self.tensor_core_choice(p.attn.dtype).await;
+        let tc = self.tensor_core_choice(p.attn.dtype, p.attn.f32_on_tensor_cores).await;
         let (resolved, _) = resolve(&p.attn, self.caps(), aligned(q, cache), lse.is_some(), true, whole, &tc)?;
         let (lens, entries) = self.table_buffers(&p.table).await?;
         let kv = KvSource::Paged { cache, seq_lens: &lens, table: &entries, blocks_per_seq: p.table.blocks_per_seq() };

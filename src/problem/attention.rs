@@ -25,6 +25,7 @@ pub(crate) struct AttentionProblem<'a> {
     pub alibi_slopes: Option<&'a [f32]>,
     pub sinks: Option<&'a [f32]>,
     pub variant: AttentionVariant,
+    pub f32_on_tensor_cores: bool,
 }
 
 /// The score options of an attention call, checked: shared by the contiguous and the paged
@@ -158,6 +159,7 @@ impl<'a> AttentionProblem<'a> {
             alibi_slopes: so.alibi_slopes,
             sinks: so.sinks,
             variant: opts.variant,
+            f32_on_tensor_cores: opts.f32_on_tensor_cores,
         })
     }
 

@@ -97,6 +97,7 @@ impl<'a> PagedProblem<'a> {
             alibi_slopes: so.alibi_slopes,
             sinks: so.sinks,
             variant: opts.variant,
+            f32_on_tensor_cores: opts.f32_on_tensor_cores,
         };
         attn.transform()?;
         Ok(PagedProblem { attn, table })

@@ -7,13 +7,14 @@
 // size the hardware path runs with; 32 for the twin), DP (head dim padded to a multiple of 16, at
 // most 128), TPR (invocations per query row in the softmax and the epilogue: WG / 64).
 // Preludes: mma_*.wgsl, qkv_scalar.wgsl (Q, K, V at bindings 1, 4, 5), kv_contiguous.wgsl,
-// masking.wgsl. Bindings and views: as attention.wgsl without SPLIT (6 out, 7 lse, 8 per-head
+// masking.wgsl, and rows_subgroup.wgsl (a row's maximum and sum over its TPR invocations by
+// subgroup shuffles) or rows_workgroup.wgsl (through workgroup memory; ROW_LANES = TPR). Bindings and views: as attention.wgsl without SPLIT (6 out, 7 lse, 8 per-head
 // parameters; v0 q, v1 k, v2 v, v3 mask, v4 out, v5 lse).
 //
 // A workgroup takes 64 query rows (subgroup s: rows 16 s ..) and walks the keys in tiles of 32.
 // Q is staged once, raw f16 (rows padded to DP + 8: 16-byte aligned fragments); per tile: K
 // staged, S = Q Kᵀ on fragments (f32) through workgroup memory to the softmax (TPR invocations
-// per row: z = S * P.pre, then the rules of masking.wgsl), the weights P written as f16, V staged
+// per row, their maximum and sum by subgroup shuffles where the adapter has them: z = S * P.pre, then the rules of masking.wgsl), the weights P written as f16, V staged
 // where K was, O += P V on fragments. The weights are taken against a reference maximum that
 // moves only when a row's maximum grows by more than 8 (log2 units): weights stay below 2^8
 // (f16), and the output fragments (which cannot be indexed) are rescaled through workgroup
@@ -37,29 +38,11 @@ const PB: u32 = KVB + BC * QP;
 
 var<workgroup> Hs: array<f16, BR * QP + BC * QP + BR * PP>;
 var<workgroup> Fs: array<f32, BR * SP>;
-var<workgroup> red: array<f32, WG>;
 var<workgroup> scale_row: array<f32, BR>;
 var<workgroup> wkbegin: u32;
 var<workgroup> wkend: u32;
 var<workgroup> moved: atomic<u32>;
 var<workgroup> wmoved: u32;
-
-// The combined value of row r's TPR parts in `red` (max or sum).
-fn row_max_of(r: u32) -> f32 {
-    var m = red[r * TPR];
-    for (var i = 1u; i < TPR; i++) {
-        m = max(m, red[r * TPR + i]);
-    }
-    return m;
-}
-
-fn row_sum_of(r: u32) -> f32 {
-    var s = red[r * TPR];
-    for (var i = 1u; i < TPR; i++) {
-        s += red[r * TPR + i];
-    }
-    return s;
-}
 
 // One output fragment of subgroup s, its rows multiplied by scale_row (through Fs).
 fn rescale(o: FragC, s: u32, t: u32, lane: u32) -> FragC {
@@ -199,9 +182,7 @@ fn attention_mma(
                 tmax = max(tmax, z);
             }
         }
-        red[t] = tmax;
-        workgroupBarrier();
-        let mn = max(m, row_max_of(r));
+        let mn = max(m, row_max(tmax, t, 0u));
         var alpha = 1.0;
         if ((mn - m) * P.ex > 8.0) {
             alpha = weight(m, mn);
@@ -255,10 +236,7 @@ fn attention_mma(
     }
 
     // the row sums, then the normalised output, a fragment at a time
-    workgroupBarrier();
-    red[t] = l;
-    workgroupBarrier();
-    let lsum = row_sum_of(r);
+    let lsum = row_sum(l, t, 0u);
     if (part == 0u) {
         scale_row[r] = select(0.0, 1.0 / lsum, lsum > 0.0);
         if (ok && (P.flags & F_LSE) != 0u) {

@@ -1,6 +1,7 @@
-// Prelude: reductions over the 8 consecutive invocations t & ~7 .. t | 7 (a row's lanes)
-// through workgroup memory, for devices without subgroups of 8 (two barriers each: call from
-// uniform control flow). Two slots, so that two rows reduce side by side.
+// Prelude: reductions over the ROW_LANES consecutive invocations of a row (t & ~(ROW_LANES - 1)
+// .. t | (ROW_LANES - 1)) through workgroup memory, for devices without subgroups that wide (two
+// barriers each: call from uniform control flow). Two slots, so that two rows reduce side by
+// side.
 
 var<workgroup> red: array<f32, 2u * WG>;
 
@@ -8,9 +9,9 @@ fn row_max(x: f32, t: u32, slot: u32) -> f32 {
     workgroupBarrier();
     red[2u * t + slot] = x;
     workgroupBarrier();
-    let base = 2u * (t & ~7u) + slot;
+    let base = 2u * (t & ~(ROW_LANES - 1u)) + slot;
     var m = red[base];
-    for (var i = 1u; i < 8u; i++) {
+    for (var i = 1u; i < ROW_LANES; i++) {
         m = max(m, red[base + 2u * i]);
     }
     return m;
@@ -20,9 +21,9 @@ fn row_sum(x: f32, t: u32, slot: u32) -> f32 {
     workgroupBarrier();
     red[2u * t + slot] = x;
     workgroupBarrier();
-    let base = 2u * (t & ~7u) + slot;
+    let base = 2u * (t & ~(ROW_LANES - 1u)) + slot;
     var s = red[base];
-    for (var i = 1u; i < 8u; i++) {
+    for (var i = 1u; i < ROW_LANES; i++) {
         s += red[base + 2u * i];
     }
     return s;

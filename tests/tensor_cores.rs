@@ -116,11 +116,12 @@ fn emulated_similarity_matches_the_reference_and_the_simt_kernel() {
 }
 
 /// The hardware path, on an adapter with tensor cores only (`cargo test --test tensor_cores --
-/// --ignored`, as scripts/device-run.sh does): the self-check passes, every similarity case
-/// matches, and one case run 100 times gives bitwise the same scores (no races).
+/// --ignored`, as scripts/device-run.sh does): the self-check passes, every similarity and
+/// attention case matches, and one case of each run 100 times gives bitwise the same results
+/// (no races).
 #[test]
 #[ignore = "needs an adapter with cooperative matrices (run with --ignored there)"]
-fn hardware_similarity_on_tensor_cores() {
+fn hardware_similarity_and_attention_on_tensor_cores() {
     let ctx = with(TensorCores::Required).unwrap_or_else(|e| panic!("no tensor cores here: {e}"));
     similarity_cases(&ctx);
     attention_cases(&ctx);
@@ -131,7 +132,15 @@ fn hardware_similarity_on_tensor_cores() {
     let first = ctx.similarity(&q, &k, Similarity::Dot).unwrap().download_blocking(&ctx).unwrap();
     for run in 1..100 {
         let again = ctx.similarity(&q, &k, Similarity::Dot).unwrap().download_blocking(&ctx).unwrap();
-        assert!(again == first, "run {run} differs from the first");
+        assert!(again == first, "similarity run {run} differs from the first");
+    }
+    // attention, causal, the same way
+    let v = ctx.upload(&h(73, ks.numel()), ks).unwrap();
+    let opts = AttentionOptions { causal: true, variant: AttentionVariant::TensorCores, ..Default::default() };
+    let first = ctx.attention(&q, &k, &v, None, &opts).unwrap().download_blocking(&ctx).unwrap();
+    for run in 1..100 {
+        let again = ctx.attention(&q, &k, &v, None, &opts).unwrap().download_blocking(&ctx).unwrap();
+        assert!(again == first, "attention run {run} differs from the first");
     }
 }
 
@@ -358,5 +367,103 @@ fn f32_inputs_on_tensor_cores_by_opt_in() {
     let raw = Tensor::from_buffer(&ctx, k.buffer().clone(), 0, data.ks, Layout::Bhsd, DType::F32).unwrap();
     let e = ctx.attention(&q, &raw, &v, None, &forced).unwrap_err();
     assert!(matches!(e, Error::Unsupported(ref m) if m.contains("unknown")), "{e}");
+}
+}
+
+/// The fragment layouts the kernels assume, on the hardware (`--ignored`, tensor-core adapters
+/// only): with one operand the identity, `coopLoadT` of A gives the matrix row-major, `coopLoad`
+/// of B reads element (k, n) at n * stride + k, `coopStoreT` writes row-major and `coopStore`
+/// column-major; strides padded past 16 as the kernels' are.
+#[test]
+#[ignore = "needs an adapter with cooperative matrices (run with --ignored there)"]
+fn hardware_fragment_layouts() {
+    let ctx = with(TensorCores::Required).unwrap_or_else(|e| panic!("no tensor cores here: {e}"));
+    let TensorCoreState::Active { subgroup_size } = ctx.tensor_cores() else { panic!("{}", ctx.tensor_cores()) };
+    let src = format!(
+        "enable f16;
+enable wgpu_cooperative_matrix;
+@group(0) @binding(0) var<storage, read> M: array<f32>;
+@group(0) @binding(1) var<storage, read_write> OUT: array<f32>;
+var<workgroup> Hs: array<f16, 1024>;
+var<workgroup> Fs: array<f32, 1024>;
+const S: u32 = 24u;
+@compute @workgroup_size({subgroup_size})
+fn main(@builtin(local_invocation_index) t: u32) {{
+    // M (16 x 16, row-major) at 0 with stride S; the identity at 512 with stride S
+    for (var i = t; i < 256u; i += {subgroup_size}u) {{
+        Hs[(i / 16u) * S + i % 16u] = f16(M[i]);
+        Hs[512u + (i / 16u) * S + i % 16u] = select(f16(0.0), f16(1.0), i / 16u == i % 16u);
+    }}
+    workgroupBarrier();
+    let a = coopLoadT<coop_mat16x16<f16, A>>(&Hs[0], S);
+    let ib = coopLoadT<coop_mat16x16<f16, B>>(&Hs[512], S);
+    let ia = coopLoadT<coop_mat16x16<f16, A>>(&Hs[512], S);
+    let b = coopLoad<coop_mat16x16<f16, B>>(&Hs[0], S);
+    let c1 = coopMultiplyAdd(a, ib, coop_mat16x16<f32, C>());
+    let c2 = coopMultiplyAdd(ia, b, coop_mat16x16<f32, C>());
+    coopStoreT(c1, &Fs[0], S);
+    coopStoreT(c2, &Fs[512], S);
+    workgroupBarrier();
+    for (var i = t; i < 256u; i += {subgroup_size}u) {{
+        OUT[i] = Fs[(i / 16u) * S + i % 16u];
+        OUT[256u + i] = Fs[512u + (i / 16u) * S + i % 16u];
+    }}
+    workgroupBarrier();
+    coopStore(c1, &Fs[0], S);
+    workgroupBarrier();
+    for (var i = t; i < 256u; i += {subgroup_size}u) {{
+        OUT[512u + i] = Fs[(i / 16u) * S + i % 16u];
+    }}
+}}"
+    );
+    let m: Vec<f32> = (0..256).map(|i| (i as f32) - 100.0).collect();
+    let dev = ctx.device();
+    let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
+    let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: None,
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let input = ctx.upload(&m, Shape::new(1, 1, 16, 16)).unwrap();
+    let out = ctx.zeros(Shape::new(1, 1, 48, 16), Layout::Bhsd, DType::F32).unwrap();
+    let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: input.buffer().as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: out.buffer().as_entire_binding() },
+        ],
+    });
+    let mut enc = dev.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(1, 1, 1);
+    }
+    let got = ctx.submit_and_download(enc, &[&out]).unwrap().remove(0);
+    let transposed: Vec<f32> = (0..256).map(|i| m[(i % 16) * 16 + i / 16]).collect();
+    assert_eq!(&got[..256], &m[..], "coopLoadT A x I, coopStoreT: M row-major");
+    assert_eq!(&got[256..512], &transposed[..], "I x coopLoad B: B(k, n) = M[n][k], so C = Mᵀ");
+    assert_eq!(&got[512..], &transposed[..], "coopStore: column-major");
+}
+
+gpu_test! {
+fn emulated_attention_without_subgroups() {
+    // a row's maximum and sum through workgroup memory instead of subgroup shuffles
+    let ctx = Context::with_options_blocking(ContextOptions {
+        tensor_cores: TensorCores::Emulated,
+        disable_features: wgpu::Features::SUBGROUP,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
+    assert!(!ctx.caps().subgroups);
+    attention_cases(&ctx);
 }
 }

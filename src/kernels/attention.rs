@@ -97,6 +97,7 @@ impl Variant for AttentionKernel {
             ("SG", self.sg as u32),
             ("SPLIT", self.split as u32),
             ("VEC", if self.loads == Loads::Vec4 { 4 } else { 1 }),
+            ("ROW_LANES", 8),
         ]
     }
 

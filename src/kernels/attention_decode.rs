@@ -63,7 +63,13 @@ impl Variant for DecodeKernel {
     }
 
     fn constants(&self) -> Vec<(&'static str, u32)> {
-        vec![("WG", WG), ("R", self.rows), ("DP", self.dp), ("VEC", if self.loads == Loads::Vec4 { 4 } else { 1 })]
+        vec![
+            ("WG", WG),
+            ("R", self.rows),
+            ("DP", self.dp),
+            ("VEC", if self.loads == Loads::Vec4 { 4 } else { 1 }),
+            ("ROW_LANES", 8),
+        ]
     }
 
     /// The staged rows of Q, the groups' maxima and sums, their accumulators (for the merge),

@@ -22,6 +22,8 @@ pub(crate) struct AttentionMmaKernel {
     pub dtype: DType,
     pub dp: u32,
     pub mma: Mma,
+    /// A row's maximum and sum by subgroup shuffles (else through workgroup memory).
+    pub sg: bool,
 }
 
 impl Variant for AttentionMmaKernel {
@@ -35,13 +37,15 @@ impl Variant for AttentionMmaKernel {
     }
     fn constants(&self) -> Vec<(&'static str, u32)> {
         let sgs = self.mma.subgroup();
-        vec![("WG", self.threads()), ("SGS", sgs), ("DP", self.dp), ("TPR", self.threads() / BR)]
+        let tpr = self.threads() / BR;
+        vec![("WG", self.threads()), ("SGS", sgs), ("DP", self.dp), ("TPR", tpr), ("ROW_LANES", tpr)]
     }
-    /// Q, the K/V tile and the weights (f16); the scores (f32); per-row exchange and scales;
-    /// the key bounds and the rescale flag.
+    /// Q, the K/V tile and the weights (f16); the scores (f32); the rows' scales; the key
+    /// bounds and the rescale flag; without subgroups, the reduction buffer.
     fn workgroup_bytes(&self) -> u32 {
         let qp = self.dp + 8;
-        2 * (BR * qp + BC * qp + BR * (BC + 8)) + 4 * BR * (BC + 4) + 4 * self.threads() + 4 * BR + 16
+        let red = if self.sg { 0 } else { 8 * self.threads() };
+        2 * (BR * qp + BC * qp + BR * (BC + 8)) + 4 * BR * (BC + 4) + 4 * BR + 16 + red
     }
     fn preludes(&self) -> Vec<&'static str> {
         vec![
@@ -49,6 +53,11 @@ impl Variant for AttentionMmaKernel {
             include_str!("../../shaders/masking.wgsl"),
             include_str!("../../shaders/qkv_scalar.wgsl"),
             include_str!("../../shaders/kv_contiguous.wgsl"),
+            if self.sg {
+                include_str!("../../shaders/rows_subgroup.wgsl")
+            } else {
+                include_str!("../../shaders/rows_workgroup.wgsl")
+            },
         ]
     }
     fn enables(&self) -> Vec<&'static str> {
@@ -71,7 +80,9 @@ impl AttentionMmaKernel {
         if d > MAX_DIM {
             return Err(format!("the tensor-core kernel takes head dims up to {MAX_DIM} (got {d})"));
         }
-        let k = AttentionMmaKernel { dtype, dp: d.next_multiple_of(16).max(16) as u32, mma };
+        let mut k = AttentionMmaKernel { dtype, dp: d.next_multiple_of(16).max(16) as u32, mma, sg: false };
+        // a row's TPR invocations share a subgroup where subgroups are at least that wide
+        k.sg = caps.subgroups && caps.subgroup_min_size >= k.threads() / BR;
         if k.workgroup_bytes() > caps.max_workgroup_storage {
             return Err(format!(
                 "the tensor-core kernel at head dim {d} needs {} bytes of workgroup memory, the device allows {}",
@@ -92,8 +103,10 @@ impl AttentionMmaKernel {
     /// Every variant on `mma`.
     #[cfg(test)]
     pub fn all(mma: Mma) -> impl Iterator<Item = AttentionMmaKernel> {
-        [DType::F16, DType::F32]
-            .into_iter()
-            .flat_map(move |dtype| (1..=8).map(move |i| AttentionMmaKernel { dtype, dp: 16 * i, mma }))
+        [DType::F16, DType::F32].into_iter().flat_map(move |dtype| {
+            (1..=8).flat_map(move |i| {
+                [false, true].into_iter().map(move |sg| AttentionMmaKernel { dtype, dp: 16 * i, mma, sg })
+            })
+        })
     }
 }

@@ -58,7 +58,7 @@ impl Variant for SoftmaxKernel {
         self.dtype
     }
     fn constants(&self) -> Vec<(&'static str, u32)> {
-        vec![("WG", WG), ("E", self.e)]
+        vec![("WG", WG), ("E", self.e), ("ROW_LANES", 8)]
     }
     /// The partials of the reductions (and without subgroups, the 8-lane reduction buffer).
     fn workgroup_bytes(&self) -> u32 {

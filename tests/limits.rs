@@ -135,6 +135,12 @@ fn split_k_under_lowered_limits() {
 }
 }
 
+/// The CPU path's attention output (default options).
+fn cpu_attention(q: &[f32], k: &[f32], v: &[f32], qs: Shape, ks: Shape) -> Vec<f32> {
+    let h = |x, s| HostTensor::new(x, s).unwrap();
+    cpu::attention(&h(q, qs), &h(k, ks), &h(v, ks), None, &AttentionOptions::default()).unwrap().0
+}
+
 gpu_test! {
 fn decode_forced_over_the_binding_limit_is_refused_and_auto_routes_around_it() {
     let ctx = small_device();
@@ -147,15 +153,8 @@ fn decode_forced_over_the_binding_limit_is_refused_and_auto_routes_around_it() {
     let e = ctx.attention(&tq, &tk, &tv, None, &forced).unwrap_err();
     assert!(matches!(e, Error::Unsupported(ref m) if m.contains("decode") && m.contains("binding limit")), "{e}");
     let auto = ctx.attention(&tq, &tk, &tv, None, &AttentionOptions::default()).unwrap().download_blocking(&ctx).unwrap();
-    let want = cpu::attention(
-        &HostTensor::new(&q, qs).unwrap(),
-        &HostTensor::new(&k, ks).unwrap(),
-        &HostTensor::new(&v, ks).unwrap(),
-        None,
-        &AttentionOptions::default(),
-    )
-    .unwrap();
-    for (g, w) in auto.iter().zip(&want.0) {
+    let want = cpu_attention(&q, &k, &v, qs, ks);
+    for (g, w) in auto.iter().zip(&want) {
         assert!((g - w).abs() < 1e-5, "{g} vs {w}");
     }
 }
@@ -169,20 +168,13 @@ fn decode_over_the_grid_limit() {
     let (qs, ks) = (Shape::new(1, 16, 1, 16), Shape::new(1, 16, 64, 16));
     let (q, k, v) = (rand_vec(94, qs.numel(), 1.0), rand_vec(95, ks.numel(), 1.0), rand_vec(96, ks.numel(), 1.0));
     let (tq, tk, tv) = (ctx.upload(&q, qs).unwrap(), ctx.upload(&k, ks).unwrap(), ctx.upload(&v, ks).unwrap());
-    let want = cpu::attention(
-        &HostTensor::new(&q, qs).unwrap(),
-        &HostTensor::new(&k, ks).unwrap(),
-        &HostTensor::new(&v, ks).unwrap(),
-        None,
-        &AttentionOptions::default(),
-    )
-    .unwrap();
+    let want = cpu_attention(&q, &k, &v, qs, ks);
     let forced = AttentionOptions { variant: AttentionVariant::Decode(Loads::Vec4), ..Default::default() };
     for opts in [AttentionOptions::default(), forced] {
         match ctx.attention(&tq, &tk, &tv, None, &opts) {
             Ok(out) => {
                 let got = out.download_blocking(&ctx).unwrap();
-                for (g, w) in got.iter().zip(&want.0) {
+                for (g, w) in got.iter().zip(&want) {
                     assert!((g - w).abs() < 1e-5, "{:?}: {g} vs {w}", opts.variant);
                 }
             }

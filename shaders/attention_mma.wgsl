@@ -6,13 +6,16 @@
 // Header constants (src/kernels/attention_mma.rs): WG (4 subgroups of SGS), SGS (the subgroup
 // size the hardware path runs with; 32 for the twin), DP (head dim padded to a multiple of 16, at
 // most 128), TPR (invocations per query row in the softmax and the epilogue: WG / 64).
-// Preludes: mma_*.wgsl, qkv_scalar.wgsl (Q, K, V at bindings 1, 4, 5), kv_contiguous.wgsl,
+// Preludes: mma_*.wgsl, qkv_vec4.wgsl or qkv_scalar.wgsl (Q, K, V at bindings 1, 4, 5, read 4
+// elements at a time), kv_contiguous.wgsl,
 // masking.wgsl, and rows_subgroup.wgsl (a row's maximum and sum over its TPR invocations by
 // subgroup shuffles) or rows_workgroup.wgsl (through workgroup memory; ROW_LANES = TPR). Bindings and views: as attention.wgsl without SPLIT (6 out, 7 lse, 8 per-head
 // parameters; v0 q, v1 k, v2 v, v3 mask, v4 out, v5 lse).
 //
-// A workgroup takes 64 query rows (subgroup s: rows 16 s ..) and walks the keys in tiles of 32.
-// Q is staged once, raw f16 (rows padded to DP + 8: 16-byte aligned fragments); per tile: K
+// A workgroup takes 64 query rows (subgroup s: rows 16 s .., held as A fragments for the whole
+// pass) and walks the keys in tiles of 32.
+// Q is staged once, raw f16 (rows padded to DP + 8: 16-byte aligned fragments; 4 head dims per
+// read, one vector load with qkv_vec4.wgsl); per tile: K
 // staged, S = Q Kᵀ on fragments (f32) through workgroup memory to the softmax (TPR invocations
 // per row, their maximum and sum by subgroup shuffles where the adapter has them: z = S * P.pre, then the rules of masking.wgsl), the weights P written as f16, V staged
 // where K was, O += P V on fragments. The weights are taken against a reference maximum that
@@ -32,6 +35,8 @@ const PP: u32 = BC + 8u;
 const SP: u32 = BC + 4u;
 // columns of a key tile per invocation in the softmax
 const CPT: u32 = BC / TPR;
+// groups of 4 head dims per staged row (staging reads 4 elements at a time)
+const DG: u32 = DP / 4u;
 // Hs: Q (BR x QP), the K or V tile (BC x QP), the weights P (BR x PP)
 const KVB: u32 = BR * QP;
 const PB: u32 = KVB + BC * QP;
@@ -43,6 +48,14 @@ var<workgroup> wkbegin: u32;
 var<workgroup> wkend: u32;
 var<workgroup> moved: atomic<u32>;
 var<workgroup> wmoved: u32;
+
+// Four staged values as f16 into Hs from element `o`.
+fn put4(o: u32, x: vec4<f32>) {
+    Hs[o] = f16(x.x);
+    Hs[o + 1u] = f16(x.y);
+    Hs[o + 2u] = f16(x.z);
+    Hs[o + 3u] = f16(x.w);
+}
 
 // One output fragment of subgroup s, its rows multiplied by scale_row (through Fs).
 fn rescale(o: FragC, s: u32, t: u32, lane: u32) -> FragC {
@@ -109,15 +122,29 @@ fn attention_mma(
     let qp = qpos(b, row);
 
     // Q, once: raw f16, zeros past the rows and the head dim
-    for (var i = t; i < BR * DP; i += WG) {
-        let rr = i / DP;
-        let dd = i % DP;
-        var x = 0.0;
+    for (var i = t; i < BR * DG; i += WG) {
+        let rr = i / DG;
+        let dd = 4u * (i % DG);
+        var x = vec4<f32>(0.0);
         if (row_first + rr < row_end && dd < P.d) {
-            x = f32(Q[vidx(P.v0, b, h, row_first + rr) + dd]);
+            x = load4_q(vidx(P.v0, b, h, row_first + rr) + dd, min(4u, P.d - dd));
         }
-        Hs[rr * QP + dd] = f16(x);
+        put4(rr * QP + dd, x);
     }
+
+    // the subgroup's Q rows as A fragments for the whole pass (Hs keeps them too: the twin's
+    // fragments read it)
+    workgroupBarrier();
+    let qa = 16u * sg * QP;
+    let q0 = load_a(qa, QP, lane);
+    var q1 = q0; var q2 = q0; var q3 = q0; var q4 = q0; var q5 = q0; var q6 = q0; var q7 = q0;
+    if (DP > 16u) { q1 = load_a(qa + 16u, QP, lane); }
+    if (DP > 32u) { q2 = load_a(qa + 32u, QP, lane); }
+    if (DP > 48u) { q3 = load_a(qa + 48u, QP, lane); }
+    if (DP > 64u) { q4 = load_a(qa + 64u, QP, lane); }
+    if (DP > 80u) { q5 = load_a(qa + 80u, QP, lane); }
+    if (DP > 96u) { q6 = load_a(qa + 96u, QP, lane); }
+    if (DP > 112u) { q7 = load_a(qa + 112u, QP, lane); }
 
     // the reference maximum (a sink enters as it, with a weight of 1 in part 0 of the row)
     var m = sink_z(h);
@@ -136,37 +163,60 @@ fn attention_mma(
         if (t == 0u) {
             atomicStore(&moved, 0u);
         }
-        for (var i = t; i < BC * DP; i += WG) {
-            let kk = i / DP;
-            let dd = i % DP;
-            var x = 0.0;
+        for (var i = t; i < BC * DG; i += WG) {
+            let kk = i / DG;
+            let dd = 4u * (i % DG);
+            var x = vec4<f32>(0.0);
             if (k0 + kk < kend && dd < P.d) {
-                x = f32(K[k_index(b, hk, k0 + kk) + dd]);
+                x = load4_k(k_index(b, hk, k0 + kk) + dd, min(4u, P.d - dd));
             }
-            Hs[KVB + kk * QP + dd] = f16(x);
+            put4(KVB + kk * QP + dd, x);
         }
         workgroupBarrier();
         // S = Q Kᵀ: the subgroup's 16 rows x 32 keys
-        var s0 = frag_zero();
-        var s1 = frag_zero();
-        for (var kk = 0u; kk < DP; kk += 16u) {
-            let a = load_a(16u * sg * QP + kk, QP, lane);
-            s0 = mma(a, load_b(KVB + kk, QP, lane), s0, lane);
-            s1 = mma(a, load_b(KVB + 16u * QP + kk, QP, lane), s1, lane);
+        var s0 = mma(q0, load_b(KVB, QP, lane), frag_zero(), lane);
+        var s1 = mma(q0, load_b(KVB + 16u * QP, QP, lane), frag_zero(), lane);
+        if (DP > 16u) {
+            s0 = mma(q1, load_b(KVB + 16u, QP, lane), s0, lane);
+            s1 = mma(q1, load_b(KVB + 16u * QP + 16u, QP, lane), s1, lane);
+        }
+        if (DP > 32u) {
+            s0 = mma(q2, load_b(KVB + 32u, QP, lane), s0, lane);
+            s1 = mma(q2, load_b(KVB + 16u * QP + 32u, QP, lane), s1, lane);
+        }
+        if (DP > 48u) {
+            s0 = mma(q3, load_b(KVB + 48u, QP, lane), s0, lane);
+            s1 = mma(q3, load_b(KVB + 16u * QP + 48u, QP, lane), s1, lane);
+        }
+        if (DP > 64u) {
+            s0 = mma(q4, load_b(KVB + 64u, QP, lane), s0, lane);
+            s1 = mma(q4, load_b(KVB + 16u * QP + 64u, QP, lane), s1, lane);
+        }
+        if (DP > 80u) {
+            s0 = mma(q5, load_b(KVB + 80u, QP, lane), s0, lane);
+            s1 = mma(q5, load_b(KVB + 16u * QP + 80u, QP, lane), s1, lane);
+        }
+        if (DP > 96u) {
+            s0 = mma(q6, load_b(KVB + 96u, QP, lane), s0, lane);
+            s1 = mma(q6, load_b(KVB + 16u * QP + 96u, QP, lane), s1, lane);
+        }
+        if (DP > 112u) {
+            s0 = mma(q7, load_b(KVB + 112u, QP, lane), s0, lane);
+            s1 = mma(q7, load_b(KVB + 16u * QP + 112u, QP, lane), s1, lane);
         }
         store_c(s0, 16u * sg * SP, SP, lane);
         store_c(s1, 16u * sg * SP + 16u, SP, lane);
         workgroupBarrier();
 
         // V where K was (every fragment of K has been read)
-        for (var i = t; i < BC * DP; i += WG) {
-            let kk = i / DP;
-            let dd = i % DP;
-            var x = 0.0;
+        for (var i = t; i < BC * DG; i += WG) {
+            let kk = i / DG;
+            let dd = 4u * (i % DG);
+            var x = vec4<f32>(0.0);
             if (k0 + kk < kend && dd < P.d) {
-                x = f32(V[v_index(b, hk, k0 + kk) + dd]);
+                x = load4_v(v_index(b, hk, k0 + kk) + dd, min(4u, P.d - dd));
             }
-            Hs[KVB + kk * QP + dd] = f16(x);
+            put4(KVB + kk * QP + dd, x);
         }
         // the softmax: this invocation's CPT keys of its row, as z with the score rules
         var keep = 0u;

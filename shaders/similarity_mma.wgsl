@@ -4,7 +4,8 @@
 // the same metrics, saturation and top-k thresholded lists.
 // Header constants (src/kernels/similarity_mma.rs): WG (4 subgroups of SGS), SGS (the subgroup
 // size the hardware path runs with; 32 for the twin), METRIC (0 dot, 1 cosine, 2 negated
-// squared L2), TOPK. Preludes: mma_*.wgsl, scores_*.wgsl, similarity_epilogue.wgsl.
+// squared L2), TOPK. Preludes: mma_*.wgsl, qk_vec4.wgsl or qk_scalar.wgsl (Q, K at bindings 1,
+// 2, read 4 elements at a time), scores_*.wgsl, similarity_epilogue.wgsl.
 // Bindings and views: as similarity.wgsl.
 //
 // A 64 x 64 output tile per workgroup; subgroup s owns rows 32 (s / 2).. and columns 32 (s % 2)..
@@ -14,9 +15,6 @@
 // range): dot and L2 by P.pre * P.kpre, cosine by each row's 1 / |row| (from row_norms.wgsl). The
 // sums go through workgroup memory (Fs) to the epilogue, 4 columns per invocation.
 
-@group(0) @binding(1) var<storage, read> Q: array<elem>;
-@group(0) @binding(2) var<storage, read> K: array<elem>;
-
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 32u;
@@ -25,6 +23,8 @@ const CP: u32 = 68u;
 
 // Hs: the Q step (rows 0..BM) then the K step (from KB); Fs: the sums
 const KB: u32 = BM * AP;
+// groups of 4 head dims per staged row
+const BG: u32 = BK / 4u;
 var<workgroup> Hs: array<f16, (BM + BN) * AP>;
 var<workgroup> Fs: array<f32, BM * CP>;
 
@@ -80,19 +80,23 @@ fn similarity_mma(
     for (var s = 0u; s < steps; s++) {
         // the previous step's fragments are read; stage this step's dims
         workgroupBarrier();
-        for (var i = t; i < BM * BK; i += WG) {
-            let r = i / BK;
-            let dd = s * BK + i % BK;
-            var xq = 0.0;
-            if (row0 + r < row_end && dd < P.d) {
-                xq = f32(Q[vidx(P.v0, b, h, row0 + r) + dd]);
+        for (var i = t; i < BM * BG; i += WG) {
+            let r = i / BG;
+            let c = 4u * (i % BG);
+            let dd = s * BK + c;
+            let n = min(4u, P.d - min(dd, P.d));
+            var xq = vec4<f32>(0.0);
+            if (row0 + r < row_end && n > 0u) {
+                xq = load4_q(vidx(P.v0, b, h, row0 + r) + dd, n);
             }
-            var xk = 0.0;
-            if (col0 + r < P.nk && dd < P.d) {
-                xk = f32(K[vidx(P.v1, b, hk, col0 + r) + dd]);
+            var xk = vec4<f32>(0.0);
+            if (col0 + r < P.nk && n > 0u) {
+                xk = load4_k(vidx(P.v1, b, hk, col0 + r) + dd, n);
             }
-            Hs[r * AP + i % BK] = f16(xq);
-            Hs[KB + r * AP + i % BK] = f16(xk);
+            for (var j = 0u; j < 4u; j++) {
+                Hs[r * AP + c + j] = f16(xq[j]);
+                Hs[KB + r * AP + c + j] = f16(xk[j]);
+            }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk += 16u) {

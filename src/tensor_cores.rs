@@ -178,8 +178,14 @@ async fn attention_check(ctx: &Context, mma: Mma) -> std::result::Result<(), Str
             (ctx.upload_async(&q, qs).await?, ctx.upload_async(&k, ks).await?, ctx.upload_async(&v, ks).await?);
         let opts = crate::options::AttentionOptions { causal: true, ..Default::default() };
         let p = ctx.attention_problem(&q, &k, &v, None, &opts)?;
-        let tc = crate::kernels::attention_mma::AttentionMmaKernel::choose(40, mma, ctx.caps(), DType::F16)
-            .map_err(crate::error::Error::Unsupported)?;
+        let tc = crate::kernels::attention_mma::AttentionMmaKernel::choose(
+            40,
+            mma,
+            ctx.caps(),
+            DType::F16,
+            crate::options::Loads::Vec4,
+        )
+        .map_err(crate::error::Error::Unsupported)?;
         let simt = choose_tile(40, ctx.caps())?.kernel(DType::F16, false, crate::options::Loads::Scalar);
         let a = ctx.zeros_async(qs, Layout::Bhsd, DType::F16).await?;
         let b = ctx.zeros_async(qs, Layout::Bhsd, DType::F16).await?;

@@ -422,7 +422,7 @@ pub(crate) fn resolve(
         if paged {
             return Err("the tensor-core kernel does not read a paged cache yet".into());
         }
-        let kernel = AttentionMmaKernel::choose(d.d, mma, caps, p.dtype)?;
+        let kernel = AttentionMmaKernel::choose(d.d, mma, caps, p.dtype, auto_loads)?;
         Ok((
             Resolved::TensorCores(kernel),
             AttentionPlan {

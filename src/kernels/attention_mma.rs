@@ -6,6 +6,7 @@ use super::attention::CONTIGUOUS_BINDINGS;
 use super::similarity_mma::Mma;
 use super::{Binding, Variant};
 use crate::caps::Caps;
+use crate::options::Loads;
 use crate::shape::DType;
 
 /// Query rows per workgroup and keys per tile (the shader's `BR`, `BC`).
@@ -15,13 +16,15 @@ const BC: u32 = 32;
 pub(crate) const MAX_DIM: usize = 128;
 
 /// One variant of `shaders/attention_mma.wgsl`: storage dtype (f16; f32 inputs are rounded to
-/// f16 as they are staged), head dim padded to a multiple of 16 (`dp`), and where the fragments
-/// run. Contiguous K and V; no split.
+/// f16 as they are staged), head dim padded to a multiple of 16 (`dp`), where the fragments
+/// run, and how Q, K, V are read while staging (4 elements at a time, as one vector load where
+/// `loads` is `Vec4`). Contiguous K and V; no split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct AttentionMmaKernel {
     pub dtype: DType,
     pub dp: u32,
     pub mma: Mma,
+    pub loads: Loads,
     /// A row's maximum and sum by subgroup shuffles (else through workgroup memory).
     pub sg: bool,
 }
@@ -51,7 +54,10 @@ impl Variant for AttentionMmaKernel {
         vec![
             self.mma.prelude(),
             include_str!("../../shaders/masking.wgsl"),
-            include_str!("../../shaders/qkv_scalar.wgsl"),
+            match self.loads {
+                Loads::Vec4 => include_str!("../../shaders/qkv_vec4.wgsl"),
+                Loads::Scalar => include_str!("../../shaders/qkv_scalar.wgsl"),
+            },
             include_str!("../../shaders/kv_contiguous.wgsl"),
             if self.sg {
                 include_str!("../../shaders/rows_subgroup.wgsl")
@@ -74,13 +80,14 @@ impl AttentionMmaKernel {
         4 * self.mma.subgroup()
     }
 
-    /// The variant for head dim `d` on `mma`, or why none fits (`d` over 128, or the device's
-    /// workgroup memory or invocations).
-    pub fn choose(d: usize, mma: Mma, caps: &Caps, dtype: DType) -> Result<Self, String> {
+    /// The variant for head dim `d` on `mma` reading with `loads`, or why none fits (`d` over
+    /// 128, or the device's workgroup memory or invocations). `Vec4` needs `d` a multiple of 4
+    /// and 4-aligned element offsets (the caller's check).
+    pub fn choose(d: usize, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Result<Self, String> {
         if d > MAX_DIM {
             return Err(format!("the tensor-core kernel takes head dims up to {MAX_DIM} (got {d})"));
         }
-        let mut k = AttentionMmaKernel { dtype, dp: d.next_multiple_of(16).max(16) as u32, mma, sg: false };
+        let mut k = AttentionMmaKernel { dtype, dp: d.next_multiple_of(16).max(16) as u32, mma, loads, sg: false };
         // a row's TPR invocations share a subgroup where subgroups are at least that wide
         k.sg = caps.subgroups && caps.subgroup_min_size >= k.threads() / BR;
         if k.workgroup_bytes() > caps.max_workgroup_storage {
@@ -105,7 +112,15 @@ impl AttentionMmaKernel {
     pub fn all(mma: Mma) -> impl Iterator<Item = AttentionMmaKernel> {
         [DType::F16, DType::F32].into_iter().flat_map(move |dtype| {
             (1..=8).flat_map(move |i| {
-                [false, true].into_iter().map(move |sg| AttentionMmaKernel { dtype, dp: 16 * i, mma, sg })
+                [false, true].into_iter().flat_map(move |sg| {
+                    [Loads::Vec4, Loads::Scalar].into_iter().map(move |loads| AttentionMmaKernel {
+                        dtype,
+                        dp: 16 * i,
+                        mma,
+                        loads,
+                        sg,
+                    })
+                })
             })
         })
     }

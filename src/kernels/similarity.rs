@@ -148,7 +148,13 @@ pub(crate) async fn record_with(
     let kernel = SimilarityKernel::for_metric(p.dtype, p.metric, out, topk.is_some());
     let fragments = mma
         .filter(|_| p.dtype == DType::F16)
-        .map(|mma| SimilarityMmaKernel { metric: kernel.metric, vec_out: kernel.vec_out, topk: kernel.topk, mma })
+        .map(|mma| SimilarityMmaKernel {
+            metric: kernel.metric,
+            vec_in: d.d.is_multiple_of(4) && q.vec4_aligned() && k.vec4_aligned(),
+            vec_out: kernel.vec_out,
+            topk: kernel.topk,
+            mma,
+        })
         .filter(|m| m.workgroup_bytes() <= ctx.caps().max_workgroup_storage);
     // cosine and L2: the rows' norms first, once per row
     let norms = if kernel.metric == 0 {

@@ -41,11 +41,13 @@ impl Mma {
     }
 }
 
-/// One variant of `shaders/similarity_mma.wgsl`: metric (0 dot, 1 cosine, 2 L2), vector output
+/// One variant of `shaders/similarity_mma.wgsl`: metric (0 dot, 1 cosine, 2 L2), vector loads of
+/// Q and K (`vec_in`: a head dim that is a multiple of 4 and 4-aligned views), vector output
 /// stores, top-k's thresholded pass, and where the fragments run. f16 inputs only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SimilarityMmaKernel {
     pub metric: u32,
+    pub vec_in: bool,
     pub vec_out: bool,
     pub topk: bool,
     pub mma: Mma,
@@ -77,7 +79,14 @@ impl Variant for SimilarityMmaKernel {
         2 * (BM + BN) * AP + 4 * BM * CP
     }
     fn preludes(&self) -> Vec<&'static str> {
-        let mut v = vec![self.mma.prelude()];
+        let mut v = vec![
+            self.mma.prelude(),
+            if self.vec_in {
+                include_str!("../../shaders/qk_vec4.wgsl")
+            } else {
+                include_str!("../../shaders/qk_scalar.wgsl")
+            },
+        ];
         v.extend(epilogue_preludes(self.vec_out));
         v
     }
@@ -91,9 +100,9 @@ impl SimilarityMmaKernel {
     #[cfg(test)]
     pub fn all(mma: Mma) -> impl Iterator<Item = SimilarityMmaKernel> {
         (0..3).flat_map(move |metric| {
-            [(false, false), (true, false), (false, true), (true, true)]
-                .into_iter()
-                .map(move |(vec_out, topk)| SimilarityMmaKernel { metric, vec_out, topk, mma })
+            [(false, false), (true, false), (false, true), (true, true)].into_iter().flat_map(move |(vec_out, topk)| {
+                [false, true].into_iter().map(move |vec_in| SimilarityMmaKernel { metric, vec_in, vec_out, topk, mma })
+            })
         })
     }
 }

@@ -47,6 +47,24 @@ fn linear_wg(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + nwg.x * (wid.y + nwg.y * wid.z);
 }
 
+// The output tile of a matrix-product workgroup: P.nbh (batch, head) pairs from P.bh0, each
+// P.nr rows from P.r0 in blocks of `tm` by `cols` columns in blocks of `tn`, column blocks
+// fastest. `ok` is false past the grid (the workgroup does nothing).
+struct GemmTile {
+    ok: bool,
+    bh: u32,
+    row0: u32,
+    col0: u32,
+}
+
+fn gemm_tile(wid: vec3<u32>, nwg: vec3<u32>, tm: u32, tn: u32, cols: u32) -> GemmTile {
+    let row_blocks = (P.nr + tm - 1u) / tm;
+    let col_blocks = (cols + tn - 1u) / tn;
+    let wg = linear_wg(wid, nwg);
+    let rest = wg / col_blocks;
+    return GemmTile(wg < P.nbh * row_blocks * col_blocks, P.bh0 + rest / row_blocks, P.r0 + (rest % row_blocks) * tm, (wg % col_blocks) * tn);
+}
+
 // A score carried as z, saturated to [-ZSAT, ZSAT]; NaN (from overflowing sums of unscanned
 // inputs) becomes -ZSAT. Comparisons, not min/max, so that NaN is handled on every backend.
 fn zsat(z: f32) -> f32 {

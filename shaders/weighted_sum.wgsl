@@ -21,18 +21,14 @@ fn weighted_sum(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    let row_blocks = (P.nr + TM - 1u) / TM;
-    let col_blocks = (P.d + TN - 1u) / TN;
-    let wg = linear_wg(wid, nwg);
-    if (wg >= P.nbh * row_blocks * col_blocks) {
+    let tile = gemm_tile(wid, nwg, TM, TN, P.d);
+    if (!tile.ok) {
         return;
     }
-    let cb = wg % col_blocks;
-    let rest = wg / col_blocks;
-    let bh = P.bh0 + rest / row_blocks;
-    let row0 = P.r0 + (rest % row_blocks) * TM;
+    let bh = tile.bh;
+    let row0 = tile.row0;
     let row_end = P.r0 + P.nr;
-    let col0 = cb * TN;
+    let col0 = tile.col0;
     let b = bh / P.heads;
     let h = bh % P.heads;
     let hk = h / P.group;

@@ -467,3 +467,40 @@ fn emulated_attention_without_subgroups() {
     attention_cases(&ctx);
 }
 }
+
+gpu_test! {
+fn emulated_kernels_read_unaligned_views_like_aligned_ones() {
+    // Q, K, V one element into their buffers: the fragment kernels stage them with scalar
+    // loads instead of vector loads, and the results are bitwise those of the aligned copies
+    use wgpu::util::DeviceExt;
+    let ctx = emulated();
+    let (qs, ks) = (Shape::new(1, 4, 70, 40), Shape::new(1, 2, 90, 40));
+    let h16 = |v: Vec<f32>| v.into_iter().map(f16::from_f32).collect::<Vec<f16>>();
+    let (q, k, v) = (h16(rand_vec(1, qs.numel(), 1.0)), h16(rand_vec(2, ks.numel(), 1.0)), h16(rand_vec(3, ks.numel(), 1.0)));
+    let shifted = |data: &[f16], s: Shape| {
+        let mut host = vec![f16::ZERO];
+        host.extend_from_slice(data);
+        let buffer = ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("shifted"),
+            contents: bytemuck::cast_slice(&host),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        });
+        Tensor::from_buffer(&ctx, buffer, 1, s, Layout::Bhsd, DType::F16).unwrap()
+    };
+    let aligned = (ctx.upload(&q, qs).unwrap(), ctx.upload(&k, ks).unwrap(), ctx.upload(&v, ks).unwrap());
+    let unaligned = (shifted(&q, qs), shifted(&k, ks), shifted(&v, ks));
+    let opts = AttentionOptions { causal: true, variant: AttentionVariant::TensorCores, ..Default::default() };
+    let run = |(q, k, v): &(Tensor, Tensor, Tensor)| {
+        let a = ctx.attention(q, k, v, None, &opts).unwrap().download_blocking(&ctx).unwrap();
+        let s = ctx.similarity(q, k, Similarity::Cosine).unwrap().download_blocking(&ctx).unwrap();
+        (a, s)
+    };
+    let (want_a, want_s) = run(&aligned);
+    let (got_a, got_s) = run(&unaligned);
+    assert!(want_a.iter().any(|&x| x != 0.0) && want_s.iter().any(|&x| x != 0.0));
+    for (what, got, want) in [("attention", &got_a, &want_a), ("similarity", &got_s, &want_s)] {
+        let first = got.iter().zip(want.iter()).position(|(a, b)| a.to_bits() != b.to_bits());
+        assert!(first.is_none(), "{what}: element {first:?} differs between the unaligned and the aligned views");
+    }
+}
+}

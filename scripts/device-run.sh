@@ -66,6 +66,17 @@ if [ -z "${NO_TESTS:-}" ] && [ -x .devbin/tests/tensor_cores ]; then
   timeout "${TEST_LIMIT:-90}" .devbin/tests/tensor_cores --ignored > "$out/test-tensor_cores-hardware.log" 2>&1
   summary+=("tensor cores (hardware): rc=$? $((SECONDS - s))s $(grep -E '^test result' "$out/test-tensor_cores-hardware.log" | tail -1)")
 fi
+# f16 prefill on the tensor cores beside the SIMT kernel, same device, same run (Auto takes the
+# tensor cores where the self-check passed; this says whether it should)
+if [ -z "${NO_BENCH:-}" ]; then
+  s=$SECONDS
+  for shape in "--bh 16 --d 128" "--bh 32 --d 64"; do
+    # shellcheck disable=SC2086
+    timeout 60 .devbin/attn-bench --op attention $shape --nq 4096 --nk 4096 --dtype f16 --variant tensor-cores \
+      --variant fused-vec4 --runs 5 --warmup 1 --e2e-runs 0 --gpu-budget 6 >> "$out/tc-vs-simt.txt" 2>&1
+  done
+  summary+=("tensor cores vs SIMT (f16 prefill): $((SECONDS - s))s, tc-vs-simt.txt")
+fi
 timeout 30 .devbin/attention --nq 4096 --dim 128 --heads 16 --f16 > "$out/example-attention.txt" 2>&1
 summary+=("example attention: $(grep -E 'agreement|GPU fused' "$out/example-attention.txt" | tr '\n' ' ')")
 timeout 30 .devbin/decode --prompts 100,1000,4000,8000 --steps 64 > "$out/example-decode.txt" 2>&1
@@ -76,6 +87,6 @@ summary+=("example decode: rc=$? $(grep -E 'decode:|agreement' "$out/example-dec
   printf '%s\n' "${summary[@]}"
 } > "$out/summary.txt"
 tar czf "$final/logs.tar.gz" -C "$out" .
-for f in summary.txt joined.txt ours.json torch.json; do [ -f "$out/$f" ] && cp "$out/$f" "$final/"; done
+for f in summary.txt joined.txt ours.json torch.json tc-vs-simt.txt; do [ -f "$out/$f" ] && cp "$out/$f" "$final/"; done
 cat "$out/summary.txt"
 [ -f "$out/joined.txt" ] && cut -c1-220 "$out/joined.txt"

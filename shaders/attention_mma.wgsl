@@ -7,10 +7,11 @@
 // size the hardware path runs with; 32 for the twin), DP (head dim padded to a multiple of 16, at
 // most 128), TPR (invocations per query row in the softmax and the epilogue: WG / 64).
 // Preludes: mma_*.wgsl, qkv_vec4.wgsl or qkv_scalar.wgsl (Q, K, V at bindings 1, 4, 5, read 4
-// elements at a time), kv_contiguous.wgsl,
+// elements at a time), kv_contiguous.wgsl or kv_paged.wgsl (K and V through a block table),
 // masking.wgsl, and rows_subgroup.wgsl (a row's maximum and sum over its TPR invocations by
-// subgroup shuffles) or rows_workgroup.wgsl (through workgroup memory; ROW_LANES = TPR). Bindings and views: as attention.wgsl without SPLIT (6 out, 7 lse, 8 per-head
-// parameters; v0 q, v1 k, v2 v, v3 mask, v4 out, v5 lse).
+// subgroup shuffles) or rows_workgroup.wgsl (through workgroup memory; ROW_LANES = TPR).
+// Bindings and views: as attention.wgsl without SPLIT (6 out, 7 lse, 8 per-head parameters;
+// paged: 9 the block table; v0 q, v1 k, v2 v, v3 mask, v4 out, v5 lse).
 //
 // A workgroup takes 64 query rows (subgroup s: rows 16 s .., held as A fragments for the whole
 // pass) and walks the keys in tiles of 32.

@@ -125,6 +125,7 @@ fn hardware_similarity_and_attention_on_tensor_cores() {
     let ctx = with(TensorCores::Required).unwrap_or_else(|e| panic!("no tensor cores here: {e}"));
     similarity_cases(&ctx);
     attention_cases(&ctx);
+    paged_case(&ctx);
     assert!(matches!(ctx.tensor_cores(), TensorCoreState::Active { .. }), "self-check: {}", ctx.tensor_cores());
     let (qs, ks) = (Shape::new(1, 8, 1000, 128), Shape::new(1, 8, 1000, 128));
     let h = |s, n| rand_vec(s, n, 1.0).into_iter().map(f16::from_f32).collect::<Vec<f16>>();
@@ -503,4 +504,76 @@ fn emulated_kernels_read_unaligned_views_like_aligned_ones() {
         assert!(first.is_none(), "{what}: element {first:?} differs between the unaligned and the aligned views");
     }
 }
+}
+
+gpu_test! {
+fn emulated_attention_over_a_paged_cache() {
+    paged_case(&emulated());
+}
+}
+
+/// Chunked prefill over a paged f16 cache (pages scattered over the pool, sequences ending
+/// inside a page) on the fragment kernel: against the f64 reference, and against the same kernel
+/// over contiguous copies of each sequence.
+fn paged_case(ctx: &Context) {
+    let (kv_heads, heads, d, nq, ps) = (2, 4, 40, 20, 16);
+    let lens = [70u32, 20, 130];
+    let blocks = 130usize.div_ceil(ps);
+    let num_pages = 29; // prime: page i * 7 % 29 scatters every sequence's pages
+    let table: Vec<u32> = (0..lens.len() * blocks).map(|i| (i * 7 % num_pages) as u32).collect();
+    let g = PageGeometry { num_pages, page_size: ps, kv_heads, head_dim: d };
+    let cache = PagedKvCache::new(ctx, g, DType::F16).unwrap();
+    let r16 = |v: Vec<f32>| v.into_iter().map(|x| f16::from_f32(x).to_f32()).collect::<Vec<f32>>();
+    let h16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<f16>>();
+    let mut kv = vec![];
+    for (b, &l) in lens.iter().enumerate() {
+        let s = Shape::new(1, kv_heads, l as usize, d);
+        let (k, v) = (r16(rand_vec(10 + b as u64, s.numel(), 1.0)), r16(rand_vec(20 + b as u64, s.numel(), 1.0)));
+        let t = BlockTable::new(&table[b * blocks..(b + 1) * blocks], blocks, &lens[b..b + 1]).unwrap();
+        ctx.append_kv(&cache, &t, &ctx.upload(&h16(&k), s).unwrap(), &ctx.upload(&h16(&v), s).unwrap()).unwrap();
+        kv.push((k, v, s));
+    }
+    let qs = Shape::new(lens.len(), heads, nq, d);
+    let q = r16(rand_vec(30, qs.numel(), 1.0));
+    let opts = AttentionOptions { causal: true, variant: AttentionVariant::TensorCores, ..Default::default() };
+    let gq = ctx.upload(&h16(&q), qs).unwrap();
+    let t = BlockTable::new(&table, blocks, &lens).unwrap();
+    assert_eq!(ctx.plan_paged_attention(&gq, &cache, &t, &opts, true).unwrap().variant, AttentionVariant::TensorCores);
+    let (o, l) = ctx.paged_attention_with_lse(&gq, &cache, &t, &opts).unwrap();
+    let (got, got_lse) = (o.download_blocking(ctx).unwrap(), l.download_blocking(ctx).unwrap());
+    let n = qs.numel() / lens.len();
+    for (b, (k, v, ks)) in kv.iter().enumerate() {
+        let one = Shape::new(1, heads, nq, d);
+        let qb = &q[b * n..(b + 1) * n];
+        let rm = RefMask { causal: true, ..RefMask::none() };
+        let scale = 1.0 / (d as f64).sqrt();
+        let (want, want_lse, _) = ref_attention_with(
+            qb,
+            one,
+            Layout::Bhsd,
+            k,
+            *ks,
+            Layout::Bhsd,
+            v,
+            Layout::Bhsd,
+            scale,
+            &rm,
+            &RefScores::default(),
+        );
+        let what = format!("sequence {b} (length {})", lens[b]);
+        assert_close(&format!("paged {what}"), &got[b * n..(b + 1) * n], &want, 3e-3);
+        assert_lse(&format!("paged lse {what}"), &got_lse[b * n / d..(b + 1) * n / d], &want_lse, 1e-4);
+        let contiguous = ctx
+            .attention(
+                &ctx.upload(&h16(qb), one).unwrap(),
+                &ctx.upload(&h16(k), *ks).unwrap(),
+                &ctx.upload(&h16(v), *ks).unwrap(),
+                None,
+                &opts,
+            )
+            .unwrap()
+            .download_blocking(ctx)
+            .unwrap();
+        assert_agree(&format!("paged vs contiguous {what}"), &got[b * n..(b + 1) * n], &contiguous, 1e-6);
+    }
 }

@@ -57,7 +57,7 @@ pub(crate) const CONTIGUOUS_BINDINGS: [Binding; 9] = [
 ];
 
 /// The bindings of the fused kernels over a paged cache.
-const PAGED_BINDINGS: [Binding; 10] = [
+pub(crate) const PAGED_BINDINGS: [Binding; 10] = [
     PARAMS,
     b(1, "q", Access::Read),
     b(2, "mask", Access::Read),
@@ -395,7 +395,7 @@ pub(crate) fn resolve(
             },
         ))
     };
-    // the tensor-core kernel: f16, contiguous K and V, head dims up to 128, unsplit
+    // the tensor-core kernel: f16, head dims up to 128, unsplit
     let tensor_cores = |reason: String| -> std::result::Result<(Resolved, AttentionPlan), String> {
         let mma = tc.clone()?;
         if p.dtype != DType::F16 {
@@ -418,9 +418,6 @@ pub(crate) fn resolve(
                     _ => {}
                 }
             }
-        }
-        if paged {
-            return Err("the tensor-core kernel does not read a paged cache yet".into());
         }
         let kernel = AttentionMmaKernel::choose(d.d, mma, caps, p.dtype, auto_loads)?;
         Ok((
@@ -578,9 +575,7 @@ pub(crate) async fn record(
             match &mut main {
                 Main::Fused(k) => k.paged = true,
                 Main::Decode(k) => k.paged = true,
-                Main::TensorCores(_) => {
-                    return Err(Error::Unsupported("the tensor-core kernel does not read a paged cache yet".into()))
-                }
+                Main::TensorCores(k) => k.paged = true,
             }
             fl |= flags::PAGED;
             let g = &cache.geometry;
@@ -749,13 +744,14 @@ mod tests {
             "{}",
             small.reason
         );
-        // f32, head dims over 128, a paged cache, decode shapes: elsewhere, with the reason
+        // a paged cache too
+        let p = plan(&f16(4096, 4096, 64, AttentionVariant::Auto), true).unwrap();
+        assert_eq!(p.variant, AttentionVariant::TensorCores, "{}", p.reason);
+        // f32, head dims over 128, decode shapes: elsewhere, with the reason
         let p = plan(&problem(1, 16, 4096, 4096, 128, AttentionVariant::Auto), false).unwrap();
         assert!(p.variant != AttentionVariant::TensorCores);
         let p = plan(&f16(4096, 4096, 256, AttentionVariant::Auto), false).unwrap();
         assert!(p.variant != AttentionVariant::TensorCores && p.reason.contains("128"), "{}", p.reason);
-        let p = plan(&f16(4096, 4096, 64, AttentionVariant::Auto), true).unwrap();
-        assert!(p.variant != AttentionVariant::TensorCores && p.reason.contains("paged"), "{}", p.reason);
         let p = plan(&f16(1, 32768, 128, AttentionVariant::Auto), false).unwrap();
         assert!(matches!(p.variant, AttentionVariant::Decode(_)), "{}", p.reason);
         // forced where it cannot run: the reason

@@ -2,7 +2,7 @@
 //! on tensor cores (cooperative matrices) or their emulated twin (CPU twin: `cpu::attention`).
 //! Launched by `attention::record` (the variant `AttentionVariant::TensorCores`).
 
-use super::attention::CONTIGUOUS_BINDINGS;
+use super::attention::{CONTIGUOUS_BINDINGS, PAGED_BINDINGS};
 use super::similarity_mma::Mma;
 use super::{Binding, Variant};
 use crate::caps::Caps;
@@ -18,13 +18,15 @@ pub(crate) const MAX_DIM: usize = 128;
 /// One variant of `shaders/attention_mma.wgsl`: storage dtype (f16; f32 inputs are rounded to
 /// f16 as they are staged), head dim padded to a multiple of 16 (`dp`), where the fragments
 /// run, and how Q, K, V are read while staging (4 elements at a time, as one vector load where
-/// `loads` is `Vec4`). Contiguous K and V; no split.
+/// `loads` is `Vec4`), and whether K and V come from a paged cache. No split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct AttentionMmaKernel {
     pub dtype: DType,
     pub dp: u32,
     pub mma: Mma,
     pub loads: Loads,
+    /// K and V in a paged cache, read through its block table (else contiguous tensors).
+    pub paged: bool,
     /// A row's maximum and sum by subgroup shuffles (else through workgroup memory).
     pub sg: bool,
 }
@@ -33,7 +35,11 @@ impl Variant for AttentionMmaKernel {
     const NAME: &'static str = "attention_mma";
     const SOURCE: &'static str = include_str!("../../shaders/attention_mma.wgsl");
     fn bindings(&self) -> &'static [Binding] {
-        &CONTIGUOUS_BINDINGS
+        if self.paged {
+            &PAGED_BINDINGS
+        } else {
+            &CONTIGUOUS_BINDINGS
+        }
     }
     fn dtype(&self) -> DType {
         self.dtype
@@ -58,7 +64,11 @@ impl Variant for AttentionMmaKernel {
                 Loads::Vec4 => include_str!("../../shaders/qkv_vec4.wgsl"),
                 Loads::Scalar => include_str!("../../shaders/qkv_scalar.wgsl"),
             },
-            include_str!("../../shaders/kv_contiguous.wgsl"),
+            if self.paged {
+                include_str!("../../shaders/kv_paged.wgsl")
+            } else {
+                include_str!("../../shaders/kv_contiguous.wgsl")
+            },
             if self.sg {
                 include_str!("../../shaders/rows_subgroup.wgsl")
             } else {
@@ -82,12 +92,20 @@ impl AttentionMmaKernel {
 
     /// The variant for head dim `d` on `mma` reading with `loads`, or why none fits (`d` over
     /// 128, or the device's workgroup memory or invocations). `Vec4` needs `d` a multiple of 4
-    /// and 4-aligned element offsets (the caller's check).
+    /// and 4-aligned element offsets (the caller's check). Contiguous K and V (the launcher sets
+    /// `paged`).
     pub fn choose(d: usize, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Result<Self, String> {
         if d > MAX_DIM {
             return Err(format!("the tensor-core kernel takes head dims up to {MAX_DIM} (got {d})"));
         }
-        let mut k = AttentionMmaKernel { dtype, dp: d.next_multiple_of(16).max(16) as u32, mma, loads, sg: false };
+        let mut k = AttentionMmaKernel {
+            dtype,
+            dp: d.next_multiple_of(16).max(16) as u32,
+            mma,
+            loads,
+            paged: false,
+            sg: false,
+        };
         // a row's TPR invocations share a subgroup where subgroups are at least that wide
         k.sg = caps.subgroups && caps.subgroup_min_size >= k.threads() / BR;
         if k.workgroup_bytes() > caps.max_workgroup_storage {
@@ -113,12 +131,15 @@ impl AttentionMmaKernel {
         [DType::F16, DType::F32].into_iter().flat_map(move |dtype| {
             (1..=8).flat_map(move |i| {
                 [false, true].into_iter().flat_map(move |sg| {
-                    [Loads::Vec4, Loads::Scalar].into_iter().map(move |loads| AttentionMmaKernel {
-                        dtype,
-                        dp: 16 * i,
-                        mma,
-                        loads,
-                        sg,
+                    [Loads::Vec4, Loads::Scalar].into_iter().flat_map(move |loads| {
+                        [false, true].into_iter().map(move |paged| AttentionMmaKernel {
+                            dtype,
+                            dp: 16 * i,
+                            mma,
+                            loads,
+                            paged,
+                            sg,
+                        })
                     })
                 })
             })

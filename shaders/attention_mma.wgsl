@@ -14,16 +14,16 @@
 // paged: 9 the block table; v0 q, v1 k, v2 v, v3 mask, v4 out, v5 lse).
 //
 // A workgroup takes 64 query rows (subgroup s: rows 16 s .., held as A fragments for the whole
-// pass) and walks the keys in tiles of 32.
-// Q is staged once, raw f16 (rows padded to DP + 8: 16-byte aligned fragments; 4 head dims per
-// read, one vector load with qkv_vec4.wgsl); per tile: K
-// staged, S = Q Kᵀ on fragments (f32) through workgroup memory to the softmax (TPR invocations
-// per row, their maximum and sum by subgroup shuffles where the adapter has them: z = S * P.pre, then the rules of masking.wgsl), the weights P written as f16, V staged
-// where K was, O += P V on fragments. The weights are taken against a reference maximum that
-// moves only when a row's maximum grows by more than 8 (log2 units): weights stay below 2^8
-// (f16), and the output fragments (which cannot be indexed) are rescaled through workgroup
-// memory only then; the final division by the row sum is exact whatever the reference. Every
-// loop and barrier is workgroup-uniform; rows past the end do empty work.
+// pass) and walks the keys in tiles of 32. Q is staged once, raw f16 (rows padded to DP + 8:
+// 16-byte aligned fragments; 4 head dims per read, one vector load with qkv_vec4.wgsl). Per
+// tile: K staged; S = Q Kᵀ on fragments (f32) through workgroup memory to the softmax (TPR
+// invocations per row, their maximum and sum by subgroup shuffles where the adapter has them;
+// z = S * P.pre, then the rules of masking.wgsl); the weights P written as f16; V staged where K
+// was; O += P V on fragments. The weights are taken against a reference maximum that moves only
+// when a row's maximum grows by more than 8 (log2 units): weights stay below 2^8 (f16), and the
+// output fragments (which cannot be indexed) are rescaled through workgroup memory only then;
+// the final division by the row sum is exact whatever the reference. Every loop and barrier is
+// workgroup-uniform; rows past the end do empty work.
 
 @group(0) @binding(6) var<storage, read_write> OUT: array<elem>;
 @group(0) @binding(7) var<storage, read_write> LSE: array<f32>;

@@ -3,7 +3,8 @@
 //!     cargo run --release --example attention -- [--batch B] [--heads H] [--kv-heads HKV]
 //!         [--nq NQ] [--nk NK] [--dim D] [--causal] [--f16] [--runs N]   (--help for details)
 //!
-//! Prints the adapter, the agreement with the CPU path, and the time of each.
+//! Prints the adapter, the agreement with the CPU path (OK or MISMATCH against a stated
+//! tolerance; a mismatch exits with status 1), and the time of each.
 
 use std::time::Instant;
 
@@ -43,9 +44,19 @@ struct Args {
     runs: u32,
 }
 
+/// Relative Frobenius error against the CPU path that counts as agreement: f32 inputs and
+/// outputs (both accumulate in f32), and f16 inputs with f16 outputs (the GPU rounds each output
+/// to f16, about 2^-11 relative).
+const TOLERANCE_F32: f64 = 1e-5;
+const TOLERANCE_F16: f64 = 2e-3;
+
 fn main() -> std::process::ExitCode {
     match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("MISMATCH: the GPU and the CPU path disagree beyond the tolerance");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
@@ -53,7 +64,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run() -> Result<()> {
+/// `n` random values in [-1, 1), or `Err` naming `argument` where the host cannot hold them
+/// (never an abort).
+fn random(seed: &mut u64, n: usize, argument: &'static str) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::TooLarge {
+        argument,
+        message: format!("{n} values ({} bytes) do not fit in host memory", (n as u64).saturating_mul(4)),
+    })?;
+    v.extend((0..n).map(|_| {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }));
+    Ok(v)
+}
+
+/// Runs the GPU and the CPU path; `Ok(false)` when they disagree.
+fn run() -> Result<bool> {
     let args = Args::parse();
     let (b, h, nq, d) = (args.batch as usize, args.heads as usize, args.nq as usize, args.dim as usize);
     let hkv = args.kv_heads.map_or(h, |x| x as usize);
@@ -71,18 +100,26 @@ fn run() -> Result<()> {
         );
     }
     let (qs, ks) = (Shape::new(b, h, nq, d), Shape::new(b, hkv, nk, d));
+    // sizes are checked before anything is allocated: each tensor must fit one GPU buffer
+    let max_buffer = ctx.device().limits().max_buffer_size;
+    let elem = if f16 { 2 } else { 4 };
+    for (argument, s) in [("--nq", qs), ("--nk", ks)] {
+        let n = s.checked_numel(argument)?;
+        let bytes = (n as u64).saturating_mul(elem);
+        if bytes > max_buffer {
+            return Err(Error::TooLarge {
+                argument,
+                message: format!(
+                    "a [{}, {}, {}, {}] tensor is {bytes} bytes; this device's buffers hold at most {max_buffer}",
+                    s.batch, s.heads, s.seq, s.dim
+                ),
+            });
+        }
+    }
     let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = |n: usize| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    };
-    let (mut q, mut k, mut v) = (rnd(qs.numel()), rnd(ks.numel()), rnd(ks.numel()));
+    let mut q = random(&mut seed, qs.numel(), "--nq")?;
+    let mut k = random(&mut seed, ks.numel(), "--nk")?;
+    let mut v = random(&mut seed, ks.numel(), "--nk")?;
     if f16 {
         // the CPU path sees the same (rounded) values as the GPU
         for x in q.iter_mut().chain(k.iter_mut()).chain(v.iter_mut()) {
@@ -132,10 +169,12 @@ fn run() -> Result<()> {
         "shape: batch {b}, heads {h} (kv {hkv}), nq {nq}, nk {nk}, dim {d}, causal {causal}, {}",
         if f16 { "f16" } else { "f32" }
     );
+    let rel = (num / den.max(1e-300)).sqrt();
+    let tolerance = if f16 { TOLERANCE_F16 } else { TOLERANCE_F32 };
+    let ok = rel <= tolerance;
     println!(
-        "agreement with the CPU path: relative error {:.2e}, max abs {:.2e}",
-        (num / den.max(1e-300)).sqrt(),
-        max_abs
+        "agreement with the CPU path: {}: relative error {rel:.2e} (tolerance {tolerance:.0e}), max abs {max_abs:.2e}",
+        if ok { "OK" } else { "MISMATCH" }
     );
     println!("GPU fused attention: {:.3} ms median of {runs} ({:.1} GFLOP/s)", gpu_s * 1e3, flops / gpu_s / 1e9);
     println!(
@@ -157,5 +196,5 @@ fn run() -> Result<()> {
             if software { "the software adapter (as expected: no GPU here)" } else { "the GPU at this size" }
         );
     }
-    Ok(())
+    Ok(ok)
 }

@@ -5,7 +5,7 @@ use std::sync::Once;
 use crate::context::Context;
 use crate::error::Result;
 use crate::host::{HostMask, HostTensor};
-use crate::kernels::top_k::{Metric, TopK};
+use crate::retrieval::{Metric, TopK};
 use crate::options::{AttentionOptions, Similarity, SoftmaxOptions};
 use crate::problem::Operand;
 use crate::shape::{Element, Shape};

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::caps::Caps;
 use crate::error::{Error, Result};
-use crate::pipeline::PipelineCache;
+use crate::pipeline_cache::PipelineCache;
 use crate::tensor_cores::{TensorCoreState, TensorCores};
 
 /// Optional features this crate uses when the adapter has them.
@@ -106,7 +106,7 @@ pub(crate) struct Inner {
     /// A second one, where a kernel has two absent outputs (writable bindings do not share).
     pub placeholder_counts: wgpu::Buffer,
     /// The active kernel-time measurement, if any.
-    pub timing: std::sync::Mutex<Option<crate::timing::Session>>,
+    pub timing: std::sync::Mutex<Option<crate::timestamps::Session>>,
     /// Uniform blocks of past dispatches, by content.
     pub uniforms: crate::reuse::Uniforms,
     /// Idle download staging buffers.
@@ -420,6 +420,12 @@ impl Context {
     /// Whether f16 storage is available (`SHADER_F16`).
     pub fn supports_f16(&self) -> bool {
         self.inner.caps.f16
+    }
+
+    /// Whether this context uses tensor cores now: as `info().tensor_cores` reports, after the
+    /// self-check where it has run.
+    pub fn tensor_cores(&self) -> TensorCoreState {
+        self.inner.tensor_cores.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// How many kernel pipelines this context has compiled so far (each variant compiles once).

@@ -47,7 +47,7 @@ pub enum Error {
     InvalidArgument { argument: &'static str, message: String },
     /// A tensor's dtype is not the one this operation needs.
     #[error("`{argument}`: dtype {got:?}, expected {expected:?}")]
-    DTypeMismatch { argument: &'static str, got: crate::DType, expected: crate::DType },
+    DTypeMismatch { argument: &'static str, got: crate::dtype::DType, expected: crate::dtype::DType },
     /// f16 storage requested on an adapter without `SHADER_F16`.
     #[error("`{argument}`: f16 needs the SHADER_F16 feature, which this device does not have")]
     F16Unsupported { argument: &'static str },

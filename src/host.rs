@@ -210,7 +210,7 @@ pub(crate) fn scan<T: Element>(argument: &'static str, values: &[T]) -> Result<f
     let chunk_max = |c: &[T]| -> f32 {
         let mut m = 0u32;
         if T::DTYPE == crate::shape::DType::F32 {
-            crate::cpu::vecmath::max_abs_bits(bytemuck::cast_slice(c), &mut m);
+            crate::vecmath::max_abs_bits(bytemuck::cast_slice(c), &mut m);
         } else {
             m = c.iter().fold(0, |a, v| a.max(v.to_f32().to_bits() & 0x7fff_ffff));
         }

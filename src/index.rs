@@ -4,7 +4,7 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::host::scan;
-use crate::kernels::top_k::{Metric, TopK};
+use crate::retrieval::{Metric, TopK};
 use crate::problem::TopKProblem;
 use crate::shape::{DType, Layout, Shape};
 use crate::tensor::Tensor;

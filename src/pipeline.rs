@@ -1,48 +1,19 @@
-//! The pipeline cache: one compute pipeline per [`Kernel`] variant, compiled on first use.
-//!
-//! Lookups take a read lock; a miss inserts a per-variant slot (an async mutex) under a short
-//! write lock and compiles holding only that slot, so two callers that race for the same variant
-//! compile it once (the second waits for the first, without blocking a thread on the async
-//! path), and variants for different keys compile in parallel. A failed compilation leaves the
-//! slot empty, so the next call tries again (a failure may be transient, e.g. out of memory).
+//! Compiling pipelines: the pipeline and bind group layout of a [`Kernel`] variant on a context,
+//! from its cache (`pipeline_cache.rs`), compiled on first use. Two callers that race for the
+//! same variant compile it once; a failed compilation leaves the slot empty for the next call.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-
-use futures::lock::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::{Access, Binding, Kernel};
+use crate::kernels::{Access, Kernel};
+use crate::pipeline_cache::{slot, Layouts};
 
-type Slot<T> = Arc<Mutex<Option<T>>>;
-type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
-
-/// Compiled pipelines and bind group layouts, keyed by variant (layouts by their bindings).
-#[derive(Default)]
-pub(crate) struct PipelineCache {
-    pipelines: RwLock<HashMap<Kernel, Slot<Arc<wgpu::ComputePipeline>>>>,
-    layouts: RwLock<HashMap<&'static [Binding], Slot<Layouts>>>,
-    compiled: AtomicUsize,
-}
-
-/// The once-cell of `key`, inserted if absent.
-fn slot<K: std::hash::Hash + Eq + Copy, T>(map: &RwLock<HashMap<K, Slot<T>>>, key: K) -> Slot<T> {
-    if let Some(s) = map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return s.clone();
-    }
-    map.write().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone()
-}
-
-impl PipelineCache {
-    /// How many pipelines this cache has compiled.
-    pub fn compiled(&self) -> usize {
-        self.compiled.load(Ordering::Relaxed)
-    }
-
-    async fn layouts(&self, ctx: &Context, kernel: Kernel) -> Result<Layouts> {
-        let s = slot(&self.layouts, kernel.bindings());
+impl Context {
+    async fn layouts(&self, kernel: Kernel) -> Result<Layouts> {
+        let ctx = self;
+        let s = slot(&self.inner.cache.layouts, kernel.bindings());
         let mut guard = s.lock().await;
         if let Some(l) = &*guard {
             return Ok(l.clone());
@@ -85,18 +56,19 @@ impl PipelineCache {
     }
 
     /// The bind group layout of `kernel`'s family.
-    pub async fn bind_group_layout(&self, ctx: &Context, kernel: Kernel) -> Result<wgpu::BindGroupLayout> {
-        Ok(self.layouts(ctx, kernel).await?.0)
+    pub(crate) async fn bind_group_layout(&self, kernel: Kernel) -> Result<wgpu::BindGroupLayout> {
+        Ok(self.layouts(kernel).await?.0)
     }
 
     /// The pipeline of `kernel`, compiling it on first use.
-    pub async fn get(&self, ctx: &Context, kernel: Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
-        let s = slot(&self.pipelines, kernel);
+    pub(crate) async fn pipeline(&self, kernel: Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
+        let ctx = self;
+        let s = slot(&self.inner.cache.pipelines, kernel);
         let mut guard = s.lock().await;
         if let Some(p) = &*guard {
             return Ok(p.clone());
         }
-        let (_, layout) = self.layouts(ctx, kernel).await?;
+        let (_, layout) = self.layouts(kernel).await?;
         let device = ctx.device();
         let pipeline = ctx
             .scoped_async(|| {
@@ -118,7 +90,7 @@ impl PipelineCache {
                 }))
             })
             .await?;
-        self.compiled.fetch_add(1, Ordering::Relaxed);
+        self.inner.cache.compiled.fetch_add(1, Ordering::Relaxed);
         let pipeline = Arc::new(pipeline);
         *guard = Some(pipeline.clone());
         Ok(pipeline)

@@ -186,3 +186,23 @@ impl Context {
         Ok(tensors.iter().zip(&bytes).map(|(t, b)| t.decode(b)).collect())
     }
 }
+
+impl Tensor {
+    /// Reads the tensor back as f32 (f16 is widened), in its [`Tensor::layout`] (a strided view
+    /// is gathered into it). Blocks the thread until the GPU is done.
+    pub fn download_blocking(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let bytes = pollster::block_on(read(ctx, None, &[self], true))?;
+        Ok(self.decode(&bytes[0]))
+    }
+
+    /// Reads the tensor back as f32, like [`Tensor::download_blocking`], without blocking the
+    /// thread: while the copy is in flight the future polls the device without waiting
+    /// (`PollType::Poll`) each time it is polled, and asks the executor to poll it again, so it
+    /// completes under any executor (it yields rather than sleeps: a task waiting on a long
+    /// kernel keeps its executor's thread busy polling).
+    pub async fn download(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let bytes = read(ctx, None, &[self], false).await?;
+        Ok(self.decode(&bytes[0]))
+    }
+}
+

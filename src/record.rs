@@ -125,8 +125,8 @@ impl Launch<'_> {
                 chunks.len()
             )));
         }
-        let pipeline = ctx.inner.cache.get(ctx, self.kernel).await?;
-        let layout = ctx.inner.cache.bind_group_layout(ctx, self.kernel).await?;
+        let pipeline = ctx.pipeline(self.kernel).await?;
+        let layout = ctx.bind_group_layout(self.kernel).await?;
         let mut recorded = Vec::with_capacity(chunks.len());
         for ch in &chunks {
             let mut p = self.params;
@@ -201,7 +201,7 @@ impl Launch<'_> {
                             bg
                         }
                     };
-                    let stamps = crate::timing::next_pass(&ctx.inner.timing);
+                    let stamps = crate::timestamps::next_pass(&ctx.inner.timing);
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some(self.kernel.name()),
                         timestamp_writes: stamps.as_ref().map(|(qs, i)| wgpu::ComputePassTimestampWrites {

@@ -3,7 +3,7 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::host::{mask_numel, scan, HostMask, HostMaskValues, MaskKind};
-use crate::problem::{check_operand, Operand};
+use crate::problem::{check_operand, MaskSpec, Operand};
 use crate::shape::{DType, Element, Layout, Shape, Strides};
 
 /// A 4-D tensor in a GPU buffer: logical shape `[batch, heads, seq, dim]`, a [`Layout`], a
@@ -222,23 +222,6 @@ impl Tensor {
         (start, start + span * es)
     }
 
-    /// Reads the tensor back as f32 (f16 is widened), in its [`Tensor::layout`] (a strided view
-    /// is gathered into it). Blocks the thread until the GPU is done.
-    pub fn download_blocking(&self, ctx: &Context) -> Result<Vec<f32>> {
-        let bytes = pollster::block_on(crate::readback::read(ctx, None, &[self], true))?;
-        Ok(self.decode(&bytes[0]))
-    }
-
-    /// Reads the tensor back as f32, like [`Tensor::download_blocking`], without blocking the
-    /// thread: while the copy is in flight the future polls the device without waiting
-    /// (`PollType::Poll`) each time it is polled, and asks the executor to poll it again, so it
-    /// completes under any executor (it yields rather than sleeps: a task waiting on a long
-    /// kernel keeps its executor's thread busy polling).
-    pub async fn download(&self, ctx: &Context) -> Result<Vec<f32>> {
-        let bytes = crate::readback::read(ctx, None, &[self], false).await?;
-        Ok(self.decode(&bytes[0]))
-    }
-
     /// Decodes the bytes from the first element's address to past the last into the elements,
     /// in [`Tensor::layout`] order.
     pub(crate) fn decode(&self, bytes: &[u8]) -> Vec<f32> {
@@ -300,6 +283,20 @@ impl Mask {
     /// Boolean or additive.
     pub fn kind(&self) -> MaskKind {
         self.kind
+    }
+}
+
+impl Operand {
+    /// A GPU tensor as the validation layer sees it (its magnitude if this crate uploaded it).
+    pub(crate) fn gpu(t: &Tensor) -> Self {
+        Operand { shape: t.shape, layout: t.layout, dtype: t.dtype, max_abs: t.max_abs }
+    }
+}
+
+impl MaskSpec {
+    /// A GPU mask as the validation layer sees it.
+    pub(crate) fn gpu(m: &Mask) -> Self {
+        MaskSpec { shape: m.shape, kind: m.kind }
     }
 }
 

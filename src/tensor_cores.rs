@@ -1,12 +1,6 @@
 //! Tensor cores through wgpu's cooperative matrices: the context option, the state a context
-//! reports, detection from an adapter's features and configurations (pure), and the self-check
-//! that runs the first time a context would use them (against the SIMT kernels).
-
-use crate::context::Context;
-use crate::kernels::similarity_mma::Mma;
-use crate::options::Similarity;
-use crate::problem::{Operand, SimilarityProblem};
-use crate::shape::{DType, Layout, Shape};
+//! reports, and detection from an adapter's features and configurations (pure). The self-check
+//! that runs the first time a context would use them is `ops/tensor_cores.rs`.
 
 /// Whether a context runs the f16 kernels that have a tensor-core variant (today similarity,
 /// and with it top-k's scoring and unfused attention's scores) on cooperative matrices.
@@ -86,132 +80,9 @@ pub(crate) fn support(
     Ok(subgroup_min)
 }
 
-impl Context {
-    /// Whether this context uses tensor cores now: as `info().tensor_cores` reports, after the
-    /// self-check where it has run.
-    pub fn tensor_cores(&self) -> TensorCoreState {
-        self.inner.tensor_cores.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Where a call with inputs of `dtype` could run on matrix fragments, or why not (f32 only
-    /// with `allow_f32`, the call's opt-in).
-    pub(crate) async fn tensor_core_choice(&self, dtype: crate::shape::DType, allow_f32: bool) -> Result<Mma, String> {
-        if dtype != crate::shape::DType::F16 && !allow_f32 {
-            return Err(
-                "the tensor-core kernels take f16 inputs (f32 with AttentionOptions::f32_on_tensor_cores)".into()
-            );
-        }
-        match self.mma().await {
-            Some(m) => Ok(m),
-            None => Err(match self.tensor_cores() {
-                TensorCoreState::Inactive(why) => format!("tensor cores are not in use: {why}"),
-                other => format!("tensor cores: {other}"),
-            }),
-        }
-    }
-
-    /// Where the fragment kernels run on this context, if anywhere, once the hardware path has
-    /// passed its self-check (run here the first time).
-    pub(crate) async fn mma(&self) -> Option<Mma> {
-        let subgroup = match self.tensor_cores() {
-            TensorCoreState::Emulated => return Some(Mma::Emulated),
-            TensorCoreState::Inactive(_) => return None,
-            TensorCoreState::Active { subgroup_size } => subgroup_size,
-        };
-        let mma = Mma::Hardware { subgroup };
-        let mut checked = self.inner.tensor_cores_checked.lock().await;
-        if !*checked {
-            *checked = true;
-            if let Err(why) = self_check(self, mma).await {
-                let why = format!("the self-check against the SIMT kernels failed: {why}");
-                log::warn!("wgpu-attention: tensor cores disabled on {}: {why}", self.inner.info.adapter);
-                *self.inner.tensor_cores.lock().unwrap_or_else(|e| e.into_inner()) = TensorCoreState::Inactive(why);
-                return None;
-            }
-        }
-        match self.tensor_cores() {
-            TensorCoreState::Active { .. } => Some(mma),
-            _ => None,
-        }
-    }
-}
-
-/// The self-check of the hardware path: a small similarity with tails in every dimension (2
-/// heads, 70 queries, 90 keys, dim 40) on `mma` and on the SIMT kernel, with inputs whose
-/// products and sums are exact in f32 (multiples of 1/4 up to 2), so the two must agree
-/// bitwise. `Err` says how they differ, or what failed.
-async fn self_check(ctx: &Context, mma: Mma) -> std::result::Result<(), String> {
-    let run = async {
-        let (qs, ks) = (Shape::new(1, 2, 70, 40), Shape::new(1, 2, 90, 40));
-        let val = |i: usize, m: usize| half::f16::from_f32(((i * m) % 17) as f32 / 4.0 - 2.0);
-        let q: Vec<half::f16> = (0..qs.numel()).map(|i| val(i, 7)).collect();
-        let k: Vec<half::f16> = (0..ks.numel()).map(|i| val(i, 11)).collect();
-        let (q, k) = (ctx.upload_async(&q, qs).await?, ctx.upload_async(&k, ks).await?);
-        let p = SimilarityProblem::new(Operand::gpu(&q), Operand::gpu(&k), Similarity::Dot)?;
-        let hw = ctx.zeros_async(p.out_shape(), Layout::Bhsd, DType::F32).await?;
-        let simt = ctx.zeros_async(p.out_shape(), Layout::Bhsd, DType::F32).await?;
-        let mut enc = ctx.encoder()?;
-        crate::kernels::similarity::record_with(ctx, &mut enc, &p, &q, &k, &hw, None, Some(mma)).await?;
-        crate::kernels::similarity::record_with(ctx, &mut enc, &p, &q, &k, &simt, None, None).await?;
-        ctx.submit_and_download_async(enc, &[&hw, &simt]).await
-    };
-    let got = run.await.map_err(|e| e.to_string())?;
-    if let Some(i) = got[0].iter().zip(&got[1]).position(|(a, b)| a != b) {
-        return Err(format!("similarity score {i}: {} on tensor cores, {} on the SIMT kernel", got[0][i], got[1][i]));
-    }
-    attention_check(ctx, mma).await
-}
-
-/// The attention half of the self-check: causal f16 attention with GQA and tails (4 heads on 2,
-/// 70 queries, 90 keys, dim 40) on `mma` and on the SIMT fused kernel; f16 weights and outputs
-/// differ by rounding only (within 1e-2 of the largest output; a fault in the fragments, their
-/// layout or the barriers is of the order of the outputs themselves).
-async fn attention_check(ctx: &Context, mma: Mma) -> std::result::Result<(), String> {
-    use crate::kernels::attention::{choose_tile, record, KvSource, Resolved};
-    let run = async {
-        let (qs, ks) = (Shape::new(1, 4, 70, 40), Shape::new(1, 2, 90, 40));
-        let val = |i: usize, m: usize| half::f16::from_f32(((i * m) % 23) as f32 / 11.0 - 1.0);
-        let q: Vec<half::f16> = (0..qs.numel()).map(|i| val(i, 5)).collect();
-        let k: Vec<half::f16> = (0..ks.numel()).map(|i| val(i, 7)).collect();
-        let v: Vec<half::f16> = (0..ks.numel()).map(|i| val(i, 3)).collect();
-        let (q, k, v) =
-            (ctx.upload_async(&q, qs).await?, ctx.upload_async(&k, ks).await?, ctx.upload_async(&v, ks).await?);
-        let opts = crate::options::AttentionOptions { causal: true, ..Default::default() };
-        let p = ctx.attention_problem(&q, &k, &v, None, &opts)?;
-        let tc = crate::kernels::attention_mma::AttentionMmaKernel::choose(
-            40,
-            mma,
-            ctx.caps(),
-            DType::F16,
-            crate::options::Loads::Vec4,
-        )
-        .map_err(crate::error::Error::Unsupported)?;
-        let simt = choose_tile(40, ctx.caps())?.kernel(DType::F16, false, crate::options::Loads::Scalar);
-        let a = ctx.zeros_async(qs, Layout::Bhsd, DType::F16).await?;
-        let b = ctx.zeros_async(qs, Layout::Bhsd, DType::F16).await?;
-        let mut enc = ctx.encoder()?;
-        record(ctx, &mut enc, &p, Resolved::TensorCores(tc), &q, KvSource::Tensors(&k, &v), None, &a, None).await?;
-        record(ctx, &mut enc, &p, Resolved::Fused(simt), &q, KvSource::Tensors(&k, &v), None, &b, None).await?;
-        ctx.submit_and_download_async(enc, &[&a, &b]).await
-    };
-    let got = run.await.map_err(|e| e.to_string())?;
-    let scale = got[1].iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3);
-    match got[0]
-        .iter()
-        .zip(&got[1])
-        .position(|(a, b)| (a - b).abs().partial_cmp(&(1e-2 * scale)) != Some(std::cmp::Ordering::Less))
-    {
-        None => Ok(()),
-        Some(i) => {
-            Err(format!("attention output {i}: {} on tensor cores, {} on the SIMT kernel", got[0][i], got[1][i]))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::ContextOptions;
     use wgpu::{CooperativeMatrixProperties as P, CooperativeScalarType as T};
 
     fn cfg(m: u32, n: u32, k: u32, ab: T, cr: T) -> P {
@@ -230,18 +101,5 @@ mod tests {
         assert!(e.contains("16x16x16 f16 x f16 -> f32") && e.contains("8x8x8"), "{e}");
         assert!(support(f, &h100, 32, 64).unwrap_err().contains("32..64"));
         assert!(support(f, &h100, 0, 0).is_err());
-    }
-
-    /// The self-check's comparison on the emulated twin (the hardware path runs it on the
-    /// device): the two kernels agree bitwise on its exact data.
-    #[test]
-    #[cfg_attr(cpu_only_tests, ignore = "WGPU_ATTENTION_TESTS=cpu-only: needs a GPU adapter")]
-    fn self_check_passes_on_the_twin() {
-        let ctx = Context::with_options_blocking(ContextOptions {
-            tensor_cores: TensorCores::Emulated,
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
-        assert_eq!(pollster::block_on(self_check(&ctx, Mma::Emulated)), Ok(()));
     }
 }

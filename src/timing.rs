@@ -1,34 +1,12 @@
 //! Kernel time from timestamp queries: while a measurement is active, every compute pass this
-//! crate records gets a begin and an end timestamp, and the measurement sums the pass durations.
-
-use std::sync::Mutex;
+//! crate records gets a begin and an end timestamp (`timestamps.rs`), and the measurement sums
+//! the pass durations.
 
 use futures::channel::oneshot;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-
-/// Timestamps per measurement (two per pass).
-const CAPACITY: u32 = wgpu::QUERY_SET_MAX_QUERIES;
-
-/// An active measurement: the query set and the next free index.
-pub(crate) struct Session {
-    query_set: wgpu::QuerySet,
-    next: u32,
-    overflow: bool,
-}
-
-/// `Some((query set, begin index))` for the next pass, if a measurement is active.
-pub(crate) fn next_pass(slot: &Mutex<Option<Session>>) -> Option<(wgpu::QuerySet, u32)> {
-    let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-    let s = guard.as_mut()?;
-    if s.next + 2 > CAPACITY {
-        s.overflow = true;
-        return None;
-    }
-    s.next += 2;
-    Some((s.query_set.clone(), s.next - 2))
-}
+use crate::timestamps::{Session, CAPACITY};
 
 impl Context {
     /// Records work with `f`, submits it, waits, and returns the GPU time of the compute passes

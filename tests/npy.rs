@@ -1,6 +1,8 @@
 //! The .npy reader against files written by numpy (tests/data, made with np.save).
 
-use wgpu_attention::npy::{read_npy, read_raw_f32};
+#[path = "../examples/search/npy.rs"]
+mod npy;
+use npy::{read_npy, read_raw_f32};
 use wgpu_attention::Error;
 
 const WANT: [f32; 12] = [-1.375, -1.125, -0.875, -0.625, -0.375, -0.125, 0.125, 0.375, 0.625, 0.875, 1.125, 1.375];

@@ -13,14 +13,14 @@ use rayon::prelude::*;
 
 use super::gemm::{gemm, Mat};
 use super::reference::attention::{paged_problem, scoring};
-use super::vecmath::online_rows;
-use super::{to_layout, Scoring};
+use crate::vecmath::online_rows;
+use super::{tensor_rows, to_layout, Scoring, F32_SAFE};
 use crate::error::Result;
 use crate::host::{HostMask, HostMaskValues, HostTensor};
 use crate::options::AttentionOptions;
-use crate::paged::{BlockTable, HostKvCache, PageGeometry};
+use crate::pages::{BlockTable, HostKvCache, PageGeometry};
 use crate::problem::{AttentionProblem, Dims, Operand};
-use crate::shape::{DType, Element};
+use crate::shape::Element;
 
 pub(crate) use super::reference::attention::problem;
 
@@ -29,10 +29,6 @@ const BQ: usize = 64;
 /// Keys per block (1024: 3% faster than 512 and about 5% than 256 on 4×1024×1024×128, best of 10
 /// on this project's machine: fewer repacks of the query block; the scores block stays in L2).
 const BK: usize = 1024;
-/// Largest magnitude the f32 path lets a score, a bias or a sum reach (f32 overflows at 3.4e38;
-/// the margin covers the additions that follow).
-pub(crate) const F32_SAFE: f64 = 1e30;
-
 /// Where a task's K and V rows come from: contiguous tensors or a paged cache.
 pub(crate) trait KvSource: Sync {
     /// Rows `[j0, j1)` of key head `hk` of batch `b` as a `[j1 - j0, d]` matrix: a view of the
@@ -40,29 +36,6 @@ pub(crate) trait KvSource: Sync {
     fn k_block<'s>(&'s self, b: usize, hk: usize, j0: usize, j1: usize, scratch: &'s mut Vec<f32>) -> Mat<'s>;
     /// The same rows of V.
     fn v_block<'s>(&'s self, b: usize, hk: usize, j0: usize, j1: usize, scratch: &'s mut Vec<f32>) -> Mat<'s>;
-}
-
-/// Rows `[j0, j1)` of `(b, h)` of a host tensor: borrowed if f32, widened into `scratch` if not.
-pub(crate) fn tensor_rows<'s, T: Element>(
-    t: &'s HostTensor<'_, T>,
-    (b, h): (usize, usize),
-    (j0, j1): (usize, usize),
-    scratch: &'s mut Vec<f32>,
-) -> Mat<'s> {
-    let (d, stride) = (t.shape().dim, t.layout().strides(&t.shape()).seq);
-    let n = j1 - j0;
-    if T::DTYPE == DType::F32 {
-        let all: &[f32] = bytemuck::cast_slice(t.data());
-        if n == 0 {
-            return Mat::strided(&all[..0], 0, d, stride);
-        }
-        return Mat::strided(&all[t.row_offset(b, h, j0)..], n, d, stride);
-    }
-    scratch.clear();
-    for j in j0..j1 {
-        scratch.extend(t.row(b, h, j).iter().map(|x| x.to_f32()));
-    }
-    Mat::rows(scratch, n, d)
 }
 
 /// Contiguous K and V tensors.
@@ -426,7 +399,7 @@ pub(crate) fn attention_unfused_checked<T: Element>(
                     for (r, row) in dst.chunks_exact_mut(nk).enumerate() {
                         apply_rules(row, &sc, (b, h, i0 + r), 0, sc.rm.key_range(b, i0 + r));
                     }
-                    super::vecmath::softmax_rows(dst, nk, sink);
+                    crate::vecmath::softmax_rows(dst, nk, sink);
                 },
             );
         });

@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::host::{scan, HostTensor};
-use crate::paged::{BlockTable, HostKvCache};
+use crate::pages::{BlockTable, HostKvCache};
 use crate::problem::{AppendProblem, Operand};
 use crate::shape::Element;
 

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::attention::{tensor_rows, F32_SAFE};
+use super::{tensor_rows, F32_SAFE};
 use super::gemm::{gemm, Mat};
 use crate::error::Result;
 use crate::host::HostTensor;

@@ -3,8 +3,9 @@
 
 use rayon::prelude::*;
 
-use super::attention::{apply_rules, mask_fits, F32_SAFE};
-use super::vecmath::{div_into, softmax_rows};
+use super::attention::{apply_rules, mask_fits};
+use super::F32_SAFE;
+use crate::vecmath::{div_into, softmax_rows};
 use super::{to_layout, Scoring};
 use crate::error::Result;
 use crate::host::{scan, HostMask, HostTensor};
@@ -64,7 +65,7 @@ pub(crate) fn softmax_checked<T: Element>(p: &SoftmaxProblem, x: &HostTensor<T>,
 }
 
 /// The f32 softmax, and the bits of the largest input magnitude it read (see
-/// [`max_abs_bits`](super::vecmath::max_abs_bits): from `0x7f80_0000` up, a NaN or infinity
+/// [`max_abs_bits`](crate::vecmath::max_abs_bits): from `0x7f80_0000` up, a NaN or infinity
 /// was among them and the output is meaningless).
 fn softmax_fast<T: Element>(p: &SoftmaxProblem, x: &HostTensor<T>, mask: Option<&HostMask>) -> (Vec<f32>, u32) {
     let s = x.shape();

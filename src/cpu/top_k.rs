@@ -9,11 +9,11 @@ use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
-use super::attention::F32_SAFE;
+use super::F32_SAFE;
 use super::gemm::{gemm, Mat};
 use super::{dist2_64, dot64};
 use crate::error::Result;
-use crate::kernels::top_k::{Metric, TopK};
+use crate::retrieval::{Metric, TopK};
 use crate::problem::TopKProblem;
 
 pub(crate) use super::reference::top_k::problem;

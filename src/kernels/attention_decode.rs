@@ -11,7 +11,7 @@ use crate::shape::DType;
 /// Threads per workgroup: 16 key groups of 8 lanes.
 pub(crate) const WG: u32 = 128;
 /// Key groups per workgroup.
-const NG: u32 = WG / 8;
+pub(crate) const NG: u32 = WG / 8;
 
 /// One variant of `shaders/attention_decode.wgsl`: storage dtype, head dim padded to 32/64/128
 /// (`dp`), rows per workgroup (`rows`: 1, 2 or 4), row reductions by subgroup shuffles or through

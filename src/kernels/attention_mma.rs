@@ -11,7 +11,7 @@ use crate::shape::DType;
 
 /// Query rows per workgroup and keys per tile (the shader's `BR`, `BC`).
 pub(crate) const BR: u32 = 64;
-const BC: u32 = 32;
+pub(crate) const BC: u32 = 32;
 /// Largest head dim.
 pub(crate) const MAX_DIM: usize = 128;
 

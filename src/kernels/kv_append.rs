@@ -1,18 +1,11 @@
 //! Host side of `shaders/kv_append.wgsl`: new tokens' K and V written into a paged cache
 //! through the block table (CPU twin: `cpu::append_kv`).
 
-use super::{b, Access, Binding, Kernel, Params, Variant, PARAMS};
-use crate::context::Context;
-use crate::error::Result;
-use crate::paged::{PageGeometry, PagedKvCache};
-use crate::plan::{ArgSpec, Grid, Rows};
-use crate::problem::AppendProblem;
-use crate::record::{Arg, Launch};
+use super::{b, Access, Binding, Variant, PARAMS};
 use crate::shape::DType;
-use crate::tensor::Tensor;
 
 /// Threads per workgroup (one element each).
-const WG: u32 = 256;
+pub(crate) const WG: u32 = 256;
 
 /// The append kernel for one storage dtype.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,70 +40,3 @@ impl Variant for KvAppendKernel {
     }
 }
 
-impl<'a> Arg<'a> {
-    /// A page pool `[pages, page_size, kv_heads, head_dim]`: bound whole, addressed by head
-    /// (stride `head_dim`) and pool token (stride `kv_heads · head_dim`). Query head `h` reads
-    /// key/value head `h / group`.
-    pub fn pool(name: &'static str, t: &'a Tensor, g: &PageGeometry, group: usize, view: usize, slot: u32) -> Self {
-        let d = g.head_dim as u64;
-        Arg {
-            buffer: &t.buffer,
-            spec: ArgSpec {
-                name,
-                elem: t.dtype.size(),
-                offset: t.offset,
-                sb: 0,
-                sh: d,
-                ss: g.kv_heads as u64 * d,
-                row_len: d,
-                group,
-                rows: Rows::All(g.tokens()),
-                viewed: true,
-                buffer_size: t.buffer.size(),
-            },
-            view: Some(view),
-            slot,
-        }
-    }
-}
-
-/// Appends `k_new`, `v_new` (`[batch, kv_heads, n_new, head_dim]`) to `cache` for a checked
-/// problem; `seq_lens` and `table` are the block table's buffers.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn record(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    p: &AppendProblem<'_>,
-    k_new: &Tensor,
-    v_new: &Tensor,
-    cache: &PagedKvCache,
-    seq_lens: &wgpu::Buffer,
-    table: &wgpu::Buffer,
-) -> Result<()> {
-    let g = &p.geometry;
-    let (batch, d) = (k_new.shape.batch, g.head_dim);
-    let workgroups = |nbh: usize, nr: usize| (nbh * nr * d).div_ceil(WG as usize) as u64;
-    Launch {
-        kernel: Kernel::KvAppend(KvAppendKernel { dtype: cache.dtype() }),
-        grid: Grid { bh: batch * g.kv_heads, heads: g.kv_heads, nq: p.n_new, row_tile: 1 },
-        args: vec![
-            Arg::tensor("k_new", k_new, 1, Rows::Query, 0, 1),
-            Arg::tensor("v_new", v_new, 1, Rows::Query, 1, 2),
-            Arg::whole("seq_lens", seq_lens, 3),
-            Arg::whole("block_table", table, 4),
-            Arg::pool("k_pages", &cache.k, g, 1, 2, 5),
-            Arg::pool("v_pages", &cache.v, g, 1, 3, 6),
-        ],
-        params: Params {
-            heads: g.kv_heads as u32,
-            nq: p.n_new as u32,
-            d: d as u32,
-            max_blocks: p.table.blocks_per_seq() as u32,
-            page_shift: g.page_size.trailing_zeros(),
-            ..Params::unscaled()
-        },
-        workgroups: &workgroups,
-    }
-    .record(ctx, encoder)
-    .await
-}

@@ -57,8 +57,8 @@ pub(crate) struct SimilarityMmaKernel {
 /// and of the sums (the shader's layout).
 pub(crate) const BM: u32 = 64;
 pub(crate) const BN: u32 = 64;
-const AP: u32 = 40;
-const CP: u32 = 68;
+pub(crate) const AP: u32 = 40;
+pub(crate) const CP: u32 = 68;
 
 impl Variant for SimilarityMmaKernel {
     const NAME: &'static str = "similarity_mma";

@@ -4,8 +4,9 @@
 use super::{check_aliasing, Region};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::attention::{resolve, AttentionPlan, KvSource, Resolved};
-use crate::kernels::{similarity, softmax, weighted_sum};
+use crate::kernels::attention_plan::{resolve, AttentionPlan, Resolved};
+use crate::launch::attention::KvSource;
+use crate::launch::{similarity, softmax, weighted_sum};
 use crate::options::AttentionOptions;
 use crate::problem::{AttentionProblem, MaskSpec, Operand, SimilarityProblem, SoftmaxProblem, WeightedSumProblem};
 use crate::shape::{DType, Layout};
@@ -217,7 +218,7 @@ impl Context {
             }
             fused => {
                 let kv = KvSource::Tensors(k, v);
-                crate::kernels::attention::record(self, encoder, p, fused, q, kv, mask, out, lse).await
+                crate::launch::attention::record(self, encoder, p, fused, q, kv, mask, out, lse).await
             }
         }
     }
@@ -234,7 +235,8 @@ impl Context {
         weights: &Tensor,
     ) -> Result<()> {
         let scores = self.zeros_async(p.scores_shape(), Layout::Bhsd, DType::F32).await?;
-        similarity::record(self, encoder, &SimilarityProblem::of_attention(p), q, k, &scores, None).await?;
+        let mma = self.fragments_for(p.dtype).await;
+        similarity::record(self, encoder, &SimilarityProblem::of_attention(p), q, k, &scores, None, mma).await?;
         softmax::record(self, encoder, &SoftmaxProblem::of_attention(p), &scores, mask, weights).await?;
         weighted_sum::record(self, encoder, &WeightedSumProblem::of_attention(p), weights, v, out).await
     }

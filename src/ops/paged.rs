@@ -4,10 +4,12 @@
 use super::{check_aliasing, Region};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::attention::{resolve, AttentionPlan, KvSource};
-use crate::kernels::kv_append;
+use crate::kernels::attention_plan::{resolve, AttentionPlan};
+use crate::launch::attention::KvSource;
+use crate::launch::kv_append;
 use crate::options::AttentionOptions;
-use crate::paged::{BlockTable, PagedKvCache};
+use crate::pages::BlockTable;
+use crate::paged::PagedKvCache;
 use crate::problem::{AppendProblem, Operand, PagedProblem};
 use crate::shape::{DType, Layout};
 use crate::tensor::Tensor;
@@ -225,7 +227,7 @@ impl Context {
         let (resolved, _) = resolve(&p.attn, self.caps(), aligned(q, cache), lse.is_some(), true, whole, &tc)?;
         let (lens, entries) = self.table_buffers(&p.table).await?;
         let kv = KvSource::Paged { cache, seq_lens: &lens, table: &entries, blocks_per_seq: p.table.blocks_per_seq() };
-        crate::kernels::attention::record(self, encoder, &p.attn, resolved, q, kv, None, out, lse).await
+        crate::launch::attention::record(self, encoder, &p.attn, resolved, q, kv, None, out, lse).await
     }
 }
 

@@ -3,7 +3,7 @@
 use super::{check_aliasing, Region};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::similarity;
+use crate::launch::similarity;
 use crate::options::Similarity;
 use crate::problem::{Operand, SimilarityProblem};
 use crate::shape::{DType, Layout};
@@ -44,7 +44,8 @@ impl Context {
     pub(crate) async fn similarity_checked(&self, p: &SimilarityProblem, q: &Tensor, k: &Tensor) -> Result<Tensor> {
         let out = self.zeros_async(p.out_shape(), Layout::Bhsd, DType::F32).await?;
         let mut enc = self.encoder()?;
-        similarity::record(self, &mut enc, p, q, k, &out, None).await?;
+        let mma = self.fragments_for(p.dtype).await;
+        similarity::record(self, &mut enc, p, q, k, &out, None, mma).await?;
         self.submit_async(enc).await?;
         Ok(out)
     }
@@ -63,6 +64,9 @@ impl Context {
         p.check_output(&Operand::gpu(out))?;
         self.check_outputs(&[("out", out)])?;
         check_aliasing(&[Region::tensor("out", out)], &[Region::tensor("q", q), Region::tensor("k", k)])?;
-        pollster::block_on(similarity::record(self, encoder, &p, q, k, out, None))
+        pollster::block_on(async {
+            let mma = self.fragments_for(p.dtype).await;
+            similarity::record(self, encoder, &p, q, k, out, None, mma).await
+        })
     }
 }

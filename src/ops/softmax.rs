@@ -3,7 +3,7 @@
 use super::{check_aliasing, Region};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::softmax;
+use crate::launch::softmax;
 use crate::options::SoftmaxOptions;
 use crate::problem::{MaskSpec, Operand, SoftmaxProblem};
 use crate::tensor::{Mask, Tensor};

@@ -2,7 +2,8 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::top_k::{self, Metric, TopK, TopKOutput};
+use crate::launch::top_k::{self, TopKOutput};
+use crate::retrieval::{Metric, TopK};
 use crate::problem::{same_dtype, TopKProblem};
 use crate::tensor::Tensor;
 
@@ -48,7 +49,7 @@ impl Context {
         block: bool,
     ) -> Result<TopK> {
         let mut enc = self.encoder()?;
-        let out = top_k::record(self, &mut enc, p, queries, keys).await?;
+        let out = top_k::record(self, &mut enc, p, queries, keys, self.fragments_for(keys.dtype).await).await?;
         self.submit_async(enc).await?;
         match block {
             true => out.read(self),
@@ -69,6 +70,9 @@ impl Context {
         metric: Metric,
     ) -> Result<TopKOutput> {
         let p = self.top_k_problem(queries, keys, k, metric)?;
-        pollster::block_on(top_k::record(self, encoder, &p, queries, keys))
+        pollster::block_on(async {
+            let mma = self.fragments_for(keys.dtype).await;
+            top_k::record(self, encoder, &p, queries, keys, mma).await
+        })
     }
 }

@@ -3,7 +3,7 @@
 use super::{check_aliasing, Region};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::weighted_sum;
+use crate::launch::weighted_sum;
 use crate::problem::{Operand, WeightedSumProblem};
 use crate::tensor::Tensor;
 

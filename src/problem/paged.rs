@@ -7,7 +7,7 @@ use super::attention::ScoreOptions;
 use super::{check_operand, same_dtype, AttentionProblem, Dims, Operand};
 use crate::error::{Error, Result};
 use crate::options::AttentionOptions;
-use crate::paged::{BlockTable, PageGeometry};
+use crate::pages::{BlockTable, PageGeometry};
 use crate::shape::{DType, Layout, Shape, MAX_HEAD_DIM};
 
 /// A checked attention call over a paged cache: the attention problem (with `nk` the longest

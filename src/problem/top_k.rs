@@ -1,7 +1,7 @@
 //! Exact top-k retrieval (`shaders/top_k.wgsl` after `similarity.wgsl`, `cpu::top_k`).
 
 use crate::error::{Error, Result};
-use crate::kernels::top_k::{Metric, MAX_K};
+use crate::retrieval::{Metric, MAX_K};
 
 /// A checked top-k call: for each of `nq` queries, the `k` best of `nk` keys of dimension `d`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

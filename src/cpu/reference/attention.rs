@@ -10,7 +10,7 @@ use crate::cpu::{dot64, to_layout, view, widen, RowMask, Scoring};
 use crate::error::{Error, Result};
 use crate::host::{scan, HostMask, HostTensor};
 use crate::options::AttentionOptions;
-use crate::paged::{BlockTable, HostKvCache, PageGeometry};
+use crate::pages::{BlockTable, HostKvCache, PageGeometry};
 use crate::problem::{AttentionProblem, Dims, MaskSpec, Operand, PagedProblem};
 use crate::shape::Element;
 

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use crate::cpu::{dist2_64, dot64};
 use crate::error::Result;
 use crate::host::scan;
-use crate::kernels::top_k::{Metric, TopK};
+use crate::retrieval::{Metric, TopK};
 use crate::problem::{saturate, TopKProblem};
 
 /// Exact top-k of `keys` (`[nk, d]` row-major) for each of `queries` (`[nq, d]`), best first,

@@ -1,7 +1,7 @@
 //! Reading key and query matrices from files: NumPy `.npy` (what `np.save` writes) and raw
 //! little-endian f32.
 
-use crate::error::{Error, Result};
+use wgpu_attention::{Error, Result};
 
 /// A row-major matrix read from a file.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,7 +12,8 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use wgpu_attention::npy::{read_npy, read_raw_f32, Matrix};
+mod npy;
+use npy::{read_npy, read_raw_f32, Matrix};
 use wgpu_attention::*;
 
 /// Exact top-k search over key vectors from a file, on the best GPU adapter (or the CPU path).

@@ -155,11 +155,13 @@ enum Path {
 
 impl Path {
     /// Appends `n` new tokens per sequence and attends their queries over the cache: the
-    /// attention output, `[seqs, heads, n, dim]`.
+    /// attention output, `[seqs, heads, n, dim]`. On the GPU, a resident table (if given) takes
+    /// the step's lengths and is bound by both calls (no table buffers per call).
     fn step(
         &mut self,
         m: &Model,
         table: &BlockTable,
+        resident: Option<&mut DeviceBlockTable>,
         (q, k, v): (Vec<f32>, Vec<f32>, Vec<f32>),
         n: usize,
         opts: &AttentionOptions,
@@ -168,6 +170,13 @@ impl Path {
         let (qs, ks) = (Shape::new(b, m.heads, n, m.dim), Shape::new(b, m.kv_heads, n, m.dim));
         match self {
             Path::Gpu(ctx, cache) => {
+                let table: &dyn PagedTable = match resident {
+                    Some(r) => {
+                        r.set_seq_lens(ctx, table.seq_lens())?;
+                        r
+                    }
+                    None => table,
+                };
                 ctx.append_kv(cache, table, &ctx.upload(&k, ks)?, &ctx.upload(&v, ks)?)?;
                 ctx.paged_attention(&ctx.upload(&q, qs)?, cache, table, opts)?.download_blocking(ctx)
             }
@@ -223,7 +232,7 @@ fn run(
             let len = [(c * CHUNK + chunk.len()) as u32];
             let table = BlockTable::new(row, blocks, &len)?;
             let opts = AttentionOptions { causal: true, ..*opts };
-            out = path.step(m, &table, project(m, &[chunk.to_vec()]), chunk.len(), &opts)?;
+            out = path.step(m, &table, None, project(m, &[chunk.to_vec()]), chunk.len(), &opts)?;
         }
         // the prompt's last query row gives the first generated token
         let n = prompt.len() - (prompt.len() - 1) / CHUNK * CHUNK;
@@ -232,7 +241,13 @@ fn run(
         last[s] = m.next_token(prompt[prompt.len() - 1], &row);
     }
     let prefill_s = t.elapsed().as_secs_f64();
-    // decode: every sequence's newest token appended and attended in one call per step
+    // decode: every sequence's newest token appended and attended in one call per step, through
+    // a block table resident on the GPU (its lengths rewritten in place each step)
+    let lens: Vec<u32> = tokens.iter().map(|t| t.len() as u32).collect();
+    let mut resident = match &path {
+        Path::Gpu(ctx, _) => Some(DeviceBlockTable::new(ctx, &BlockTable::new(pages, blocks, &lens)?)?),
+        Path::Cpu(_) => None,
+    };
     let mut outputs = vec![];
     let t = Instant::now();
     for _ in 0..steps {
@@ -242,7 +257,7 @@ fn run(
         let lens: Vec<u32> = tokens.iter().map(|t| t.len() as u32).collect();
         let table = BlockTable::new(pages, blocks, &lens)?;
         let newest: Vec<Vec<usize>> = last.iter().map(|&t| vec![t]).collect();
-        let out = path.step(m, &table, project(m, &newest), 1, opts)?;
+        let out = path.step(m, &table, resident.as_mut(), project(m, &newest), 1, opts)?;
         for (s, l) in last.iter_mut().enumerate() {
             *l = m.next_token(*l, &out[s * m.heads * m.dim..(s + 1) * m.heads * m.dim]);
         }

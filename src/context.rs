@@ -8,11 +8,43 @@ use crate::error::{Error, Result};
 use crate::pipeline_cache::PipelineCache;
 use crate::tensor_cores::{TensorCoreState, TensorCores};
 
-/// Optional features this crate uses when the adapter has them.
-const WANTED_FEATURES: wgpu::Features =
-    wgpu::Features::SHADER_F16.union(wgpu::Features::SUBGROUP).union(wgpu::Features::TIMESTAMP_QUERY);
+/// Optional features this crate uses when the adapter has them, with what their absence costs
+/// ([`ContextInfo::missing_features`], [`Context::device_descriptor`]).
+pub const USEFUL_FEATURES: [(wgpu::Features, &str); 4] = [
+    (wgpu::Features::SHADER_F16, "f16 tensors and caches are refused (Error::F16Unsupported)"),
+    (
+        wgpu::Features::SUBGROUP,
+        "row reductions go through workgroup memory: slower attention, softmax and top-k selection",
+    ),
+    (wgpu::Features::TIMESTAMP_QUERY, "no kernel times: Context::time_gpu returns None"),
+    (
+        wgpu::Features::PIPELINE_CACHE,
+        "compiled pipelines cannot be kept across runs: Context::pipeline_cache_data returns None",
+    ),
+];
+
+/// [`USEFUL_FEATURES`] as one set.
+const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::PIPELINE_CACHE);
 
 /// How [`Context::with_options`] picks and configures a device.
+///
+/// ```no_run
+/// # use wgpu_attention::*;
+/// # fn main() -> Result<()> {
+/// // the Vulkan adapter whose name contains "llvmpipe", refusing allocations past 80% of its
+/// // memory budget
+/// let ctx = Context::with_options_blocking(ContextOptions {
+///     backends: Some(wgpu::Backends::VULKAN),
+///     adapter_name: Some("llvmpipe".into()),
+///     memory_budget_percent: Some(80),
+///     ..Default::default()
+/// })?;
+/// println!("{}", ctx.info());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ContextOptions {
     /// Backends to consider; `None` means `WGPU_BACKEND` if set, else all.
@@ -56,6 +88,24 @@ pub struct ContextInfo {
     pub tensor_cores: TensorCoreState,
 }
 
+impl ContextInfo {
+    /// The features this crate would use that the device lacks, each with what its absence
+    /// costs (empty when nothing is missing). A device made from [`Context::device_descriptor`]
+    /// lacks only what its adapter lacks.
+    ///
+    /// ```no_run
+    /// # fn main() -> wgpu_attention::Result<()> {
+    /// let ctx = wgpu_attention::Context::new_blocking()?;
+    /// for (feature, cost) in ctx.info().missing_features() {
+    ///     eprintln!("missing {feature:?}: {cost}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn missing_features(&self) -> Vec<(wgpu::Features, &'static str)> {
+        USEFUL_FEATURES.iter().filter(|(f, _)| !self.features.contains(*f)).copied().collect()
+    }
+}
+
 impl std::fmt::Display for ContextInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut feats = vec![];
@@ -63,6 +113,7 @@ impl std::fmt::Display for ContextInfo {
             (wgpu::Features::SHADER_F16, "SHADER_F16"),
             (wgpu::Features::SUBGROUP, "SUBGROUP"),
             (wgpu::Features::TIMESTAMP_QUERY, "TIMESTAMP_QUERY"),
+            (wgpu::Features::PIPELINE_CACHE, "PIPELINE_CACHE"),
         ] {
             if self.features.contains(flag) {
                 feats.push(name);
@@ -105,6 +156,11 @@ pub(crate) struct Inner {
     pub placeholder_write: wgpu::Buffer,
     /// A second one, where a kernel has two absent outputs (writable bindings do not share).
     pub placeholder_counts: wgpu::Buffer,
+    /// The adapter's description (the key of the driver's pipeline cache).
+    pub adapter_info: wgpu::AdapterInfo,
+    /// The driver's pipeline cache that pipelines compile through, once created or loaded
+    /// (`pipeline.rs`).
+    pub driver_cache: std::sync::Mutex<Option<wgpu::PipelineCache>>,
     /// The active kernel-time measurement, if any.
     pub timing: std::sync::Mutex<Option<crate::timestamps::Session>>,
     /// Uniform blocks of past dispatches, by content.
@@ -284,10 +340,55 @@ impl Context {
         Ok(ctx)
     }
 
+    /// What to ask an adapter for, for a device that suits this crate: the adapter's own limits
+    /// (wgpu's defaults would cap storage bindings at 128 MiB and workgroup memory at 16 KiB)
+    /// and the features of [`USEFUL_FEATURES`] that the adapter has. Add your application's own
+    /// features and limits to it.
+    ///
+    /// Tensor cores also need `EXPERIMENTAL_COOPERATIVE_MATRIX`, an experimental feature opted
+    /// into with `wgpu::ExperimentalFeatures`: that is for you to decide;
+    /// [`Context::from_device_with_adapter`] then uses them.
+    ///
+    /// ```no_run
+    /// use wgpu_attention::{wgpu, Context, Error};
+    /// # fn main() -> wgpu_attention::Result<()> {
+    /// pollster::block_on(async {
+    ///     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    ///     let adapter = instance
+    ///         .request_adapter(&wgpu::RequestAdapterOptions {
+    ///             power_preference: wgpu::PowerPreference::HighPerformance,
+    ///             ..Default::default()
+    ///         })
+    ///         .await
+    ///         .map_err(|e| Error::NoAdapter(e.to_string()))?;
+    ///     let mut desc = Context::device_descriptor(&adapter);
+    ///     desc.label = Some("my app");
+    ///     let (device, queue) =
+    ///         adapter.request_device(&desc).await.map_err(|e| Error::RequestDevice(e.to_string()))?;
+    ///     // the application keeps using device and queue; the crate records into its encoders
+    ///     let ctx = Context::from_device_with_adapter(device, queue, &adapter);
+    ///     for (feature, cost) in ctx.info().missing_features() {
+    ///         eprintln!("without {feature:?}: {cost}");
+    ///     }
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+        wgpu::DeviceDescriptor {
+            label: Some("wgpu-attention"),
+            required_features: adapter.features() & WANTED_FEATURES,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }
+    }
+
     /// Wraps a caller's existing device and queue (no second device is created).
     ///
     /// The crate uses whatever features and limits that device was created with: f16 needs
     /// `SHADER_F16`; large head dims need enough workgroup storage (16 KiB suffices up to 128).
+    /// [`Context::device_descriptor`] says what to request (with a complete example), and
+    /// [`ContextInfo::missing_features`] what a device lacks and what that costs.
     ///
     /// The device-lost callback is yours: the crate does not replace it, so it learns of a lost
     /// device only when an allocation or a readback fails (then every later call returns
@@ -384,6 +485,8 @@ impl Context {
                 placeholder_read,
                 placeholder_write,
                 placeholder_counts,
+                adapter_info: ai.clone(),
+                driver_cache: Default::default(),
                 timing: Default::default(),
                 uniforms: Default::default(),
                 staging: Default::default(),
@@ -456,7 +559,13 @@ impl Context {
         }
     }
 
-    /// Whether `id` is this context's (tensors and masks carry the id of the context that made them).
+    /// This context's id (its tensors, masks and resident tables carry it).
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Whether `id` is this context's (tensors, masks and resident tables carry the id of the
+    /// context that made them), else `Err(ForeignTensor)` naming `argument`.
     pub(crate) fn check_owns(&self, argument: &'static str, id: u64) -> Result<()> {
         if id != self.inner.id {
             return Err(Error::ForeignTensor { argument });

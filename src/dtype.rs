@@ -2,6 +2,12 @@
 //! Plain data, imported by every layer (errors name dtypes too).
 
 /// Storage type of tensor elements.
+///
+/// ```
+/// use wgpu_attention::{half::f16, DType, Element};
+/// assert_eq!(DType::F16.size(), 2);
+/// assert_eq!(<f16 as Element>::DTYPE, DType::F16);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     /// 32-bit float.

@@ -7,6 +7,21 @@ use thiserror::Error;
 /// Shape and argument errors are detected on the host, before any GPU work is recorded; each
 /// names the argument at fault and the numbers involved. The same invalid call gets the same
 /// error on the GPU path, the CPU path and [`crate::Backend`]: they share one validation layer.
+///
+/// ```
+/// use wgpu_attention::{cpu, AttentionOptions, Error, HostTensor, Shape};
+/// let q = vec![0.0f32; 3 * 8];
+/// let k = vec![0.0f32; 2 * 8];
+/// let (q, k) = (HostTensor::new(&q, Shape::new(1, 3, 1, 8))?, HostTensor::new(&k, Shape::new(1, 2, 1, 8))?);
+/// // 3 query heads cannot share 2 key/value heads: the error names the argument and the numbers
+/// match cpu::attention(&q, &k, &k, None, &AttentionOptions::default()) {
+///     Err(Error::HeadsNotDivisible { argument, q_heads, kv_heads }) => {
+///         assert_eq!((argument, q_heads, kv_heads), ("k", 3, 2));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Error, Clone)]
 #[non_exhaustive]
 // Field names (`argument`, `got`, `expected`, ...) are self-describing; variants carry the docs.
@@ -40,7 +55,7 @@ pub enum Error {
     #[error("`key_lengths`: {0}")]
     KeyLengths(String),
     /// A non-finite value where only finite values are accepted.
-    #[error("`{argument}`: element {index} is {value} (only finite values are accepted here)")]
+    #[error("`{argument}`: element {index} is {value}; NaN and infinities are refused (an additive mask may hold -inf, which drops a key, but not +inf)")]
     NonFinite { argument: &'static str, index: usize, value: f32 },
     /// An invalid scalar option (scale, temperature, k, ...).
     #[error("`{argument}`: {message}")]
@@ -68,7 +83,7 @@ pub enum Error {
     Aliasing { argument: &'static str, other: &'static str },
     /// A tensor or mask made by another [`crate::Context`] (another device, or another wgpu
     /// instance), which this context's device cannot use.
-    #[error("`{argument}` belongs to another Context (device); tensors and masks can only be used with the Context that made them, or its clones")]
+    #[error("`{argument}` belongs to another Context: tensors, masks and resident block tables can only be used with the Context that made them, or its clones; each Context::new or from_device call makes a new Context, even for a wgpu device already wrapped once (share one Context instead: it is cheap to clone)")]
     ForeignTensor { argument: &'static str },
     /// The device cannot run this kernel variant (limits, features or alignment).
     #[error("unsupported on this device: {0}")]

@@ -9,6 +9,21 @@ use crate::shape::{DType, Element, Layout, Shape};
 ///
 /// The only ways in are [`HostTensor::new`] and [`HostTensor::with_layout`], which check that
 /// the data holds exactly the shape's elements, so every `HostTensor` is consistent.
+///
+/// ```
+/// use wgpu_attention::{Error, HostTensor, Layout, Shape};
+/// let data = vec![0.5f32; 2 * 4 * 3];
+/// // [batch 1, heads 2, seq 4, dim 3], heads outermost
+/// let t = HostTensor::new(&data, Shape::new(1, 2, 4, 3))?;
+/// assert_eq!(t.shape().numel(), data.len());
+/// // the same data read as [batch, seq, heads, dim]
+/// let bshd = HostTensor::with_layout(&data, Shape::new(1, 2, 4, 3), Layout::Bshd)?;
+/// assert_eq!(bshd.layout(), Layout::Bshd);
+/// // a length that does not match the shape names the argument
+/// let e = HostTensor::new(&data[..5], Shape::new(1, 2, 4, 3)).unwrap_err();
+/// assert!(matches!(e, Error::LengthMismatch { argument: "data", expected: 24, got: 5 }));
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct HostTensor<'a, T = f32> {
     data: &'a [T],

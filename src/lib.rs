@@ -62,6 +62,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod block_table;
 mod caps;
 mod context;
 pub mod cpu;
@@ -91,15 +92,16 @@ mod timestamps;
 mod timing;
 
 pub use backend::Backend;
+pub use block_table::{DeviceBlockTable, PagedTable};
 pub use caps::Caps;
-pub use context::{list_adapters, Context, ContextInfo, ContextOptions};
+pub use context::{list_adapters, Context, ContextInfo, ContextOptions, USEFUL_FEATURES};
 pub use error::{Error, Result};
 pub use host::{HostMask, HostMaskValues, HostTensor, MaskKind};
 pub use index::{Index, SearchResult};
 pub use kernels::attention_plan::AttentionPlan;
 pub use launch::top_k::TopKOutput;
 pub use retrieval::{Metric, TopK, MAX_K};
-pub use ops::{AttentionCall, PagedAttentionCall};
+pub use ops::{AttentionCall, AttentionShapes, PagedAttentionCall};
 pub use options::{AttentionOptions, AttentionVariant, Loads, Similarity, SoftmaxOptions, Window};
 pub use pages::{BlockTable, HostKvCache, PageGeometry};
 pub use paged::PagedKvCache;

@@ -1,6 +1,17 @@
 //! Options of the operations, and the kernel variants a caller can ask for.
 
 /// How a query is compared with a key.
+///
+/// ```
+/// use wgpu_attention::{cpu, HostTensor, Shape, Similarity};
+/// let q = [3.0f32, 4.0];
+/// let k = [3.0f32, 4.0];
+/// let (q, k) = (HostTensor::new(&q, Shape::new(1, 1, 1, 2))?, HostTensor::new(&k, Shape::new(1, 1, 1, 2))?);
+/// assert_eq!(cpu::similarity(&q, &k, Similarity::Dot)?, vec![25.0]);
+/// assert_eq!(cpu::similarity(&q, &k, Similarity::ScaledDot(Some(0.2)))?, vec![5.0]);
+/// assert_eq!(cpu::similarity(&q, &k, Similarity::Cosine)?, vec![1.0]);
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Similarity {
     /// `q · k`.
@@ -30,6 +41,18 @@ impl Similarity {
 /// The softmax runs over the last dimension of a `[batch, heads, rows, cols]` tensor:
 /// `y = softmax(x / temperature + additive_mask)` over the kept columns; masked columns get 0;
 /// a row with every column masked gives all zeros.
+///
+/// ```
+/// use wgpu_attention::{cpu, HostTensor, Shape, SoftmaxOptions};
+/// let x = [1.0f32, 2.0, 3.0, 4.0];
+/// // temperature 2: softmax(x / 2), over the first 3 of the 4 entries (key length 3)
+/// let lens = [3u32];
+/// let opts = SoftmaxOptions { temperature: 2.0, key_lengths: Some(&lens), ..Default::default() };
+/// let p = cpu::softmax(&HostTensor::new(&x, Shape::new(1, 1, 1, 4))?, None, &opts)?;
+/// assert_eq!(p[3], 0.0);
+/// assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SoftmaxOptions<'a> {
     /// Divides the inputs before exponentiation: finite, between 2^-100 and 2^100. Default 1.
@@ -69,6 +92,20 @@ pub enum Loads {
 /// | `Fused` | `shaders/attention.wgsl` | no scores stored | most shapes |
 /// | `SplitK` | `attention.wgsl` (SPLIT) + `attention_merge.wgsl` | partials `splits·nq·(d+2)` f32 | few queries, many keys (decoding) |
 /// | `Unfused` | `similarity` → `softmax` → `weighted_sum` | scores and weights `nq·nk` f32 | any head dim; inspection |
+///
+/// ```no_run
+/// # use wgpu_attention::*;
+/// # fn main() -> Result<()> {
+/// let ctx = Context::new_blocking()?;
+/// let q = ctx.zeros(Shape::new(1, 8, 1, 64), Layout::Bhsd, DType::F32)?;
+/// let kv = ctx.zeros(Shape::new(1, 8, 8192, 64), Layout::Bhsd, DType::F32)?;
+/// // what Auto runs here, and why; then the same call on another variant, to compare
+/// let auto = ctx.plan_attention(&q, &kv, &kv, None, &AttentionOptions::default(), false)?;
+/// println!("{}: {}", auto.variant, auto.reason);
+/// let split = AttentionOptions { variant: AttentionVariant::SplitK(Loads::Vec4), ..Default::default() };
+/// let out = ctx.attention(&q, &kv, &kv, None, &split)?; // Err(Unsupported) where it cannot run
+/// # let _ = out; Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum AttentionVariant {
@@ -138,6 +175,13 @@ impl std::fmt::Display for AttentionVariant {
 /// `Window { left: w - 1, right: Some(0) }` (or `right: None` with `causal: true`). A window wider
 /// than the sequence changes nothing; `left: 0` keeps only keys at or after the query's position
 /// (with causal, the query's own key).
+///
+/// ```
+/// use wgpu_attention::{AttentionOptions, Window};
+/// // Mistral-style local attention: each query sees itself and the 4095 keys before it
+/// let opts = AttentionOptions { causal: true, window: Some(Window { left: 4095, right: None }), ..Default::default() };
+/// # let _ = opts;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Window {
     /// Keys at most this many positions before the query's.
@@ -160,6 +204,25 @@ pub struct Window {
 ///    sinks are given (the output is not a weighted sum over the sink: rows then weigh less than 1)
 ///
 /// Key/value head `h / (heads / kv_heads)` serves query head `h` (GQA/MQA).
+///
+/// ```
+/// use wgpu_attention::{cpu, AttentionOptions, HostTensor, Shape, Window};
+/// let (q, kv) = (Shape::new(1, 4, 6, 8), Shape::new(1, 2, 6, 8)); // 4 query heads on 2
+/// let data: Vec<f32> = (0..q.numel()).map(|i| (i as f32 * 0.1).sin()).collect();
+/// let q = HostTensor::new(&data, q)?;
+/// let k = HostTensor::new(&data[..kv.numel()], kv)?;
+/// let slopes = [0.5f32, 0.25, 0.125, 0.0625];
+/// let opts = AttentionOptions {
+///     causal: true,
+///     window: Some(Window { left: 3, right: None }),
+///     softcap: Some(30.0),
+///     alibi_slopes: Some(&slopes),
+///     ..Default::default()
+/// };
+/// let (out, lse) = cpu::attention(&q, &k, &k, None, &opts)?;
+/// assert_eq!((out.len(), lse.len()), (4 * 6 * 8, 4 * 6));
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AttentionOptions<'a> {
     /// Score scale; `None` means `1/sqrt(head_dim)`. Must be finite, and 0 or of magnitude

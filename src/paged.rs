@@ -17,6 +17,34 @@ use crate::tensor::Tensor;
 
 /// A paged KV cache on the GPU: two page pools of [`PageGeometry`], K and V, in one dtype.
 ///
+/// Sequences of different lengths share the pools: each one's block table row names its pages.
+///
+/// ```no_run
+/// # use wgpu_attention::*;
+/// # fn main() -> Result<()> {
+/// let ctx = Context::new_blocking()?;
+/// let g = PageGeometry { num_pages: 32, page_size: 16, kv_heads: 2, head_dim: 64 };
+/// let cache = PagedKvCache::new(&ctx, g, DType::F16)?;
+/// // two prompts of 37 and 5 tokens: sequence 0 in pages 0..3, sequence 1 in page 3
+/// let pages = [0u32, 1, 2, 3, 0, 0];
+/// let (k0, k1) = (vec![half::f16::from_f32(0.1); 2 * 37 * 64], vec![half::f16::from_f32(0.2); 2 * 5 * 64]);
+/// // prompts of different lengths go in one call each (a call appends as many tokens to every
+/// // sequence of its table): a one-sequence table per prompt
+/// for (row, k) in [(&pages[0..3], &k0), (&pages[3..4], &k1)] {
+///     let n = [(k.len() / (2 * 64)) as u32];
+///     let table = BlockTable::new(row, row.len(), &n)?;
+///     let t = ctx.upload(k, Shape::new(1, 2, n[0] as usize, 64))?;
+///     ctx.append_kv(&cache, &table, &t, &t)?;
+/// }
+/// // then decode both together: one query per sequence over 37 and 5 keys
+/// let table = BlockTable::new(&pages, 3, &[37, 5])?;
+/// let q = ctx.upload(&vec![half::f16::from_f32(0.3); 2 * 8 * 64], Shape::new(2, 8, 1, 64))?;
+/// let out = ctx.paged_attention(&q, &cache, &table, &AttentionOptions::default())?;
+/// assert_eq!(out.shape(), Shape::new(2, 8, 1, 64));
+/// println!("{} bytes per token", 2 * g.kv_heads * g.head_dim * cache.dtype().size() as usize);
+/// # Ok(()) }
+/// ```
+///
 /// Each pool is bound whole, so it must fit one storage binding of the device (128 MiB on some
 /// drivers, e.g. lavapipe; several GiB on discrete GPUs). Attention over the cache does not know
 /// its values' magnitudes (they may come from the caller's buffers or several appends): where

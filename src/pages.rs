@@ -8,6 +8,15 @@ use crate::shape::{DType, Element, Shape};
 
 /// The shape of a page pool: `num_pages` pages of `page_size` tokens (a power of two), each
 /// token `kv_heads × head_dim` values.
+///
+/// ```
+/// use wgpu_attention::PageGeometry;
+/// let g = PageGeometry { num_pages: 1024, page_size: 16, kv_heads: 8, head_dim: 128 };
+/// g.check()?;
+/// assert_eq!(g.tokens(), 16384);
+/// assert!(PageGeometry { page_size: 12, ..g }.check().is_err()); // not a power of two
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PageGeometry {
     /// Pages in the pool.
@@ -77,6 +86,19 @@ impl PageGeometry {
 ///
 /// Checked against the cache before any dispatch: lengths within the table's capacity, and every
 /// entry a length reaches a valid page ([`Error::InvalidArgument`] naming `block_table`).
+/// To keep a table on the GPU across steps, see [`DeviceBlockTable`](crate::DeviceBlockTable).
+///
+/// ```
+/// use wgpu_attention::{BlockTable, Error};
+/// // two sequences, 3 entries each; sequence 0 (20 tokens) in pages 4, 9; sequence 1 (3 tokens)
+/// // in page 2 (entries past a sequence's length are not read)
+/// let (table, lens) = ([4u32, 9, 0, 2, 0, 0], [20u32, 3]);
+/// let t = BlockTable::new(&table, 3, &lens)?;
+/// assert_eq!((t.batch(), t.max_len()), (2, 20));
+/// let e = BlockTable::new(&table[..5], 3, &lens).unwrap_err();
+/// assert!(matches!(e, Error::LengthMismatch { argument: "block_table", expected: 6, got: 5 }));
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct BlockTable<'a> {
     table: &'a [u32],
@@ -101,6 +123,11 @@ impl<'a> BlockTable<'a> {
             return Err(Error::LengthMismatch { argument: "block_table", expected, got: table.len() });
         }
         Ok(BlockTable { table, blocks_per_seq, seq_lens })
+    }
+
+    /// A table from parts that [`new`](Self::new) accepted before (a resident table's mirror).
+    pub(crate) fn from_checked_parts(table: &'a [u32], blocks_per_seq: usize, seq_lens: &'a [u32]) -> Self {
+        BlockTable { table, blocks_per_seq, seq_lens }
     }
 
     /// Sequences in the batch.

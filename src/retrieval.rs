@@ -29,6 +29,17 @@ impl Metric {
 }
 
 /// Results of a top-k search: for each of `nq` queries, `k` entries best first.
+///
+/// ```
+/// use wgpu_attention::{cpu, Metric};
+/// let keys = [1.0f32, 0.0, 0.0, 1.0, 0.6, 0.8]; // 3 keys of dim 2
+/// let queries = [0.0f32, 1.0, 1.0, 0.0]; // 2 queries
+/// let top = cpu::top_k(&queries, &keys, 2, 2, Metric::Dot)?;
+/// assert_eq!((top.nq, top.k), (2, 2));
+/// assert_eq!(top.indices_of(0), &[1, 2]); // best first
+/// assert_eq!(top.scores_of(1), &[1.0, 0.6]);
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopK {
     /// Number of queries.

@@ -9,6 +9,15 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// Logical shape of a 4-D tensor: `[batch, heads, seq, dim]`.
 ///
 /// The logical shape is the same whatever the memory [`Layout`].
+///
+/// ```
+/// use wgpu_attention::{Layout, Shape};
+/// let s = Shape::new(2, 8, 128, 64); // batch, heads, seq, dim
+/// assert_eq!(s.numel(), 2 * 8 * 128 * 64);
+/// // element strides of the two layouts: heads outermost, or sequence outermost
+/// assert_eq!(Layout::Bhsd.strides(&s).seq, 64);
+/// assert_eq!(Layout::Bshd.strides(&s).seq, 8 * 64);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shape {
     /// Batch size.

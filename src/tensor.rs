@@ -14,6 +14,19 @@ use crate::shape::{DType, Element, Layout, Shape, Strides};
 /// (any element strides for batch, head and sequence, e.g. one third of a fused QKV projection);
 /// nothing is copied. A tensor belongs to the [`Context`] that
 /// made it (or wrapped its buffer) and can only be used with that context or its clones.
+///
+/// ```no_run
+/// # use wgpu_attention::*;
+/// # fn main() -> Result<()> {
+/// let ctx = Context::new_blocking()?;
+/// let s = Shape::new(1, 2, 4, 8);
+/// let t = ctx.upload(&vec![0.5f32; s.numel()], s)?; // f32, BHSD
+/// let h = ctx.upload_with_layout(&vec![half::f16::ONE; s.numel()], s, Layout::Bshd)?; // f16, BSHD
+/// assert_eq!((t.dtype(), h.layout()), (DType::F32, Layout::Bshd));
+/// let back: Vec<f32> = t.download_blocking(&ctx)?; // f16 comes back widened to f32
+/// assert_eq!(back, vec![0.5; s.numel()]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Tensor {
     pub(crate) buffer: wgpu::Buffer,
@@ -251,6 +264,20 @@ impl Tensor {
 /// A mask on the GPU, shape `[mb, mh, nq, nk]` row-major (`mb` 1 or batch, `mh` 1 or heads),
 /// one 32-bit word per element: `u32` 0/1 for [`MaskKind::Bool`] (1 keeps the key), `f32` for
 /// [`MaskKind::Additive`] (`-inf` masks the key; every other value is added).
+///
+/// ```no_run
+/// # use wgpu_attention::*;
+/// # fn main() -> Result<()> {
+/// let ctx = Context::new_blocking()?;
+/// // one boolean mask for every batch entry and head: query i sees keys 0..=i+1
+/// let (nq, nk) = (4, 6);
+/// let keep: Vec<bool> = (0..nq * nk).map(|x| x % nk <= x / nk + 1).collect();
+/// let mask = ctx.upload_mask(&HostMask::bool(&keep, [1, 1, nq, nk])?)?;
+/// let q = ctx.upload(&vec![0.1f32; 2 * 3 * nq * 8], Shape::new(2, 3, nq, 8))?;
+/// let kv = ctx.upload(&vec![0.2f32; 2 * 3 * nk * 8], Shape::new(2, 3, nk, 8))?;
+/// let out = ctx.attention(&q, &kv, &kv, Some(&mask), &AttentionOptions::default())?;
+/// # let _ = out; Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Mask {
     pub(crate) buffer: wgpu::Buffer,

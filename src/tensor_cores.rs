@@ -4,6 +4,15 @@
 
 /// Whether a context runs the f16 kernels that have a tensor-core variant (today similarity,
 /// and with it top-k's scoring and unfused attention's scores) on cooperative matrices.
+///
+/// ```no_run
+/// # use wgpu_attention::*;
+/// # fn main() -> Result<()> {
+/// // SIMT kernels only (e.g. to compare against the tensor-core path, or to rule it out)
+/// let ctx = Context::with_options_blocking(ContextOptions { tensor_cores: TensorCores::Off, ..Default::default() })?;
+/// println!("tensor cores: {}", ctx.tensor_cores()); // "inactive: off (ContextOptions::tensor_cores)"
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TensorCores {
     /// Where the adapter offers them: `EXPERIMENTAL_COOPERATIVE_MATRIX` with a 16x16x16

@@ -38,6 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "timestamps",
             "timing",
             "paged",
+            "block_table",
         ],
     ),
     // launching a variant: a checked call's buffers, parameters and dispatches

@@ -299,6 +299,18 @@ pub(crate) fn attend<T: Element>(
 /// Accuracy: f32 accumulation (relative error around 1e-6 against the f64 reference for
 /// ordinary inputs). Calls whose scores, bias or sums could pass 1e30 in magnitude run on the
 /// f64 reference, which handles the extremes (README, "Extreme values").
+///
+/// ```
+/// use wgpu_attention::{cpu, AttentionOptions, HostTensor, Shape};
+/// let s = Shape::new(1, 2, 5, 8);
+/// let x: Vec<f32> = (0..s.numel()).map(|i| (i as f32 * 0.37).cos()).collect();
+/// let t = HostTensor::new(&x, s)?;
+/// let (out, lse) = cpu::attention(&t, &t, &t, None, &AttentionOptions { causal: true, ..Default::default() })?;
+/// // the first query sees only the first key: its output is that key's value
+/// assert!((out[0] - x[0]).abs() < 1e-6);
+/// assert_eq!(lse.len(), 2 * 5);
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 pub fn attention<T: Element>(
     q: &HostTensor<T>,
     k: &HostTensor<T>,
@@ -332,6 +344,24 @@ pub(crate) fn attention_checked<T: Element>(
 /// through the block table, a block of rows at a time (no gather of the whole cache); the rows
 /// the table reaches are checked for NaN and infinities (`Err(NonFinite)` naming `k_pages` or
 /// `v_pages`, with the index in the pool).
+///
+/// ```
+/// use wgpu_attention::{cpu, AttentionOptions, BlockTable, HostKvCache, HostTensor, PageGeometry, Shape};
+/// let g = PageGeometry { num_pages: 4, page_size: 4, kv_heads: 1, head_dim: 8 };
+/// let mut cache = HostKvCache::<f32>::new(g)?;
+/// // one sequence of 6 tokens in pages 2 and 0
+/// let (pages, lens) = ([2u32, 0], [6u32]);
+/// let table = BlockTable::new(&pages, 2, &lens)?;
+/// let kv: Vec<f32> = (0..6 * 8).map(|i| i as f32 / 48.0).collect();
+/// let t = HostTensor::new(&kv, Shape::new(1, 1, 6, 8))?;
+/// cpu::append_kv(&mut cache, &table, &t, &t)?;
+/// let q = vec![0.1f32; 2 * 8]; // 2 query heads on the 1 key/value head, one query each
+/// let (out, _lse) = cpu::paged_attention(&HostTensor::new(&q, Shape::new(1, 2, 1, 8))?, &cache, &table, &AttentionOptions::default())?;
+/// // the same as attention over the contiguous keys
+/// let (want, _) = cpu::attention(&HostTensor::new(&q, Shape::new(1, 2, 1, 8))?, &t, &t, None, &AttentionOptions::default())?;
+/// assert!(out.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6));
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 pub fn paged_attention<T: Element>(
     q: &HostTensor<T>,
     cache: &HostKvCache<T>,
@@ -352,6 +382,19 @@ pub fn paged_attention<T: Element>(
 /// Unfused attention, step by step on the fast CPU path: scores (GEMM), softmax with the same
 /// rules, weights · V (GEMM). Returns `(output, weights)`: output in `q`'s layout; weights
 /// `[batch, heads, nq, nk]`. Calls outside f32's safe range run on the f64 reference.
+///
+/// ```
+/// use wgpu_attention::{cpu, AttentionOptions, HostTensor, Shape};
+/// let s = Shape::new(1, 1, 3, 4);
+/// let x: Vec<f32> = (0..s.numel()).map(|i| i as f32 / 12.0).collect();
+/// let t = HostTensor::new(&x, s)?;
+/// let (_out, weights) = cpu::attention_unfused(&t, &t, &t, None, &AttentionOptions::default())?;
+/// // each row of weights sums to 1
+/// for row in weights.chunks(3) {
+///     assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+/// }
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 pub fn attention_unfused<T: Element>(
     q: &HostTensor<T>,
     k: &HostTensor<T>,

@@ -24,6 +24,17 @@ impl AttentionPartial {
 /// natural log-sum-exp: `M = max(m_s, sink)`, `L = Σ l_s e^(m_s - M) + e^(sink - M)`,
 /// `O = Σ acc_s e^(m_s - M) / L`, `lse = M + ln L`, the sink (if any) counted once, in the
 /// denominator only. A row no range kept anything for gives zeros and `-inf` (or the sink).
+///
+/// ```
+/// use wgpu_attention::cpu::{attention_merge, AttentionPartial};
+/// // one row whose keys were split in two halves, each with its running max, sum and
+/// // unnormalised accumulator
+/// let a = AttentionPartial { max: 1.0, sum: 2.0, acc: vec![2.0] };
+/// let b = AttentionPartial { max: 1.0, sum: 2.0, acc: vec![6.0] };
+/// let (out, lse) = attention_merge(&[a, b], None);
+/// assert!((out[0] - 2.0).abs() < 1e-6 && (lse - (1.0 + 4f32.ln())).abs() < 1e-6);
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 pub fn attention_merge(parts: &[AttentionPartial], sink: Option<f32>) -> (Vec<f32>, f32) {
     let d = parts.first().map_or(0, |p| p.acc.len());
     let sink = sink.map(|s| s as f64);

@@ -10,6 +10,19 @@ use crate::shape::Element;
 /// Appends `k_new` and `v_new` (`[batch, kv_heads, n_new, head_dim]`) to `cache`: sequence `b`'s
 /// new tokens go to its last `n_new` positions (`seq_lens[b] - n_new ..`), in the pages its
 /// table names. Checked as on the GPU (the same errors), values scanned for NaN and infinities.
+///
+/// ```
+/// use wgpu_attention::{cpu, BlockTable, HostKvCache, HostTensor, PageGeometry, Shape};
+/// let g = PageGeometry { num_pages: 2, page_size: 4, kv_heads: 1, head_dim: 2 };
+/// let mut cache = HostKvCache::<f32>::new(g)?;
+/// // a sequence now 3 tokens long, in page 1: its third token is new
+/// let (pages, lens) = ([1u32], [3u32]);
+/// let k = [5.0f32, 6.0];
+/// let t = HostTensor::new(&k, Shape::new(1, 1, 1, 2))?;
+/// cpu::append_kv(&mut cache, &BlockTable::new(&pages, 1, &lens)?, &t, &t)?;
+/// assert_eq!(&cache.k()[(4 + 2) * 2..(4 + 3) * 2], &[5.0, 6.0]); // page 1, slot 2
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 pub fn append_kv<T: Element>(
     cache: &mut HostKvCache<T>,
     table: &BlockTable,

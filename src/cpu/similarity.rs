@@ -21,6 +21,16 @@ const BQ: usize = 256;
 /// (cosine of a zero vector is 0; L2 is `-|q - k|²`, computed as `-(|q|² + |k|² - 2 q·k)`
 /// clamped to at most 0). Calls whose products could pass 1e30 run on the f64
 /// [`reference`](super::reference::similarity()), which saturates at ±`f32::MAX`.
+///
+/// ```
+/// use wgpu_attention::{cpu, HostTensor, Shape, Similarity};
+/// let q = [1.0f32, 0.0, 0.0, 2.0]; // two queries of dim 2
+/// let k = [3.0f32, 0.0, 0.0, 5.0, 1.0, 1.0]; // three keys
+/// let (q, k) = (HostTensor::new(&q, Shape::new(1, 1, 2, 2))?, HostTensor::new(&k, Shape::new(1, 1, 3, 2))?);
+/// let cos = cpu::similarity(&q, &k, Similarity::Cosine)?; // [1, 1, 2, 3]
+/// assert_eq!(&cos[..2], &[1.0, 0.0]);
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 pub fn similarity<T: Element>(q: &HostTensor<T>, k: &HostTensor<T>, metric: Similarity) -> Result<Vec<f32>> {
     let p = problem(q, k, metric)?;
     Ok(similarity_checked(&p, q, k))

@@ -27,6 +27,14 @@ const ROWS: usize = 64;
 /// The input is checked for NaN and infinities in the same pass that reads it for the softmax
 /// (the error, [`Error::NonFinite`](crate::Error::NonFinite) with the first bad index, is the
 /// reference's).
+///
+/// ```
+/// use wgpu_attention::{cpu, HostTensor, Shape, SoftmaxOptions};
+/// let x = [0.0f32, 0.0, 1000.0, 1000.0]; // one row of 4 scores
+/// let p = cpu::softmax(&HostTensor::new(&x, Shape::new(1, 1, 1, 4))?, None, &SoftmaxOptions::default())?;
+/// assert_eq!(p, vec![0.0, 0.0, 0.5, 0.5]); // no overflow: the row maximum is subtracted first
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 pub fn softmax<T: Element>(x: &HostTensor<T>, mask: Option<&HostMask>, opts: &SoftmaxOptions) -> Result<Vec<f32>> {
     let p = SoftmaxProblem::new(Operand::host(x), mask.map(MaskSpec::host), opts)?;
     softmax_unscanned(p, x, mask)

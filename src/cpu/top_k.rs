@@ -53,6 +53,15 @@ impl PartialOrd for Cand {
 /// distance). Candidates are chosen with f32 scores (keeping 8 more than `k`), so keys whose
 /// scores differ from the k-th by less than f32 rounding may be ranked differently only if more
 /// than 8 of them tie there. Calls whose products could pass 1e30 run on the f64 reference.
+///
+/// ```
+/// use wgpu_attention::{cpu, Metric};
+/// let keys = [0.0f32, 1.0, 1.0, 0.0, 0.7, 0.7]; // three keys of dim 2
+/// let query = [1.0f32, 0.0];
+/// let best = cpu::top_k(&query, &keys, 2, 2, Metric::Cosine)?;
+/// assert_eq!(best.indices_of(0), &[1, 2]);
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 pub fn top_k(queries: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) -> Result<TopK> {
     let (p, mq, mk) = problem(queries, keys, d, k, metric)?;
     Ok(top_k_checked(&p, queries, keys, mq, mk))

@@ -20,6 +20,15 @@ const BQ: usize = 64;
 /// `[batch, heads, nq, d]` in `v`'s layout. Outputs beyond the range of `v`'s type saturate at
 /// its largest value (as on the GPU); calls whose sums could pass 1e30 run on the f64
 /// [`reference`](super::reference::weighted_sum()).
+///
+/// ```
+/// use wgpu_attention::{cpu, HostTensor, Shape};
+/// let w = [0.25f32, 0.75]; // one query's weights over 2 keys
+/// let v = [4.0f32, 0.0, 0.0, 8.0]; // 2 values of dim 2
+/// let out = cpu::weighted_sum(&HostTensor::new(&w, Shape::new(1, 1, 1, 2))?, &HostTensor::new(&v, Shape::new(1, 1, 2, 2))?)?;
+/// assert_eq!(out, vec![1.0, 6.0]);
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 pub fn weighted_sum<T: Element>(p: &HostTensor<f32>, v: &HostTensor<T>) -> Result<Vec<f32>> {
     let prob = problem(p, v)?;
     Ok(super::to_layout(weighted_sum_checked(&prob, p, v), &prob.out_shape(), v.layout()))

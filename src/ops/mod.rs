@@ -13,6 +13,7 @@
 
 mod attention;
 mod paged;
+mod prepare;
 mod similarity;
 mod softmax;
 mod tensor_cores;
@@ -21,6 +22,7 @@ mod weighted_sum;
 
 pub use attention::AttentionCall;
 pub use paged::PagedAttentionCall;
+pub use prepare::AttentionShapes;
 
 mod checks;
 pub(crate) use checks::{check_aliasing, Region};

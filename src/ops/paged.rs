@@ -8,29 +8,35 @@ use crate::kernels::attention_plan::{resolve, AttentionPlan};
 use crate::launch::attention::KvSource;
 use crate::launch::kv_append;
 use crate::options::AttentionOptions;
-use crate::pages::BlockTable;
+use crate::block_table::{resident, PagedTable};
 use crate::paged::PagedKvCache;
 use crate::problem::{AppendProblem, Operand, PagedProblem};
 use crate::shape::{DType, Layout};
 use crate::tensor::Tensor;
 
 impl Context {
-    /// The block table's two buffers: sequence lengths and entries.
-    async fn table_buffers(&self, table: &BlockTable<'_>) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
+    /// The block table's two buffers, sequence lengths and entries: a resident table's own, or
+    /// host slices uploaded.
+    async fn table_buffers(&self, table: &dyn PagedTable) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
+        if let Some((lens, entries, id)) = resident(table) {
+            self.check_owns("block_table", id)?;
+            return Ok((lens.clone(), entries.clone()));
+        }
+        let t = table.view();
         Ok((
-            self.create_init(bytemuck::cast_slice(table.seq_lens()), "seq_lens").await?,
-            self.create_init(bytemuck::cast_slice(table.table()), "block_table").await?,
+            self.create_init(bytemuck::cast_slice(t.seq_lens()), "seq_lens").await?,
+            self.create_init(bytemuck::cast_slice(t.table()), "block_table").await?,
         ))
     }
 
     fn append_problem<'a>(
         &self,
         cache: &PagedKvCache,
-        table: &BlockTable<'a>,
+        table: &'a dyn PagedTable,
         k_new: &Tensor,
         v_new: &Tensor,
     ) -> Result<AppendProblem<'a>> {
-        let p = AppendProblem::new(Operand::gpu(k_new), Operand::gpu(v_new), cache.geometry, cache.dtype(), *table)?;
+        let p = AppendProblem::new(Operand::gpu(k_new), Operand::gpu(v_new), cache.geometry, cache.dtype(), table.view())?;
         self.check_tensors(&[("k_new", k_new), ("v_new", v_new), ("k_pages", &cache.k), ("v_pages", &cache.v)], None)?;
         let inputs = [Region::tensor("k_new", k_new), Region::tensor("v_new", v_new)];
         check_aliasing(&[Region::tensor("k_pages", &cache.k), Region::tensor("v_pages", &cache.v)], &inputs)?;
@@ -44,7 +50,8 @@ impl Context {
     ///
     /// The table is checked before anything runs: lengths and pages within the cache, and no two
     /// new tokens in one slot ([`Error::InvalidArgument`](crate::Error::InvalidArgument) naming
-    /// `block_table`).
+    /// `block_table`). It is a host [`BlockTable`](crate::BlockTable) (uploaded by the call) or a
+    /// [`DeviceBlockTable`](crate::DeviceBlockTable) (bound as it is: no buffer per call).
     ///
     /// ```no_run
     /// # use wgpu_attention::*;
@@ -61,7 +68,7 @@ impl Context {
     /// let out = ctx.paged_attention(&q, &cache, &table, &AttentionOptions::default())?;
     /// # let _ = out; Ok(()) }
     /// ```
-    pub fn append_kv(&self, cache: &PagedKvCache, table: &BlockTable, k_new: &Tensor, v_new: &Tensor) -> Result<()> {
+    pub fn append_kv(&self, cache: &PagedKvCache, table: &dyn PagedTable, k_new: &Tensor, v_new: &Tensor) -> Result<()> {
         pollster::block_on(self.append_kv_async(cache, table, k_new, v_new))
     }
 
@@ -69,7 +76,7 @@ impl Context {
     pub async fn append_kv_async(
         &self,
         cache: &PagedKvCache,
-        table: &BlockTable<'_>,
+        table: &dyn PagedTable,
         k_new: &Tensor,
         v_new: &Tensor,
     ) -> Result<()> {
@@ -85,7 +92,7 @@ impl Context {
         &self,
         encoder: &mut wgpu::CommandEncoder,
         cache: &PagedKvCache,
-        table: &BlockTable,
+        table: &dyn PagedTable,
         k_new: &Tensor,
         v_new: &Tensor,
     ) -> Result<()> {
@@ -100,10 +107,10 @@ impl Context {
         &self,
         q: &Tensor,
         cache: &PagedKvCache,
-        table: &BlockTable<'a>,
+        table: &'a dyn PagedTable,
         opts: &AttentionOptions<'a>,
     ) -> Result<PagedProblem<'a>> {
-        let p = PagedProblem::new(Operand::gpu(q), cache.geometry, cache.dtype(), *table, opts)?;
+        let p = PagedProblem::new(Operand::gpu(q), cache.geometry, cache.dtype(), table.view(), opts)?;
         self.check_tensors(&[("q", q), ("k_pages", &cache.k), ("v_pages", &cache.v)], None)?;
         Ok(p)
     }
@@ -114,7 +121,7 @@ impl Context {
         &self,
         q: &Tensor,
         cache: &PagedKvCache,
-        table: &BlockTable,
+        table: &dyn PagedTable,
         opts: &AttentionOptions,
         lse: bool,
     ) -> Result<AttentionPlan> {
@@ -142,7 +149,7 @@ impl Context {
         &self,
         q: &Tensor,
         cache: &PagedKvCache,
-        table: &BlockTable,
+        table: &dyn PagedTable,
         opts: &AttentionOptions,
     ) -> Result<Tensor> {
         pollster::block_on(self.paged_attention_async(q, cache, table, opts))
@@ -153,13 +160,13 @@ impl Context {
         &self,
         q: &Tensor,
         cache: &PagedKvCache,
-        table: &BlockTable<'_>,
+        table: &dyn PagedTable,
         opts: &AttentionOptions<'_>,
     ) -> Result<Tensor> {
         let p = self.paged_problem(q, cache, table, opts)?;
         let out = self.zeros_async(p.attn.out_shape(), p.attn.out_layout(), p.attn.dtype).await?;
         let mut enc = self.encoder()?;
-        self.record_paged(&mut enc, &p, q, cache, &out, None).await?;
+        self.record_paged(&mut enc, &p, table, q, cache, &out, None).await?;
         self.submit_async(enc).await?;
         Ok(out)
     }
@@ -169,7 +176,7 @@ impl Context {
         &self,
         q: &Tensor,
         cache: &PagedKvCache,
-        table: &BlockTable,
+        table: &dyn PagedTable,
         opts: &AttentionOptions,
     ) -> Result<(Tensor, Tensor)> {
         pollster::block_on(self.paged_attention_with_lse_async(q, cache, table, opts))
@@ -180,14 +187,14 @@ impl Context {
         &self,
         q: &Tensor,
         cache: &PagedKvCache,
-        table: &BlockTable<'_>,
+        table: &dyn PagedTable,
         opts: &AttentionOptions<'_>,
     ) -> Result<(Tensor, Tensor)> {
         let p = self.paged_problem(q, cache, table, opts)?;
         let out = self.zeros_async(p.attn.out_shape(), p.attn.out_layout(), p.attn.dtype).await?;
         let lse = self.zeros_async(p.attn.lse_shape(), Layout::Bhsd, DType::F32).await?;
         let mut enc = self.encoder()?;
-        self.record_paged(&mut enc, &p, q, cache, &out, Some(&lse)).await?;
+        self.record_paged(&mut enc, &p, table, q, cache, &out, Some(&lse)).await?;
         self.submit_async(enc).await?;
         Ok((out, lse))
     }
@@ -206,13 +213,14 @@ impl Context {
         let mut outs = vec![("out", out)];
         outs.extend(lse.map(|l| ("lse", l)));
         self.check_outputs(&outs)?;
-        pollster::block_on(self.record_paged(encoder, &p, q, cache, out, lse))
+        pollster::block_on(self.record_paged(encoder, &p, table, q, cache, out, lse))
     }
 
     async fn record_paged(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         p: &PagedProblem<'_>,
+        table: &dyn PagedTable,
         q: &Tensor,
         cache: &PagedKvCache,
         out: &Tensor,
@@ -225,7 +233,7 @@ impl Context {
         let whole = self.whole_fits(&[q, &cache.k, &cache.v], None);
         let tc = self.tensor_core_choice(p.attn.dtype, p.attn.f32_on_tensor_cores).await;
         let (resolved, _) = resolve(&p.attn, self.caps(), aligned(q, cache), lse.is_some(), true, whole, &tc)?;
-        let (lens, entries) = self.table_buffers(&p.table).await?;
+        let (lens, entries) = self.table_buffers(table).await?;
         let kv = KvSource::Paged { cache, seq_lens: &lens, table: &entries, blocks_per_seq: p.table.blocks_per_seq() };
         crate::launch::attention::record(self, encoder, &p.attn, resolved, q, kv, None, out, lse).await
     }
@@ -244,8 +252,9 @@ pub struct PagedAttentionCall<'a> {
     pub q: &'a Tensor,
     /// The page pools.
     pub cache: &'a PagedKvCache,
-    /// Which pages each sequence reads, and its length.
-    pub table: &'a BlockTable<'a>,
+    /// Which pages each sequence reads, and its length: a host [`BlockTable`](crate::BlockTable)
+    /// or a resident [`DeviceBlockTable`](crate::DeviceBlockTable).
+    pub table: &'a dyn PagedTable,
     /// Output, `q`'s shape and dtype.
     pub out: &'a Tensor,
     /// Optional log-sum-exp output, f32 `[batch, heads, nq, 1]`.

@@ -31,7 +31,8 @@ fn check_cache(argument: &'static str, t: &Operand, g: &PageGeometry, cache_dtyp
             expected: s.dim,
         });
     }
-    same_dtype("cache", &Operand { dtype: cache_dtype, ..*t }, t.dtype)
+    // the cache is what the call works on: the queries or new tokens must match it
+    same_dtype(argument, t, cache_dtype)
 }
 
 impl<'a> PagedProblem<'a> {

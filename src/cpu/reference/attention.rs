@@ -6,6 +6,8 @@ use rayon::prelude::*;
 use super::softmax::softmax_row;
 use super::weighted_sum::weighted_sum_checked;
 use crate::cpu::attention_merge::{attention_merge, AttentionPartial};
+use std::borrow::Cow;
+
 use crate::cpu::{dot64, to_layout, view, widen, RowMask, Scoring};
 use crate::error::{Error, Result};
 use crate::host::{scan, HostMask, HostTensor};
@@ -32,8 +34,8 @@ pub(crate) fn problem<'a, T: Element>(
 /// Where key `j` of key/value head `hk` of batch `b` lives: its K and V rows (contiguous
 /// tensors, or pages through a block table).
 pub(crate) trait KvRows: Sync {
-    fn k_row(&self, b: usize, hk: usize, j: usize) -> &[f32];
-    fn v_row(&self, b: usize, hk: usize, j: usize) -> &[f32];
+    fn k_row(&self, b: usize, hk: usize, j: usize) -> Cow<'_, [f32]>;
+    fn v_row(&self, b: usize, hk: usize, j: usize) -> Cow<'_, [f32]>;
 }
 
 /// Contiguous K and V tensors.
@@ -43,30 +45,36 @@ struct Contiguous<'a> {
 }
 
 impl KvRows for Contiguous<'_> {
-    fn k_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
-        self.k.row(b, hk, j)
+    fn k_row(&self, b: usize, hk: usize, j: usize) -> Cow<'_, [f32]> {
+        Cow::Borrowed(self.k.row(b, hk, j))
     }
-    fn v_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
-        self.v.row(b, hk, j)
+    fn v_row(&self, b: usize, hk: usize, j: usize) -> Cow<'_, [f32]> {
+        Cow::Borrowed(self.v.row(b, hk, j))
     }
 }
 
-/// A paged cache read through its block table (pools widened to f32 once per call).
-struct Paged<'a> {
-    k: &'a [f32],
-    v: &'a [f32],
+/// A paged cache read in place through its block table: f32 rows borrowed, f16 rows widened
+/// one at a time as they are read (the pools are never copied).
+struct Paged<'a, T> {
+    k: &'a [T],
+    v: &'a [T],
     g: PageGeometry,
     table: &'a BlockTable<'a>,
 }
 
-impl KvRows for Paged<'_> {
-    fn k_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
+impl<T: Element> Paged<'_, T> {
+    fn row<'s>(&self, pool: &'s [T], b: usize, hk: usize, j: usize) -> Cow<'s, [f32]> {
         let at = self.g.row(self.table.token(&self.g, b, j), hk);
-        &self.k[at..at + self.g.head_dim]
+        widen(&pool[at..at + self.g.head_dim])
     }
-    fn v_row(&self, b: usize, hk: usize, j: usize) -> &[f32] {
-        let at = self.g.row(self.table.token(&self.g, b, j), hk);
-        &self.v[at..at + self.g.head_dim]
+}
+
+impl<T: Element> KvRows for Paged<'_, T> {
+    fn k_row(&self, b: usize, hk: usize, j: usize) -> Cow<'_, [f32]> {
+        self.row(self.k, b, hk, j)
+    }
+    fn v_row(&self, b: usize, hk: usize, j: usize) -> Cow<'_, [f32]> {
+        self.row(self.v, b, hk, j)
     }
 }
 
@@ -110,9 +118,9 @@ pub(crate) fn paged_checked<T: Element>(
     table: &BlockTable,
 ) -> (Vec<f32>, Vec<f32>) {
     let g = cache.geometry();
-    let (qd, kd, vd) = (widen(q.data()), widen(cache.k()), widen(cache.v()));
+    let qd = widen(q.data());
     let q = &view(q, &qd);
-    let kv = Paged { k: &kd, v: &vd, g, table };
+    let kv = Paged { k: cache.k(), v: cache.v(), g, table };
     let sc = scoring(&p.attn, None, Some(table.seq_lens()));
     let (out, lse) = attend(q, &kv, &sc, &p.attn.dims, p.attn.sinks);
     (to_layout(out, &q.shape(), q.layout()), lse)
@@ -158,7 +166,7 @@ fn partial(
     let (start, limit) = sc.rm.key_range(b, i);
     let (j0, j1) = (j0.max(start), j1.min(limit).max(j0.max(start)));
     let scores: Vec<(usize, f64)> =
-        (j0..j1).filter_map(|j| sc.score(b, h, i, j, || dot64(qr, kv.k_row(b, hk, j))).map(|s| (j, s))).collect();
+        (j0..j1).filter_map(|j| sc.score(b, h, i, j, || dot64(qr, &kv.k_row(b, hk, j))).map(|s| (j, s))).collect();
     let max = scores.iter().fold(f64::NEG_INFINITY, |a, s| a.max(s.1));
     let mut p = AttentionPartial::empty(dims.d);
     if max == f64::NEG_INFINITY {
@@ -168,7 +176,7 @@ fn partial(
     for (j, s) in scores {
         let w = (s - max).exp();
         p.sum += w;
-        p.acc.iter_mut().zip(kv.v_row(b, hk, j)).for_each(|(a, x)| *a += w * *x as f64);
+        p.acc.iter_mut().zip(kv.v_row(b, hk, j).iter()).for_each(|(a, x)| *a += w * *x as f64);
     }
     p
 }

@@ -49,7 +49,9 @@ if [ -z "${NO_BENCH:-}" ]; then
   fi
 fi
 # then every test executable, one at a time (side by side, one once hung in the driver), each
-# with a time limit
+# with a time limit, on the full matrix (every attention variant on every case: a GPU driver
+# compiles in milliseconds what lavapipe compiles in seconds)
+export WGPU_ATTENTION_FULL_MATRIX="${WGPU_ATTENTION_FULL_MATRIX:-1}"
 t0=$SECONDS
 for t in .devbin/tests/*; do
   [ -n "${NO_TESTS:-}" ] && break

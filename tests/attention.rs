@@ -1,7 +1,9 @@
 //! Attention against an f64 reference: the CPU path (fused and unfused) in `<family>::cpu`, and
 //! on the GPU every kernel variant the adapter supports (fused and split-K with vector and
 //! scalar loads, unfused) against the reference and against each other in `<family>::gpu`,
-//! with each variant the adapter cannot run checked for its refusal.
+//! with each variant the adapter cannot run checked for its refusal. By default the forced
+//! variants run on one representative head-dim class (`common::runs_forced`); with
+//! `WGPU_ATTENTION_FULL_MATRIX=1` on every case.
 //! f32 tolerance: relative Frobenius error 1e-5 (GPU), 1e-6 (CPU, which accumulates in f64).
 
 mod common;
@@ -205,7 +207,13 @@ gpu_test! {
         if !f16_supported(&ctx) {
             return;
         }
-        for (nq, nk, d, causal) in [(37, 45, 64, false), (64, 64, 128, true), (1, 300, 256, false), (20, 20, 3, true), (2, 2000, 64, false)] {
+        // (head dims 128 and 256 run the same f16 staging as 64 with the tiles of the f32
+        // cases above: in the full matrix only)
+        let mut shapes = vec![(37, 45, 64, false), (20, 20, 3, true), (2, 2000, 64, false)];
+        if full_matrix() {
+            shapes.extend([(64, 64, 128, true), (1, 300, 256, false)]);
+        }
+        for (nq, nk, d, causal) in shapes {
             let mut c = Case::new(2, 2, 1, nq, nk, d);
             c.causal = causal;
             let data = case_data(&c);
@@ -225,6 +233,9 @@ gpu_test! {
                 let what = format!("f16 {variant} nq {nq} nk {nk} d {d}");
                 if !expect_supported(&ctx, &c, variant, false) {
                     assert!(matches!(ctx.attention(&q, &k, &v, None, &opts), Err(Error::Unsupported(_))), "{what}");
+                    continue;
+                }
+                if !runs_forced(variant, d) {
                     continue;
                 }
                 if variant == AttentionVariant::Unfused {
@@ -306,7 +317,10 @@ gpu_test! {
         // family above (head dims, tails, GQA, causal, masks, key lengths, split-K, windows,
         // soft-capping, ALiBi and sinks)
         let ctx = gpu_without_subgroups();
-        let mut cases: Vec<Case> = [1, 33, 64, 128, 256].map(|d| Case::new(1, 2, 1, 37, 70, d)).to_vec();
+        // (head dims 128 and 256: the same reductions with the tiles of the cases above, in the
+        // full matrix only)
+        let dims: &[usize] = if full_matrix() { &[1, 33, 64, 128, 256] } else { &[1, 33, 64] };
+        let mut cases: Vec<Case> = dims.iter().map(|&d| Case::new(1, 2, 1, 37, 70, d)).collect();
         cases.push(Case::new(2, 4, 2, 65, 130, 32).causal().key_lengths(&[130, 17]));
         cases.push(Case::new(1, 2, 1, 1, 3000, 64));
         cases.push(Case::new(1, 2, 2, 70, 70, 40).window(10, Some(0)).softcap(20.0).alibi().sinks());

@@ -20,8 +20,17 @@ fn example(name: &str, args: &[&str]) -> Output {
     let path: PathBuf = dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let how = "run the tests with `cargo test --all-features`, which builds the examples";
     let built = std::fs::metadata(&path).and_then(|m| m.modified());
-    let source =
-        std::fs::metadata(format!("{}/examples/{name}.rs", env!("CARGO_MANIFEST_DIR"))).and_then(|m| m.modified());
+    // its source: `examples/<name>.rs`, or the files of `examples/<name>/` (the newest counts)
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified());
+    let source = modified(&dir.join(format!("{name}.rs"))).or_else(|_| {
+        std::fs::read_dir(dir.join(name))?
+            .map(|e| modified(&e?.path()))
+            .collect::<std::io::Result<Vec<_>>>()?
+            .into_iter()
+            .max()
+            .ok_or_else(|| std::io::Error::other("no source files"))
+    });
     match (built, source) {
         (Ok(b), Ok(s)) => assert!(b >= s, "{} is older than its source: {how}", path.display()),
         _ => panic!("{} is not built: {how}", path.display()),

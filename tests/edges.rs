@@ -37,6 +37,9 @@ fn run_everywhere(
     let Some(ctx) = ctx else { return runs };
     let be = Backend::Gpu(ctx.clone());
     for variant in [AttentionVariant::Auto].into_iter().chain(AttentionVariant::ALL) {
+        if !runs_forced(variant, q.shape().dim) {
+            continue;
+        }
         let o = AttentionOptions { variant, ..*opts };
         if variant == AttentionVariant::TensorCores {
             // f32 inputs: refused (tests/tensor_cores.rs runs its extremes in f16)
@@ -249,7 +252,7 @@ gpu_test! {
         let t = Tensor::from_buffer(&ctx, buf, 0, s, Layout::Bhsd, DType::F32).unwrap();
         // (f32 inputs: every variant but the tensor-core one, which refuses them)
         for variant in [AttentionVariant::Auto].into_iter().chain(AttentionVariant::ALL) {
-            if variant == AttentionVariant::TensorCores {
+            if variant == AttentionVariant::TensorCores || !runs_forced(variant, s.dim) {
                 continue;
             }
             let o = ctx.attention(&t, &t, &t, None, &AttentionOptions { variant, ..Default::default() }).unwrap();

@@ -173,6 +173,9 @@ fn fuzz_strategy() -> impl Strategy<Value = Fuzz> {
                     .copied()
                     .nth(vk)
                     .unwrap_or_default();
+                // (a forced variant outside its representative head dims runs as Auto, unless
+                // the full matrix runs: see common::runs_forced)
+                let variant = if runs_forced(variant, d) { variant } else { AttentionVariant::Auto };
                 let k = [1usize, 3, 10, nk, 0, nk + 1][topk].min(1024 + 1);
                 // the score options, now and then invalid (a zero cap, a wrong count, a NaN sink)
                 let window = (optk & 1 != 0).then(|| Window {

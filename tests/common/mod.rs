@@ -490,9 +490,29 @@ pub fn expect_supported(ctx: &Context, c: &Case, variant: AttentionVariant, lse:
     }
 }
 
+/// Whether the full test matrix runs: `WGPU_ATTENTION_FULL_MATRIX=1` (the device script sets
+/// it). See [`runs_forced`].
+pub fn full_matrix() -> bool {
+    std::env::var("WGPU_ATTENTION_FULL_MATRIX").is_ok_and(|v| v == "1")
+}
+
+/// Whether a GPU test runs the forced `variant` on a case of head dim `d` (its refusal, where
+/// the device cannot run it, is always checked: that compiles nothing).
+///
+/// On lavapipe nearly all of a test's time is Mesa compiling kernel variants (a case's
+/// pipelines compile in seconds, run in milliseconds), and the tile of the fused, split-K and
+/// decode kernels is the same WGSL at every head dim, with other constants. So by default every
+/// variant runs on the cases of one representative head-dim class, head dims up to 32 (the
+/// cheapest to compile, and where most semantic cases lie), while `Auto` (and with it the
+/// variant it picks) runs on every case and the unfused chain (no head-dim constants) too; the
+/// full matrix runs every variant on every case.
+pub fn runs_forced(variant: AttentionVariant, d: usize) -> bool {
+    variant == AttentionVariant::Auto || variant == AttentionVariant::Unfused || d <= 32 || full_matrix()
+}
+
 /// Every attention variant on the GPU against the f64 reference (f32 tolerance 1e-5) and
-/// against `Auto`: `Auto` with the log-sum-exp, each forced variant that the device supports,
-/// and for each one it does not, its refusal.
+/// against `Auto`: `Auto` with the log-sum-exp, each forced variant that the device supports
+/// (where [`runs_forced`] says), and for each one it does not, its refusal.
 pub fn check_gpu(ctx: &Context, c: &Case) {
     let data = case_data(c);
     let (want, want_lse, want_w) = case_reference(c, &data);
@@ -518,6 +538,9 @@ pub fn check_gpu(ctx: &Context, c: &Case) {
             continue;
         }
         assert_eq!(plan.unwrap().variant, variant, "{what}");
+        if !runs_forced(variant, c.d) {
+            continue;
+        }
         let tag = format!("gpu {variant} {what}");
         if lse {
             let (o, l) = ctx.attention_with_lse(&q, &k, &v, gmask.as_ref(), &opts).unwrap();

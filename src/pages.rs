@@ -63,8 +63,8 @@ impl PageGeometry {
     }
 
     /// One pool as a tensor shape, `[1, 1, tokens · kv_heads, head_dim]` (saturating): what
-    /// [`PagedKvCache::k`] and [`PagedKvCache::v`] hold, and the room a buffer given to
-    /// [`PagedKvCache::from_buffers`] needs from its offset.
+    /// [`PagedKvCache::k`](crate::PagedKvCache::k) and [`PagedKvCache::v`](crate::PagedKvCache::v) hold, and the room a buffer given to
+    /// [`PagedKvCache::from_buffers`](crate::PagedKvCache::from_buffers) needs from its offset.
     pub fn pool_shape(&self) -> Shape {
         Shape::new(1, 1, self.tokens().saturating_mul(self.kv_heads), self.head_dim)
     }
@@ -185,7 +185,7 @@ impl<'a> BlockTable<'a> {
     }
 }
 
-/// The CPU twin of [`PagedKvCache`]: two page pools in host memory, whose sizes always match
+/// The CPU twin of [`PagedKvCache`](crate::PagedKvCache): two page pools in host memory, whose sizes always match
 /// their geometry (read and written as slices, never resized).
 ///
 /// Filled by [`cpu::append_kv`](crate::cpu::append_kv) (which refuses NaN and infinities) or

@@ -30,7 +30,7 @@ pub enum TensorCores {
     Emulated,
 }
 
-/// Whether a context uses tensor cores ([`Context::tensor_cores`], `ContextInfo::tensor_cores`).
+/// Whether a context uses tensor cores ([`Context::tensor_cores`](crate::Context::tensor_cores), `ContextInfo::tensor_cores`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TensorCoreState {
     /// On cooperative matrices (until the self-check says otherwise, if it has not run yet).

@@ -1,5 +1,6 @@
-//! Matrix products for the fast CPU path, through the `gemm` crate (pure Rust, SIMD kernels
-//! chosen at run time). Views are checked against their slices before the unsafe call, so a
+//! Matrix products for the fast CPU path, through the `gemm` family's f32 kernel (`gemm-f32`:
+//! pure Rust, SIMD kernels chosen at run time; the `gemm` front crate would also build its
+//! complex and f64 kernels, which nothing here uses). Views are checked against their slices before the unsafe call, so a
 //! product never reads or writes outside them.
 //!
 //! Chosen over `matrixmultiply` by measurement on this project's 2-core AVX-512 machine
@@ -59,31 +60,37 @@ pub(crate) fn gemm(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32], ldc: us
         }
         return;
     }
+    // gemm's convention: dst = alpha · dst + beta · lhs · rhs, strides column first. Its
+    // kernels prefer a column-major destination, so where `c`'s rows are longer than one element
+    // (ldc > 1) the product is taken as its transpose, cᵀ = bᵀ · aᵀ (what the `gemm` crate's
+    // front end does before calling the same f32 kernel; the strides here are never negative).
+    let (m, n, dst_cs, dst_rs, lhs, rhs) =
+        if ldc > 1 { (n, m, ldc, 1, b.t(), a.t()) } else { (m, n, 1, ldc, a, b) };
+    let f = gemm_f32::gemm::f32::get_gemm_fn();
     // SAFETY: every index each view reaches is within its slice (checked above), `c` does not
     // alias `a` or `b` (it is borrowed mutably), and the dimensions and strides fit isize
     // (they index slices).
     unsafe {
-        // gemm's convention: dst = alpha · dst + beta · lhs · rhs, strides column first
-        gemm::gemm(
+        f(
             m,
             n,
             k,
             c.as_mut_ptr(),
-            1,
-            ldc as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             beta != 0.0,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
             beta,
             alpha,
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            gemm_common::Parallelism::None,
         );
     }
 }

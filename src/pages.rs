@@ -212,9 +212,10 @@ impl<T: Element> HostKvCache<T> {
     /// let g = PageGeometry { num_pages: 8, page_size: 16, kv_heads: 2, head_dim: 64 };
     /// let cache = HostKvCache::<f32>::new(g)?;
     /// assert_eq!(cache.k().len(), 8 * 16 * 2 * 64);
-    /// // 2^40 elements per pool: refused, not an abort
-    /// let huge = PageGeometry { num_pages: 1 << 26, page_size: 1 << 10, kv_heads: 4, head_dim: 4 };
-    /// assert!(HostKvCache::<f32>::new(huge).is_err());
+    /// // 2^61 elements per pool: refused, not a panic (and a size the system cannot reserve,
+    /// // e.g. 2^40 elements on a machine that does not overcommit, is refused, not an abort)
+    /// let absurd = PageGeometry { num_pages: 1 << 40, page_size: 1 << 16, kv_heads: 1, head_dim: 32 };
+    /// assert!(HostKvCache::<f32>::new(absurd).is_err());
     /// # Ok::<(), wgpu_attention::Error>(())
     /// ```
     pub fn new(geometry: PageGeometry) -> Result<Self> {

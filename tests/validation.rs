@@ -548,3 +548,21 @@ fn no_adapter_by_name_is_an_error() {
     assert!(matches!(e, Error::NoAdapter(ref m) if m.contains("no such adapter 1234")), "{e}");
 }
 }
+
+#[test]
+fn host_caches_the_system_cannot_hold_are_refused_not_aborted() {
+    // 2^61 elements per pool: past what an allocation can describe
+    let absurd = PageGeometry { num_pages: 1 << 40, page_size: 1 << 16, kv_heads: 1, head_dim: 32 };
+    let e = HostKvCache::<f32>::new(absurd).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { argument: "geometry", .. }), "{e}");
+    // 2^40 elements per pool (4 TiB each): a machine that does not overcommit (Linux modes 0
+    // and 2) refuses the allocation, which must be an Err; where it overcommits (mode 1) the
+    // untouched zeroed pages are reserved and given back at once
+    let huge = PageGeometry { num_pages: 1 << 26, page_size: 1 << 10, kv_heads: 4, head_dim: 4 };
+    let r = HostKvCache::<f32>::new(huge);
+    let overcommits = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").is_ok_and(|m| m.trim() == "1");
+    if !overcommits {
+        let e = r.unwrap_err();
+        assert!(matches!(e, Error::TooLarge { argument: "geometry", ref message } if message.contains("host memory")), "{e}");
+    }
+}

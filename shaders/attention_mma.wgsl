@@ -3,9 +3,10 @@
 // (mma_emulated.wgsl). The score rules are attention.wgsl's (masking.wgsl: scale, soft-cap,
 // ALiBi, masks, window, causal, key lengths, sinks); f32 sums, row statistics and log-sum-exp; f16
 // output. No split-K (the variant selector routes few-query calls elsewhere).
-// Header constants (src/kernels/attention_mma.rs): WG (4 subgroups of SGS), SGS (the subgroup
-// size the hardware path runs with; 32 for the twin), DP (head dim padded to a multiple of 16, at
-// most 128), TPR (invocations per query row in the softmax and the epilogue: WG / 64).
+// Header constants (src/kernels/attention_mma.rs): BR (query rows per workgroup: 64, 32 or 16),
+// WG (BR / 16 subgroups of SGS), SGS (the subgroup size the hardware path runs with; 32 for the
+// twin), DP (head dim padded to a multiple of 16, at most 128), TPR (invocations per query row in
+// the softmax and the epilogue: WG / BR).
 // Preludes: mma_*.wgsl, qkv_vec4.wgsl or qkv_scalar.wgsl (Q, K, V at bindings 1, 4, 5, read 4
 // elements at a time), kv_contiguous.wgsl or kv_paged.wgsl (K and V through a block table),
 // masking.wgsl, and rows_subgroup.wgsl (a row's maximum and sum over its TPR invocations by
@@ -13,7 +14,7 @@
 // Bindings and views: as attention.wgsl without SPLIT (6 out, 7 lse, 8 per-head parameters;
 // paged: 9 the block table; v0 q, v1 k, v2 v, v3 mask, v4 out, v5 lse).
 //
-// A workgroup takes 64 query rows (subgroup s: rows 16 s .., held as A fragments for the whole
+// A workgroup takes BR query rows (subgroup s: rows 16 s .., held as A fragments for the whole
 // pass) and walks the keys in tiles of 32. Q is staged once, raw f16 (rows padded to DP + 8:
 // 16-byte aligned fragments; 4 head dims per read, one vector load with qkv_vec4.wgsl). Per
 // tile: K staged; S = Q Kᵀ on fragments (f32) through workgroup memory to the softmax (TPR
@@ -29,7 +30,6 @@
 @group(0) @binding(7) var<storage, read_write> LSE: array<f32>;
 @group(0) @binding(8) var<storage, read> HEADS: array<f32>;
 
-const BR: u32 = 64u;
 const BC: u32 = 32u;
 const QP: u32 = DP + 8u;
 const PP: u32 = BC + 8u;

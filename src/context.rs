@@ -145,6 +145,9 @@ pub(crate) struct Inner {
     pub tensor_cores: std::sync::Mutex<TensorCoreState>,
     /// Whether the self-check of the tensor-core path has run (held while it runs).
     pub tensor_cores_checked: futures::lock::Mutex<bool>,
+    /// The attention self-check's outcome per head-dim class and rows per workgroup (held while
+    /// one runs); a class that failed runs SIMT on this context.
+    pub attention_classes: futures::lock::Mutex<std::collections::BTreeMap<(u32, u32), std::result::Result<(), String>>>,
     pub limits: wgpu::Limits,
     pub caps: Caps,
     pub cache: PipelineCache,
@@ -478,6 +481,7 @@ impl Context {
                 info,
                 tensor_cores: std::sync::Mutex::new(tensor_cores),
                 tensor_cores_checked: Default::default(),
+                attention_classes: Default::default(),
                 limits,
                 caps,
                 cache,

@@ -124,7 +124,8 @@ fn emulated_similarity_matches_the_reference_and_the_simt_kernel() {
 fn hardware_similarity_and_attention_on_tensor_cores() {
     let ctx = with(TensorCores::Required).unwrap_or_else(|e| panic!("no tensor cores here: {e}"));
     similarity_cases(&ctx);
-    attention_cases(&ctx);
+    attention_cases(&ctx, &[64, 80, 96, 128]);
+    extremes(&ctx);
     paged_case(&ctx);
     assert!(matches!(ctx.tensor_cores(), TensorCoreState::Active { .. }), "self-check: {}", ctx.tensor_cores());
     let (qs, ks) = (Shape::new(1, 8, 1000, 128), Shape::new(1, 8, 1000, 128));
@@ -205,7 +206,10 @@ fn emulated_unfused_attention_scores() {
 
 /// f16 attention on `ctx`'s tensor-core kernel (forced, and chosen by `Auto` where the call
 /// suits it) against the f64 reference of the f16-rounded inputs and against the SIMT kernel.
-fn attention_cases(ctx: &Context) {
+/// Every head-dim class up to 64 with options, and the head dims `wide` (GQA, causal, a mask, a
+/// window, a growing maximum; at 96 and 128 on 32 KiB of workgroup memory, the kernel with 32
+/// query rows per workgroup).
+fn attention_cases(ctx: &Context, wide: &[usize]) {
     let simt = with(TensorCores::Off).unwrap();
     let base = |b, h, hkv, nq, nk, d| Case::new(b, h, hkv, nq, nk, d);
     let mut cases = vec![
@@ -230,6 +234,16 @@ fn attention_cases(ctx: &Context) {
     let mut growing = base(1, 1, 1, 64, 256, 32);
     growing.amp = 6.0;
     cases.push(growing);
+    for &d in wide {
+        cases.push(base(2, 4, 2, 70, 130, d).causal());
+        cases.push(base(1, 2, 2, 80, 120, d).window(20, Some(5)));
+        let mut masked = base(1, 4, 2, 66, 77, d);
+        masked.bool_mask = Some([1, 1, 66, 77]);
+        cases.push(masked);
+        let mut growing = base(1, 2, 1, 64, 200, d);
+        growing.amp = 6.0;
+        cases.push(growing);
+    }
     for c in cases {
         let mut data = case_data(&c);
         let round = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32());
@@ -275,7 +289,8 @@ fn attention_cases(ctx: &Context) {
 
 gpu_test! {
 fn emulated_attention_with_every_option() {
-    attention_cases(&emulated());
+    // (each head-dim class compiles its own kernel: 80 and 96 in the full matrix)
+    attention_cases(&emulated(), if full_matrix() { &[80, 96, 128] } else { &[128] });
 }
 }
 
@@ -303,9 +318,14 @@ fn tensor_core_attention_is_refused_where_it_cannot_run() {
 
 gpu_test! {
 fn emulated_attention_at_the_extremes_of_f16_and_of_the_scale() {
-    // the largest f16 values, extreme scales and additive terms: finite results that agree with
-    // the SIMT kernel on the same f16 inputs (f16 output: within f16 rounding of the largest)
-    let ctx = emulated();
+    extremes(&emulated());
+}
+}
+
+/// The largest f16 values, extreme scales and additive terms on `ctx`'s tensor-core kernel:
+/// finite results that agree with the SIMT kernel on the same f16 inputs (f16 output: within f16
+/// rounding of the largest).
+fn extremes(ctx: &Context) {
     let simt = with(TensorCores::Off).unwrap();
     let (qs, ks) = (Shape::new(1, 2, 64, 32), Shape::new(1, 2, 70, 32));
     let big = |seed, n| rand_vec(seed, n, 1.0).into_iter().map(|x| f16::from_f32(if x >= 0.0 { 65504.0 } else { -65504.0 * x.abs().max(0.5) })).collect::<Vec<f16>>();
@@ -325,7 +345,7 @@ fn emulated_attention_at_the_extremes_of_f16_and_of_the_scale() {
             let (o, l) = cx.attention_with_lse(&tq, &tk, &tv, m.as_ref(), &opts).unwrap();
             (o.download_blocking(cx).unwrap(), l.download_blocking(cx).unwrap())
         };
-        let (got, lse) = run(&ctx, AttentionVariant::TensorCores);
+        let (got, lse) = run(ctx, AttentionVariant::TensorCores);
         let (want, want_lse) = run(&simt, AttentionVariant::Auto);
         assert!(got.iter().all(|x| x.is_finite()), "{what}: not finite");
         assert_agree(&format!("{what}: vs simt"), &got, &want, 3e-3);
@@ -333,7 +353,6 @@ fn emulated_attention_at_the_extremes_of_f16_and_of_the_scale() {
             assert!(a == b || (a - b).abs() <= 1e-4 * b.abs().max(1.0), "{what}: lse {a} vs {b}");
         }
     }
-}
 }
 
 gpu_test! {
@@ -371,22 +390,15 @@ fn f32_inputs_on_tensor_cores_by_opt_in() {
 }
 }
 
-/// The fragment layouts the kernels assume, on the hardware (`--ignored`, tensor-core adapters
-/// only): with one operand the identity, `coopLoadT` of A gives the matrix row-major, `coopLoad`
-/// of B reads element (k, n) at n * stride + k, `coopStoreT` writes row-major and `coopStore`
-/// column-major; strides padded past 16 as the kernels' are.
-#[test]
-#[ignore = "needs an adapter with cooperative matrices (run with --ignored there)"]
-fn hardware_fragment_layouts() {
-    let ctx = with(TensorCores::Required).unwrap_or_else(|e| panic!("no tensor cores here: {e}"));
-    let TensorCoreState::Active { subgroup_size } = ctx.tensor_cores() else { panic!("{}", ctx.tensor_cores()) };
-    let src = format!(
+/// The shader of [`hardware_fragment_layouts`] for subgroups of `subgroup_size`.
+fn layout_shader(subgroup_size: u32) -> String {
+    format!(
         "enable f16;
 enable wgpu_cooperative_matrix;
 @group(0) @binding(0) var<storage, read> M: array<f32>;
 @group(0) @binding(1) var<storage, read_write> OUT: array<f32>;
 var<workgroup> Hs: array<f16, 1024>;
-var<workgroup> Fs: array<f32, 1024>;
+var<workgroup> Fs: array<f32, 2048>;
 const S: u32 = 24u;
 @compute @workgroup_size({subgroup_size})
 fn main(@builtin(local_invocation_index) t: u32) {{
@@ -414,9 +426,44 @@ fn main(@builtin(local_invocation_index) t: u32) {{
     workgroupBarrier();
     for (var i = t; i < 256u; i += {subgroup_size}u) {{
         OUT[512u + i] = Fs[(i / 16u) * S + i % 16u];
+        Fs[1024u + (i / 16u) * S + i % 16u] = M[i];
+    }}
+    workgroupBarrier();
+    let c3 = coopLoadT<coop_mat16x16<f32, C>>(&Fs[1024], S);
+    let c4 = coopMultiplyAdd(ia, ib, c3);
+    coopStoreT(c4, &Fs[1536], S);
+    workgroupBarrier();
+    for (var i = t; i < 256u; i += {subgroup_size}u) {{
+        OUT[768u + i] = Fs[1536u + (i / 16u) * S + i % 16u];
     }}
 }}"
-    );
+    )
+}
+
+/// The layout shader is valid WGSL with cooperative matrices (naga, as wgpu would take it), so
+/// that the hardware test fails only on what the hardware does.
+#[test]
+fn the_fragment_layout_shader_validates() {
+    for sgs in [32, 64] {
+        let src = layout_shader(sgs);
+        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("subgroups of {sgs}: {e:?}"));
+    }
+}
+
+/// The fragment layouts the kernels assume, on the hardware (`--ignored`, tensor-core adapters
+/// only): with one operand the identity, `coopLoadT` of A gives the matrix row-major, `coopLoad`
+/// of B reads element (k, n) at n * stride + k, `coopStoreT` writes row-major and `coopStore`
+/// column-major, and `coopLoadT` of C (the kernels' `load_c`, after a rescale) reads row-major
+/// into the accumulator's layout (I x I + M = M + I); strides padded past 16 as the kernels' are.
+#[test]
+#[ignore = "needs an adapter with cooperative matrices (run with --ignored there)"]
+fn hardware_fragment_layouts() {
+    let ctx = with(TensorCores::Required).unwrap_or_else(|e| panic!("no tensor cores here: {e}"));
+    let TensorCoreState::Active { subgroup_size } = ctx.tensor_cores() else { panic!("{}", ctx.tensor_cores()) };
+    let src = layout_shader(subgroup_size);
     let m: Vec<f32> = (0..256).map(|i| (i as f32) - 100.0).collect();
     let dev = ctx.device();
     let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -432,7 +479,7 @@ fn main(@builtin(local_invocation_index) t: u32) {{
         cache: None,
     });
     let input = ctx.upload(&m, Shape::new(1, 1, 16, 16)).unwrap();
-    let out = ctx.zeros(Shape::new(1, 1, 48, 16), Layout::Bhsd, DType::F32).unwrap();
+    let out = ctx.zeros(Shape::new(1, 1, 64, 16), Layout::Bhsd, DType::F32).unwrap();
     let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
         layout: &pipeline.get_bind_group_layout(0),
@@ -452,7 +499,9 @@ fn main(@builtin(local_invocation_index) t: u32) {{
     let transposed: Vec<f32> = (0..256).map(|i| m[(i % 16) * 16 + i / 16]).collect();
     assert_eq!(&got[..256], &m[..], "coopLoadT A x I, coopStoreT: M row-major");
     assert_eq!(&got[256..512], &transposed[..], "I x coopLoad B: B(k, n) = M[n][k], so C = Mᵀ");
-    assert_eq!(&got[512..], &transposed[..], "coopStore: column-major");
+    assert_eq!(&got[512..768], &transposed[..], "coopStore: column-major");
+    let plus_identity: Vec<f32> = (0..256).map(|i| m[i] + if i / 16 == i % 16 { 1.0 } else { 0.0 }).collect();
+    assert_eq!(&got[768..], &plus_identity[..], "coopLoadT C (load_c) as the accumulator: I x I + M");
 }
 
 gpu_test! {
@@ -465,7 +514,7 @@ fn emulated_attention_without_subgroups() {
     })
     .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
     assert!(!ctx.caps().subgroups);
-    attention_cases(&ctx);
+    attention_cases(&ctx, if full_matrix() { &[128] } else { &[] });
 }
 }
 

@@ -9,8 +9,10 @@ use crate::caps::Caps;
 use crate::options::Loads;
 use crate::shape::DType;
 
-/// Query rows per workgroup and keys per tile (the shader's `BR`, `BC`).
-pub(crate) const BR: u32 = 64;
+/// Query rows per workgroup the kernel can be built with (the shader's `BR`; one subgroup per
+/// 16 rows), largest first: the order in which [`AttentionMmaKernel::choose`] tries them.
+pub(crate) const ROWS: [u32; 3] = [64, 32, 16];
+/// Keys per tile (the shader's `BC`).
 pub(crate) const BC: u32 = 32;
 /// Largest head dim.
 pub(crate) const MAX_DIM: usize = 128;
@@ -29,6 +31,9 @@ pub(crate) struct AttentionMmaKernel {
     pub paged: bool,
     /// A row's maximum and sum by subgroup shuffles (else through workgroup memory).
     pub sg: bool,
+    /// Query rows per workgroup (one of [`ROWS`]): 64 where the workgroup memory allows, fewer
+    /// where it does not (head dims 96-128 on 32 KiB), the same WGSL either way.
+    pub rows: u32,
 }
 
 impl Variant for AttentionMmaKernel {
@@ -46,15 +51,15 @@ impl Variant for AttentionMmaKernel {
     }
     fn constants(&self) -> Vec<(&'static str, u32)> {
         let sgs = self.mma.subgroup();
-        let tpr = self.threads() / BR;
-        vec![("WG", self.threads()), ("SGS", sgs), ("DP", self.dp), ("TPR", tpr), ("ROW_LANES", tpr)]
+        let tpr = self.threads() / self.rows;
+        vec![("WG", self.threads()), ("SGS", sgs), ("DP", self.dp), ("BR", self.rows), ("TPR", tpr), ("ROW_LANES", tpr)]
     }
     /// Q, the K/V tile and the weights (f16); the scores (f32); the rows' scales; the key
     /// bounds and the rescale flag; without subgroups, the reduction buffer.
     fn workgroup_bytes(&self) -> u32 {
-        let qp = self.dp + 8;
+        let (qp, br) = (self.dp + 8, self.rows);
         let red = if self.sg { 0 } else { 8 * self.threads() };
-        2 * (BR * qp + BC * qp + BR * (BC + 8)) + 4 * BR * (BC + 4) + 4 * BR + 16 + red
+        2 * (br * qp + BC * qp + br * (BC + 8)) + 4 * br * (BC + 4) + 4 * br + 16 + red
     }
     fn preludes(&self) -> Vec<&'static str> {
         vec![
@@ -85,18 +90,36 @@ impl Variant for AttentionMmaKernel {
 }
 
 impl AttentionMmaKernel {
-    /// Invocations per workgroup: 4 subgroups.
+    /// Invocations per workgroup: one subgroup per 16 query rows.
     pub fn threads(&self) -> u32 {
-        4 * self.mma.subgroup()
+        self.rows / 16 * self.mma.subgroup()
     }
 
-    /// The variant for head dim `d` on `mma` reading with `loads`, or why none fits (`d` over
-    /// 128, or the device's workgroup memory or invocations). `Vec4` needs `d` a multiple of 4
-    /// and 4-aligned element offsets (the caller's check). Contiguous K and V (the launcher sets
-    /// `paged`).
+    /// The variant for head dim `d` on `mma` reading with `loads`: the most query rows per
+    /// workgroup that the device runs, or why none fits (`d` over 128, or the device's workgroup
+    /// memory or invocations). `Vec4` needs `d` a multiple of 4 and 4-aligned element offsets
+    /// (the caller's check). Contiguous K and V (the launcher sets `paged`).
     pub fn choose(d: usize, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Result<Self, String> {
+        let mut first_err = None;
+        for rows in ROWS {
+            match Self::with_rows(d, rows, mma, caps, dtype, loads) {
+                Ok(k) => return Ok(k),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_default())
+    }
+
+    /// The variant for head dim `d` with `rows` query rows per workgroup, or why the device
+    /// cannot run it.
+    pub fn with_rows(d: usize, rows: u32, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Result<Self, String> {
         if d > MAX_DIM {
             return Err(format!("the tensor-core kernel takes head dims up to {MAX_DIM} (got {d})"));
+        }
+        if !ROWS.contains(&rows) {
+            return Err(format!("the tensor-core kernel takes {ROWS:?} query rows per workgroup (got {rows})"));
         }
         let mut k = AttentionMmaKernel {
             dtype,
@@ -105,12 +128,13 @@ impl AttentionMmaKernel {
             loads,
             paged: false,
             sg: false,
+            rows,
         };
         // a row's TPR invocations share a subgroup where subgroups are at least that wide
-        k.sg = caps.subgroups && caps.subgroup_min_size >= k.threads() / BR;
+        k.sg = caps.subgroups && caps.subgroup_min_size >= k.threads() / rows;
         if k.workgroup_bytes() > caps.max_workgroup_storage {
             return Err(format!(
-                "the tensor-core kernel at head dim {d} needs {} bytes of workgroup memory, the device allows {}",
+                "the tensor-core kernel at head dim {d} needs {} bytes of workgroup memory with {rows} query rows per workgroup, the device allows {}",
                 k.workgroup_bytes(),
                 caps.max_workgroup_storage
             ));
@@ -125,6 +149,12 @@ impl AttentionMmaKernel {
         Ok(k)
     }
 
+    /// Every variant for head dim `d` that the device runs (the candidates a sweep or a tuner
+    /// times), most rows first.
+    pub fn candidates(d: usize, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Vec<Self> {
+        ROWS.iter().filter_map(|&r| Self::with_rows(d, r, mma, caps, dtype, loads).ok()).collect()
+    }
+
     /// Every variant on `mma`.
     #[cfg(test)]
     pub fn all(mma: Mma) -> impl Iterator<Item = AttentionMmaKernel> {
@@ -132,13 +162,16 @@ impl AttentionMmaKernel {
             (1..=8).flat_map(move |i| {
                 [false, true].into_iter().flat_map(move |sg| {
                     [Loads::Vec4, Loads::Scalar].into_iter().flat_map(move |loads| {
-                        [false, true].into_iter().map(move |paged| AttentionMmaKernel {
-                            dtype,
-                            dp: 16 * i,
-                            mma,
-                            loads,
-                            paged,
-                            sg,
+                        [false, true].into_iter().flat_map(move |paged| {
+                            ROWS.into_iter().map(move |rows| AttentionMmaKernel {
+                                dtype,
+                                dp: 16 * i,
+                                mma,
+                                loads,
+                                paged,
+                                sg,
+                                rows,
+                            })
                         })
                     })
                 })

@@ -3,7 +3,7 @@
 //! run.
 
 use crate::kernels::attention_decode::{self, DecodeKernel};
-use crate::kernels::attention_mma::{self, AttentionMmaKernel};
+use crate::kernels::attention_mma::AttentionMmaKernel;
 use crate::kernels::similarity_mma::Mma;
 use crate::kernels::Variant;
 use crate::caps::Caps;
@@ -197,7 +197,7 @@ pub(crate) fn resolve(
             Resolved::TensorCores(kernel),
             AttentionPlan {
                 variant: AttentionVariant::TensorCores,
-                rows_per_workgroup: attention_mma::BR as usize,
+                rows_per_workgroup: kernel.rows as usize,
                 splits: 1,
                 keys_per_split: d.nk,
                 workgroup_bytes: kernel.workgroup_bytes(),
@@ -310,10 +310,16 @@ mod tests {
         let plan = |p: &AttentionProblem, paged| resolve(p, &h100, true, true, paged, true, &tc).map(|r| r.1);
         let p = plan(&f16(4096, 4096, 128, AttentionVariant::Auto), false).unwrap();
         assert_eq!(p.variant, AttentionVariant::TensorCores, "{}", p.reason);
-        // (d 128 needs about 41 KiB of workgroup memory: not on 32 KiB, where Auto says why)
-        let small = resolve(&f16(4096, 4096, 128, AttentionVariant::Auto), &lavapipe(), true, true, false, true, &tc)
+        assert_eq!(p.rows_per_workgroup, 64);
+        // d 128 with 64 rows needs about 40 KiB of workgroup memory: 32 rows on 32 KiB, none
+        // on 16 KiB, where Auto says why
+        let p = resolve(&f16(4096, 4096, 128, AttentionVariant::Auto), &lavapipe(), true, true, false, true, &tc)
             .unwrap()
             .1;
+        assert_eq!((p.variant, p.rows_per_workgroup), (AttentionVariant::TensorCores, 32), "{}", p.reason);
+        let tiny = Caps { max_workgroup_storage: 16 << 10, ..lavapipe() };
+        let small =
+            resolve(&f16(4096, 4096, 128, AttentionVariant::Auto), &tiny, true, true, false, true, &tc).unwrap().1;
         assert!(
             small.variant != AttentionVariant::TensorCores && small.reason.contains("workgroup memory"),
             "{}",
@@ -332,6 +338,35 @@ mod tests {
         // forced where it cannot run: the reason
         let e = resolve(&f16(64, 64, 64, AttentionVariant::TensorCores), &h100, true, true, false, true, &no_tc());
         assert!(matches!(e, Err(Error::Unsupported(ref m)) if m == "off"), "{e:?}");
+    }
+
+    #[test]
+    fn tensor_core_rows_fit_the_memory_and_the_invocations() {
+        use crate::kernels::attention_mma::ROWS;
+        let tc = Mma::Hardware { subgroup: 32 };
+        for caps in [lavapipe(), Caps { max_workgroup_storage: 48 << 10, ..lavapipe() }] {
+            for d in 1..=128 {
+                let all = AttentionMmaKernel::candidates(d, tc, &caps, DType::F16, Loads::Vec4);
+                let k = AttentionMmaKernel::choose(d, tc, &caps, DType::F16, Loads::Vec4).unwrap();
+                assert_eq!(all[0], k, "the most rows first");
+                for k in &all {
+                    assert!(k.workgroup_bytes() <= caps.max_workgroup_storage && ROWS.contains(&k.rows));
+                }
+            }
+        }
+        // 48 KiB: 64 rows throughout; 32 KiB: 32 rows from head dim 81
+        let big = Caps { max_workgroup_storage: 48 << 10, ..lavapipe() };
+        assert_eq!(AttentionMmaKernel::choose(128, tc, &big, DType::F16, Loads::Vec4).unwrap().rows, 64);
+        assert_eq!(AttentionMmaKernel::choose(80, tc, &lavapipe(), DType::F16, Loads::Vec4).unwrap().rows, 64);
+        assert_eq!(AttentionMmaKernel::choose(81, tc, &lavapipe(), DType::F16, Loads::Vec4).unwrap().rows, 32);
+        // a configuration the device cannot run is refused with the reason
+        let e = AttentionMmaKernel::with_rows(128, 64, tc, &lavapipe(), DType::F16, Loads::Vec4).unwrap_err();
+        assert!(e.contains("workgroup memory") && e.contains("64 query rows"), "{e}");
+        let e = AttentionMmaKernel::with_rows(64, 48, tc, &big, DType::F16, Loads::Vec4).unwrap_err();
+        assert!(e.contains("query rows per workgroup"), "{e}");
+        let few = Caps { max_invocations: 64, ..big };
+        assert_eq!(AttentionMmaKernel::choose(64, tc, &few, DType::F16, Loads::Vec4).unwrap().rows, 32);
+        assert!(AttentionMmaKernel::with_rows(64, 64, tc, &few, DType::F16, Loads::Vec4).unwrap_err().contains("invocations"));
     }
 
     #[test]

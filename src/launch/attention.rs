@@ -3,7 +3,7 @@
 
 use crate::kernels::attention_decode::DecodeKernel;
 use crate::kernels::attention_merge::MergeKernel;
-use crate::kernels::attention_mma::{self, AttentionMmaKernel};
+use crate::kernels::attention_mma::AttentionMmaKernel;
 use crate::kernels::{flags, Kernel, Params};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -130,7 +130,7 @@ pub(crate) async fn record(
     };
     let workgroups = |nbh: usize, nr: usize| match main {
         Main::Fused(_) => (nbh * nr.div_ceil(br) * nsplit) as u64,
-        Main::TensorCores(_) => (nbh * nr.div_ceil(attention_mma::BR as usize)) as u64,
+        Main::TensorCores(k) => (nbh * nr.div_ceil(k.rows as usize)) as u64,
         // one workgroup per (batch, key/value head, block of combined rows, split); always one
         // chunk of every slice and row (checked below)
         Main::Decode(k) => ((nbh / d.group()) * (d.group() * nr).div_ceil(k.rows as usize) * nsplit) as u64,

@@ -4,7 +4,7 @@
 use super::{check_aliasing, Region};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::attention_plan::{resolve, AttentionPlan, Resolved};
+use crate::kernels::attention_plan::{AttentionPlan, Resolved};
 use crate::launch::attention::KvSource;
 use crate::launch::{similarity, softmax, weighted_sum};
 use crate::options::AttentionOptions;
@@ -53,8 +53,8 @@ impl Context {
     ) -> Result<AttentionPlan> {
         let p = self.attention_problem(q, k, v, mask, opts)?;
         self.check_alive_now()?;
-        let tc = pollster::block_on(self.tensor_core_choice(p.dtype, p.f32_on_tensor_cores));
-        Ok(resolve(&p, self.caps(), aligned(q, k, v), lse, false, self.whole_fits(&[q, k, v], mask), &tc)?.1)
+        let whole = self.whole_fits(&[q, k, v], mask);
+        Ok(pollster::block_on(self.resolve_attention(&p, aligned(q, k, v), lse, false, whole))?.1)
     }
 
     /// Fused attention `O = softmax(scale · Q Kᵀ + mask) V` into a new tensor shaped, typed and
@@ -208,9 +208,8 @@ impl Context {
         let mut outputs = vec![Region::tensor("out", out)];
         outputs.extend(lse.map(|l| Region::tensor("lse", l)));
         check_aliasing(&outputs, &inputs(q, k, v, mask))?;
-        let tc = self.tensor_core_choice(p.dtype, p.f32_on_tensor_cores).await;
-        let (resolved, _) =
-            resolve(p, self.caps(), aligned(q, k, v), lse.is_some(), false, self.whole_fits(&[q, k, v], mask), &tc)?;
+        let whole = self.whole_fits(&[q, k, v], mask);
+        let (resolved, _) = self.resolve_attention(p, aligned(q, k, v), lse.is_some(), false, whole).await?;
         match resolved {
             Resolved::Unfused => {
                 let weights = self.zeros_async(p.scores_shape(), Layout::Bhsd, DType::F32).await?;

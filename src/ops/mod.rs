@@ -23,6 +23,7 @@ mod weighted_sum;
 pub use attention::AttentionCall;
 pub use paged::PagedAttentionCall;
 pub use prepare::AttentionShapes;
+pub use tensor_cores::TensorCoreCheck;
 
 mod checks;
 pub(crate) use checks::{check_aliasing, Region};

@@ -4,7 +4,7 @@
 use super::{check_aliasing, Region};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::attention_plan::{resolve, AttentionPlan};
+use crate::kernels::attention_plan::AttentionPlan;
 use crate::launch::attention::KvSource;
 use crate::launch::kv_append;
 use crate::options::AttentionOptions;
@@ -127,16 +127,8 @@ impl Context {
     ) -> Result<AttentionPlan> {
         let p = self.paged_problem(q, cache, table, opts)?;
         self.check_alive_now()?;
-        Ok(resolve(
-            &p.attn,
-            self.caps(),
-            aligned(q, cache),
-            lse,
-            true,
-            self.whole_fits(&[q, &cache.k, &cache.v], None),
-            &pollster::block_on(self.tensor_core_choice(p.attn.dtype, p.attn.f32_on_tensor_cores)),
-        )?
-        .1)
+        let whole = self.whole_fits(&[q, &cache.k, &cache.v], None);
+        Ok(pollster::block_on(self.resolve_attention(&p.attn, aligned(q, cache), lse, true, whole))?.1)
     }
 
     /// Attention of `q` (`[batch, heads, nq, head_dim]`) over a paged cache, reading K and V
@@ -231,8 +223,7 @@ impl Context {
         let inputs = [Region::tensor("q", q), Region::tensor("k_pages", &cache.k), Region::tensor("v_pages", &cache.v)];
         check_aliasing(&outputs, &inputs)?;
         let whole = self.whole_fits(&[q, &cache.k, &cache.v], None);
-        let tc = self.tensor_core_choice(p.attn.dtype, p.attn.f32_on_tensor_cores).await;
-        let (resolved, _) = resolve(&p.attn, self.caps(), aligned(q, cache), lse.is_some(), true, whole, &tc)?;
+        let (resolved, _) = self.resolve_attention(&p.attn, aligned(q, cache), lse.is_some(), true, whole).await?;
         let (lens, entries) = self.table_buffers(table).await?;
         let kv = KvSource::Paged { cache, seq_lens: &lens, table: &entries, blocks_per_seq: p.table.blocks_per_seq() };
         crate::launch::attention::record(self, encoder, &p.attn, resolved, q, kv, None, out, lse).await

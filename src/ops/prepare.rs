@@ -8,7 +8,7 @@
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::attention_plan::{resolve, AttentionPlan};
+use crate::kernels::attention_plan::AttentionPlan;
 use crate::options::{AttentionOptions, AttentionVariant};
 use crate::pages::{BlockTable, PageGeometry};
 use crate::paged::PagedKvCache;
@@ -74,11 +74,10 @@ impl Context {
         if shapes.dtype == DType::F16 && !self.supports_f16() {
             return Err(crate::error::Error::F16Unsupported { argument: "dtype" });
         }
-        let tc = self.tensor_core_choice(p.dtype, p.f32_on_tensor_cores).await;
         let max = self.caps().max_binding;
         let bytes = |s: Shape| (s.numel() as u64).saturating_mul(shapes.dtype.size());
         let whole = bytes(shapes.q) <= max && bytes(shapes.kv) <= max;
-        let (_, plan) = resolve(&p, self.caps(), true, shapes.lse, shapes.paged, whole, &tc)?;
+        let (_, plan) = self.resolve_attention(&p, true, shapes.lse, shapes.paged, whole).await?;
 
         // that variant, once, on one batch entry: the decode kernel's tile depends on the query
         // rows per key/value head, the unfused chain's softmax on the key count; nothing else

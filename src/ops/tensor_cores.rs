@@ -1,9 +1,14 @@
 //! The tensor-core path's use on a context: where a call may run on matrix fragments, and the
-//! self-check that runs the first time a context would use them on hardware (against the SIMT
-//! kernels), switching the context to SIMT on a mismatch.
+//! self-checks that run the first time a context would use them on hardware (against the SIMT
+//! kernels): the similarity check once (a mismatch switches the context to SIMT), and the
+//! attention check once per head-dim class and rows per workgroup (a class that fails runs SIMT).
 
 use crate::context::Context;
+use crate::error::Result;
+use crate::kernels::attention_mma::AttentionMmaKernel;
+use crate::kernels::attention_plan::{resolve, AttentionPlan, Resolved};
 use crate::kernels::similarity_mma::Mma;
+use crate::problem::AttentionProblem;
 use crate::options::Similarity;
 use crate::problem::{Operand, SimilarityProblem};
 use crate::shape::{DType, Layout, Shape};
@@ -61,6 +66,78 @@ impl Context {
             _ => None,
         }
     }
+
+    /// The attention variant for `p` (see `resolve` for the flags): where it is the tensor-core
+    /// kernel on hardware, its head-dim class passed the self-check on this context first (run
+    /// here the first time the class is used), or the call is resolved again without tensor
+    /// cores (`Auto` runs SIMT, saying why; a forced variant is refused with the reason).
+    pub(crate) async fn resolve_attention(
+        &self,
+        p: &AttentionProblem<'_>,
+        aligned: bool,
+        lse: bool,
+        paged: bool,
+        whole: bool,
+    ) -> Result<(Resolved, AttentionPlan)> {
+        let tc = self.tensor_core_choice(p.dtype, p.f32_on_tensor_cores).await;
+        let r = resolve(p, self.caps(), aligned, lse, paged, whole, &tc)?;
+        if let Resolved::TensorCores(k) = r.0 {
+            if let Err(why) = self.attention_class_check(k).await {
+                return resolve(p, self.caps(), aligned, lse, paged, whole, &Err(why));
+            }
+        }
+        Ok(r)
+    }
+
+    /// Whether the head-dim class and rows per workgroup of `k` passed the attention self-check
+    /// on this context (run now, once per class; the twin needs none: its results are the
+    /// tests' to check).
+    pub(crate) async fn attention_class_check(&self, k: AttentionMmaKernel) -> std::result::Result<(), String> {
+        if !matches!(k.mma, Mma::Hardware { .. }) {
+            return Ok(());
+        }
+        let mut classes = self.inner.attention_classes.lock().await;
+        if let Some(r) = classes.get(&(k.dp, k.rows)) {
+            return r.clone();
+        }
+        let r = attention_check(self, k.mma, k.dp as usize, k.rows).await.map_err(|why| {
+            let why = format!(
+                "the tensor-core attention self-check at head dims {}-{} with {} rows per workgroup failed on this device: {why}",
+                k.dp - 15,
+                k.dp,
+                k.rows
+            );
+            log::warn!("wgpu-attention: {why}; that class runs SIMT");
+            why
+        });
+        classes.insert((k.dp, k.rows), r.clone());
+        r
+    }
+
+    /// The attention self-checks run on this context so far: per head-dim class (the padded
+    /// head dim, a multiple of 16) and query rows per workgroup of the tensor-core kernel,
+    /// whether it passed (`Err`: why not; that class runs on the SIMT kernels). Empty until a
+    /// call runs on hardware tensor cores.
+    pub fn tensor_core_checks(&self) -> Vec<TensorCoreCheck> {
+        let classes = pollster::block_on(self.inner.attention_classes.lock());
+        classes
+            .iter()
+            .map(|(&(head_dim, rows), r)| TensorCoreCheck { head_dim: head_dim as usize, rows: rows as usize, result: r.clone() })
+            .collect()
+    }
+}
+
+/// One attention self-check of the tensor-core path on a context (see
+/// [`Context::tensor_core_checks`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TensorCoreCheck {
+    /// The head-dim class: head dims `head_dim - 15 ..= head_dim` run the same kernel.
+    pub head_dim: usize,
+    /// Query rows per workgroup of the checked kernel.
+    pub rows: usize,
+    /// `Ok` where the kernel agreed with the SIMT kernel; otherwise how it differed.
+    pub result: std::result::Result<(), String>,
 }
 
 /// The self-check of the hardware path: a small similarity with tails in every dimension (2
@@ -83,22 +160,23 @@ async fn self_check(ctx: &Context, mma: Mma) -> std::result::Result<(), String> 
         ctx.submit_and_download_async(enc, &[&hw, &simt]).await
     };
     let got = run.await.map_err(|e| e.to_string())?;
-    if let Some(i) = got[0].iter().zip(&got[1]).position(|(a, b)| a != b) {
-        return Err(format!("similarity score {i}: {} on tensor cores, {} on the SIMT kernel", got[0][i], got[1][i]));
+    match got[0].iter().zip(&got[1]).position(|(a, b)| a != b) {
+        Some(i) => Err(format!("similarity score {i}: {} on tensor cores, {} on the SIMT kernel", got[0][i], got[1][i])),
+        None => Ok(()),
     }
-    attention_check(ctx, mma).await
 }
 
-/// The attention half of the self-check: causal f16 attention with GQA and tails (4 heads on 2,
-/// 70 queries, 90 keys, dim 40) on `mma` and on the SIMT fused kernel; f16 weights and outputs
-/// differ by rounding only (within 1e-2 of the largest output; a fault in the fragments, their
-/// layout or the barriers is of the order of the outputs themselves).
-async fn attention_check(ctx: &Context, mma: Mma) -> std::result::Result<(), String> {
+/// The attention self-check of one head-dim class: causal f16 attention with GQA and tails (4
+/// heads on 2, 70 queries, 90 keys, head dim `d`) on the tensor-core kernel with `rows` query
+/// rows per workgroup on `mma`, and on the SIMT fused kernel; f16 weights and outputs differ by
+/// rounding only (within 1e-2 of the largest output; a fault in the fragments, their layout or
+/// the barriers is of the order of the outputs themselves).
+pub(crate) async fn attention_check(ctx: &Context, mma: Mma, d: usize, rows: u32) -> std::result::Result<(), String> {
     use crate::kernels::attention::choose_tile;
     use crate::kernels::attention_plan::Resolved;
     use crate::launch::attention::{record, KvSource};
     let run = async {
-        let (qs, ks) = (Shape::new(1, 4, 70, 40), Shape::new(1, 2, 90, 40));
+        let (qs, ks) = (Shape::new(1, 4, 70, d), Shape::new(1, 2, 90, d));
         let val = |i: usize, m: usize| half::f16::from_f32(((i * m) % 23) as f32 / 11.0 - 1.0);
         let q: Vec<half::f16> = (0..qs.numel()).map(|i| val(i, 5)).collect();
         let k: Vec<half::f16> = (0..ks.numel()).map(|i| val(i, 7)).collect();
@@ -107,15 +185,9 @@ async fn attention_check(ctx: &Context, mma: Mma) -> std::result::Result<(), Str
             (ctx.upload_async(&q, qs).await?, ctx.upload_async(&k, ks).await?, ctx.upload_async(&v, ks).await?);
         let opts = crate::options::AttentionOptions { causal: true, ..Default::default() };
         let p = ctx.attention_problem(&q, &k, &v, None, &opts)?;
-        let tc = crate::kernels::attention_mma::AttentionMmaKernel::choose(
-            40,
-            mma,
-            ctx.caps(),
-            DType::F16,
-            crate::options::Loads::Vec4,
-        )
-        .map_err(crate::error::Error::Unsupported)?;
-        let simt = choose_tile(40, ctx.caps())?.kernel(DType::F16, false, crate::options::Loads::Scalar);
+        let tc = AttentionMmaKernel::with_rows(d, rows, mma, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
+            .map_err(crate::error::Error::Unsupported)?;
+        let simt = choose_tile(d, ctx.caps())?.kernel(DType::F16, false, crate::options::Loads::Scalar);
         let a = ctx.zeros_async(qs, Layout::Bhsd, DType::F16).await?;
         let b = ctx.zeros_async(qs, Layout::Bhsd, DType::F16).await?;
         let mut enc = ctx.encoder()?;
@@ -154,5 +226,12 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
         assert_eq!(pollster::block_on(self_check(&ctx, Mma::Emulated)), Ok(()));
+        // the attention check at the widest class (on 32 KiB: 32 rows per workgroup; the same
+        // kernel as tests/tensor_cores.rs's at head dim 128, so a shader cache serves both)
+        for d in [128] {
+            let k = AttentionMmaKernel::choose(d, Mma::Emulated, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
+                .unwrap();
+            assert_eq!(pollster::block_on(attention_check(&ctx, Mma::Emulated, d, k.rows)), Ok(()), "d {d}");
+        }
     }
 }

@@ -93,12 +93,12 @@ impl Context {
     /// on this context (run now, once per class; the twin needs none: its results are the
     /// tests' to check).
     pub(crate) async fn attention_class_check(&self, k: AttentionMmaKernel) -> std::result::Result<(), String> {
-        if !matches!(k.mma, Mma::Hardware { .. }) {
-            return Ok(());
-        }
         let mut classes = self.inner.attention_classes.lock().await;
         if let Some(r) = classes.get(&(k.dp, k.rows)) {
             return r.clone();
+        }
+        if !matches!(k.mma, Mma::Hardware { .. }) {
+            return Ok(());
         }
         let r = attention_check(self, k.mma, k.dp as usize, k.rows).await.map_err(|why| {
             let why = format!(
@@ -226,6 +226,7 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
         assert_eq!(pollster::block_on(self_check(&ctx, Mma::Emulated)), Ok(()));
+        assert!(ctx.tensor_core_checks().is_empty(), "the twin runs no class check");
         // the attention check at the widest class (on 32 KiB: 32 rows per workgroup; the same
         // kernel as tests/tensor_cores.rs's at head dim 128, so a shader cache serves both)
         for d in [128] {
@@ -233,5 +234,36 @@ mod tests {
                 .unwrap();
             assert_eq!(pollster::block_on(attention_check(&ctx, Mma::Emulated, d, k.rows)), Ok(()), "d {d}");
         }
+    }
+
+    /// A head-dim class whose check failed runs SIMT: `Auto` says why, a forced `TensorCores`
+    /// is refused with the reason, other classes still run on the fragments (a failure entered
+    /// by hand on the twin, whose classes are otherwise not checked).
+    #[test]
+    #[cfg_attr(cpu_only_tests, ignore = "WGPU_ATTENTION_TESTS=cpu-only: needs a GPU adapter")]
+    fn a_class_that_failed_its_check_runs_simt() {
+        use crate::options::{AttentionOptions, AttentionVariant};
+        let ctx = Context::with_options_blocking(ContextOptions {
+            tensor_cores: TensorCores::Emulated,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
+        let k = AttentionMmaKernel::choose(64, Mma::Emulated, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
+            .unwrap();
+        pollster::block_on(ctx.inner.attention_classes.lock()).insert((k.dp, k.rows), Err("a test's failure".into()));
+        let plan = |d: usize, variant| {
+            let s = Shape::new(1, 2, 256, d);
+            let x = ctx.zeros(s, Layout::Bhsd, DType::F16).unwrap();
+            ctx.plan_attention(&x, &x, &x, None, &AttentionOptions { variant, ..Default::default() }, false)
+        };
+        let p = plan(64, AttentionVariant::Auto).unwrap();
+        assert!(p.variant != AttentionVariant::TensorCores && p.reason.contains("a test's failure"), "{}", p.reason);
+        let e = plan(60, AttentionVariant::TensorCores).unwrap_err();
+        assert!(e.to_string().contains("a test's failure"), "{e}");
+        assert_eq!(plan(32, AttentionVariant::Auto).unwrap().variant, AttentionVariant::TensorCores);
+        let checks = ctx.tensor_core_checks();
+        assert_eq!(checks.len(), 1);
+        assert_eq!((checks[0].head_dim, checks[0].rows), (64, 64));
+        assert!(checks[0].result.is_err());
     }
 }

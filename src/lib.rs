@@ -102,7 +102,7 @@ pub use kernels::attention_plan::AttentionPlan;
 pub use launch::top_k::TopKOutput;
 pub use retrieval::{Metric, TopK, MAX_K};
 pub use ops::{AttentionCall, AttentionShapes, PagedAttentionCall, TensorCoreCheck};
-pub use options::{AttentionOptions, AttentionVariant, Loads, Similarity, SoftmaxOptions, Window};
+pub use options::{AttentionConfig, AttentionOptions, AttentionVariant, Loads, Similarity, SoftmaxOptions, Window};
 pub use pages::{BlockTable, HostKvCache, PageGeometry};
 pub use paged::PagedKvCache;
 pub use problem::{MAX_ALIBI_SLOPE, SCALE_RANGE};

@@ -190,6 +190,78 @@ pub struct Window {
     pub right: Option<usize>,
 }
 
+/// The tuning parameters of the attention kernels: which tile shape a kernel runs with. Each
+/// `None` leaves the choice to the crate (the context's tuned entry for the call's shape class,
+/// then its built-in table, then the heuristic; see `ContextOptions::tuning`). A value applies to
+/// the kernel it names, when that kernel runs: forced (`AttentionOptions::variant`) with a
+/// value the device cannot run, the call is an `Err(Unsupported)` naming the field; under `Auto`
+/// the tensor-core and decode kernels are passed over for it (the plan's `reason` says why), and
+/// a SIMT chunk the device cannot run is an error.
+///
+/// ```
+/// use wgpu_attention::{AttentionConfig, AttentionOptions};
+/// // the tensor-core kernel with 32 query rows per workgroup (where it runs)
+/// let opts = AttentionOptions { config: AttentionConfig { tc_rows: Some(32), ..Default::default() }, ..Default::default() };
+/// assert_eq!(opts.config.to_string(), "tc_rows=32");
+/// assert_eq!("tc_rows=32".parse::<AttentionConfig>(), Ok(opts.config));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttentionConfig {
+    /// Tensor-core kernel: query rows per workgroup, 64, 32 or 16 (one subgroup per 16 rows;
+    /// fewer rows need less workgroup memory and give more workgroups).
+    pub tc_rows: Option<u32>,
+    /// Fused and split-K SIMT kernels: the head-dim chunk of the Q and K tiles, 32, 16 or 8 (with
+    /// it the keys per V chunk and per tile: larger chunks take fewer barriers per key and more
+    /// workgroup memory).
+    pub simt_chunk: Option<u32>,
+    /// Decode kernel: keys per split, a positive multiple of 16 (more splits give more
+    /// workgroups and more partials to merge).
+    pub decode_split: Option<u32>,
+}
+
+impl AttentionConfig {
+    /// Whether every field is `None` (the crate chooses everything).
+    pub fn is_default(&self) -> bool {
+        *self == AttentionConfig::default()
+    }
+}
+
+/// `tc_rows=32,simt_chunk=16,decode_split=512` (the fields that are set; empty for none).
+impl std::fmt::Display for AttentionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = vec![];
+        for (name, v) in [("tc_rows", self.tc_rows), ("simt_chunk", self.simt_chunk), ("decode_split", self.decode_split)] {
+            if let Some(v) = v {
+                parts.push(format!("{name}={v}"));
+            }
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// Parses what `Display` writes (fields in any order, each at most once).
+impl std::str::FromStr for AttentionConfig {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let mut c = AttentionConfig::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) =
+                part.split_once('=').ok_or_else(|| format!("{part:?}: expected name=value"))?;
+            let v: u32 = value.trim().parse().map_err(|_| format!("{part:?}: not a number"))?;
+            let slot = match name.trim() {
+                "tc_rows" => &mut c.tc_rows,
+                "simt_chunk" => &mut c.simt_chunk,
+                "decode_split" => &mut c.decode_split,
+                other => return Err(format!("unknown field {other:?} (tc_rows, simt_chunk, decode_split)")),
+            };
+            if slot.replace(v).is_some() {
+                return Err(format!("{name} given twice"));
+            }
+        }
+        Ok(c)
+    }
+}
+
 /// Options of fused and unfused attention.
 ///
 /// `O = softmax(scores) V` per (batch, head), with the scores of query `i` and key `j` formed in
@@ -256,6 +328,9 @@ pub struct AttentionOptions<'a> {
     /// `Auto` runs the SIMT kernels and a forced `TensorCores` is refused, saying which. Off by
     /// default.
     pub f32_on_tensor_cores: bool,
+    /// The kernels' tile shapes; all `None` (the crate chooses) by default. See
+    /// [`AttentionConfig`].
+    pub config: AttentionConfig,
 }
 
 impl AttentionOptions<'_> {

@@ -189,6 +189,29 @@ pub(crate) fn subgroups_of_8(caps: &Caps) -> bool {
     caps.subgroups && caps.subgroup_min_size >= 8
 }
 
+/// The tile for head dim `d` with the head-dim chunk `chunk` (32, 16 or 8; `AttentionConfig::
+/// simt_chunk`), or the larger chunking that fits the device's workgroup memory where `None`.
+pub(crate) fn choose_tile_with(d: usize, caps: &Caps, chunk: Option<u32>) -> Result<Tile> {
+    let Some(kc) = chunk else { return choose_tile(d, caps) };
+    let largest = choose_tile(d, caps)?;
+    let dp = padded_dim(d);
+    let Some((kc, vk, bc)) = chunkings(dp).into_iter().find(|c| c.0 == kc) else {
+        return Err(Error::Unsupported(format!(
+            "config.simt_chunk: the fused kernel's head-dim chunks are 32, 16 and 8 (got {kc}; at head dim {d} 32 is {})",
+            chunkings(dp)[0].0
+        )));
+    };
+    let t = Tile { dp, kc, vk, bc, sg: largest.sg };
+    let bytes = t.kernel(DType::F32, false, Loads::Scalar).workgroup_bytes();
+    if bytes > caps.max_workgroup_storage {
+        return Err(Error::Unsupported(format!(
+            "config.simt_chunk: the fused kernel at head dim {d} with chunk {kc} needs {bytes} bytes of workgroup memory, the device allows {}",
+            caps.max_workgroup_storage
+        )));
+    }
+    Ok(t)
+}
+
 /// The tile for head dim `d`: the larger chunking where it fits the device's workgroup memory.
 pub(crate) fn choose_tile(d: usize, caps: &Caps) -> Result<Tile> {
     if caps.max_invocations < WG {

@@ -149,8 +149,8 @@ impl AttentionMmaKernel {
         Ok(k)
     }
 
-    /// Every variant for head dim `d` that the device runs (the candidates a sweep or a tuner
-    /// times), most rows first.
+    /// Every variant for head dim `d` that the device runs, most rows first.
+    #[cfg(test)]
     pub fn candidates(d: usize, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Vec<Self> {
         ROWS.iter().filter_map(|&r| Self::with_rows(d, r, mma, caps, dtype, loads).ok()).collect()
     }

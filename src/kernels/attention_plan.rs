@@ -8,7 +8,7 @@ use crate::kernels::similarity_mma::Mma;
 use crate::kernels::Variant;
 use crate::caps::Caps;
 use crate::error::{Error, Result};
-use crate::options::{AttentionVariant, Loads};
+use crate::options::{AttentionConfig, AttentionVariant, Loads};
 use crate::problem::AttentionProblem;
 use crate::shape::DType;
 use super::attention::*;
@@ -32,6 +32,9 @@ pub struct AttentionPlan {
     pub scratch_bytes: u64,
     /// Why this variant (for `Auto`) or that the forced variant fits.
     pub reason: String,
+    /// The tile shape that runs, with the field of the variant's kernel set (none for
+    /// unfused): pass it back in `AttentionOptions::config`, with `variant`, to run the same.
+    pub config: AttentionConfig,
 }
 
 /// The variant that runs, with its kernel.
@@ -107,11 +110,12 @@ pub(crate) fn resolve(
                 .workgroup_bytes(),
                 scratch_bytes: 2 * scores,
                 reason,
+                config: AttentionConfig::default(),
             },
         ))
     };
     let fused = |loads: Loads, split: Option<usize>, reason: String| -> Result<(Resolved, AttentionPlan)> {
-        let kernel = choose_tile(d.d, caps)?.kernel(p.dtype, split.is_some(), loads);
+        let kernel = choose_tile_with(d.d, caps, p.config.simt_chunk)?.kernel(p.dtype, split.is_some(), loads);
         let (resolved, splits, keys) = match split {
             Some(len) => {
                 // (one split, empty, when every paged sequence is empty)
@@ -131,6 +135,7 @@ pub(crate) fn resolve(
                 workgroup_bytes: kernel.workgroup_bytes(),
                 scratch_bytes: if split.is_some() { partial_bytes(splits) } else { 0 },
                 reason,
+                config: AttentionConfig { simt_chunk: Some(kernel.kc), ..Default::default() },
             },
         ))
     };
@@ -148,7 +153,23 @@ pub(crate) fn resolve(
         if split_row > caps.max_binding {
             return Err("the decode kernel's partials would be over the binding limit".into());
         }
-        let len = attention_decode::split_len(blocks, d.nk, split_row, caps.max_binding);
+        let len = match p.config.decode_split {
+            None => attention_decode::split_len(blocks, d.nk, split_row, caps.max_binding),
+            Some(l) if l == 0 || l % 16 != 0 => {
+                return Err(format!("config.decode_split: keys per split must be a positive multiple of 16 (got {l})"))
+            }
+            Some(l) => {
+                let splits = d.nk.div_ceil(l as usize).max(1) as u64;
+                if split_row.saturating_mul(splits) > caps.max_binding {
+                    return Err(format!(
+                        "config.decode_split: {splits} splits of {l} keys need {} bytes of partials, over the binding limit {}",
+                        split_row.saturating_mul(splits),
+                        caps.max_binding
+                    ));
+                }
+                l as usize
+            }
+        };
         let splits = d.nk.div_ceil(len).max(1);
         let wgs = (blocks * splits) as u64;
         let max_dim = caps.max_workgroups_per_dim.max(1) as u64;
@@ -165,6 +186,7 @@ pub(crate) fn resolve(
                 workgroup_bytes: kernel.workgroup_bytes(),
                 scratch_bytes: split_row * splits as u64,
                 reason,
+                config: AttentionConfig { decode_split: Some(len as u32), ..Default::default() },
             },
         ))
     };
@@ -192,7 +214,11 @@ pub(crate) fn resolve(
                 }
             }
         }
-        let kernel = AttentionMmaKernel::choose(d.d, mma, caps, p.dtype, auto_loads)?;
+        let kernel = match p.config.tc_rows {
+            None => AttentionMmaKernel::choose(d.d, mma, caps, p.dtype, auto_loads)?,
+            Some(rows) => AttentionMmaKernel::with_rows(d.d, rows, mma, caps, p.dtype, auto_loads)
+                .map_err(|e| format!("config.tc_rows: {e}"))?,
+        };
         Ok((
             Resolved::TensorCores(kernel),
             AttentionPlan {
@@ -203,6 +229,7 @@ pub(crate) fn resolve(
                 workgroup_bytes: kernel.workgroup_bytes(),
                 scratch_bytes: 0,
                 reason,
+                config: AttentionConfig { tc_rows: Some(kernel.rows), ..Default::default() },
             },
         ))
     };
@@ -261,6 +288,60 @@ pub(crate) fn resolve(
         }
         AttentionVariant::Unfused => unfused("forced".into()),
     }
+}
+
+/// Every (variant, configuration) that can run `p` on this device (arguments as [`resolve`]),
+/// each once: the tensor-core kernel with each rows per workgroup, the fused and split-K SIMT
+/// kernels with each head-dim chunk, the decode kernel at its heuristic split and at a quarter,
+/// half, twice and four times it (the unfused chain, never faster, is left out). `p`'s variant
+/// and configuration are ignored: these are what a sweep or a tuner times. Pure.
+pub(crate) fn candidates(
+    p: &AttentionProblem,
+    caps: &Caps,
+    aligned: bool,
+    lse: bool,
+    paged: bool,
+    whole: bool,
+    tc: &TensorCoreChoice,
+) -> Vec<(Resolved, AttentionPlan)> {
+    let d = p.dims;
+    let loads = if d.d.is_multiple_of(4) && aligned { Loads::Vec4 } else { Loads::Scalar };
+    let mut grid: Vec<(AttentionVariant, AttentionConfig)> = vec![];
+    for rows in super::attention_mma::ROWS {
+        grid.push((AttentionVariant::TensorCores, AttentionConfig { tc_rows: Some(rows), ..Default::default() }));
+    }
+    for variant in [AttentionVariant::Fused(loads), AttentionVariant::SplitK(loads)] {
+        for (kc, _, _) in chunkings(padded_dim(d.d)) {
+            grid.push((variant, AttentionConfig { simt_chunk: Some(kc), ..Default::default() }));
+        }
+    }
+    let try_one = |variant, config| {
+        let q = AttentionProblem { variant, config, ..p.clone() };
+        resolve(&q, caps, aligned, lse, paged, whole, tc).ok()
+    };
+    let decode = AttentionVariant::Decode(loads);
+    if let Some((_, plan)) = try_one(decode, AttentionConfig::default()) {
+        let base = plan.keys_per_split as u32;
+        for len in [base / 4, base / 2, base, base * 2, base * 4] {
+            let len = len.div_ceil(16).max(1) * 16;
+            grid.push((decode, AttentionConfig { decode_split: Some(len), ..Default::default() }));
+        }
+    }
+    let mut out: Vec<(Resolved, AttentionPlan)> = vec![];
+    for (variant, config) in grid {
+        if let Some((r, mut plan)) = try_one(variant, config) {
+            // (decode splits past the key count are one split, as the largest that fits)
+            let same = |o: &AttentionPlan| {
+                let one_split = |x: &AttentionPlan| x.config.decode_split.is_some() && x.splits == 1;
+                o.variant == plan.variant && (o.config == plan.config || (one_split(o) && one_split(&plan)))
+            };
+            if !out.iter().any(|(_, o)| same(o)) {
+                plan.reason = "a candidate".into();
+                out.push((r, plan));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -367,6 +448,81 @@ mod tests {
         let few = Caps { max_invocations: 64, ..big };
         assert_eq!(AttentionMmaKernel::choose(64, tc, &few, DType::F16, Loads::Vec4).unwrap().rows, 32);
         assert!(AttentionMmaKernel::with_rows(64, 64, tc, &few, DType::F16, Loads::Vec4).unwrap_err().contains("invocations"));
+    }
+
+    #[test]
+    fn configurations_are_honoured_or_refused_naming_the_field() {
+        let h100 = Caps { max_workgroup_storage: 48 << 10, ..lavapipe() };
+        let tc: TensorCoreChoice = Ok(Mma::Hardware { subgroup: 32 });
+        let with = |nq, nk, d, variant, config: &str| {
+            let mut p = problem(1, 16, nq, nk, d, variant);
+            p.dtype = DType::F16;
+            p.config = config.parse().unwrap();
+            p
+        };
+        let plan = |p: &AttentionProblem, caps: &Caps| resolve(p, caps, true, false, false, true, &tc).map(|r| r.1);
+        // the tensor-core kernel's rows: honoured; too many for the memory: forced is refused,
+        // Auto passes it over saying why
+        let p = plan(&with(4096, 4096, 128, AttentionVariant::Auto, "tc_rows=32"), &h100).unwrap();
+        assert_eq!((p.variant, p.rows_per_workgroup), (AttentionVariant::TensorCores, 32));
+        assert_eq!(p.config.to_string(), "tc_rows=32");
+        let e = plan(&with(4096, 4096, 128, AttentionVariant::TensorCores, "tc_rows=64"), &lavapipe()).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.tc_rows") && m.contains("workgroup memory")), "{e}");
+        let p = plan(&with(4096, 4096, 128, AttentionVariant::Auto, "tc_rows=64"), &lavapipe()).unwrap();
+        assert!(p.variant != AttentionVariant::TensorCores && p.reason.contains("config.tc_rows"), "{}", p.reason);
+        // the SIMT chunk: honoured (less memory with smaller chunks), or refused naming it
+        let p8 = plan(&with(4096, 4096, 64, AttentionVariant::Fused(Loads::Vec4), "simt_chunk=8"), &h100).unwrap();
+        let p32 = plan(&with(4096, 4096, 64, AttentionVariant::Fused(Loads::Vec4), "simt_chunk=32"), &h100).unwrap();
+        assert_eq!((p8.config.simt_chunk, p32.config.simt_chunk), (Some(8), Some(32)));
+        assert!(p8.workgroup_bytes < p32.workgroup_bytes);
+        let e = plan(&with(64, 64, 64, AttentionVariant::Fused(Loads::Vec4), "simt_chunk=12"), &h100).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.simt_chunk")), "{e}");
+        let small = Caps { max_workgroup_storage: 16 << 10, ..lavapipe() };
+        let e = plan(&with(64, 64, 256, AttentionVariant::Fused(Loads::Vec4), "simt_chunk=32"), &small).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(ref m) if m.contains("config.simt_chunk") && m.contains("bytes")), "{e}");
+        // the decode split
+        let p = plan(&with(1, 32768, 128, AttentionVariant::Auto, "decode_split=512"), &h100).unwrap();
+        assert_eq!((p.splits, p.keys_per_split), (64, 512));
+        let e = plan(&with(1, 32768, 128, AttentionVariant::Decode(Loads::Vec4), "decode_split=100"), &h100).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.decode_split")), "{e}");
+        let tight = Caps { max_binding: 1 << 20, ..h100.clone() };
+        let e = plan(&with(1, 32768, 128, AttentionVariant::Decode(Loads::Vec4), "decode_split=16"), &tight).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(ref m) if m.contains("binding limit")), "{e}");
+        // parsing
+        assert!("tc_rows=32,tc_rows=16".parse::<AttentionConfig>().unwrap_err().contains("twice"));
+        assert!("rows=32".parse::<AttentionConfig>().unwrap_err().contains("unknown field"));
+        assert!("tc_rows=x".parse::<AttentionConfig>().unwrap_err().contains("not a number"));
+        let all: AttentionConfig = "decode_split=512, simt_chunk=16,tc_rows=32".parse().unwrap();
+        assert_eq!(all.to_string().parse::<AttentionConfig>(), Ok(all));
+        assert!(AttentionConfig::default().is_default() && "".parse::<AttentionConfig>().unwrap().is_default());
+    }
+
+    #[test]
+    fn candidates_run_as_planned_when_forced() {
+        let h100 = Caps { max_workgroup_storage: 48 << 10, ..lavapipe() };
+        let tc: TensorCoreChoice = Ok(Mma::Hardware { subgroup: 32 });
+        for (nq, nk, d, caps, tc) in [
+            (4096, 4096, 128, &h100, &tc),
+            (4096, 4096, 128, &lavapipe(), &tc),
+            (1, 32768, 128, &h100, &tc),
+            (300, 300, 7, &lavapipe(), &no_tc()),
+        ] {
+            let mut p = problem(1, 8, nq, nk, d, AttentionVariant::Auto);
+            p.dtype = DType::F16;
+            let all = candidates(&p, caps, true, false, false, true, tc);
+            assert!(all.len() >= 3, "{nq}x{nk} d {d}: {} candidates", all.len());
+            for (i, (r, plan)) in all.iter().enumerate() {
+                assert!(plan.variant != AttentionVariant::Unfused && !plan.config.is_default());
+                assert!(!all[..i].iter().any(|(_, o)| o.variant == plan.variant && o.config == plan.config));
+                let decode_one = |o: &AttentionPlan| o.config.decode_split.is_some() && o.splits == 1;
+                assert!(!decode_one(plan) || !all[..i].iter().any(|(_, o)| decode_one(o)));
+                let forced = AttentionProblem { variant: plan.variant, config: plan.config, ..p.clone() };
+                let (again, again_plan) = resolve(&forced, caps, true, false, false, true, tc).unwrap();
+                assert_eq!((&again, again_plan.config), (r, plan.config));
+            }
+            let tcs = all.iter().filter(|c| c.1.variant == AttentionVariant::TensorCores).count();
+            assert_eq!(tcs, if tc.is_err() { 0 } else if caps.max_workgroup_storage == 48 << 10 { 3 } else { 2 }, "{nq}x{nk} d {d}");
+        }
     }
 
     #[test]

@@ -57,6 +57,44 @@ impl Context {
         Ok(pollster::block_on(self.resolve_attention(&p, aligned(q, k, v), lse, false, whole))?.1)
     }
 
+    /// Every kernel variant and configuration that could run this call on this device: the
+    /// candidates a sweep (`attn-bench --sweep`) or the tuner (`Tuning::OnFirstUse`) times.
+    /// Each plan's `variant` and `config`, passed back in [`AttentionOptions`], run that
+    /// candidate; `opts.variant` and `opts.config` are ignored here. The tensor-core kernel's
+    /// candidates are listed before its self-check for their class has run: a class that then
+    /// fails is refused when forced.
+    ///
+    /// ```no_run
+    /// # use wgpu_attention::*;
+    /// # fn main() -> Result<()> {
+    /// let ctx = Context::new_blocking()?;
+    /// let x = ctx.zeros(Shape::new(1, 16, 4096, 128), Layout::Bhsd, DType::F16)?;
+    /// for plan in ctx.attention_candidates(&x, &x, &x, None, &AttentionOptions::default(), false)? {
+    ///     let opts = AttentionOptions { variant: plan.variant, config: plan.config, ..Default::default() };
+    ///     let out = ctx.attention(&x, &x, &x, None, &opts)?;
+    ///     # let _ = out;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn attention_candidates(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Mask>,
+        opts: &AttentionOptions,
+        lse: bool,
+    ) -> Result<Vec<AttentionPlan>> {
+        let p = self.attention_problem(q, k, v, mask, opts)?;
+        self.check_alive_now()?;
+        let tc = pollster::block_on(self.tensor_core_choice(p.dtype, p.f32_on_tensor_cores));
+        let whole = self.whole_fits(&[q, k, v], mask);
+        Ok(crate::kernels::attention_plan::candidates(&p, self.caps(), aligned(q, k, v), lse, false, whole, &tc)
+            .into_iter()
+            .map(|c| c.1)
+            .collect())
+    }
+
     /// Fused attention `O = softmax(scale · Q Kᵀ + mask) V` into a new tensor shaped, typed and
     /// laid out like `q`. The nq×nk scores are never stored (unless the unfused variant is
     /// forced, or chosen on a device too small for the fused kernels).

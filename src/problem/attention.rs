@@ -6,7 +6,7 @@ use super::{
     Operand, ScoreTransform,
 };
 use crate::error::{Error, Result};
-use crate::options::{AttentionOptions, AttentionVariant, Window};
+use crate::options::{AttentionConfig, AttentionOptions, AttentionVariant, Window};
 use crate::shape::{DType, Layout, Shape, MAX_HEAD_DIM};
 
 /// A checked attention call.
@@ -26,6 +26,7 @@ pub(crate) struct AttentionProblem<'a> {
     pub sinks: Option<&'a [f32]>,
     pub variant: AttentionVariant,
     pub f32_on_tensor_cores: bool,
+    pub config: AttentionConfig,
 }
 
 /// The score options of an attention call, checked: shared by the contiguous and the paged
@@ -160,6 +161,7 @@ impl<'a> AttentionProblem<'a> {
             sinks: so.sinks,
             variant: opts.variant,
             f32_on_tensor_cores: opts.f32_on_tensor_cores,
+            config: opts.config,
         })
     }
 

@@ -99,6 +99,7 @@ impl<'a> PagedProblem<'a> {
             sinks: so.sinks,
             variant: opts.variant,
             f32_on_tensor_cores: opts.f32_on_tensor_cores,
+            config: opts.config,
         };
         attn.transform()?;
         Ok(PagedProblem { attn, table })

@@ -13,6 +13,7 @@
 mod measure;
 mod output;
 mod suites;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,31 @@ use wgpu_attention::{AttentionVariant, Context, ContextOptions};
 
 use measure::{Record, Settings};
 use suites::{Case, Dt, Op, Suite};
+
+/// `ContextOptions::tensor_cores` for the GPU context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TensorCoresArg {
+    /// Where the adapter has them (the default).
+    Auto,
+    /// Never.
+    Off,
+    /// Fail where the adapter does not have them.
+    Required,
+    /// Their plain-WGSL twin, on any adapter (for testing the sweep and the tile logic).
+    Emulated,
+}
+
+impl TensorCoresArg {
+    fn option(self) -> wgpu_attention::TensorCores {
+        use wgpu_attention::TensorCores as T;
+        match self {
+            TensorCoresArg::Auto => T::Auto,
+            TensorCoresArg::Off => T::Off,
+            TensorCoresArg::Required => T::Required,
+            TensorCoresArg::Emulated => T::Emulated,
+        }
+    }
+}
 
 /// Where the cases run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -109,6 +135,12 @@ struct Args {
     /// Write an SVG chart of attention throughput against sequence length.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
+    /// Sweep the attention cases instead of measuring them: every kernel variant and
+    /// configuration that can run each case, timed side by side and checked against the CPU
+    /// path, `Auto`'s choice beside them; writes every candidate's time and error and the
+    /// winner to this JSON file (after each case).
+    #[arg(long)]
+    sweep: Option<std::path::PathBuf>,
     /// List the adapters wgpu sees and exit.
     #[arg(long)]
     list_adapters: bool,
@@ -119,6 +151,9 @@ struct Args {
     /// Use the adapter whose name contains this (case-insensitive).
     #[arg(long)]
     adapter: Option<String>,
+    /// Tensor cores (cooperative matrices) on the GPU context.
+    #[arg(long, value_enum, default_value_t = TensorCoresArg::Auto)]
+    tensor_cores: TensorCoresArg,
 }
 
 fn main() -> ExitCode {
@@ -190,6 +225,7 @@ fn main() -> ExitCode {
     let ctx = if gpu {
         match Context::with_options_blocking(ContextOptions {
             adapter_name: args.adapter.clone(),
+            tensor_cores: args.tensor_cores.option(),
             ..Default::default()
         }) {
             Ok(c) => Some(c),
@@ -213,6 +249,9 @@ fn main() -> ExitCode {
         gpu_budget: args.gpu_budget,
     };
 
+    if let (Some(path), Some(ctx)) = (&args.sweep, &ctx) {
+        return run_sweeps(ctx, &cases, &st, &context, path);
+    }
     let mut records: Vec<Record> = vec![];
     for (i, c) in cases.iter().enumerate() {
         let variant = if c.variant == AttentionVariant::Auto { String::new() } else { format!(" {}", c.variant) };
@@ -234,6 +273,7 @@ fn main() -> ExitCode {
                 // a new device for this case (the shared one is dropped at the end)
                 let fresh = Context::with_options_blocking(ContextOptions {
                     adapter_name: args.adapter.clone(),
+            tensor_cores: args.tensor_cores.option(),
                     ..Default::default()
                 });
                 Some(match fresh {
@@ -292,6 +332,54 @@ fn main() -> ExitCode {
     }
     if let Err(e) = write_reports(&args, &context, &records) {
         eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--sweep`: each attention case (once, whatever `--variant` asked) swept on `ctx`, the JSON
+/// rewritten after each.
+fn run_sweeps(ctx: &Context, cases: &[Case], st: &Settings, context: &output::Context, path: &std::path::Path) -> ExitCode {
+    #[derive(serde::Serialize)]
+    struct SweepReport<'a> {
+        #[serde(flatten)]
+        context: &'a output::Context,
+        sweeps: &'a [sweep::Sweep],
+    }
+    let mut seen = std::collections::HashSet::new();
+    let cases: Vec<&Case> = cases
+        .iter()
+        .filter(|c| c.op == Op::Attention && seen.insert(format!("{:?}", Case { variant: Default::default(), ..(*c).clone() })))
+        .collect();
+    let st = Settings { e2e_runs: 0, ..*st };
+    let mut sweeps = vec![];
+    for (i, c) in cases.iter().enumerate() {
+        let label = format!(
+            "[{}/{}] attention {} {}x{}x{}x{}{}",
+            i + 1,
+            cases.len(),
+            output::dtype_name(c.dtype),
+            c.bh,
+            c.nq,
+            c.nk,
+            c.d,
+            if c.causal { " causal" } else { "" }
+        );
+        eprintln!("{label}");
+        sweeps.push(sweep::sweep(ctx, c, &st, &label));
+        let report = SweepReport { context, sweeps: &sweeps };
+        let written = serde_json::to_string_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|t| std::fs::write(path, t).map_err(|e| format!("writing {}: {e}", path.display())));
+        if let Err(e) = written {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("{}", context.header());
+    print!("{}", sweep::table(&sweeps));
+    if cases.is_empty() {
+        eprintln!("error: --sweep: no attention case among those asked for");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

@@ -74,6 +74,8 @@ pub struct Record {
     pub gpu_speedup: Option<f64>,
     /// The attention kernel variant that ran (GPU attention only), e.g. `split-k-vec4`.
     pub variant: Option<String>,
+    /// Its configuration (`AttentionPlan::config`), e.g. `tc_rows=32`.
+    pub config: Option<String>,
     /// Sequences (`bh` = batch · heads).
     pub batch: usize,
     /// Each sequence's key count (empty: `nk` each).
@@ -113,6 +115,7 @@ impl Record {
             rel_err: None,
             gpu_speedup: None,
             variant: None,
+            config: None,
             batch: c.batch,
             lens: c.lens.clone(),
             page_size: c.page_size,
@@ -179,12 +182,12 @@ fn shapes(c: &Case) -> (Shape, Shape) {
 }
 
 /// A paged case's cache layout: each sequence's pages, dealt from the pool in a shuffled order.
-struct Paging {
+pub struct Paging {
     geometry: PageGeometry,
     /// `[batch, blocks]`.
     table: Vec<u32>,
     blocks: usize,
-    lens: Vec<u32>,
+    pub lens: Vec<u32>,
 }
 
 impl Paging {
@@ -231,10 +234,11 @@ impl Paging {
 }
 
 /// The attention options of a case (key lengths: `lens`, for a contiguous cache).
-fn attention_options<'a>(c: &Case, lens: &'a [u32]) -> AttentionOptions<'a> {
+pub fn attention_options<'a>(c: &Case, lens: &'a [u32]) -> AttentionOptions<'a> {
     AttentionOptions {
         causal: c.causal,
         variant: c.variant,
+        config: c.config,
         key_lengths: (!c.lens.is_empty() && c.page_size == 0).then_some(lens),
         window: c.window.map(|left| Window { left, right: None }),
         ..Default::default()
@@ -242,7 +246,7 @@ fn attention_options<'a>(c: &Case, lens: &'a [u32]) -> AttentionOptions<'a> {
 }
 
 /// Host inputs (q or x, k, v), rounded to f16 where the case is f16 so both paths see the same values.
-fn host_inputs(c: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn host_inputs(c: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (qs, ks) = shapes(c);
     let round = |v: Vec<f32>| match c.dtype {
         Dt::F32 => v,
@@ -275,16 +279,16 @@ fn progress(tag: &str, total: usize, first: Duration) -> ProgressBar {
 }
 
 /// GPU tensors of a case.
-struct GpuCase {
-    q: Tensor,
-    k: Option<Tensor>,
-    v: Option<Tensor>,
+pub struct GpuCase {
+    pub q: Tensor,
+    pub k: Option<Tensor>,
+    pub v: Option<Tensor>,
     out: Tensor,
     weights: Option<Tensor>,
     /// A paged case's cache (over the `k` and `v` pools) and layout.
-    paged: Option<(PagedKvCache, Paging)>,
+    pub paged: Option<(PagedKvCache, Paging)>,
     /// Key lengths (contiguous cases with mixed lengths).
-    lens: Vec<u32>,
+    pub lens: Vec<u32>,
 }
 
 fn upload(ctx: &Context, x: &[f32], s: Shape, dt: Dt) -> Result<Tensor> {
@@ -294,7 +298,7 @@ fn upload(ctx: &Context, x: &[f32], s: Shape, dt: Dt) -> Result<Tensor> {
     }
 }
 
-fn gpu_case(ctx: &Context, c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Result<GpuCase> {
+pub fn gpu_case(ctx: &Context, c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Result<GpuCase> {
     let (qs, ks) = shapes(c);
     let dt = match c.dtype {
         Dt::F32 => DType::F32,
@@ -511,6 +515,7 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
             None => ctx.plan_attention(&g.q, k, v, None, &opts, false)?,
         };
         rec.variant = Some(format!("{}{}", if g.paged.is_some() { "paged " } else { "" }, plan.variant));
+        rec.config = Some(plan.config.to_string());
     }
     for _ in 0..st.warmup.max(1) {
         ctx.record_and_submit(|enc| encode(ctx, c, &g, enc))?;

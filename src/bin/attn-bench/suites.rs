@@ -59,6 +59,9 @@ pub struct Case {
     /// The kernel variant asked for (attention only; `Auto` lets the crate choose).
     #[serde(skip)]
     pub variant: wgpu_attention::AttentionVariant,
+    /// The kernels' configuration asked for (attention only; default: the crate chooses).
+    #[serde(skip)]
+    pub config: wgpu_attention::AttentionConfig,
     /// Sequences; `bh` is `batch` × heads.
     pub batch: usize,
     /// Each sequence's key count (empty: `nk` each).
@@ -83,6 +86,7 @@ impl Case {
             causal,
             k: 0,
             variant: Default::default(),
+            config: Default::default(),
             batch: 1,
             lens: vec![],
             page_size: 0,
@@ -167,6 +171,7 @@ impl Case {
             causal: false,
             k,
             variant: Default::default(),
+            config: Default::default(),
             batch: 1,
             lens: vec![],
             page_size: 0,

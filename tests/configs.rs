@@ -1,0 +1,86 @@
+//! Kernel configurations as data: every candidate `Context::attention_candidates` lists for a
+//! call (each tensor-core rows per workgroup on the emulated twin, each SIMT chunk fused and
+//! split-K, each decode split) runs, forced with its variant and configuration, as its plan
+//! says, and matches the f64 reference; a configuration the device cannot run is refused naming
+//! the field.
+
+mod common;
+use common::*;
+use half::f16;
+use wgpu_attention::*;
+
+fn emulated() -> Context {
+    Context::with_options_blocking(ContextOptions { tensor_cores: TensorCores::Emulated, ..Default::default() })
+        .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"))
+}
+
+/// Every candidate for case `c` (f16 inputs) on `ctx` against the f64 reference of the
+/// f16-rounded inputs; returns the (variant, config) pairs run.
+fn every_candidate(ctx: &Context, c: &Case) -> Vec<(AttentionVariant, AttentionConfig)> {
+    let mut data = case_data(c);
+    for v in [&mut data.q, &mut data.k, &mut data.v] {
+        v.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32());
+    }
+    let (want, want_lse, _) = case_reference(c, &data);
+    let h16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<f16>>();
+    let up = |v: &[f32], s| ctx.upload(&h16(v), s).unwrap();
+    let (q, k, v) = (up(&data.q, data.qs), up(&data.k, data.ks), up(&data.v, data.ks));
+    let plans = ctx.attention_candidates(&q, &k, &v, None, &c.opts(), true).unwrap();
+    let mut ran = vec![];
+    for plan in plans {
+        let what = format!("{} {} on {c:?}", plan.variant, plan.config);
+        let opts = AttentionOptions { variant: plan.variant, config: plan.config, ..c.opts() };
+        let again = ctx.plan_attention(&q, &k, &v, None, &opts, true).unwrap();
+        assert_eq!((again.variant, again.config), (plan.variant, plan.config), "{what}");
+        let (o, l) = ctx.attention_with_lse(&q, &k, &v, None, &opts).unwrap();
+        // f16 output (and f16 weights on the tensor-core kernel)
+        assert_close(&what, &o.download_blocking(ctx).unwrap(), &want, 3e-3);
+        assert_lse(&format!("lse {what}"), &l.download_blocking(ctx).unwrap(), &want_lse, 1e-4);
+        ran.push((plan.variant, plan.config));
+    }
+    ran
+}
+
+gpu_test! {
+fn every_attention_candidate_matches_the_reference() {
+    let ctx = emulated();
+    // GQA, causal, tails in rows and keys; head dim 24 (the 32-wide classes: cheap to compile)
+    let ran = every_candidate(&ctx, &Case::new(1, 4, 2, 70, 300, 24).causal());
+    let has = |f: &dyn Fn(&AttentionConfig) -> bool, variant: &str| {
+        ran.iter().filter(|(v, c)| v.name().starts_with(variant) && f(c)).count()
+    };
+    assert_eq!(has(&|c| c.tc_rows.is_some(), "tensor-cores"), 3, "{ran:?}");
+    assert!(has(&|c| c.simt_chunk.is_some(), "fused") >= 2, "{ran:?}");
+    assert!(has(&|c| c.simt_chunk.is_some(), "split-k") >= 2, "{ran:?}");
+    assert!(has(&|c| c.decode_split.is_some(), "decode") >= 2, "{ran:?}");
+    if full_matrix() {
+        // the widest class (on 32 KiB: 32 and 16 rows), a window
+        every_candidate(&ctx, &Case::new(1, 2, 2, 70, 130, 128).window(40, Some(3)));
+    }
+}
+}
+
+gpu_test! {
+fn a_configuration_the_device_cannot_run_is_refused_naming_it() {
+    let ctx = emulated();
+    let s = Shape::new(1, 2, 64, 128);
+    let x = ctx.upload(&vec![f16::ONE; s.numel()], s).unwrap();
+    let forced = |variant, config: &str| AttentionOptions { variant, config: config.parse().unwrap(), ..Default::default() };
+    // 64 rows at head dim 128 need about 40 KiB of workgroup memory
+    let opts = forced(AttentionVariant::TensorCores, "tc_rows=64");
+    if ctx.caps().max_workgroup_storage < 40 << 10 {
+        let e = ctx.attention(&x, &x, &x, None, &opts).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.tc_rows")), "{e}");
+        // Auto passes the tensor cores over, saying why
+        let auto = forced(AttentionVariant::Auto, "tc_rows=64");
+        let plan = ctx.plan_attention(&x, &x, &x, None, &auto, false).unwrap();
+        assert!(plan.variant != AttentionVariant::TensorCores && plan.reason.contains("config.tc_rows"), "{}", plan.reason);
+    }
+    let e = ctx.attention(&x, &x, &x, None, &forced(AttentionVariant::TensorCores, "tc_rows=48")).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(ref m) if m.contains("config.tc_rows")), "{e}");
+    let e = ctx.attention(&x, &x, &x, None, &forced(AttentionVariant::Fused(Loads::Vec4), "simt_chunk=4")).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.simt_chunk")), "{e}");
+    let e = ctx.attention(&x, &x, &x, None, &forced(AttentionVariant::Decode(Loads::Vec4), "decode_split=8")).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.decode_split")), "{e}");
+}
+}

@@ -64,6 +64,10 @@ pub struct ContextOptions {
     /// Tensor cores (cooperative matrices) for the f16 kernels that have such a variant:
     /// [`TensorCores::Auto`] by default.
     pub tensor_cores: TensorCores,
+    /// How `Auto` chooses the attention kernels' configuration: [`Tuning::BuiltIn`] (tuned
+    /// and built-in tables, then the heuristic) by default; [`Tuning::OnFirstUse`] times the
+    /// candidates the first time a shape class is seen; [`Tuning::Off`] the heuristic alone.
+    pub tuning: crate::tuning::Tuning,
 }
 
 /// What a [`Context`] runs on.
@@ -148,6 +152,14 @@ pub(crate) struct Inner {
     /// The attention self-check's outcome per head-dim class and rows per workgroup (held while
     /// one runs); a class that failed runs SIMT on this context.
     pub attention_classes: futures::lock::Mutex<std::collections::BTreeMap<(u32, u32), std::result::Result<(), String>>>,
+    /// How `Auto` chooses configurations ([`Context::set_tuning`]).
+    pub tuning: Mutex<crate::tuning::Tuning>,
+    /// The tuned choices: measured on this context (`Tuning::OnFirstUse`) or imported.
+    pub tuned: Mutex<crate::tuning::TuningTable>,
+    /// Held while a shape class is being tuned (one at a time).
+    pub tuning_run: futures::lock::Mutex<()>,
+    /// The built-in table for this adapter, if there is one.
+    pub built_in: Option<crate::tuning::TuningTable>,
     pub limits: wgpu::Limits,
     pub caps: Caps,
     pub cache: PipelineCache,
@@ -335,6 +347,7 @@ impl Context {
             Err(e) => return Err(Error::RequestDevice(e.to_string())),
         };
         let ctx = Self::build(device, queue, &ai, tensor_cores);
+        *ctx.inner.tuning.lock().unwrap_or_else(|e| e.into_inner()) = opts.tuning;
         // the crate owns this device: it can watch for its loss
         let lost = ctx.inner.lost.clone();
         ctx.inner.device.set_device_lost_callback(move |reason, message| {
@@ -482,6 +495,10 @@ impl Context {
                 tensor_cores: std::sync::Mutex::new(tensor_cores),
                 tensor_cores_checked: Default::default(),
                 attention_classes: Default::default(),
+                tuning: Default::default(),
+                tuned: Mutex::new(crate::tuning::TuningTable::new(&crate::tuning::adapter_key(ai))),
+                tuning_run: Default::default(),
+                built_in: crate::tuning::built_in(&crate::tuning::adapter_key(ai)),
                 limits,
                 caps,
                 cache,

@@ -90,6 +90,7 @@ mod tensor_cores;
 mod vecmath;
 mod timestamps;
 mod timing;
+mod tuning;
 
 pub use backend::Backend;
 pub use block_table::{DeviceBlockTable, PagedTable};
@@ -109,6 +110,7 @@ pub use problem::{MAX_ALIBI_SLOPE, SCALE_RANGE};
 pub use shape::{DType, Element, Layout, Shape, Strides, MAX_HEAD_DIM};
 pub use tensor::{Mask, Tensor};
 pub use tensor_cores::{TensorCoreState, TensorCores};
+pub use tuning::{ShapeClass, TunedChoice, Tuning, TuningTable};
 
 /// Re-export of `half` (for `f16`).
 pub use half;

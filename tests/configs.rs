@@ -84,3 +84,84 @@ fn a_configuration_the_device_cannot_run_is_refused_naming_it() {
     assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.decode_split")), "{e}");
 }
 }
+
+/// f16 inputs of case `c` on `ctx`, with the f64 reference of the rounded inputs.
+fn f16_inputs(ctx: &Context, c: &Case) -> ((Tensor, Tensor, Tensor), Vec<f64>) {
+    let mut data = case_data(c);
+    for v in [&mut data.q, &mut data.k, &mut data.v] {
+        v.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32());
+    }
+    let (want, _, _) = case_reference(c, &data);
+    let h16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<f16>>();
+    let up = |v: &[f32], s| ctx.upload(&h16(v), s).unwrap();
+    ((up(&data.q, data.qs), up(&data.k, data.ks), up(&data.v, data.ks)), want)
+}
+
+gpu_test! {
+fn the_tuner_picks_a_valid_candidate_and_its_table_round_trips() {
+    let budget = std::time::Duration::from_secs(10);
+    let ctx = Context::with_options_blocking(ContextOptions {
+        tensor_cores: TensorCores::Emulated,
+        tuning: Tuning::OnFirstUse { budget },
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
+    // the shapes of every_attention_candidate_matches_the_reference (its kernels)
+    let c = Case::new(1, 4, 2, 70, 300, 24).causal();
+    let ((q, k, v), want) = f16_inputs(&ctx, &c);
+    let plan = |cx: &Context, opts: &AttentionOptions| cx.plan_attention(&q, &k, &v, None, opts, false).unwrap();
+    assert!(ctx.tuning_table().is_empty());
+    let heuristic = plan(&ctx, &c.opts());
+    assert!(!heuristic.reason.contains("tuned"), "planning does not tune: {}", heuristic.reason);
+    // the first call tunes its shape class, then runs the winner
+    let out = ctx.attention(&q, &k, &v, None, &c.opts()).unwrap();
+    assert_close("tuned call", &out.download_blocking(&ctx).unwrap(), &want, 3e-3);
+    let table = ctx.tuning_table();
+    assert_eq!(table.len(), 1, "{table}");
+    let (class, choice) = table.entries.iter().next().map(|(k, v)| (*k, *v)).unwrap();
+    assert_eq!(class.to_string(), "f16 d32 q128 k512 s4 g2 causal");
+    let candidates = ctx.attention_candidates(&q, &k, &v, None, &c.opts(), false).unwrap();
+    assert!(candidates.iter().any(|p| (p.variant, p.config) == (choice.variant, choice.config)), "{table}");
+    let tuned = plan(&ctx, &c.opts());
+    assert_eq!((tuned.variant, tuned.config), (choice.variant, choice.config));
+    assert!(tuned.reason.contains("the context's tuned entry for f16 d32"), "{}", tuned.reason);
+    // a second call of the class tunes nothing more; a forced variant ignores the table
+    ctx.attention(&q, &k, &v, None, &c.opts()).unwrap();
+    assert_eq!(ctx.tuning_table(), table);
+    let forced = AttentionOptions { variant: AttentionVariant::Fused(Loads::Vec4), ..c.opts() };
+    assert_eq!(plan(&ctx, &forced).reason, "forced");
+
+    // export and import: the text form round-trips, and another context of this adapter uses it
+    let parsed: TuningTable = table.to_string().parse().unwrap();
+    assert_eq!(parsed, table);
+    let other = Context::with_options_blocking(ContextOptions { tensor_cores: TensorCores::Emulated, ..Default::default() })
+        .unwrap();
+    assert_eq!(other.tuning(), Tuning::BuiltIn);
+    let (oq, ok, ov) = f16_inputs(&other, &c).0;
+    let plan_other = |opts: &AttentionOptions| other.plan_attention(&oq, &ok, &ov, None, opts, false).unwrap();
+    assert_eq!(other.import_tuning(&parsed), 1);
+    let imported = plan_other(&c.opts());
+    assert_eq!((imported.variant, imported.config), (choice.variant, choice.config));
+    assert!(imported.reason.contains("tuned entry"), "{}", imported.reason);
+    // tuning off: the heuristic, the entries kept
+    other.set_tuning(Tuning::Off);
+    assert_eq!(plan_other(&c.opts()).reason, heuristic.reason);
+    other.set_tuning(Tuning::BuiltIn);
+    // an entry that cannot run the call is passed over (64 rows at head dim 128 on 32 KiB)
+    let wide = Case::new(1, 2, 2, 70, 130, 128);
+    let ((wq, wk, wv), _) = f16_inputs(&other, &wide);
+    let class = format!("{}", ShapeClass::of(DType::F16, 2, 70, 130, 128, 1, false));
+    let text = format!("wgpu-attention tuning v1\nadapter {}\n{class} = tensor-cores tc_rows=64\n", parsed.adapter);
+    assert_eq!(other.import_tuning(&text.parse().unwrap()), 1);
+    let p = other.plan_attention(&wq, &wk, &wv, None, &wide.opts(), false).unwrap();
+    if other.caps().max_workgroup_storage < 40 << 10 {
+        assert!(!p.reason.contains("tuned") && p.config.tc_rows != Some(64), "{}", p.reason);
+    }
+    // a table from another adapter or driver is ignored
+    let foreign = TuningTable { adapter: format!("{} (another driver)", parsed.adapter), ..parsed.clone() };
+    let third = Context::with_options_blocking(ContextOptions { tensor_cores: TensorCores::Emulated, ..Default::default() })
+        .unwrap();
+    assert_eq!(third.import_tuning(&foreign), 0);
+    assert!(third.tuning_table().is_empty());
+}
+}

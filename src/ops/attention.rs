@@ -247,6 +247,7 @@ impl Context {
         outputs.extend(lse.map(|l| Region::tensor("lse", l)));
         check_aliasing(&outputs, &inputs(q, k, v, mask))?;
         let whole = self.whole_fits(&[q, k, v], mask);
+        self.tune_if_new(p, (q, k, v), mask, aligned(q, k, v), lse.is_some(), whole).await;
         let (resolved, _) = self.resolve_attention(p, aligned(q, k, v), lse.is_some(), false, whole).await?;
         match resolved {
             Resolved::Unfused => {

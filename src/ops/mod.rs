@@ -18,6 +18,7 @@ mod similarity;
 mod softmax;
 mod tensor_cores;
 mod top_k;
+mod tuning;
 mod weighted_sum;
 
 pub use attention::AttentionCall;

@@ -67,11 +67,36 @@ impl Context {
         }
     }
 
-    /// The attention variant for `p` (see `resolve` for the flags): where it is the tensor-core
-    /// kernel on hardware, its head-dim class passed the self-check on this context first (run
-    /// here the first time the class is used), or the call is resolved again without tensor
-    /// cores (`Auto` runs SIMT, saying why; a forced variant is refused with the reason).
+    /// The attention variant for `p` (see `resolve` for the flags). `Auto` with no configuration
+    /// takes the tuned or built-in entry for the call's shape class where there is one and it
+    /// can run the call (`ops/tuning.rs`), else the heuristic. Where the variant is the
+    /// tensor-core kernel on hardware, its head-dim class passed the self-check on this context
+    /// first (run here the first time the class is used), or the call is resolved again without
+    /// tensor cores (`Auto` runs SIMT, saying why; a forced variant is refused with the reason).
     pub(crate) async fn resolve_attention(
+        &self,
+        p: &AttentionProblem<'_>,
+        aligned: bool,
+        lse: bool,
+        paged: bool,
+        whole: bool,
+    ) -> Result<(Resolved, AttentionPlan)> {
+        if let Some((choice, source)) = self.tuned_choice(p) {
+            let forced = AttentionProblem { variant: choice.variant, config: choice.config, ..p.clone() };
+            match self.resolve_checked(&forced, aligned, lse, paged, whole).await {
+                Ok((r, mut plan)) => {
+                    plan.reason =
+                        format!("auto: {source} entry for {}: {} {}", Self::shape_class(p), plan.variant, plan.config);
+                    return Ok((r, plan));
+                }
+                Err(e) => log::debug!("wgpu-attention: {source} entry passed over: {e}"),
+            }
+        }
+        self.resolve_checked(p, aligned, lse, paged, whole).await
+    }
+
+    /// `resolve`, then the tensor-core class check (see `resolve_attention`).
+    async fn resolve_checked(
         &self,
         p: &AttentionProblem<'_>,
         aligned: bool,

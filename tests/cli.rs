@@ -176,3 +176,47 @@ fn search_refuses_k_beyond_the_keys_and_runs_on_the_cpu() {
     assert!(err.contains("search:"), "the search time is reported: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--sweep` on the GPU (the emulated tensor cores, so every family has candidates): every
+/// candidate timed and checked against the CPU path, `Auto` beside them, a winner within the
+/// tolerance, and the winners as a tuning table a context imports.
+#[test]
+#[cfg_attr(cpu_only_tests, ignore = "WGPU_ATTENTION_TESTS=cpu-only: needs a GPU adapter")]
+fn attn_bench_sweeps_every_candidate_and_writes_the_winner() {
+    let dir = std::env::temp_dir().join(format!("wgpu-attention-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("sweep.json");
+    // the shapes of tests/configs.rs (the same kernels)
+    let o = bench(&[
+        "--op", "attention", "--bh", "4", "--kv-heads", "2", "--nq", "70", "--nk", "300", "--d", "24", "--causal",
+        "--dtype", "f16", "--tensor-cores", "emulated", "--runs", "2", "--warmup", "1",
+        "--sweep", json.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("winner") && out.contains("auto / winner"), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let sweep = &report["sweeps"][0];
+    assert_eq!(sweep["class"], "f16 d32 q128 k512 s4 g2 causal");
+    let candidates = sweep["candidates"].as_array().unwrap();
+    let tol = sweep["tolerance"].as_f64().unwrap();
+    for family in ["tensor-cores", "fused-vec4", "split-k-vec4", "decode-vec4"] {
+        assert!(candidates.iter().any(|c| c["variant"] == family), "{family} missing");
+    }
+    for c in candidates {
+        assert!(c["error"].is_null(), "{c}");
+        assert!(c["rel_err"].as_f64().unwrap() <= tol, "{c}");
+        assert!(c["kernel_ms"]["median"].as_f64().or(c["wall_ms"]["median"].as_f64()).is_some(), "{c}");
+    }
+    let winner = &sweep["winner"];
+    assert!(candidates.iter().any(|c| c["variant"] == winner["variant"] && c["config"] == winner["config"]), "{winner}");
+    let table: wgpu_attention::TuningTable = report["tuning_table"].as_str().unwrap().parse().unwrap();
+    assert_eq!(table.len(), 1);
+    let ctx = wgpu_attention::Context::with_options_blocking(wgpu_attention::ContextOptions {
+        tensor_cores: wgpu_attention::TensorCores::Emulated,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(ctx.import_tuning(&table), 1, "the sweep's table is this adapter's");
+    std::fs::remove_dir_all(&dir).ok();
+}

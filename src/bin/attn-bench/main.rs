@@ -83,6 +83,9 @@ struct Args {
     /// Head dim of the free-shape case.
     #[arg(long, default_value_t = 64)]
     d: usize,
+    /// Key/value heads of the free-shape attention case (GQA: they divide --bh); default: --bh.
+    #[arg(long)]
+    kv_heads: Option<usize>,
     /// Causal masking for the free-shape case.
     #[arg(long)]
     causal: bool,
@@ -195,7 +198,17 @@ fn main() -> ExitCode {
             Op::Topk => Case::topk("custom", args.dtype, args.nq, nk, args.d, args.k),
             // softmax rows have no head dim
             Op::Softmax => Case::new("custom", op, args.dtype, args.bh, args.nq, nk, 0, false),
-            _ => Case::new("custom", op, args.dtype, args.bh, args.nq, nk, args.d, args.causal),
+            _ => {
+                let kv_group = match args.kv_heads {
+                    Some(kv) if kv > 0 && args.bh % kv == 0 && op == Op::Attention => args.bh / kv,
+                    Some(kv) => {
+                        eprintln!("error: --kv-heads {kv} must divide --bh {} (attention only)", args.bh);
+                        return ExitCode::FAILURE;
+                    }
+                    None => 1,
+                };
+                Case { kv_group, ..Case::new("custom", op, args.dtype, args.bh, args.nq, nk, args.d, args.causal) }
+            }
         });
     }
     if cases.is_empty() {
@@ -345,6 +358,8 @@ fn run_sweeps(ctx: &Context, cases: &[Case], st: &Settings, context: &output::Co
         #[serde(flatten)]
         context: &'a output::Context,
         sweeps: &'a [sweep::Sweep],
+        /// The winners as a tuning table (`Context::import_tuning`'s text).
+        tuning_table: String,
     }
     let mut seen = std::collections::HashSet::new();
     let cases: Vec<&Case> = cases
@@ -367,7 +382,7 @@ fn run_sweeps(ctx: &Context, cases: &[Case], st: &Settings, context: &output::Co
         );
         eprintln!("{label}");
         sweeps.push(sweep::sweep(ctx, c, &st, &label));
-        let report = SweepReport { context, sweeps: &sweeps };
+        let report = SweepReport { context, sweeps: &sweeps, tuning_table: sweep::tuning_table(ctx, &sweeps).to_string() };
         let written = serde_json::to_string_pretty(&report)
             .map_err(|e| e.to_string())
             .and_then(|t| std::fs::write(path, t).map_err(|e| format!("writing {}: {e}", path.display())));
@@ -378,6 +393,7 @@ fn run_sweeps(ctx: &Context, cases: &[Case], st: &Settings, context: &output::Co
     }
     println!("{}", context.header());
     print!("{}", sweep::table(&sweeps));
+    print!("{}", sweep::tuning_table(ctx, &sweeps));
     if cases.is_empty() {
         eprintln!("error: --sweep: no attention case among those asked for");
         return ExitCode::FAILURE;

@@ -175,7 +175,7 @@ fn shapes(c: &Case) -> (Shape, Shape) {
             let qs = Shape::new(c.batch, c.heads(), c.nq, c.d);
             match Paging::of(c) {
                 Some(p) => (qs, p.geometry.pool_shape()),
-                None => (qs, Shape::new(c.batch, c.heads(), c.nk, c.d)),
+                None => (qs, Shape::new(c.batch, c.kv_heads(), c.nk, c.d)),
             }
         }
     }
@@ -457,7 +457,8 @@ fn first_slice(c: &Case) -> Case {
         let lens = c.lens.first().map(|&l| vec![l]).unwrap_or_default();
         Case { bh: c.heads(), batch: 1, lens, ..c.clone() }
     } else {
-        Case { bh: 1, ..c.clone() }
+        // query head 0 reads key/value head 0, the first of the tensors
+        Case { bh: 1, kv_group: 1, ..c.clone() }
     }
 }
 

@@ -70,6 +70,8 @@ pub struct Case {
     pub page_size: usize,
     /// Sliding window: keys at most this many positions before the query's.
     pub window: Option<usize>,
+    /// Query heads per key/value head (GQA; 1: as many key/value heads as query heads).
+    pub kv_group: usize,
 }
 
 impl Case {
@@ -91,6 +93,7 @@ impl Case {
             lens: vec![],
             page_size: 0,
             window: None,
+            kv_group: 1,
         }
     }
 
@@ -114,6 +117,11 @@ impl Case {
     /// Heads per sequence.
     pub fn heads(&self) -> usize {
         self.bh / self.batch.max(1)
+    }
+
+    /// Key/value heads per sequence.
+    pub fn kv_heads(&self) -> usize {
+        (self.heads() / self.kv_group.max(1)).max(1)
     }
 
     /// Each sequence's key count.
@@ -176,6 +184,7 @@ impl Case {
             lens: vec![],
             page_size: 0,
             window: None,
+            kv_group: 1,
         }
     }
 
@@ -198,7 +207,7 @@ impl Case {
         let e = self.dtype.bytes();
         let (bh, nq, nk, d) = (self.bh as f64, self.nq as f64, self.nk as f64, self.d as f64);
         match self.op {
-            Op::Attention => e * (2.0 * bh * nq * d + 2.0 * self.heads() as f64 * self.kv_tokens(false) * d),
+            Op::Attention => e * (2.0 * bh * nq * d + 2.0 * self.kv_heads() as f64 * self.kv_tokens(false) * d),
             Op::AttentionUnfused => e * (2.0 * bh * nq * d + 2.0 * bh * nk * d) + 4.0 * bh * nq * nk,
             Op::Similarity | Op::Cosine => e * (bh * nq * d + bh * nk * d) + 4.0 * bh * nq * nk,
             Op::Softmax => 2.0 * e * bh * nq * nk,

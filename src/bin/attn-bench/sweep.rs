@@ -13,6 +13,8 @@ use crate::suites::{Case, Dt, Op};
 pub struct Sweep {
     /// The case, as the table labels it.
     pub case: String,
+    /// Its shape class (`wgpu_attention::ShapeClass`): the tuning table's key.
+    pub class: String,
     /// What `Auto` runs, timed the same way.
     pub auto: Record,
     /// Every candidate (forced variant and configuration), in the crate's order.
@@ -50,6 +52,19 @@ pub fn tolerance(dt: Dt) -> f64 {
 pub fn sweep(ctx: &Context, c: &Case, st: &Settings, label: &str) -> Sweep {
     let mut s = Sweep {
         case: label.to_string(),
+        class: wgpu_attention::ShapeClass::of(
+            match c.dtype {
+                Dt::F32 => wgpu_attention::DType::F32,
+                Dt::F16 => wgpu_attention::DType::F16,
+            },
+            c.bh,
+            c.nq,
+            c.nk,
+            c.d,
+            c.kv_group,
+            c.causal,
+        )
+        .to_string(),
         auto: Record::new(c, "wgpu", "gpu", &ctx.info().adapter),
         candidates: vec![],
         winner: None,
@@ -136,4 +151,18 @@ pub fn table(sweeps: &[Sweep]) -> String {
         }
     }
     out
+}
+
+/// The winners as a tuning table for `ctx`'s adapter (the text `Context::import_tuning` takes,
+/// and the form of the crate's built-in tables).
+pub fn tuning_table(ctx: &Context, sweeps: &[Sweep]) -> wgpu_attention::TuningTable {
+    let mut t = wgpu_attention::TuningTable::new(&ctx.tuning_table().adapter);
+    for s in sweeps {
+        let Some(w) = &s.winner else { continue };
+        let variant = wgpu_attention::AttentionVariant::ALL.into_iter().find(|v| v.name() == w.variant);
+        if let (Ok(class), Some(variant), Ok(config)) = (s.class.parse(), variant, w.config.parse()) {
+            t.entries.insert(class, wgpu_attention::TunedChoice { variant, config });
+        }
+    }
+    t
 }

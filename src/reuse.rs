@@ -25,6 +25,11 @@ impl Uniforms {
         self.map.lock().ok()?.0.get(bytes).cloned()
     }
 
+    /// Buffers held.
+    pub fn len(&self) -> usize {
+        self.map.lock().map_or(0, |m| m.0.len())
+    }
+
     pub fn insert(&self, bytes: &[u8], buffer: &wgpu::Buffer) {
         let Ok(mut guard) = self.map.lock() else { return };
         let (map, order) = &mut *guard;
@@ -61,6 +66,11 @@ impl Staging {
         self.pool.lock().ok()?.get_mut(&class)?.pop()
     }
 
+    /// Idle buffers held, and their bytes.
+    pub fn held(&self) -> (usize, u64) {
+        self.pool.lock().map_or((0, 0), |p| p.iter().fold((0, 0), |(n, b), (c, v)| (n + v.len(), b + c * v.len() as u64)))
+    }
+
     pub fn put(&self, class: u64, buffer: wgpu::Buffer) {
         if let Ok(mut pool) = self.pool.lock() {
             let v = pool.entry(class).or_default();
@@ -83,6 +93,11 @@ pub(crate) struct Scratch {
 impl Scratch {
     pub fn get(&self, class: u64) -> Option<wgpu::Buffer> {
         self.pool.lock().ok()?.get(&class).cloned()
+    }
+
+    /// Buffers held, and their bytes.
+    pub fn held(&self) -> (usize, u64) {
+        self.pool.lock().map_or((0, 0), |p| (p.len(), p.values().map(|b| b.size()).sum()))
     }
 
     pub fn insert(&self, class: u64, buffer: &wgpu::Buffer) {

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "device",
         &[
             "context",
+            "diagnostics",
             "pipeline_cache",
             "pipeline",
             "tensor",

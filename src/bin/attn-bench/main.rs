@@ -123,6 +123,11 @@ struct Args {
     /// every case after the third ran 3-5x slower than alone; see BENCHMARKS.md).
     #[arg(long)]
     fresh_context: bool,
+    /// After each GPU case, record what the context holds (the crate's caches, wgpu's live
+    /// objects and memory, the allocator's totals: `Context::diagnostics`) in the reports and
+    /// print it: for finding what grows over a long run.
+    #[arg(long)]
+    diag: bool,
     /// Stop adding timed GPU runs after this many seconds per case.
     #[arg(long, default_value_t = 30.0)]
     gpu_budget: f64,
@@ -298,7 +303,15 @@ fn main() -> ExitCode {
                     }
                 })
             }
-            (Some(ctx), false) => Some(measure::run_gpu(ctx, c, &st, "GPU")),
+            (Some(ctx), false) => {
+                let mut r = measure::run_gpu(ctx, c, &st, "GPU");
+                if args.diag {
+                    let d = measure::diagnostics(ctx);
+                    eprintln!("  diag: {d}");
+                    r.diag = Some(d);
+                }
+                Some(r)
+            }
             (None, _) => None,
         };
         let cp = cpu.then(|| measure::run_cpu(c, &st, "CPU"));

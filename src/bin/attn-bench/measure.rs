@@ -88,6 +88,8 @@ pub struct Record {
     pub flops: f64,
     /// Why the case did not run, if it did not.
     pub error: Option<String>,
+    /// With `--diag`: what the context held after the case (`Context::diagnostics`).
+    pub diag: Option<serde_json::Value>,
 }
 
 impl Record {
@@ -122,6 +124,7 @@ impl Record {
             window: c.window,
             flops: c.flops(),
             error: None,
+            diag: None,
         }
     }
 
@@ -738,4 +741,32 @@ pub fn bare_dispatch_readback(ctx: &Context, runs: usize) -> Option<f64> {
         }
     }
     Stats::of(&times).map(|s| s.median)
+}
+
+/// `Context::diagnostics` as JSON (`--diag`).
+pub fn diagnostics(ctx: &Context) -> serde_json::Value {
+    let d = ctx.diagnostics();
+    let w = d.wgpu.as_ref().map(|w| {
+        serde_json::json!({
+            "buffers": w.buffers, "bind_groups": w.bind_groups, "bind_group_layouts": w.bind_group_layouts,
+            "compute_pipelines": w.compute_pipelines, "pipeline_layouts": w.pipeline_layouts,
+            "shader_modules": w.shader_modules, "command_encoders": w.command_encoders,
+            "query_sets": w.query_sets, "fences": w.fences, "buffer_memory": w.buffer_memory,
+            "memory_allocations": w.memory_allocations,
+        })
+    });
+    let a = d.allocator.as_ref().map(|a| {
+        serde_json::json!({ "allocated_bytes": a.allocated_bytes, "reserved_bytes": a.reserved_bytes, "blocks": a.blocks })
+    });
+    serde_json::json!({
+        "compiled_pipelines": d.compiled_pipelines,
+        "uniform_buffers": d.uniform_buffers,
+        "staging_buffers": d.staging_buffers.0,
+        "staging_bytes": d.staging_buffers.1,
+        "scratch_buffers": d.scratch_buffers.0,
+        "scratch_bytes": d.scratch_buffers.1,
+        "tuned_classes": d.tuned_classes,
+        "wgpu": w,
+        "allocator": a,
+    })
 }

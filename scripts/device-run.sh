@@ -1,94 +1,150 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine (see scripts/prepare-device.sh): installs the carried Vulkan loader, runs
-# scripts/gpu-bench.sh (ours and PyTorch on the same shapes) on the idle GPU, then every test
-# executable on the GPU.
-# Logs and JSON go to $OUT; a short summary is printed last.
-# Sized for a lease of ~15 minutes: suite `targets` (one case per speed target) with few runs by
-# default; SUITES="prefill decode ..." and BENCH_ARGS="..." choose others. Every step has a time
-# limit, and attn-bench writes its JSON after each case, so a stopped step keeps what it measured.
+# Runs on the GPU machine (stage with scripts/prepare-device.sh, then the device tool:
+#   run  command: "bash scripts/device-run.sh"   carry: [".gl", ".devbin"]   timeout_s: 480).
+# At most 7 minutes (TOTAL_LIMIT seconds, 420 by default), in this order, each step with its
+# own time limit and cut short where the total would run out:
+#   1. adapter, features, clocks and power limits; a clock/power/throttle monitor for the run
+#   2. the hardware correctness tests (tensor cores: layouts, every attention case at d 16-128
+#      against the f64 reference, extremes, paged, determinism): a failure drops tensor cores
+#      from the sweeps (--tensor-cores off)
+#   3. the sweeps: every kernel configuration of the tuning cases (suite `sweep`: f16 d 128,
+#      causal, d 64, GQA 32/8) beside Auto's choice, and f16 similarity on tensor cores and on
+#      the SIMT kernel
+#   4. suite `targets` (one case per target), each case on a fresh device, joined with PyTorch
+#   5. the long run: suite `targets` again in one process on one device with --diag, compared
+#      case by case with step 4's fresh-device times
+#   6. every other test executable, in the time left (those that need the build machine's files
+#      are skipped by name)
+# Every file comes back from $OUT (at most 8: the device tool's limit), each written as its step
+# ends, so a stopped run returns what it measured: summary.txt (a line per step), logs.tar.gz
+# (every log, repacked after each step), sweep.json, ours.json, torch.json, joined.json (the form
+# committed under benchmarks/device/), longrun.json, gpu-monitor.csv.
+# Dry run elsewhere: SKIP_LOADER=1 VK_DRIVER_FILES=<an ICD> DEVBIN=<a folder of binaries> (no
+# nvidia-smi or torch: those steps say so and the rest runs), with small cases:
+# SWEEP_CASES="--op attention --bh 4 --nq 200 --d 64 --dtype f16" TARGET_CASES="--suite quick".
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# the device tool returns at most 8 files: logs are written to a work folder and packed at the end
 final=${OUT:-device-out}
 mkdir -p "$final"
-out=$(mktemp -d)
-# (SKIP_LOADER=1 and VK_DRIVER_FILES=... allow a dry run elsewhere; NO_BENCH=1 skips the benchmark,
-# NO_TESTS=1 the tests)
+w=$(mktemp -d)
+total=${TOTAL_LIMIT:-420}
+start=$SECONDS
+bin=${DEVBIN:-.devbin}
+
+note() { echo "$*" | tee -a "$final/summary.txt"; }
+pack() { tar czf "$final/logs.tar.gz" -C "$w" . 2>/dev/null; }
+left() { echo $((total - (SECONDS - start))); }
+# step NAME SECONDS COMMAND...: runs COMMAND with at most SECONDS (less where the run's total
+# would pass TOTAL_LIMIT), its output in NAME.log; notes the outcome; returns its status
+step() {
+  local name=$1 secs=$2 l s rc
+  shift 2
+  l=$(left)
+  if [ "$l" -lt 15 ]; then
+    note "$name: skipped, the run's $total s are used up"
+    return 124
+  fi
+  [ "$secs" -gt "$l" ] && secs=$l
+  s=$SECONDS
+  timeout "$secs" "$@" > "$w/$name.log" 2>&1
+  rc=$?
+  note "$name: rc=$rc $((SECONDS - s))s$([ $rc -eq 124 ] && echo " (stopped at its limit of ${secs}s)") $(grep -E '^test result' "$w/$name.log" | tail -1)"
+  pack
+  return $rc
+}
+
+: > "$final/summary.txt"
 if [ -z "${SKIP_LOADER:-}" ]; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
 fi
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
-# unpack the executables staged by prepare-device.sh (python's tarfile: xz may not be installed)
-python3 -c 'import tarfile; tarfile.open(".devbin/bundle.tar.xz").extractall(".devbin")'
-chmod +x .devbin/* .devbin/tests/* 2>/dev/null
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1
-.devbin/attn-bench --list-adapters --verbose | tee "$out/adapters.txt"
-summary=()
-# the benchmark first, on an idle GPU (a test process killed at its time limit can leave work
-# behind on the device, which slowed a later benchmark 5x once)
-if [ -z "${NO_BENCH:-}" ]; then
-  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader > "$out/gpu-before-bench.txt" 2>&1
-  t0=$SECONDS
-  # clocks, power and memory every half second while the benchmark runs
-  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu,memory.used \
-    --format=csv -lms 500 > "$out/gpu-monitor.csv" 2>&1 &
+if [ -f "$bin/bundle.tar.xz" ]; then
+  # the executables staged by prepare-device.sh (python's tarfile: xz may not be installed)
+  python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$bin/bundle.tar.xz" "$bin"
+fi
+chmod +x "$bin"/* "$bin"/tests/* 2>/dev/null
+export WGPU_ATTENTION_FULL_MATRIX=${WGPU_ATTENTION_FULL_MATRIX:-1}
+
+# 1. the adapter and its clocks; the monitor runs until the end
+note "== device run $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), limit ${total}s"
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit --format=csv \
+    > "$w/gpu.txt" 2>&1
+  nvidia-smi -q -d CLOCK,POWER,PERFORMANCE > "$w/clocks.txt" 2>&1
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu,memory.used,clocks_throttle_reasons.active \
+    --format=csv -lms 500 > "$final/gpu-monitor.csv" 2>&1 &
   monitor=$!
-  # each case on a device of its own (--fresh-context): in one long run on a shared device,
-  # later cases once ran 3-5x slower than alone
+  note "gpu: $(tail -1 "$w/gpu.txt")"
+else
+  note "gpu: no nvidia-smi (dry run): no clocks, no monitor"
+  monitor=
+fi
+step adapters 20 "$bin/attn-bench" --list-adapters --verbose
+
+# 2. correctness on the hardware first
+tc=auto
+if step hardware-tests 75 "$bin/tests/tensor_cores" --ignored --test-threads 1; then
+  note "tensor cores: the hardware tests passed"
+else
+  tc=off
+  note "tensor cores: the hardware tests did not pass (hardware-tests.log): the sweeps run without them"
+fi
+
+# 3. the sweeps
+# shellcheck disable=SC2086
+step sweep 120 "$bin/attn-bench" ${SWEEP_CASES:---suite sweep} --sweep "$final/sweep.json" --tensor-cores "$tc" \
+  --runs 5 --warmup 1 --gpu-budget 3
+for t in $([ "$tc" = off ] && echo off || echo auto off); do
   # shellcheck disable=SC2086
-  ATTN_BENCH=.devbin/attn-bench OUT="$out" BENCH_ARGS="${BENCH_ARGS:---runs 5 --warmup 1 --e2e-runs 1 --gpu-budget 6 --fresh-context}" \
-    timeout "${BENCH_LIMIT:-240}" scripts/gpu-bench.sh ${SUITES:-targets} > "$out/gpu-bench.txt" 2>&1
-  rc=$?
-  kill "$monitor" 2>/dev/null
-  summary+=("gpu-bench: rc=$rc $((SECONDS - t0))s (GPU before: $(cat "$out/gpu-before-bench.txt"))")
-  # a stopped attn-bench leaves its JSON of the cases it finished: join what there is
-  if [ $rc -ne 0 ] && [ -f "$out/ours.json" ] && [ ! -f "$out/joined.txt" ]; then
-    timeout 90 python3 benches/torch_reference.py --cases "$out/ours.json" --json "$out/torch.json" --device cuda \
-      >> "$out/gpu-bench.txt" 2>&1 && python3 scripts/join_bench.py "$out/ours.json" "$out/torch.json" > "$out/joined.txt"
-  fi
-fi
-# then every test executable, one at a time (side by side, one once hung in the driver), each
-# with a time limit, on the full matrix (every attention variant on every case: a GPU driver
-# compiles in milliseconds what lavapipe compiles in seconds)
-export WGPU_ATTENTION_FULL_MATRIX="${WGPU_ATTENTION_FULL_MATRIX:-1}"
-t0=$SECONDS
-for t in .devbin/tests/*; do
-  [ -n "${NO_TESTS:-}" ] && break
-  name=$(basename "$t")
-  s=$SECONDS
-  timeout "${TEST_LIMIT:-90}" "$t" > "$out/test-$name.log" 2>&1
-  summary+=("test $name: rc=$? $((SECONDS - s))s $(grep -E '^test result' "$out/test-$name.log" | tail -1)")
+  step "similarity-tc-$t" 25 "$bin/attn-bench" ${SIMILARITY_CASE:---op similarity --bh 16 --nq 4096 --d 128} --dtype f16 \
+    --tensor-cores "$t" --runs 5 --warmup 1 --e2e-runs 0 --gpu-budget 3 --json "$w/similarity-tc-$t.json"
 done
-summary+=("tests: $((SECONDS - t0))s in all")
-# the tensor-core (cooperative-matrix) checks, ignored elsewhere: the self-check, every
-# similarity case on the hardware path, 100 identical runs compared bitwise
-if [ -z "${NO_TESTS:-}" ] && [ -x .devbin/tests/tensor_cores ]; then
-  s=$SECONDS
-  timeout "${TEST_LIMIT:-90}" .devbin/tests/tensor_cores --ignored > "$out/test-tensor_cores-hardware.log" 2>&1
-  summary+=("tensor cores (hardware): rc=$? $((SECONDS - s))s $(grep -E '^test result' "$out/test-tensor_cores-hardware.log" | tail -1)")
+
+# 4. the targets, each on a fresh device, and PyTorch on the same cases
+# shellcheck disable=SC2086
+step targets 100 "$bin/attn-bench" ${TARGET_CASES:---suite targets} --fresh-context --tensor-cores "$tc" --runs 5 --warmup 1 \
+  --e2e-runs 1 --gpu-budget 4 --json "$final/ours.json"
+if python3 -c 'import torch' 2>/dev/null; then
+  step torch 75 python3 benches/torch_reference.py --cases "$final/ours.json" --json "$final/torch.json" --device cuda
+  step join 10 python3 scripts/join_bench.py "$final/ours.json" "$final/torch.json" --json="$final/joined.json"
+else
+  note "torch: python3 cannot import torch (dry run): not joined"
 fi
-# f16 prefill on the tensor cores beside the SIMT kernel, same device, same run (Auto takes the
-# tensor cores where the self-check passed; this says whether it should)
-if [ -z "${NO_BENCH:-}" ]; then
-  s=$SECONDS
-  for shape in "--bh 16 --d 128" "--bh 32 --d 64"; do
-    # shellcheck disable=SC2086
-    timeout 60 .devbin/attn-bench --op attention $shape --nq 4096 --nk 4096 --dtype f16 --variant tensor-cores \
-      --variant fused-vec4 --runs 5 --warmup 1 --e2e-runs 0 --gpu-budget 6 >> "$out/tc-vs-simt.txt" 2>&1
-  done
-  summary+=("tensor cores vs SIMT (f16 prefill): $((SECONDS - s))s, tc-vs-simt.txt")
-fi
-timeout 30 .devbin/attention --nq 4096 --dim 128 --heads 16 --f16 > "$out/example-attention.txt" 2>&1
-summary+=("example attention: $(grep -E 'agreement|GPU fused' "$out/example-attention.txt" | tr '\n' ' ')")
-timeout 30 .devbin/decode --prompts 100,1000,4000,8000 --steps 64 > "$out/example-decode.txt" 2>&1
-summary+=("example decode: rc=$? $(grep -E 'decode:|agreement' "$out/example-decode.txt" | tr '\n' ' ')")
-{
-  echo "== summary"
-  cat "$out/gpu.txt"
-  printf '%s\n' "${summary[@]}"
-} > "$out/summary.txt"
-tar czf "$final/logs.tar.gz" -C "$out" .
-for f in summary.txt joined.txt ours.json torch.json tc-vs-simt.txt; do [ -f "$out/$f" ] && cp "$out/$f" "$final/"; done
-cat "$out/summary.txt"
-[ -f "$out/joined.txt" ] && cut -c1-220 "$out/joined.txt"
+
+# 5. the long run: the same cases in one process on one device, with what the context holds
+# shellcheck disable=SC2086
+step longrun 75 "$bin/attn-bench" ${TARGET_CASES:---suite targets} --diag --tensor-cores "$tc" --runs 5 --warmup 1 --e2e-runs 1 \
+  --gpu-budget 4 --json "$final/longrun.json"
+python3 - "$final/ours.json" "$final/longrun.json" > "$w/longrun-vs-fresh.txt" 2>&1 <<'EOF'
+import json, sys
+def times(path):
+    try:
+        rs = json.load(open(path))["results"]
+    except Exception as e:
+        print(f"{path}: {e}")
+        return {}
+    t = lambda r: (r.get("kernel_ms") or r.get("wall_ms") or {}).get("median")
+    key = lambda r: (r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"])
+    return {key(r): t(r) for r in rs if r["impl"] == "wgpu" and t(r)}
+fresh, long = times(sys.argv[1]), times(sys.argv[2])
+for k, t in long.items():
+    if k in fresh:
+        print(f"{' '.join(map(str, k))}: long run {t:.3f} ms, fresh device {fresh[k]:.3f} ms, {t / fresh[k]:.2f}x")
+EOF
+cat "$w/longrun-vs-fresh.txt" >> "$final/summary.txt"
+pack
+
+# 6. the other tests, in the time left (cli and layers need the build machine's files)
+for t in "$bin"/tests/*; do
+  name=$(basename "$t")
+  case "$name" in
+    cli|layers|npy) note "test $name: skipped by name (needs the build machine's files)"; continue ;;
+  esac
+  step "test-$name" 60 "$t" || true
+done
+
+[ -n "$monitor" ] && kill "$monitor" 2>/dev/null
+note "== done in $((SECONDS - start))s"
+pack
+cat "$final/summary.txt"

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Joins an attn-bench JSON and a torch_reference.py JSON into one table.
 
-    python3 scripts/join_bench.py ours.json torch.json [--markdown]
+    python3 scripts/join_bench.py ours.json torch.json [--markdown] [--json=joined.json]
 
 One row per case: our wgpu kernels and our CPU path (time, TFLOP/s or GB/s), each PyTorch
 implementation's time, and the ratio columns ours/PyTorch = PyTorch time / our time against the
 fastest PyTorch implementation (> 1: we are faster). Times are kernel medians where the tool
 had them (timestamp queries, CUDA events), wall medians otherwise.
+
+--json=PATH also writes the joined results (card, driver, commit, date; per case: the variant
+that ran, our kernel ms, the best PyTorch ms and backend, the ratio), the form committed under
+benchmarks/device/.
 """
 import json
 import sys
@@ -87,6 +91,31 @@ def main():
                      fmt(t_ms(g)), rate(g), fmt(t_ms(c))]
                     + [fmt(tt[n]) for n in torch_impls]
                     + [best[1] if best else "-", ratio(t_ms(g)), ratio(t_ms(c))])
+    json_out = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--json=")), None)
+    if json_out:
+        joined = []
+        for k in cases:
+            o, t = ours_by.get(k, {}), torch_by.get(k, {})
+            g = o.get("wgpu")
+            tt = {name: t_ms(t.get(name)) for name in torch_impls}
+            best = min(((v, n) for n, v in tt.items() if v), default=None)
+            op, dt, bh, nq, nk, d, causal, kk, kv = k
+            ours_t = t_ms(g)
+            joined.append({
+                "op": op, "dtype": dt, "bh": bh, "nq": nq, "nk": nk, "d": d, "causal": causal, "k": kk, "kv": kv,
+                "variant": g.get("variant") if g else None, "config": g.get("config") if g else None,
+                "ours_ms": ours_t, "ours_tflops": g.get("tflops") if g else None, "ours_gbps": g.get("gbps") if g else None,
+                "ours_error": g.get("error") if g else "not run",
+                "best_torch_ms": best[0] if best else None, "best_torch": best[1] if best else None,
+                "torch_ms": tt,
+                "ratio": best[0] / ours_t if best and ours_t else None,
+            })
+        adapter = ours.get("adapter") or {}
+        doc = {"card": adapter.get("name"), "driver": adapter.get("driver"), "commit": ours.get("commit"),
+               "date": ours.get("date"), "command": ours.get("command"), "torch_version": torch.get("torch_version"),
+               "ratio": "best PyTorch time / our time (> 1: ours is faster)", "cases": joined}
+        with open(json_out, "w") as f:
+            json.dump(doc, f, indent=1)
     faiss_v = f", faiss {torch['faiss_version']}" if torch.get("faiss_version") else ""
     print(f"ours: {ours['adapter']['name'] if ours.get('adapter') else 'CPU path'}; "
           f"torch {torch.get('torch_version')}{faiss_v}: {torch['adapter']['name']}; ratios are reference time / our time "

@@ -13,7 +13,8 @@ target=${CARGO_TARGET_DIR:-target}
 stage=$(mktemp -d)
 mkdir -p "$stage/tests"
 cp "$target"/release/attn-bench "$target"/release/examples/{attention,search,decode} "$stage/"
-cargo test --release --no-run --message-format=json 2>/dev/null \
+# (with wgpu's counters, as `cargo test --all-features` has them: the soak test reads them)
+cargo test --release --features counters --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)

@@ -58,12 +58,14 @@ fn attn_bench_help_lists_every_suite_and_refuses_bad_values() {
         "topk",
         "topk-cpu",
         "cpu",
+        "targets",
+        "sweep",
     ] {
         assert!(out.contains(&format!("- {s}:")), "--help lacks suite {s}:\n{out}");
         assert!(list.lines().any(|l| l.starts_with(&format!("{s} ("))), "--list-suites lacks {s}:\n{list}");
     }
     for bad in
-        [&["--suite", "nope"][..], &["--backend", "gpus"], &["--op", "attn"], &["--frobnicate"], &["--runs", "x"]]
+        [&["--suite", "nope"][..], &["--backend", "gpus"], &["--op", "attn"], &["--frobnicate"], &["--runs", "x"], &["--tensor-cores", "maybe"]]
     {
         let o = bench(bad);
         let (_, err) = text(&o);

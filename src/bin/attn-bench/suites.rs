@@ -351,6 +351,14 @@ pub fn suite(which: Suite) -> Vec<Case> {
             // tiny: a 4 KiB output, where per-call overhead is everything
             v.push(Case::new(s, Attention, F32, 1, 8, 128, 128, false));
         }
+        Suite::Sweep => {
+            // the tensor-core tuning cases (issue 19), for `--sweep`: f16 prefill at d 128,
+            // causal, d 64, and GQA (32 query heads on 8)
+            v.push(Case::new(s, Attention, F16, 16, 4096, 4096, 128, false));
+            v.push(Case::new(s, Attention, F16, 16, 4096, 4096, 128, true));
+            v.push(Case::new(s, Attention, F16, 32, 4096, 4096, 64, false));
+            v.push(Case { kv_group: 4, ..Case::new(s, Attention, F16, 32, 4096, 4096, 128, false) });
+        }
         Suite::TopkCpu => {
             // the shape of the faiss / PyTorch CPU figures on a 2-core machine
             for k in [10, 100] {
@@ -385,6 +393,9 @@ pub enum Suite {
     Topk,
     /// One case per GPU speed target (issues 9 and 10), for a short run on a GPU machine.
     Targets,
+    /// The attention cases the device run sweeps (`--sweep`): f16 prefill, d 128 (causal too),
+    /// d 64, and GQA 32/8 heads.
+    Sweep,
     /// Top-k at the sizes of the faiss / PyTorch CPU comparison.
     TopkCpu,
     /// The CPU path's comparison with PyTorch CPU and faiss: attention, similarity, softmax, top-k.
@@ -405,6 +416,7 @@ impl Suite {
             Suite::Softmax => "softmax",
             Suite::Topk => "topk",
             Suite::Targets => "targets",
+            Suite::Sweep => "sweep",
             Suite::TopkCpu => "topk-cpu",
             Suite::Cpu => "cpu",
         }

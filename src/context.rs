@@ -64,9 +64,9 @@ pub struct ContextOptions {
     /// Tensor cores (cooperative matrices) for the f16 kernels that have such a variant:
     /// [`TensorCores::Auto`] by default.
     pub tensor_cores: TensorCores,
-    /// How `Auto` chooses the attention kernels' configuration: [`Tuning::BuiltIn`] (tuned
-    /// and built-in tables, then the heuristic) by default; [`Tuning::OnFirstUse`] times the
-    /// candidates the first time a shape class is seen; [`Tuning::Off`] the heuristic alone.
+    /// How `Auto` chooses the attention kernels' configuration: [`Tuning::BuiltIn`](crate::Tuning::BuiltIn) (tuned
+    /// and built-in tables, then the heuristic) by default; [`Tuning::OnFirstUse`](crate::Tuning::OnFirstUse) times the
+    /// candidates the first time a shape class is seen; [`Tuning::Off`](crate::Tuning::Off) the heuristic alone.
     pub tuning: crate::tuning::Tuning,
 }
 

@@ -19,7 +19,7 @@ use crate::options::{AttentionConfig, AttentionVariant};
 /// ```no_run
 /// use std::time::Duration;
 /// use wgpu_attention::{Context, ContextOptions, Tuning};
-/// # fn main() -> wgpu_attention::Result<()> {
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // time the candidates the first time each shape class is seen, for at most 2 s each
 /// let ctx = Context::with_options_blocking(ContextOptions {
 ///     tuning: Tuning::OnFirstUse { budget: Duration::from_secs(2) },
@@ -161,7 +161,8 @@ pub struct TunedChoice {
 }
 
 /// Tuned choices per [`ShapeClass`] for one adapter and driver (`adapter`, as
-/// [`adapter_key`] writes it: a table is used only on the adapter it was made on).
+/// the crate writes it: PCI vendor and device ids, driver and version; a table is used only on
+/// the adapter and driver it was made on).
 ///
 /// Its text form (`Display` / `FromStr`) is what an application persists:
 ///

@@ -4,6 +4,7 @@
 // ALiBi, masks, window, causal, key lengths, sinks); f32 sums, row statistics and log-sum-exp; f16
 // output. No split-K (the variant selector routes few-query calls elsewhere).
 // Header constants (src/kernels/attention_mma.rs): BR (query rows per workgroup: 64, 32 or 16),
+// BC (keys per tile: 32 or 64; at most 32 per invocation in the softmax: BC / TPR <= 32),
 // WG (BR / 16 subgroups of SGS), SGS (the subgroup size the hardware path runs with; 32 for the
 // twin), DP (head dim padded to a multiple of 16, at most 128), TPR (invocations per query row in
 // the softmax and the epilogue: WG / BR).
@@ -15,7 +16,7 @@
 // paged: 9 the block table; v0 q, v1 k, v2 v, v3 mask, v4 out, v5 lse).
 //
 // A workgroup takes BR query rows (subgroup s: rows 16 s .., held as A fragments for the whole
-// pass) and walks the keys in tiles of 32. Q is staged once, raw f16 (rows padded to DP + 8:
+// pass) and walks the keys in tiles of BC. Q is staged once, raw f16 (rows padded to DP + 8:
 // 16-byte aligned fragments; 4 head dims per read, one vector load with qkv_vec4.wgsl). Per
 // tile: K staged; S = Q Kᵀ on fragments (f32) through workgroup memory to the softmax (TPR
 // invocations per row, their maximum and sum by subgroup shuffles where the adapter has them;
@@ -30,7 +31,6 @@
 @group(0) @binding(7) var<storage, read_write> LSE: array<f32>;
 @group(0) @binding(8) var<storage, read> HEADS: array<f32>;
 
-const BC: u32 = 32u;
 const QP: u32 = DP + 8u;
 const PP: u32 = BC + 8u;
 const SP: u32 = BC + 4u;
@@ -174,39 +174,19 @@ fn attention_mma(
             put4(KVB + kk * QP + dd, x);
         }
         workgroupBarrier();
-        // S = Q Kᵀ: the subgroup's 16 rows x 32 keys
-        var s0 = mma(q0, load_b(KVB, QP, lane), frag_zero(), lane);
-        var s1 = mma(q0, load_b(KVB + 16u * QP, QP, lane), frag_zero(), lane);
-        if (DP > 16u) {
-            s0 = mma(q1, load_b(KVB + 16u, QP, lane), s0, lane);
-            s1 = mma(q1, load_b(KVB + 16u * QP + 16u, QP, lane), s1, lane);
+        // S = Q Kᵀ: the subgroup's 16 rows x BC keys, 16 keys at a time
+        for (var nb = 0u; nb < BC; nb += 16u) {
+            let kb = KVB + nb * QP;
+            var sc = mma(q0, load_b(kb, QP, lane), frag_zero(), lane);
+            if (DP > 16u) { sc = mma(q1, load_b(kb + 16u, QP, lane), sc, lane); }
+            if (DP > 32u) { sc = mma(q2, load_b(kb + 32u, QP, lane), sc, lane); }
+            if (DP > 48u) { sc = mma(q3, load_b(kb + 48u, QP, lane), sc, lane); }
+            if (DP > 64u) { sc = mma(q4, load_b(kb + 64u, QP, lane), sc, lane); }
+            if (DP > 80u) { sc = mma(q5, load_b(kb + 80u, QP, lane), sc, lane); }
+            if (DP > 96u) { sc = mma(q6, load_b(kb + 96u, QP, lane), sc, lane); }
+            if (DP > 112u) { sc = mma(q7, load_b(kb + 112u, QP, lane), sc, lane); }
+            store_c(sc, 16u * sg * SP + nb, SP, lane);
         }
-        if (DP > 32u) {
-            s0 = mma(q2, load_b(KVB + 32u, QP, lane), s0, lane);
-            s1 = mma(q2, load_b(KVB + 16u * QP + 32u, QP, lane), s1, lane);
-        }
-        if (DP > 48u) {
-            s0 = mma(q3, load_b(KVB + 48u, QP, lane), s0, lane);
-            s1 = mma(q3, load_b(KVB + 16u * QP + 48u, QP, lane), s1, lane);
-        }
-        if (DP > 64u) {
-            s0 = mma(q4, load_b(KVB + 64u, QP, lane), s0, lane);
-            s1 = mma(q4, load_b(KVB + 16u * QP + 64u, QP, lane), s1, lane);
-        }
-        if (DP > 80u) {
-            s0 = mma(q5, load_b(KVB + 80u, QP, lane), s0, lane);
-            s1 = mma(q5, load_b(KVB + 16u * QP + 80u, QP, lane), s1, lane);
-        }
-        if (DP > 96u) {
-            s0 = mma(q6, load_b(KVB + 96u, QP, lane), s0, lane);
-            s1 = mma(q6, load_b(KVB + 16u * QP + 96u, QP, lane), s1, lane);
-        }
-        if (DP > 112u) {
-            s0 = mma(q7, load_b(KVB + 112u, QP, lane), s0, lane);
-            s1 = mma(q7, load_b(KVB + 16u * QP + 112u, QP, lane), s1, lane);
-        }
-        store_c(s0, 16u * sg * SP, SP, lane);
-        store_c(s1, 16u * sg * SP + 16u, SP, lane);
         workgroupBarrier();
 
         // V where K was (every fragment of K has been read)

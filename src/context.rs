@@ -138,6 +138,9 @@ impl std::fmt::Display for ContextInfo {
     }
 }
 
+/// The tensor-core attention self-check's outcome per (padded head dim, rows, keys per tile).
+pub(crate) type AttentionClasses = std::collections::BTreeMap<(u32, u32, u32), std::result::Result<(), String>>;
+
 pub(crate) struct Inner {
     /// Identifies this context (and its clones): tensors and masks carry it, and a call refuses
     /// those of another context.
@@ -151,7 +154,7 @@ pub(crate) struct Inner {
     pub tensor_cores_checked: futures::lock::Mutex<bool>,
     /// The attention self-check's outcome per head-dim class and rows per workgroup (held while
     /// one runs); a class that failed runs SIMT on this context.
-    pub attention_classes: futures::lock::Mutex<std::collections::BTreeMap<(u32, u32), std::result::Result<(), String>>>,
+    pub attention_classes: futures::lock::Mutex<AttentionClasses>,
     /// How `Auto` chooses configurations ([`Context::set_tuning`]).
     pub tuning: Mutex<crate::tuning::Tuning>,
     /// The tuned choices: measured on this context (`Tuning::OnFirstUse`) or imported.

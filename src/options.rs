@@ -210,6 +210,9 @@ pub struct AttentionConfig {
     /// Tensor-core kernel: query rows per workgroup, 64, 32 or 16 (one subgroup per 16 rows;
     /// fewer rows need less workgroup memory and give more workgroups).
     pub tc_rows: Option<u32>,
+    /// Tensor-core kernel: keys per tile, 32 or 64 (64 halves the barriers and the softmax
+    /// hand-offs per key, and needs more workgroup memory).
+    pub tc_keys: Option<u32>,
     /// Fused and split-K SIMT kernels: the head-dim chunk of the Q and K tiles, 32, 16 or 8 (with
     /// it the keys per V chunk and per tile: larger chunks take fewer barriers per key and more
     /// workgroup memory).
@@ -226,11 +229,18 @@ impl AttentionConfig {
     }
 }
 
-/// `tc_rows=32,simt_chunk=16,decode_split=512` (the fields that are set; empty for none).
+/// `tc_rows=32,tc_keys=64,simt_chunk=16,decode_split=512` (the fields that are set; empty for
+/// none).
 impl std::fmt::Display for AttentionConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = vec![];
-        for (name, v) in [("tc_rows", self.tc_rows), ("simt_chunk", self.simt_chunk), ("decode_split", self.decode_split)] {
+        let fields = [
+            ("tc_rows", self.tc_rows),
+            ("tc_keys", self.tc_keys),
+            ("simt_chunk", self.simt_chunk),
+            ("decode_split", self.decode_split),
+        ];
+        for (name, v) in fields {
             if let Some(v) = v {
                 parts.push(format!("{name}={v}"));
             }
@@ -250,9 +260,10 @@ impl std::str::FromStr for AttentionConfig {
             let v: u32 = value.trim().parse().map_err(|_| format!("{part:?}: not a number"))?;
             let slot = match name.trim() {
                 "tc_rows" => &mut c.tc_rows,
+                "tc_keys" => &mut c.tc_keys,
                 "simt_chunk" => &mut c.simt_chunk,
                 "decode_split" => &mut c.decode_split,
-                other => return Err(format!("unknown field {other:?} (tc_rows, simt_chunk, decode_split)")),
+                other => return Err(format!("unknown field {other:?} (tc_rows, tc_keys, simt_chunk, decode_split)")),
             };
             if slot.replace(v).is_some() {
                 return Err(format!("{name} given twice"));

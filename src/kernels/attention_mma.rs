@@ -12,8 +12,8 @@ use crate::shape::DType;
 /// Query rows per workgroup the kernel can be built with (the shader's `BR`; one subgroup per
 /// 16 rows), largest first: the order in which [`AttentionMmaKernel::choose`] tries them.
 pub(crate) const ROWS: [u32; 3] = [64, 32, 16];
-/// Keys per tile (the shader's `BC`).
-pub(crate) const BC: u32 = 32;
+/// Keys per tile the kernel can be built with (the shader's `BC`), the default first.
+pub(crate) const KEYS: [u32; 2] = [32, 64];
 /// Largest head dim.
 pub(crate) const MAX_DIM: usize = 128;
 
@@ -34,6 +34,9 @@ pub(crate) struct AttentionMmaKernel {
     /// Query rows per workgroup (one of [`ROWS`]): 64 where the workgroup memory allows, fewer
     /// where it does not (head dims 96-128 on 32 KiB), the same WGSL either way.
     pub rows: u32,
+    /// Keys per tile (one of [`KEYS`]): 32 unless configured (64 halves the barriers per key
+    /// and needs more workgroup memory).
+    pub keys: u32,
 }
 
 impl Variant for AttentionMmaKernel {
@@ -52,14 +55,22 @@ impl Variant for AttentionMmaKernel {
     fn constants(&self) -> Vec<(&'static str, u32)> {
         let sgs = self.mma.subgroup();
         let tpr = self.threads() / self.rows;
-        vec![("WG", self.threads()), ("SGS", sgs), ("DP", self.dp), ("BR", self.rows), ("TPR", tpr), ("ROW_LANES", tpr)]
+        vec![
+            ("WG", self.threads()),
+            ("SGS", sgs),
+            ("DP", self.dp),
+            ("BR", self.rows),
+            ("BC", self.keys),
+            ("TPR", tpr),
+            ("ROW_LANES", tpr),
+        ]
     }
     /// Q, the K/V tile and the weights (f16); the scores (f32); the rows' scales; the key
     /// bounds and the rescale flag; without subgroups, the reduction buffer.
     fn workgroup_bytes(&self) -> u32 {
-        let (qp, br) = (self.dp + 8, self.rows);
+        let (qp, br, bc) = (self.dp + 8, self.rows, self.keys);
         let red = if self.sg { 0 } else { 8 * self.threads() };
-        2 * (br * qp + BC * qp + br * (BC + 8)) + 4 * br * (BC + 4) + 4 * br + 16 + red
+        2 * (br * qp + bc * qp + br * (bc + 8)) + 4 * br * (bc + 4) + 4 * br + 16 + red
     }
     fn preludes(&self) -> Vec<&'static str> {
         vec![
@@ -95,14 +106,15 @@ impl AttentionMmaKernel {
         self.rows / 16 * self.mma.subgroup()
     }
 
-    /// The variant for head dim `d` on `mma` reading with `loads`: the most query rows per
-    /// workgroup that the device runs, or why none fits (`d` over 128, or the device's workgroup
-    /// memory or invocations). `Vec4` needs `d` a multiple of 4 and 4-aligned element offsets
-    /// (the caller's check). Contiguous K and V (the launcher sets `paged`).
-    pub fn choose(d: usize, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Result<Self, String> {
+    /// The variant for head dim `d` on `mma` reading with `loads`, with `keys` keys per tile:
+    /// the most query rows per workgroup that the device runs, or why none fits (`d` over 128,
+    /// or the device's workgroup memory or invocations). `Vec4` needs `d` a multiple of 4 and
+    /// 4-aligned element offsets (the caller's check). Contiguous K and V (the launcher sets
+    /// `paged`).
+    pub fn choose(d: usize, keys: u32, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Result<Self, String> {
         let mut first_err = None;
         for rows in ROWS {
-            match Self::with_rows(d, rows, mma, caps, dtype, loads) {
+            match Self::with(d, rows, keys, mma, caps, dtype, loads) {
                 Ok(k) => return Ok(k),
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -112,14 +124,18 @@ impl AttentionMmaKernel {
         Err(first_err.unwrap_or_default())
     }
 
-    /// The variant for head dim `d` with `rows` query rows per workgroup, or why the device
-    /// cannot run it.
-    pub fn with_rows(d: usize, rows: u32, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Result<Self, String> {
+    /// The variant for head dim `d` with `rows` query rows per workgroup and `keys` keys per
+    /// tile, or why the device cannot run it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with(d: usize, rows: u32, keys: u32, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Result<Self, String> {
         if d > MAX_DIM {
             return Err(format!("the tensor-core kernel takes head dims up to {MAX_DIM} (got {d})"));
         }
         if !ROWS.contains(&rows) {
             return Err(format!("the tensor-core kernel takes {ROWS:?} query rows per workgroup (got {rows})"));
+        }
+        if !KEYS.contains(&keys) {
+            return Err(format!("the tensor-core kernel takes {KEYS:?} keys per tile (got {keys})"));
         }
         let mut k = AttentionMmaKernel {
             dtype,
@@ -129,12 +145,20 @@ impl AttentionMmaKernel {
             paged: false,
             sg: false,
             rows,
+            keys,
         };
         // a row's TPR invocations share a subgroup where subgroups are at least that wide
-        k.sg = caps.subgroups && caps.subgroup_min_size >= k.threads() / rows;
+        let tpr = k.threads() / rows;
+        k.sg = caps.subgroups && caps.subgroup_min_size >= tpr;
+        if keys / tpr > 32 {
+            return Err(format!(
+                "the tensor-core kernel's softmax takes at most 32 keys per invocation: {keys} keys per tile need subgroups of at least {}",
+                keys / 32 * 16
+            ));
+        }
         if k.workgroup_bytes() > caps.max_workgroup_storage {
             return Err(format!(
-                "the tensor-core kernel at head dim {d} needs {} bytes of workgroup memory with {rows} query rows per workgroup, the device allows {}",
+                "the tensor-core kernel at head dim {d} needs {} bytes of workgroup memory with {rows} query rows per workgroup and {keys} keys per tile, the device allows {}",
                 k.workgroup_bytes(),
                 caps.max_workgroup_storage
             ));
@@ -152,7 +176,8 @@ impl AttentionMmaKernel {
     /// Every variant for head dim `d` that the device runs, most rows first.
     #[cfg(test)]
     pub fn candidates(d: usize, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Vec<Self> {
-        ROWS.iter().filter_map(|&r| Self::with_rows(d, r, mma, caps, dtype, loads).ok()).collect()
+        let grid = ROWS.into_iter().flat_map(|r| KEYS.into_iter().map(move |k| (r, k)));
+        grid.filter_map(|(r, k)| Self::with(d, r, k, mma, caps, dtype, loads).ok()).collect()
     }
 
     /// Every variant on `mma`.
@@ -163,14 +188,17 @@ impl AttentionMmaKernel {
                 [false, true].into_iter().flat_map(move |sg| {
                     [Loads::Vec4, Loads::Scalar].into_iter().flat_map(move |loads| {
                         [false, true].into_iter().flat_map(move |paged| {
-                            ROWS.into_iter().map(move |rows| AttentionMmaKernel {
-                                dtype,
-                                dp: 16 * i,
-                                mma,
-                                loads,
-                                paged,
-                                sg,
-                                rows,
+                            ROWS.into_iter().flat_map(move |rows| {
+                                KEYS.into_iter().map(move |keys| AttentionMmaKernel {
+                                    dtype,
+                                    dp: 16 * i,
+                                    mma,
+                                    loads,
+                                    paged,
+                                    sg,
+                                    rows,
+                                    keys,
+                                })
                             })
                         })
                     })

@@ -214,10 +214,16 @@ pub(crate) fn resolve(
                 }
             }
         }
+        let keys = p.config.tc_keys.unwrap_or(super::attention_mma::KEYS[0]);
+        let named = |e: String| match (p.config.tc_rows, p.config.tc_keys) {
+            (Some(_), Some(_)) => format!("config.tc_rows, config.tc_keys: {e}"),
+            (Some(_), None) => format!("config.tc_rows: {e}"),
+            (None, Some(_)) => format!("config.tc_keys: {e}"),
+            (None, None) => e,
+        };
         let kernel = match p.config.tc_rows {
-            None => AttentionMmaKernel::choose(d.d, mma, caps, p.dtype, auto_loads)?,
-            Some(rows) => AttentionMmaKernel::with_rows(d.d, rows, mma, caps, p.dtype, auto_loads)
-                .map_err(|e| format!("config.tc_rows: {e}"))?,
+            None => AttentionMmaKernel::choose(d.d, keys, mma, caps, p.dtype, auto_loads).map_err(named)?,
+            Some(rows) => AttentionMmaKernel::with(d.d, rows, keys, mma, caps, p.dtype, auto_loads).map_err(named)?,
         };
         Ok((
             Resolved::TensorCores(kernel),
@@ -229,7 +235,7 @@ pub(crate) fn resolve(
                 workgroup_bytes: kernel.workgroup_bytes(),
                 scratch_bytes: 0,
                 reason,
-                config: AttentionConfig { tc_rows: Some(kernel.rows), ..Default::default() },
+                config: AttentionConfig { tc_rows: Some(kernel.rows), tc_keys: Some(kernel.keys), ..Default::default() },
             },
         ))
     };
@@ -308,7 +314,10 @@ pub(crate) fn candidates(
     let loads = if d.d.is_multiple_of(4) && aligned { Loads::Vec4 } else { Loads::Scalar };
     let mut grid: Vec<(AttentionVariant, AttentionConfig)> = vec![];
     for rows in super::attention_mma::ROWS {
-        grid.push((AttentionVariant::TensorCores, AttentionConfig { tc_rows: Some(rows), ..Default::default() }));
+        for keys in super::attention_mma::KEYS {
+            let config = AttentionConfig { tc_rows: Some(rows), tc_keys: Some(keys), ..Default::default() };
+            grid.push((AttentionVariant::TensorCores, config));
+        }
     }
     for variant in [AttentionVariant::Fused(loads), AttentionVariant::SplitK(loads)] {
         for (kc, _, _) in chunkings(padded_dim(d.d)) {
@@ -428,7 +437,7 @@ mod tests {
         for caps in [lavapipe(), Caps { max_workgroup_storage: 48 << 10, ..lavapipe() }] {
             for d in 1..=128 {
                 let all = AttentionMmaKernel::candidates(d, tc, &caps, DType::F16, Loads::Vec4);
-                let k = AttentionMmaKernel::choose(d, tc, &caps, DType::F16, Loads::Vec4).unwrap();
+                let k = AttentionMmaKernel::choose(d, 32, tc, &caps, DType::F16, Loads::Vec4).unwrap();
                 assert_eq!(all[0], k, "the most rows first");
                 for k in &all {
                     assert!(k.workgroup_bytes() <= caps.max_workgroup_storage && ROWS.contains(&k.rows));
@@ -437,17 +446,17 @@ mod tests {
         }
         // 48 KiB: 64 rows throughout; 32 KiB: 32 rows from head dim 81
         let big = Caps { max_workgroup_storage: 48 << 10, ..lavapipe() };
-        assert_eq!(AttentionMmaKernel::choose(128, tc, &big, DType::F16, Loads::Vec4).unwrap().rows, 64);
-        assert_eq!(AttentionMmaKernel::choose(80, tc, &lavapipe(), DType::F16, Loads::Vec4).unwrap().rows, 64);
-        assert_eq!(AttentionMmaKernel::choose(81, tc, &lavapipe(), DType::F16, Loads::Vec4).unwrap().rows, 32);
+        assert_eq!(AttentionMmaKernel::choose(128, 32, tc, &big, DType::F16, Loads::Vec4).unwrap().rows, 64);
+        assert_eq!(AttentionMmaKernel::choose(80, 32, tc, &lavapipe(), DType::F16, Loads::Vec4).unwrap().rows, 64);
+        assert_eq!(AttentionMmaKernel::choose(81, 32, tc, &lavapipe(), DType::F16, Loads::Vec4).unwrap().rows, 32);
         // a configuration the device cannot run is refused with the reason
-        let e = AttentionMmaKernel::with_rows(128, 64, tc, &lavapipe(), DType::F16, Loads::Vec4).unwrap_err();
+        let e = AttentionMmaKernel::with(128, 64, 32, tc, &lavapipe(), DType::F16, Loads::Vec4).unwrap_err();
         assert!(e.contains("workgroup memory") && e.contains("64 query rows"), "{e}");
-        let e = AttentionMmaKernel::with_rows(64, 48, tc, &big, DType::F16, Loads::Vec4).unwrap_err();
+        let e = AttentionMmaKernel::with(64, 48, 32, tc, &big, DType::F16, Loads::Vec4).unwrap_err();
         assert!(e.contains("query rows per workgroup"), "{e}");
         let few = Caps { max_invocations: 64, ..big };
-        assert_eq!(AttentionMmaKernel::choose(64, tc, &few, DType::F16, Loads::Vec4).unwrap().rows, 32);
-        assert!(AttentionMmaKernel::with_rows(64, 64, tc, &few, DType::F16, Loads::Vec4).unwrap_err().contains("invocations"));
+        assert_eq!(AttentionMmaKernel::choose(64, 32, tc, &few, DType::F16, Loads::Vec4).unwrap().rows, 32);
+        assert!(AttentionMmaKernel::with(64, 64, 32, tc, &few, DType::F16, Loads::Vec4).unwrap_err().contains("invocations"));
     }
 
     #[test]
@@ -465,11 +474,23 @@ mod tests {
         // Auto passes it over saying why
         let p = plan(&with(4096, 4096, 128, AttentionVariant::Auto, "tc_rows=32"), &h100).unwrap();
         assert_eq!((p.variant, p.rows_per_workgroup), (AttentionVariant::TensorCores, 32));
-        assert_eq!(p.config.to_string(), "tc_rows=32");
+        assert_eq!(p.config.to_string(), "tc_rows=32,tc_keys=32");
         let e = plan(&with(4096, 4096, 128, AttentionVariant::TensorCores, "tc_rows=64"), &lavapipe()).unwrap_err();
         assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.tc_rows") && m.contains("workgroup memory")), "{e}");
         let p = plan(&with(4096, 4096, 128, AttentionVariant::Auto, "tc_rows=64"), &lavapipe()).unwrap();
         assert!(p.variant != AttentionVariant::TensorCores && p.reason.contains("config.tc_rows"), "{}", p.reason);
+        // keys per tile: 64 with 64 rows at d 128 is over 48 KiB; with 32 rows it fits
+        let e = plan(&with(4096, 4096, 128, AttentionVariant::TensorCores, "tc_rows=64,tc_keys=64"), &h100).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.tc_rows, config.tc_keys")), "{e}");
+        let p = plan(&with(4096, 4096, 128, AttentionVariant::TensorCores, "tc_keys=64"), &h100).unwrap();
+        assert_eq!((p.rows_per_workgroup, p.config.tc_keys), (32, Some(64)));
+        let e = plan(&with(64, 64, 64, AttentionVariant::TensorCores, "tc_keys=48"), &h100).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.tc_keys")), "{e}");
+        // subgroups of 16 (one invocation per row): 64 keys would be 64 per invocation
+        let narrow: TensorCoreChoice = Ok(Mma::Hardware { subgroup: 16 });
+        let e = resolve(&with(64, 64, 64, AttentionVariant::TensorCores, "tc_keys=64"), &h100, true, false, false, true, &narrow)
+            .unwrap_err();
+        assert!(matches!(e, Error::Unsupported(ref m) if m.contains("at most 32 keys per invocation")), "{e}");
         // the SIMT chunk: honoured (less memory with smaller chunks), or refused naming it
         let p8 = plan(&with(4096, 4096, 64, AttentionVariant::Fused(Loads::Vec4), "simt_chunk=8"), &h100).unwrap();
         let p32 = plan(&with(4096, 4096, 64, AttentionVariant::Fused(Loads::Vec4), "simt_chunk=32"), &h100).unwrap();
@@ -521,7 +542,15 @@ mod tests {
                 assert_eq!((&again, again_plan.config), (r, plan.config));
             }
             let tcs = all.iter().filter(|c| c.1.variant == AttentionVariant::TensorCores).count();
-            assert_eq!(tcs, if tc.is_err() { 0 } else if caps.max_workgroup_storage == 48 << 10 { 3 } else { 2 }, "{nq}x{nk} d {d}");
+            let want = match tc {
+                Ok(m) => AttentionMmaKernel::candidates(d, *m, caps, DType::F16, Loads::Vec4).len(),
+                Err(_) => 0,
+            };
+            assert_eq!(tcs, want, "{nq}x{nk} d {d}");
+            // at d 128: 48 KiB runs 5 of the 6 (rows, keys) pairs, 32 KiB 3
+            if d == 128 && tc.is_ok() {
+                assert_eq!(want, if caps.max_workgroup_storage == 48 << 10 { 5 } else { 3 });
+            }
         }
     }
 

@@ -119,23 +119,24 @@ impl Context {
     /// tests' to check).
     pub(crate) async fn attention_class_check(&self, k: AttentionMmaKernel) -> std::result::Result<(), String> {
         let mut classes = self.inner.attention_classes.lock().await;
-        if let Some(r) = classes.get(&(k.dp, k.rows)) {
+        if let Some(r) = classes.get(&(k.dp, k.rows, k.keys)) {
             return r.clone();
         }
         if !matches!(k.mma, Mma::Hardware { .. }) {
             return Ok(());
         }
-        let r = attention_check(self, k.mma, k.dp as usize, k.rows).await.map_err(|why| {
+        let r = attention_check(self, k.mma, k.dp as usize, k.rows, k.keys).await.map_err(|why| {
             let why = format!(
-                "the tensor-core attention self-check at head dims {}-{} with {} rows per workgroup failed on this device: {why}",
+                "the tensor-core attention self-check at head dims {}-{} with {} rows per workgroup and {} keys per tile failed on this device: {why}",
                 k.dp - 15,
                 k.dp,
-                k.rows
+                k.rows,
+                k.keys
             );
             log::warn!("wgpu-attention: {why}; that class runs SIMT");
             why
         });
-        classes.insert((k.dp, k.rows), r.clone());
+        classes.insert((k.dp, k.rows, k.keys), r.clone());
         r
     }
 
@@ -147,7 +148,12 @@ impl Context {
         let classes = pollster::block_on(self.inner.attention_classes.lock());
         classes
             .iter()
-            .map(|(&(head_dim, rows), r)| TensorCoreCheck { head_dim: head_dim as usize, rows: rows as usize, result: r.clone() })
+            .map(|(&(head_dim, rows, keys), r)| TensorCoreCheck {
+                head_dim: head_dim as usize,
+                rows: rows as usize,
+                keys: keys as usize,
+                result: r.clone(),
+            })
             .collect()
     }
 }
@@ -161,6 +167,8 @@ pub struct TensorCoreCheck {
     pub head_dim: usize,
     /// Query rows per workgroup of the checked kernel.
     pub rows: usize,
+    /// Keys per tile of the checked kernel.
+    pub keys: usize,
     /// `Ok` where the kernel agreed with the SIMT kernel; otherwise how it differed.
     pub result: std::result::Result<(), String>,
 }
@@ -196,7 +204,13 @@ async fn self_check(ctx: &Context, mma: Mma) -> std::result::Result<(), String> 
 /// rows per workgroup on `mma`, and on the SIMT fused kernel; f16 weights and outputs differ by
 /// rounding only (within 1e-2 of the largest output; a fault in the fragments, their layout or
 /// the barriers is of the order of the outputs themselves).
-pub(crate) async fn attention_check(ctx: &Context, mma: Mma, d: usize, rows: u32) -> std::result::Result<(), String> {
+pub(crate) async fn attention_check(
+    ctx: &Context,
+    mma: Mma,
+    d: usize,
+    rows: u32,
+    keys: u32,
+) -> std::result::Result<(), String> {
     use crate::kernels::attention::choose_tile;
     use crate::kernels::attention_plan::Resolved;
     use crate::launch::attention::{record, KvSource};
@@ -210,7 +224,7 @@ pub(crate) async fn attention_check(ctx: &Context, mma: Mma, d: usize, rows: u32
             (ctx.upload_async(&q, qs).await?, ctx.upload_async(&k, ks).await?, ctx.upload_async(&v, ks).await?);
         let opts = crate::options::AttentionOptions { causal: true, ..Default::default() };
         let p = ctx.attention_problem(&q, &k, &v, None, &opts)?;
-        let tc = AttentionMmaKernel::with_rows(d, rows, mma, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
+        let tc = AttentionMmaKernel::with(d, rows, keys, mma, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
             .map_err(crate::error::Error::Unsupported)?;
         let simt = choose_tile(d, ctx.caps())?.kernel(DType::F16, false, crate::options::Loads::Scalar);
         let a = ctx.zeros_async(qs, Layout::Bhsd, DType::F16).await?;
@@ -255,9 +269,9 @@ mod tests {
         // the attention check at the widest class (on 32 KiB: 32 rows per workgroup; the same
         // kernel as tests/tensor_cores.rs's at head dim 128, so a shader cache serves both)
         for d in [128] {
-            let k = AttentionMmaKernel::choose(d, Mma::Emulated, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
+            let k = AttentionMmaKernel::choose(d, 32, Mma::Emulated, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
                 .unwrap();
-            assert_eq!(pollster::block_on(attention_check(&ctx, Mma::Emulated, d, k.rows)), Ok(()), "d {d}");
+            assert_eq!(pollster::block_on(attention_check(&ctx, Mma::Emulated, d, k.rows, k.keys)), Ok(()), "d {d}");
         }
     }
 
@@ -273,9 +287,10 @@ mod tests {
             ..Default::default()
         })
         .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
-        let k = AttentionMmaKernel::choose(64, Mma::Emulated, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
+        let k = AttentionMmaKernel::choose(64, 32, Mma::Emulated, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
             .unwrap();
-        pollster::block_on(ctx.inner.attention_classes.lock()).insert((k.dp, k.rows), Err("a test's failure".into()));
+        pollster::block_on(ctx.inner.attention_classes.lock())
+            .insert((k.dp, k.rows, k.keys), Err("a test's failure".into()));
         let plan = |d: usize, variant| {
             let s = Shape::new(1, 2, 256, d);
             let x = ctx.zeros(s, Layout::Bhsd, DType::F16).unwrap();
@@ -288,7 +303,7 @@ mod tests {
         assert_eq!(plan(32, AttentionVariant::Auto).unwrap().variant, AttentionVariant::TensorCores);
         let checks = ctx.tensor_core_checks();
         assert_eq!(checks.len(), 1);
-        assert_eq!((checks[0].head_dim, checks[0].rows), (64, 64));
+        assert_eq!((checks[0].head_dim, checks[0].rows, checks[0].keys), (64, 64, 32));
         assert!(checks[0].result.is_err());
     }
 }

@@ -5,6 +5,9 @@
 // output. No split-K (the variant selector routes few-query calls elsewhere).
 // Header constants (src/kernels/attention_mma.rs): BR (query rows per workgroup: 64, 32 or 16),
 // BC (keys per tile: 32 or 64; at most 32 per invocation in the softmax: BC / TPR <= 32),
+// STAGES (1: each K or V tile loaded from global memory and staged in turn; 2: the next tile's
+// loads issued before the current products, held in registers until its staging), SMR (1: a
+// row's z kept in registers between the softmax's two passes; 0: written back to Fs),
 // WG (BR / 16 subgroups of SGS), SGS (the subgroup size the hardware path runs with; 32 for the
 // twin), DP (head dim padded to a multiple of 16, at most 128), TPR (invocations per query row in
 // the softmax and the epilogue: WG / BR).
@@ -38,6 +41,8 @@ const SP: u32 = BC + 4u;
 const CPT: u32 = BC / TPR;
 // groups of 4 head dims per staged row (staging reads 4 elements at a time)
 const DG: u32 = DP / 4u;
+// a tile's groups per invocation (STAGES 2: held in registers between load and staging)
+const NPRE: u32 = (BC * DG + WG - 1u) / WG;
 // Hs: Q (BR x QP), the K or V tile (BC x QP), the weights P (BR x PP)
 const KVB: u32 = BR * QP;
 const PB: u32 = KVB + BC * QP;
@@ -70,6 +75,35 @@ fn rescale(o: FragC, s: u32, t: u32, lane: u32) -> FragC {
     let r = load_c(16u * s * SP, SP, lane);
     workgroupBarrier();
     return r;
+}
+
+// Four head dims of a K (or V) tile from key k0: element i of the tile's BC x DG groups; zeros
+// past the tile, the keys' end and the head dim.
+fn fetch_k(i: u32, k0: u32, kend: u32, b: u32, hk: u32) -> vec4<f32> {
+    let kk = i / DG;
+    let dd = 4u * (i % DG);
+    var x = vec4<f32>(0.0);
+    if (i < BC * DG && k0 + kk < kend && dd < P.d) {
+        x = load4_k(k_index(b, hk, k0 + kk) + dd, min(4u, P.d - dd));
+    }
+    return x;
+}
+
+fn fetch_v(i: u32, k0: u32, kend: u32, b: u32, hk: u32) -> vec4<f32> {
+    let kk = i / DG;
+    let dd = 4u * (i % DG);
+    var x = vec4<f32>(0.0);
+    if (i < BC * DG && k0 + kk < kend && dd < P.d) {
+        x = load4_v(v_index(b, hk, k0 + kk) + dd, min(4u, P.d - dd));
+    }
+    return x;
+}
+
+// Element i of the K/V tile into Hs.
+fn stage(i: u32, x: vec4<f32>) {
+    if (i < BC * DG) {
+        put4(KVB + (i / DG) * QP + 4u * (i % DG), x);
+    }
 }
 
 // Writes output columns 16 j .. of the block's rows from fragment `o` (scale_row: 1 / l).
@@ -157,6 +191,13 @@ fn attention_mma(
     if (kend > k_begin) {
         ntiles = (kend - k_begin + BC - 1u) / BC;
     }
+    // STAGES 2: the tile in flight, this invocation's groups of it
+    var pre: array<vec4<f32>, NPRE>;
+    if (STAGES == 2u && ntiles > 0u) {
+        for (var n = 0u; n < NPRE; n++) {
+            pre[n] = fetch_k(n * WG + t, k_begin, kend, b, hk);
+        }
+    }
     for (var kt = 0u; kt < ntiles; kt++) {
         let k0 = k_begin + kt * BC;
         // the previous tile's readers of the K/V tile, P and Fs are done
@@ -164,16 +205,22 @@ fn attention_mma(
         if (t == 0u) {
             atomicStore(&moved, 0u);
         }
-        for (var i = t; i < BC * DG; i += WG) {
-            let kk = i / DG;
-            let dd = 4u * (i % DG);
-            var x = vec4<f32>(0.0);
-            if (k0 + kk < kend && dd < P.d) {
-                x = load4_k(k_index(b, hk, k0 + kk) + dd, min(4u, P.d - dd));
+        if (STAGES == 2u) {
+            for (var n = 0u; n < NPRE; n++) {
+                stage(n * WG + t, pre[n]);
             }
-            put4(KVB + kk * QP + dd, x);
+        } else {
+            for (var i = t; i < BC * DG; i += WG) {
+                stage(i, fetch_k(i, k0, kend, b, hk));
+            }
         }
         workgroupBarrier();
+        // STAGES 2: V's loads in flight during the products
+        if (STAGES == 2u) {
+            for (var n = 0u; n < NPRE; n++) {
+                pre[n] = fetch_v(n * WG + t, k0, kend, b, hk);
+            }
+        }
         // S = Q Kᵀ: the subgroup's 16 rows x BC keys, 16 keys at a time
         for (var nb = 0u; nb < BC; nb += 16u) {
             let kb = KVB + nb * QP;
@@ -190,25 +237,31 @@ fn attention_mma(
         workgroupBarrier();
 
         // V where K was (every fragment of K has been read)
-        for (var i = t; i < BC * DG; i += WG) {
-            let kk = i / DG;
-            let dd = 4u * (i % DG);
-            var x = vec4<f32>(0.0);
-            if (k0 + kk < kend && dd < P.d) {
-                x = load4_v(v_index(b, hk, k0 + kk) + dd, min(4u, P.d - dd));
+        if (STAGES == 2u) {
+            for (var n = 0u; n < NPRE; n++) {
+                stage(n * WG + t, pre[n]);
             }
-            put4(KVB + kk * QP + dd, x);
+        } else {
+            for (var i = t; i < BC * DG; i += WG) {
+                stage(i, fetch_v(i, k0, kend, b, hk));
+            }
         }
-        // the softmax: this invocation's CPT keys of its row, as z with the score rules
+        // the softmax: this invocation's CPT keys of its row, as z with the score rules (SMR 1:
+        // z kept in registers for the second pass)
         var keep = 0u;
         var tmax = ZNONE;
+        var zr: array<f32, CPT>;
         for (var c = 0u; c < CPT; c++) {
             let col = part * CPT + c;
             let j = k0 + col;
             var add = 0.0;
             if (ok && j >= lo && j < hi && mask_keep(b, h, row, j, &add)) {
                 let z = score_z(Fs[r * SP + col] * P.pre, add, h, qp, j);
-                Fs[r * SP + col] = z;
+                if (SMR == 1u) {
+                    zr[c] = z;
+                } else {
+                    Fs[r * SP + col] = z;
+                }
                 keep |= 1u << c;
                 tmax = max(tmax, z);
             }
@@ -230,7 +283,11 @@ fn attention_mma(
             let col = part * CPT + c;
             var p = 0.0;
             if ((keep & (1u << c)) != 0u) {
-                p = weight(Fs[r * SP + col], m);
+                if (SMR == 1u) {
+                    p = weight(zr[c], m);
+                } else {
+                    p = weight(Fs[r * SP + col], m);
+                }
             }
             let ph = f16(p);
             Hs[PB + r * PP + col] = ph;
@@ -250,6 +307,12 @@ fn attention_mma(
             if (DP > 80u) { o5 = rescale(o5, sg, t, lane); }
             if (DP > 96u) { o6 = rescale(o6, sg, t, lane); }
             if (DP > 112u) { o7 = rescale(o7, sg, t, lane); }
+        }
+        // STAGES 2: the next K tile's loads in flight during the products
+        if (STAGES == 2u && kt + 1u < ntiles) {
+            for (var n = 0u; n < NPRE; n++) {
+                pre[n] = fetch_k(n * WG + t, k0 + BC, kend, b, hk);
+            }
         }
         // O += P V: the subgroup's 16 rows, 16 keys at a time
         for (var kk = 0u; kk < BC; kk += 16u) {

@@ -138,8 +138,9 @@ impl std::fmt::Display for ContextInfo {
     }
 }
 
-/// The tensor-core attention self-check's outcome per (padded head dim, rows, keys per tile).
-pub(crate) type AttentionClasses = std::collections::BTreeMap<(u32, u32, u32), std::result::Result<(), String>>;
+/// The tensor-core attention self-check's outcome per kernel class (`AttentionMmaKernel::class`).
+pub(crate) type AttentionClasses =
+    std::collections::BTreeMap<(u32, u32, u32, u32, bool), std::result::Result<(), String>>;
 
 pub(crate) struct Inner {
     /// Identifies this context (and its clones): tensors and masks carry it, and a call refuses

@@ -213,6 +213,13 @@ pub struct AttentionConfig {
     /// Tensor-core kernel: keys per tile, 32 or 64 (64 halves the barriers and the softmax
     /// hand-offs per key, and needs more workgroup memory).
     pub tc_keys: Option<u32>,
+    /// Tensor-core kernel: staging depth, 1 (each K or V tile loaded, then staged: the default)
+    /// or 2 (the next tile's global loads issued before the current tile's products, held in
+    /// registers: hides their latency, costs registers).
+    pub tc_stages: Option<u32>,
+    /// Tensor-core kernel: where the softmax keeps a row's z between its two passes, 0 (written
+    /// back to workgroup memory and read again: the default) or 1 (in registers).
+    pub tc_softmax: Option<u32>,
     /// Fused and split-K SIMT kernels: the head-dim chunk of the Q and K tiles, 32, 16 or 8 (with
     /// it the keys per V chunk and per tile: larger chunks take fewer barriers per key and more
     /// workgroup memory).
@@ -237,6 +244,8 @@ impl std::fmt::Display for AttentionConfig {
         let fields = [
             ("tc_rows", self.tc_rows),
             ("tc_keys", self.tc_keys),
+            ("tc_stages", self.tc_stages),
+            ("tc_softmax", self.tc_softmax),
             ("simt_chunk", self.simt_chunk),
             ("decode_split", self.decode_split),
         ];
@@ -261,9 +270,15 @@ impl std::str::FromStr for AttentionConfig {
             let slot = match name.trim() {
                 "tc_rows" => &mut c.tc_rows,
                 "tc_keys" => &mut c.tc_keys,
+                "tc_stages" => &mut c.tc_stages,
+                "tc_softmax" => &mut c.tc_softmax,
                 "simt_chunk" => &mut c.simt_chunk,
                 "decode_split" => &mut c.decode_split,
-                other => return Err(format!("unknown field {other:?} (tc_rows, tc_keys, simt_chunk, decode_split)")),
+                other => {
+                    return Err(format!(
+                        "unknown field {other:?} (tc_rows, tc_keys, tc_stages, tc_softmax, simt_chunk, decode_split)"
+                    ))
+                }
             };
             if slot.replace(v).is_some() {
                 return Err(format!("{name} given twice"));

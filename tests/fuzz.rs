@@ -298,6 +298,8 @@ fn run<T: Element>(be: &Backend, c: &Fuzz, d: &[Vec<T>; 3]) -> Result<Out> {
         sinks: c.sinks.as_deref(),
         // (the fuzzed contexts have no tensor cores: tests/tensor_cores.rs covers the opt-in)
         f32_on_tensor_cores: false,
+        // (the crate's choice: tests/configs.rs runs every configuration)
+        config: AttentionConfig::default(),
     };
     let out = |values| Ok(Out { values, lse: None });
     match c.op {

@@ -37,7 +37,16 @@ pub(crate) struct AttentionMmaKernel {
     /// Keys per tile (one of [`KEYS`]): 32 unless configured (64 halves the barriers per key
     /// and needs more workgroup memory).
     pub keys: u32,
+    /// Staging depth: 1 (each K or V tile loaded, then staged) or 2 (the next tile's loads
+    /// issued before the current products and held in registers).
+    pub stages: u32,
+    /// Whether a row's z stays in registers between the softmax's two passes (else it is
+    /// written back to workgroup memory and read again).
+    pub softmax_regs: bool,
 }
+
+/// Staging depths the kernel can be built with, the default first.
+pub(crate) const STAGES: [u32; 2] = [1, 2];
 
 impl Variant for AttentionMmaKernel {
     const NAME: &'static str = "attention_mma";
@@ -61,6 +70,8 @@ impl Variant for AttentionMmaKernel {
             ("DP", self.dp),
             ("BR", self.rows),
             ("BC", self.keys),
+            ("STAGES", self.stages),
+            ("SMR", self.softmax_regs as u32),
             ("TPR", tpr),
             ("ROW_LANES", tpr),
         ]
@@ -146,6 +157,8 @@ impl AttentionMmaKernel {
             sg: false,
             rows,
             keys,
+            stages: STAGES[0],
+            softmax_regs: false,
         };
         // a row's TPR invocations share a subgroup where subgroups are at least that wide
         let tpr = k.threads() / rows;
@@ -173,6 +186,21 @@ impl AttentionMmaKernel {
         Ok(k)
     }
 
+    /// This variant with staging depth `stages` (1 or 2) and the softmax's z in registers or
+    /// not, or why not.
+    pub fn pipelined(self, stages: u32, softmax_regs: bool) -> Result<Self, String> {
+        if !STAGES.contains(&stages) {
+            return Err(format!("the tensor-core kernel takes a staging depth of {STAGES:?} (got {stages})"));
+        }
+        Ok(AttentionMmaKernel { stages, softmax_regs, ..self })
+    }
+
+    /// What the self-check on hardware is run once for: everything that changes the kernel's
+    /// body but the element type, the loads and where K and V live.
+    pub fn class(&self) -> (u32, u32, u32, u32, bool) {
+        (self.dp, self.rows, self.keys, self.stages, self.softmax_regs)
+    }
+
     /// Every variant for head dim `d` that the device runs, most rows first.
     #[cfg(test)]
     pub fn candidates(d: usize, mma: Mma, caps: &Caps, dtype: DType, loads: Loads) -> Vec<Self> {
@@ -189,15 +217,21 @@ impl AttentionMmaKernel {
                     [Loads::Vec4, Loads::Scalar].into_iter().flat_map(move |loads| {
                         [false, true].into_iter().flat_map(move |paged| {
                             ROWS.into_iter().flat_map(move |rows| {
-                                KEYS.into_iter().map(move |keys| AttentionMmaKernel {
-                                    dtype,
-                                    dp: 16 * i,
-                                    mma,
-                                    loads,
-                                    paged,
-                                    sg,
-                                    rows,
-                                    keys,
+                                KEYS.into_iter().flat_map(move |keys| {
+                                    STAGES.into_iter().flat_map(move |stages| {
+                                        [false, true].into_iter().map(move |softmax_regs| AttentionMmaKernel {
+                                            dtype,
+                                            dp: 16 * i,
+                                            mma,
+                                            loads,
+                                            paged,
+                                            sg,
+                                            rows,
+                                            keys,
+                                            stages,
+                                            softmax_regs,
+                                        })
+                                    })
                                 })
                             })
                         })

@@ -214,17 +214,31 @@ pub(crate) fn resolve(
                 }
             }
         }
-        let keys = p.config.tc_keys.unwrap_or(super::attention_mma::KEYS[0]);
-        let named = |e: String| match (p.config.tc_rows, p.config.tc_keys) {
-            (Some(_), Some(_)) => format!("config.tc_rows, config.tc_keys: {e}"),
-            (Some(_), None) => format!("config.tc_rows: {e}"),
-            (None, Some(_)) => format!("config.tc_keys: {e}"),
-            (None, None) => e,
+        let c = p.config;
+        let keys = c.tc_keys.unwrap_or(super::attention_mma::KEYS[0]);
+        // an error names the configured fields it may come from
+        let named = |e: String| {
+            let set: Vec<&str> =
+                [("config.tc_rows", c.tc_rows), ("config.tc_keys", c.tc_keys), ("config.tc_stages", c.tc_stages), ("config.tc_softmax", c.tc_softmax)]
+                    .into_iter()
+                    .filter_map(|(n, v)| v.map(|_| n))
+                    .collect();
+            if set.is_empty() {
+                e
+            } else {
+                format!("{}: {e}", set.join(", "))
+            }
         };
-        let kernel = match p.config.tc_rows {
+        let kernel = match c.tc_rows {
             None => AttentionMmaKernel::choose(d.d, keys, mma, caps, p.dtype, auto_loads).map_err(named)?,
             Some(rows) => AttentionMmaKernel::with(d.d, rows, keys, mma, caps, p.dtype, auto_loads).map_err(named)?,
         };
+        let softmax_regs = match c.tc_softmax {
+            None | Some(0) => false,
+            Some(1) => true,
+            Some(v) => return Err(format!("config.tc_softmax: 0 (workgroup memory) or 1 (registers), got {v}")),
+        };
+        let kernel = kernel.pipelined(c.tc_stages.unwrap_or(1), softmax_regs).map_err(named)?;
         Ok((
             Resolved::TensorCores(kernel),
             AttentionPlan {
@@ -235,7 +249,13 @@ pub(crate) fn resolve(
                 workgroup_bytes: kernel.workgroup_bytes(),
                 scratch_bytes: 0,
                 reason,
-                config: AttentionConfig { tc_rows: Some(kernel.rows), tc_keys: Some(kernel.keys), ..Default::default() },
+                config: AttentionConfig {
+                    tc_rows: Some(kernel.rows),
+                    tc_keys: Some(kernel.keys),
+                    tc_stages: Some(kernel.stages),
+                    tc_softmax: Some(kernel.softmax_regs as u32),
+                    ..Default::default()
+                },
             },
         ))
     };
@@ -315,8 +335,18 @@ pub(crate) fn candidates(
     let mut grid: Vec<(AttentionVariant, AttentionConfig)> = vec![];
     for rows in super::attention_mma::ROWS {
         for keys in super::attention_mma::KEYS {
-            let config = AttentionConfig { tc_rows: Some(rows), tc_keys: Some(keys), ..Default::default() };
-            grid.push((AttentionVariant::TensorCores, config));
+            for stages in super::attention_mma::STAGES {
+                for softmax in [0, 1] {
+                    let config = AttentionConfig {
+                        tc_rows: Some(rows),
+                        tc_keys: Some(keys),
+                        tc_stages: Some(stages),
+                        tc_softmax: Some(softmax),
+                        ..Default::default()
+                    };
+                    grid.push((AttentionVariant::TensorCores, config));
+                }
+            }
         }
     }
     for variant in [AttentionVariant::Fused(loads), AttentionVariant::SplitK(loads)] {
@@ -474,7 +504,7 @@ mod tests {
         // Auto passes it over saying why
         let p = plan(&with(4096, 4096, 128, AttentionVariant::Auto, "tc_rows=32"), &h100).unwrap();
         assert_eq!((p.variant, p.rows_per_workgroup), (AttentionVariant::TensorCores, 32));
-        assert_eq!(p.config.to_string(), "tc_rows=32,tc_keys=32");
+        assert_eq!(p.config.to_string(), "tc_rows=32,tc_keys=32,tc_stages=1,tc_softmax=0");
         let e = plan(&with(4096, 4096, 128, AttentionVariant::TensorCores, "tc_rows=64"), &lavapipe()).unwrap_err();
         assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.tc_rows") && m.contains("workgroup memory")), "{e}");
         let p = plan(&with(4096, 4096, 128, AttentionVariant::Auto, "tc_rows=64"), &lavapipe()).unwrap();
@@ -491,6 +521,13 @@ mod tests {
         let e = resolve(&with(64, 64, 64, AttentionVariant::TensorCores, "tc_keys=64"), &h100, true, false, false, true, &narrow)
             .unwrap_err();
         assert!(matches!(e, Error::Unsupported(ref m) if m.contains("at most 32 keys per invocation")), "{e}");
+        // staging depth and softmax placement
+        let p = plan(&with(4096, 4096, 64, AttentionVariant::TensorCores, "tc_stages=2,tc_softmax=1"), &h100).unwrap();
+        assert_eq!(p.config.to_string(), "tc_rows=64,tc_keys=32,tc_stages=2,tc_softmax=1");
+        let e = plan(&with(64, 64, 64, AttentionVariant::TensorCores, "tc_stages=3"), &h100).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.tc_stages") && m.contains("staging depth")), "{e}");
+        let e = plan(&with(64, 64, 64, AttentionVariant::TensorCores, "tc_softmax=2"), &h100).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(ref m) if m.starts_with("config.tc_softmax")), "{e}");
         // the SIMT chunk: honoured (less memory with smaller chunks), or refused naming it
         let p8 = plan(&with(4096, 4096, 64, AttentionVariant::Fused(Loads::Vec4), "simt_chunk=8"), &h100).unwrap();
         let p32 = plan(&with(4096, 4096, 64, AttentionVariant::Fused(Loads::Vec4), "simt_chunk=32"), &h100).unwrap();
@@ -543,13 +580,14 @@ mod tests {
             }
             let tcs = all.iter().filter(|c| c.1.variant == AttentionVariant::TensorCores).count();
             let want = match tc {
-                Ok(m) => AttentionMmaKernel::candidates(d, *m, caps, DType::F16, Loads::Vec4).len(),
+                // each (rows, keys) pair with each staging depth and softmax placement
+                Ok(m) => 4 * AttentionMmaKernel::candidates(d, *m, caps, DType::F16, Loads::Vec4).len(),
                 Err(_) => 0,
             };
             assert_eq!(tcs, want, "{nq}x{nk} d {d}");
             // at d 128: 48 KiB runs 5 of the 6 (rows, keys) pairs, 32 KiB 3
             if d == 128 && tc.is_ok() {
-                assert_eq!(want, if caps.max_workgroup_storage == 48 << 10 { 5 } else { 3 });
+                assert_eq!(want, 4 * if caps.max_workgroup_storage == 48 << 10 { 5 } else { 3 });
             }
         }
     }

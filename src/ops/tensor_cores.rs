@@ -119,24 +119,26 @@ impl Context {
     /// tests' to check).
     pub(crate) async fn attention_class_check(&self, k: AttentionMmaKernel) -> std::result::Result<(), String> {
         let mut classes = self.inner.attention_classes.lock().await;
-        if let Some(r) = classes.get(&(k.dp, k.rows, k.keys)) {
+        if let Some(r) = classes.get(&k.class()) {
             return r.clone();
         }
         if !matches!(k.mma, Mma::Hardware { .. }) {
             return Ok(());
         }
-        let r = attention_check(self, k.mma, k.dp as usize, k.rows, k.keys).await.map_err(|why| {
+        let r = attention_check(self, k).await.map_err(|why| {
             let why = format!(
-                "the tensor-core attention self-check at head dims {}-{} with {} rows per workgroup and {} keys per tile failed on this device: {why}",
+                "the tensor-core attention self-check at head dims {}-{} with {} rows per workgroup, {} keys per tile, staging depth {} and z in {} failed on this device: {why}",
                 k.dp - 15,
                 k.dp,
                 k.rows,
-                k.keys
+                k.keys,
+                k.stages,
+                if k.softmax_regs { "registers" } else { "workgroup memory" }
             );
             log::warn!("wgpu-attention: {why}; that class runs SIMT");
             why
         });
-        classes.insert((k.dp, k.rows, k.keys), r.clone());
+        classes.insert(k.class(), r.clone());
         r
     }
 
@@ -148,10 +150,12 @@ impl Context {
         let classes = pollster::block_on(self.inner.attention_classes.lock());
         classes
             .iter()
-            .map(|(&(head_dim, rows, keys), r)| TensorCoreCheck {
+            .map(|(&(head_dim, rows, keys, stages, softmax_regs), r)| TensorCoreCheck {
                 head_dim: head_dim as usize,
                 rows: rows as usize,
                 keys: keys as usize,
+                stages: stages as usize,
+                softmax_in_registers: softmax_regs,
                 result: r.clone(),
             })
             .collect()
@@ -169,6 +173,10 @@ pub struct TensorCoreCheck {
     pub rows: usize,
     /// Keys per tile of the checked kernel.
     pub keys: usize,
+    /// Its staging depth.
+    pub stages: usize,
+    /// Whether its softmax keeps z in registers.
+    pub softmax_in_registers: bool,
     /// `Ok` where the kernel agreed with the SIMT kernel; otherwise how it differed.
     pub result: std::result::Result<(), String>,
 }
@@ -199,18 +207,13 @@ async fn self_check(ctx: &Context, mma: Mma) -> std::result::Result<(), String> 
     }
 }
 
-/// The attention self-check of one head-dim class: causal f16 attention with GQA and tails (4
-/// heads on 2, 70 queries, 90 keys, head dim `d`) on the tensor-core kernel with `rows` query
-/// rows per workgroup on `mma`, and on the SIMT fused kernel; f16 weights and outputs differ by
+/// The attention self-check of one kernel class (`AttentionMmaKernel::class`): causal f16
+/// attention with GQA and tails (4 heads on 2, 70 queries, 90 keys, the class's widest head dim)
+/// on that tensor-core kernel and on the SIMT fused kernel; f16 weights and outputs differ by
 /// rounding only (within 1e-2 of the largest output; a fault in the fragments, their layout or
 /// the barriers is of the order of the outputs themselves).
-pub(crate) async fn attention_check(
-    ctx: &Context,
-    mma: Mma,
-    d: usize,
-    rows: u32,
-    keys: u32,
-) -> std::result::Result<(), String> {
+pub(crate) async fn attention_check(ctx: &Context, kernel: AttentionMmaKernel) -> std::result::Result<(), String> {
+    let d = kernel.dp as usize;
     use crate::kernels::attention::choose_tile;
     use crate::kernels::attention_plan::Resolved;
     use crate::launch::attention::{record, KvSource};
@@ -224,8 +227,8 @@ pub(crate) async fn attention_check(
             (ctx.upload_async(&q, qs).await?, ctx.upload_async(&k, ks).await?, ctx.upload_async(&v, ks).await?);
         let opts = crate::options::AttentionOptions { causal: true, ..Default::default() };
         let p = ctx.attention_problem(&q, &k, &v, None, &opts)?;
-        let tc = AttentionMmaKernel::with(d, rows, keys, mma, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
-            .map_err(crate::error::Error::Unsupported)?;
+        // the class's kernel, f16, vector loads, contiguous
+        let tc = AttentionMmaKernel { dtype: DType::F16, loads: crate::options::Loads::Vec4, paged: false, ..kernel };
         let simt = choose_tile(d, ctx.caps())?.kernel(DType::F16, false, crate::options::Loads::Scalar);
         let a = ctx.zeros_async(qs, Layout::Bhsd, DType::F16).await?;
         let b = ctx.zeros_async(qs, Layout::Bhsd, DType::F16).await?;
@@ -271,7 +274,7 @@ mod tests {
         for d in [128] {
             let k = AttentionMmaKernel::choose(d, 32, Mma::Emulated, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
                 .unwrap();
-            assert_eq!(pollster::block_on(attention_check(&ctx, Mma::Emulated, d, k.rows, k.keys)), Ok(()), "d {d}");
+            assert_eq!(pollster::block_on(attention_check(&ctx, k)), Ok(()), "d {d}");
         }
     }
 
@@ -289,8 +292,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
         let k = AttentionMmaKernel::choose(64, 32, Mma::Emulated, ctx.caps(), DType::F16, crate::options::Loads::Vec4)
             .unwrap();
-        pollster::block_on(ctx.inner.attention_classes.lock())
-            .insert((k.dp, k.rows, k.keys), Err("a test's failure".into()));
+        pollster::block_on(ctx.inner.attention_classes.lock()).insert(k.class(), Err("a test's failure".into()));
         let plan = |d: usize, variant| {
             let s = Shape::new(1, 2, 256, d);
             let x = ctx.zeros(s, Layout::Bhsd, DType::F16).unwrap();
@@ -303,7 +305,7 @@ mod tests {
         assert_eq!(plan(32, AttentionVariant::Auto).unwrap().variant, AttentionVariant::TensorCores);
         let checks = ctx.tensor_core_checks();
         assert_eq!(checks.len(), 1);
-        assert_eq!((checks[0].head_dim, checks[0].rows, checks[0].keys), (64, 64, 32));
+        assert_eq!((checks[0].head_dim, checks[0].rows, checks[0].keys, checks[0].stages), (64, 64, 32, 1));
         assert!(checks[0].result.is_err());
     }
 }

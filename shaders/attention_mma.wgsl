@@ -77,24 +77,19 @@ fn rescale(o: FragC, s: u32, t: u32, lane: u32) -> FragC {
     return r;
 }
 
-// Four head dims of a K (or V) tile from key k0: element i of the tile's BC x DG groups; zeros
-// past the tile, the keys' end and the head dim.
-fn fetch_k(i: u32, k0: u32, kend: u32, b: u32, hk: u32) -> vec4<f32> {
+// Four head dims of a K tile (a V tile where `is_v`) from key k0: element i of the tile's
+// BC x DG groups; zeros past the tile, the keys' end and the head dim.
+fn fetch(i: u32, k0: u32, kend: u32, b: u32, hk: u32, is_v: bool) -> vec4<f32> {
     let kk = i / DG;
     let dd = 4u * (i % DG);
     var x = vec4<f32>(0.0);
     if (i < BC * DG && k0 + kk < kend && dd < P.d) {
-        x = load4_k(k_index(b, hk, k0 + kk) + dd, min(4u, P.d - dd));
-    }
-    return x;
-}
-
-fn fetch_v(i: u32, k0: u32, kend: u32, b: u32, hk: u32) -> vec4<f32> {
-    let kk = i / DG;
-    let dd = 4u * (i % DG);
-    var x = vec4<f32>(0.0);
-    if (i < BC * DG && k0 + kk < kend && dd < P.d) {
-        x = load4_v(v_index(b, hk, k0 + kk) + dd, min(4u, P.d - dd));
+        let n = min(4u, P.d - dd);
+        if (is_v) {
+            x = load4_v(v_index(b, hk, k0 + kk) + dd, n);
+        } else {
+            x = load4_k(k_index(b, hk, k0 + kk) + dd, n);
+        }
     }
     return x;
 }
@@ -195,7 +190,7 @@ fn attention_mma(
     var pre: array<vec4<f32>, NPRE>;
     if (STAGES == 2u && ntiles > 0u) {
         for (var n = 0u; n < NPRE; n++) {
-            pre[n] = fetch_k(n * WG + t, k_begin, kend, b, hk);
+            pre[n] = fetch(n * WG + t, k_begin, kend, b, hk, false);
         }
     }
     for (var kt = 0u; kt < ntiles; kt++) {
@@ -211,14 +206,14 @@ fn attention_mma(
             }
         } else {
             for (var i = t; i < BC * DG; i += WG) {
-                stage(i, fetch_k(i, k0, kend, b, hk));
+                stage(i, fetch(i, k0, kend, b, hk, false));
             }
         }
         workgroupBarrier();
         // STAGES 2: V's loads in flight during the products
         if (STAGES == 2u) {
             for (var n = 0u; n < NPRE; n++) {
-                pre[n] = fetch_v(n * WG + t, k0, kend, b, hk);
+                pre[n] = fetch(n * WG + t, k0, kend, b, hk, true);
             }
         }
         // S = Q Kᵀ: the subgroup's 16 rows x BC keys, 16 keys at a time
@@ -243,7 +238,7 @@ fn attention_mma(
             }
         } else {
             for (var i = t; i < BC * DG; i += WG) {
-                stage(i, fetch_v(i, k0, kend, b, hk));
+                stage(i, fetch(i, k0, kend, b, hk, true));
             }
         }
         // the softmax: this invocation's CPT keys of its row, as z with the score rules (SMR 1:
@@ -311,7 +306,7 @@ fn attention_mma(
         // STAGES 2: the next K tile's loads in flight during the products
         if (STAGES == 2u && kt + 1u < ntiles) {
             for (var n = 0u; n < NPRE; n++) {
-                pre[n] = fetch_k(n * WG + t, k0 + BC, kend, b, hk);
+                pre[n] = fetch(n * WG + t, k0 + BC, kend, b, hk, false);
             }
         }
         // O += P V: the subgroup's 16 rows, 16 keys at a time

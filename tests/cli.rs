@@ -179,9 +179,10 @@ fn search_refuses_k_beyond_the_keys_and_runs_on_the_cpu() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `--sweep` on the GPU: every candidate timed and checked against the CPU path, `Auto` beside
-/// them, a winner within the tolerance, and the winners as a tuning table a context imports.
-/// (Without tensor cores: their 20 configurations on the twin are tests/configs.rs's.)
+/// `--sweep` on the GPU: every candidate (of the decode kernel: its splits; every family's
+/// configurations run in tests/configs.rs) timed and checked against the CPU path, `Auto`
+/// beside them, a winner within the tolerance, and the winners as a tuning table a context
+/// imports.
 #[test]
 #[cfg_attr(cpu_only_tests, ignore = "WGPU_ATTENTION_TESTS=cpu-only: needs a GPU adapter")]
 fn attn_bench_sweeps_every_candidate_and_writes_the_winner() {
@@ -191,7 +192,7 @@ fn attn_bench_sweeps_every_candidate_and_writes_the_winner() {
     // the shapes of tests/configs.rs (the same kernels)
     let o = bench(&[
         "--op", "attention", "--bh", "4", "--kv-heads", "2", "--nq", "70", "--nk", "300", "--d", "24", "--causal",
-        "--dtype", "f16", "--tensor-cores", "off", "--runs", "2", "--warmup", "1",
+        "--dtype", "f16", "--tensor-cores", "off", "--runs", "2", "--warmup", "1", "--variant", "decode-vec4",
         "--sweep", json.to_str().unwrap(),
     ]);
     let (out, err) = text(&o);
@@ -202,9 +203,7 @@ fn attn_bench_sweeps_every_candidate_and_writes_the_winner() {
     assert_eq!(sweep["class"], "f16 d32 q128 k512 s4 g2 causal");
     let candidates = sweep["candidates"].as_array().unwrap();
     let tol = sweep["tolerance"].as_f64().unwrap();
-    for family in ["fused-vec4", "split-k-vec4", "decode-vec4"] {
-        assert!(candidates.iter().any(|c| c["variant"] == family), "{family} missing");
-    }
+    assert!(candidates.len() >= 3 && candidates.iter().all(|c| c["variant"] == "decode-vec4"), "{candidates:?}");
     for c in candidates {
         assert!(c["error"].is_null(), "{c}");
         assert!(c["rel_err"].as_f64().unwrap() <= tol, "{c}");

@@ -31,6 +31,9 @@ fn every_candidate(ctx: &Context, c: &Case) -> Vec<(AttentionVariant, AttentionC
         // with the default tile, the default rows with each of the other options alone, and
         // 32 rows with every option changed; all in the full matrix)
         let rows0 = plans.iter().find_map(|p| p.config.tc_rows).unwrap_or(64);
+        // (and the SIMT kernels' default and smallest chunks)
+        let chunk0 = ctx.plan_attention(&q, &k, &v, None, &AttentionOptions { variant: AttentionVariant::Fused(Loads::Vec4), ..c.opts() }, true).unwrap().config.simt_chunk;
+        plans.retain(|p| p.config.simt_chunk.is_none() || p.config.simt_chunk == chunk0 || p.config.simt_chunk == Some(8));
         plans.retain(|p| {
             let c = p.config;
             let changed = [c.tc_keys != Some(32), c.tc_stages != Some(1), c.tc_softmax != Some(0)];
@@ -69,8 +72,8 @@ fn every_attention_candidate_matches_the_reference() {
     assert!(has(&|c| c.tc_keys == Some(64), "tensor-cores") >= 1, "{ran:?}");
     assert!(has(&|c| c.tc_stages == Some(2), "tensor-cores") >= 2, "{ran:?}");
     assert!(has(&|c| c.tc_softmax == Some(1), "tensor-cores") >= 2, "{ran:?}");
-    assert!(has(&|c| c.simt_chunk.is_some(), "fused") >= 2, "{ran:?}");
-    assert!(has(&|c| c.simt_chunk.is_some(), "split-k") >= 2, "{ran:?}");
+    assert!(has(&|c| c.simt_chunk == Some(8), "fused") == 1 && has(&|c| c.simt_chunk.is_some(), "fused") >= 2, "{ran:?}");
+    assert!(has(&|c| c.simt_chunk == Some(8), "split-k") == 1 && has(&|c| c.simt_chunk.is_some(), "split-k") >= 2, "{ran:?}");
     assert!(has(&|c| c.decode_split.is_some(), "decode") >= 2, "{ran:?}");
     if full_matrix() {
         // the widest class (on 32 KiB: 32 and 16 rows), a window

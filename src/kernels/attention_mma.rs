@@ -208,36 +208,53 @@ impl AttentionMmaKernel {
         grid.filter_map(|(r, k)| Self::with(d, r, k, mma, caps, dtype, loads).ok()).collect()
     }
 
-    /// Every variant on `mma`.
+    /// The variants on `mma` the naga tests validate: every head dim, element type, reduction,
+    /// load and K/V source with each rows per workgroup at the default tile, and every tile
+    /// option (keys per tile, staging depth, softmax placement, each a constant switch of the
+    /// same body) with each rows per workgroup at the smallest and largest head dims.
     #[cfg(test)]
     pub fn all(mma: Mma) -> impl Iterator<Item = AttentionMmaKernel> {
-        [DType::F16, DType::F32].into_iter().flat_map(move |dtype| {
-            (1..=8).flat_map(move |i| {
-                [false, true].into_iter().flat_map(move |sg| {
-                    [Loads::Vec4, Loads::Scalar].into_iter().flat_map(move |loads| {
-                        [false, true].into_iter().flat_map(move |paged| {
-                            ROWS.into_iter().flat_map(move |rows| {
-                                KEYS.into_iter().flat_map(move |keys| {
-                                    STAGES.into_iter().flat_map(move |stages| {
-                                        [false, true].into_iter().map(move |softmax_regs| AttentionMmaKernel {
-                                            dtype,
-                                            dp: 16 * i,
-                                            mma,
-                                            loads,
-                                            paged,
-                                            sg,
-                                            rows,
-                                            keys,
-                                            stages,
-                                            softmax_regs,
-                                        })
-                                    })
-                                })
-                            })
-                        })
-                    })
-                })
-            })
-        })
+        let of = move |dtype, dp, sg, loads, paged, rows, keys, stages, softmax_regs| AttentionMmaKernel {
+            dtype,
+            dp,
+            mma,
+            loads,
+            paged,
+            sg,
+            rows,
+            keys,
+            stages,
+            softmax_regs,
+        };
+        let mut v = vec![];
+        for dtype in [DType::F16, DType::F32] {
+            for dp in (1..=8).map(|i| 16 * i) {
+                for sg in [false, true] {
+                    for loads in [Loads::Vec4, Loads::Scalar] {
+                        for paged in [false, true] {
+                            for rows in ROWS {
+                                v.push(of(dtype, dp, sg, loads, paged, rows, KEYS[0], STAGES[0], false));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for dp in [16, 128] {
+            for sg in [false, true] {
+                for paged in [false, true] {
+                    for rows in ROWS {
+                        for keys in KEYS {
+                            for stages in STAGES {
+                                for softmax_regs in [false, true] {
+                                    v.push(of(DType::F16, dp, sg, Loads::Vec4, paged, rows, keys, stages, softmax_regs));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        v.into_iter()
     }
 }

@@ -144,9 +144,9 @@ struct Args {
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
     /// Sweep the attention cases instead of measuring them: every kernel variant and
-    /// configuration that can run each case, timed side by side and checked against the CPU
-    /// path, `Auto`'s choice beside them; writes every candidate's time and error and the
-    /// winner to this JSON file (after each case).
+    /// configuration that can run each case (those of the `--variant`s given, if any), timed
+    /// side by side and checked against the CPU path, `Auto`'s choice beside them; writes every
+    /// candidate's time and error and the winner to this JSON file (after each case).
     #[arg(long)]
     sweep: Option<std::path::PathBuf>,
     /// List the adapters wgpu sees and exit.
@@ -268,7 +268,8 @@ fn main() -> ExitCode {
     };
 
     if let (Some(path), Some(ctx)) = (&args.sweep, &ctx) {
-        return run_sweeps(ctx, &cases, &st, &context, path);
+        let only: Vec<AttentionVariant> = variants.iter().copied().filter(|v| *v != AttentionVariant::Auto).collect();
+        return run_sweeps(ctx, &cases, &only, &st, &context, path);
     }
     let mut records: Vec<Record> = vec![];
     for (i, c) in cases.iter().enumerate() {
@@ -365,7 +366,14 @@ fn main() -> ExitCode {
 
 /// `--sweep`: each attention case (once, whatever `--variant` asked) swept on `ctx`, the JSON
 /// rewritten after each.
-fn run_sweeps(ctx: &Context, cases: &[Case], st: &Settings, context: &output::Context, path: &std::path::Path) -> ExitCode {
+fn run_sweeps(
+    ctx: &Context,
+    cases: &[Case],
+    only: &[AttentionVariant],
+    st: &Settings,
+    context: &output::Context,
+    path: &std::path::Path,
+) -> ExitCode {
     #[derive(serde::Serialize)]
     struct SweepReport<'a> {
         #[serde(flatten)]
@@ -394,7 +402,7 @@ fn run_sweeps(ctx: &Context, cases: &[Case], st: &Settings, context: &output::Co
             if c.causal { " causal" } else { "" }
         );
         eprintln!("{label}");
-        sweeps.push(sweep::sweep(ctx, c, &st, &label));
+        sweeps.push(sweep::sweep(ctx, c, only, &st, &label));
         let report = SweepReport { context, sweeps: &sweeps, tuning_table: sweep::tuning_table(ctx, &sweeps).to_string() };
         let written = serde_json::to_string_pretty(&report)
             .map_err(|e| e.to_string())

@@ -48,8 +48,9 @@ pub fn tolerance(dt: Dt) -> f64 {
     }
 }
 
-/// Sweeps attention case `c` on `ctx`.
-pub fn sweep(ctx: &Context, c: &Case, st: &Settings, label: &str) -> Sweep {
+/// Sweeps attention case `c` on `ctx`: every candidate, or those of the variants in `only`
+/// where it is not empty.
+pub fn sweep(ctx: &Context, c: &Case, only: &[wgpu_attention::AttentionVariant], st: &Settings, label: &str) -> Sweep {
     let mut s = Sweep {
         case: label.to_string(),
         class: wgpu_attention::ShapeClass::of(
@@ -86,7 +87,7 @@ pub fn sweep(ctx: &Context, c: &Case, st: &Settings, label: &str) -> Sweep {
             }
         });
         match listed {
-            Ok(p) => p,
+            Ok(p) => p.into_iter().filter(|p| only.is_empty() || only.contains(&p.variant)).collect::<Vec<_>>(),
             Err(e) => {
                 s.error = Some(e.to_string());
                 return s;

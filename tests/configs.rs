@@ -28,9 +28,9 @@ fn every_candidate(ctx: &Context, c: &Case) -> Vec<(AttentionVariant, AttentionC
     let mut plans = ctx.attention_candidates(&q, &k, &v, None, &c.opts(), true).unwrap();
     if !full_matrix() {
         // (each tensor-core configuration compiles a kernel: by default each rows per workgroup
-        // with the default tile, the default rows with each of the other options alone, and
-        // 32 rows with every option changed; all in the full matrix)
-        let rows0 = plans.iter().find_map(|p| p.config.tc_rows).unwrap_or(64);
+        // with the default tile, and 32 rows with every other option changed at once (64-key
+        // tiles, staging depth 2, z in registers: independent switches of the same body); every
+        // combination in the full matrix)
         // (and the SIMT kernels' default and smallest chunks)
         let chunk0 = ctx.plan_attention(&q, &k, &v, None, &AttentionOptions { variant: AttentionVariant::Fused(Loads::Vec4), ..c.opts() }, true).unwrap().config.simt_chunk;
         plans.retain(|p| p.config.simt_chunk.is_none() || p.config.simt_chunk == chunk0 || p.config.simt_chunk == Some(8));
@@ -38,7 +38,7 @@ fn every_candidate(ctx: &Context, c: &Case) -> Vec<(AttentionVariant, AttentionC
             let c = p.config;
             let changed = [c.tc_keys != Some(32), c.tc_stages != Some(1), c.tc_softmax != Some(0)];
             let n = changed.iter().filter(|&&x| x).count();
-            c.tc_rows.is_none() || n == 0 || (c.tc_rows == Some(rows0) && n == 1) || (c.tc_rows == Some(32) && n == 3)
+            c.tc_rows.is_none() || n == 0 || (c.tc_rows == Some(32) && n == 3)
         });
     }
     let mut ran = vec![];
@@ -64,14 +64,14 @@ fn every_attention_candidate_matches_the_reference() {
     let has = |f: &dyn Fn(&AttentionConfig) -> bool, variant: &str| {
         ran.iter().filter(|(v, c)| v.name().starts_with(variant) && f(c)).count()
     };
-    // every rows per workgroup, and 64-key tiles
+    // every rows per workgroup, 64-key tiles, staging depth 2, z in registers
     assert!(has(&|c| c.tc_rows.is_some(), "tensor-cores") >= 4, "{ran:?}");
     for rows in [64, 32, 16] {
         assert!(has(&|c| c.tc_rows == Some(rows), "tensor-cores") >= 1, "{ran:?}");
     }
     assert!(has(&|c| c.tc_keys == Some(64), "tensor-cores") >= 1, "{ran:?}");
-    assert!(has(&|c| c.tc_stages == Some(2), "tensor-cores") >= 2, "{ran:?}");
-    assert!(has(&|c| c.tc_softmax == Some(1), "tensor-cores") >= 2, "{ran:?}");
+    assert!(has(&|c| c.tc_stages == Some(2), "tensor-cores") >= 1, "{ran:?}");
+    assert!(has(&|c| c.tc_softmax == Some(1), "tensor-cores") >= 1, "{ran:?}");
     assert!(has(&|c| c.simt_chunk == Some(8), "fused") == 1 && has(&|c| c.simt_chunk.is_some(), "fused") >= 2, "{ran:?}");
     assert!(has(&|c| c.simt_chunk == Some(8), "split-k") == 1 && has(&|c| c.simt_chunk.is_some(), "split-k") >= 2, "{ran:?}");
     assert!(has(&|c| c.decode_split.is_some(), "decode") >= 2, "{ran:?}");

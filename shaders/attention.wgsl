@@ -39,9 +39,9 @@
 // indexed per-thread array, which some drivers place in slow local memory). Fully masked rows
 // give 0 and lse = -inf.
 
-// Q (binding 1), K (4) and V (5) and their load4_q/k/v come from a prelude: qkv_vec4.wgsl
-// (VEC = 4: one vector load per 4 elements) or qkv_scalar.wgsl (VEC = 1); k_index and v_index
-// (where key j's row starts) from kv_contiguous.wgsl or kv_paged.wgsl; row_max and row_sum
+// Q (binding 1), K (4) and V (5) and their load4_q/k/v come from loads.wgsl, rendered for
+// vector loads (VEC = 4: one per 4 elements), scalar loads (VEC = 1) or quantized page pools
+// (dequantized in registers); k_index and v_index (where key j's row starts) from kv_contiguous.wgsl or kv_paged.wgsl; row_max and row_sum
 // (over the 8 lanes of a row pair) from rows_subgroup.wgsl (SG = 1) or rows_workgroup.wgsl.
 @group(0) @binding(6) var<storage, read_write> O: array<elem>;
 @group(0) @binding(7) var<storage, read_write> LSE: array<f32>;

@@ -11,7 +11,7 @@
 // WG (BR / 16 subgroups of SGS), SGS (the subgroup size the hardware path runs with; 32 for the
 // twin), DP (head dim padded to a multiple of 16, at most 128), TPR (invocations per query row in
 // the softmax and the epilogue: WG / BR).
-// Preludes: mma_*.wgsl, qkv_vec4.wgsl or qkv_scalar.wgsl (Q, K, V at bindings 1, 4, 5, read 4
+// Preludes: mma_*.wgsl, loads.wgsl rendered for vector or scalar loads (Q, K, V at bindings 1, 4, 5, read 4
 // elements at a time), kv_contiguous.wgsl or kv_paged.wgsl (K and V through a block table),
 // masking.wgsl, and rows_subgroup.wgsl (a row's maximum and sum over its TPR invocations by
 // subgroup shuffles) or rows_workgroup.wgsl (through workgroup memory; ROW_LANES = TPR).
@@ -20,7 +20,7 @@
 //
 // A workgroup takes BR query rows (subgroup s: rows 16 s .., held as A fragments for the whole
 // pass) and walks the keys in tiles of BC. Q is staged once, raw f16 (rows padded to DP + 8:
-// 16-byte aligned fragments; 4 head dims per read, one vector load with qkv_vec4.wgsl). Per
+// 16-byte aligned fragments; 4 head dims per read, one vector load with vector loads). Per
 // tile: K staged; S = Q Kᵀ on fragments (f32) through workgroup memory to the softmax (TPR
 // invocations per row, their maximum and sum by subgroup shuffles where the adapter has them;
 // z = S * P.pre, then the rules of masking.wgsl); the weights P written as f16; V staged where K

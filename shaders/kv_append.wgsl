@@ -1,7 +1,8 @@
 // Appends new tokens' K and V to a paged cache: token t of the n_new (P.nr rows of the chunk)
 // of sequence b lands at position seq_lens[b] - n_new + t, that is token
 // (TABLE[b][pos >> page_shift] << page_shift) | (pos & (page_size - 1)) of the page pools.
-// Header constants (src/kernels/kv_append.rs): WG.
+// Header constants (src/kernels/kv_append.rs): WG; WK, WV (1: write the K, V pool; a
+// quantized pool is written by kv_quantize.wgsl instead).
 // Bindings: 1 k_new, 2 v_new, 3 seq_lens (u32), 4 block table (u32), 5 K pool, 6 V pool.
 // Views: v0 k_new, v1 v_new ([batch, kv_heads, n_new, d]; slices b * kv_heads + hk), v2 K pool,
 // v3 V pool (head stride sh, token stride ss). One invocation copies one element. The host
@@ -33,6 +34,10 @@ fn kv_append(
     let pos = SEQ_LENS[b] - P.nq + tok;
     let page = TABLE[b * P.max_blocks + (pos >> P.page_shift)];
     let slot = (page << P.page_shift) | (pos & ((1u << P.page_shift) - 1u));
-    KP[P.v2.base + hk * P.v2.sh + slot * P.v2.ss + dd] = KN[vidx(P.v0, b, hk, tok) + dd];
-    VP[P.v3.base + hk * P.v3.sh + slot * P.v3.ss + dd] = VN[vidx(P.v1, b, hk, tok) + dd];
+    if (WK == 1u) {
+        KP[P.v2.base + hk * P.v2.sh + slot * P.v2.ss + dd] = KN[vidx(P.v0, b, hk, tok) + dd];
+    }
+    if (WV == 1u) {
+        VP[P.v3.base + hk * P.v3.sh + slot * P.v3.ss + dd] = VN[vidx(P.v1, b, hk, tok) + dd];
+    }
 }

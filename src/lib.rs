@@ -72,6 +72,7 @@ mod error;
 mod host;
 mod index;
 mod kernels;
+mod kv_dtype;
 mod launch;
 mod ops;
 mod options;
@@ -106,7 +107,11 @@ pub use launch::top_k::TopKOutput;
 pub use retrieval::{Metric, TopK, MAX_K};
 pub use ops::{AttentionCall, AttentionShapes, PagedAttentionCall, TensorCoreCheck};
 pub use options::{AttentionConfig, AttentionOptions, AttentionVariant, Loads, Similarity, SoftmaxOptions, Window};
-pub use pages::{BlockTable, HostKvCache, PageGeometry};
+pub use kv_dtype::{
+    dequantize_q4_0, dequantize_q8_0, fp8_e4m3_from_f32, fp8_e4m3_to_f32, fp8_scales_for, quantize_q4_0, quantize_q8_0,
+    BlockQ4_0, BlockQ8_0, KvDType, FP8_E4M3_MAX, QK,
+};
+pub use pages::{BlockTable, HostKvCache, KvFormat, PageGeometry};
 pub use paged::PagedKvCache;
 pub use problem::{MAX_ALIBI_SLOPE, SCALE_RANGE};
 pub use shape::{DType, Element, Layout, Shape, Strides, MAX_HEAD_DIM};

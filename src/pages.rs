@@ -4,6 +4,7 @@
 //! the CPU path and the GPU cache (`paged.rs`) alike; nothing here touches a device.
 
 use crate::error::{Error, Result};
+use crate::kv_dtype::KvDType;
 use crate::shape::{DType, Element, Shape};
 
 /// The shape of a page pool: `num_pages` pages of `page_size` tokens (a power of two), each
@@ -185,6 +186,95 @@ impl<'a> BlockTable<'a> {
     }
 }
 
+/// The element types of a KV cache's two pools, and fp8's per-head scales
+/// ([`PagedKvCache::with_format`](crate::PagedKvCache::with_format),
+/// [`HostKvCache::with_format`]).
+///
+/// A plain pool (f32 or f16) must be in the cache's dtype (that of its queries and new tokens);
+/// the quantized types take queries and new tokens in either. An fp8 pool's scales are one per
+/// key/value head, positive and finite (`None`: 1 for every head; [`fp8_scales_for`](crate::fp8_scales_for)
+/// computes them from sample values).
+///
+/// ```
+/// use wgpu_attention::{KvDType, KvFormat};
+/// // q8_0 keys and q4_0 values; fp8 keys with 2 heads' scales
+/// let f = KvFormat::new(KvDType::Q8_0, KvDType::Q4_0);
+/// let g = KvFormat::new(KvDType::Fp8E4m3, KvDType::F16).with_fp8_scales(Some(vec![0.5, 0.25]), None);
+/// # let _ = (f, g);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KvFormat {
+    /// The K pool's type.
+    pub k: KvDType,
+    /// The V pool's type.
+    pub v: KvDType,
+    /// fp8 K scales, one per key/value head (`None`: all 1).
+    pub k_scales: Option<Vec<f32>>,
+    /// fp8 V scales, one per key/value head (`None`: all 1).
+    pub v_scales: Option<Vec<f32>>,
+}
+
+impl KvFormat {
+    /// K and V types, fp8 scales 1.
+    pub fn new(k: KvDType, v: KvDType) -> Self {
+        KvFormat { k, v, k_scales: None, v_scales: None }
+    }
+
+    /// The same type for K and V.
+    pub fn uniform(t: KvDType) -> Self {
+        KvFormat::new(t, t)
+    }
+
+    /// With fp8 scales for K and V (each one per key/value head, or `None` for all 1).
+    pub fn with_fp8_scales(self, k: Option<Vec<f32>>, v: Option<Vec<f32>>) -> Self {
+        KvFormat { k_scales: k, v_scales: v, ..self }
+    }
+
+    /// Checks the format against the cache's geometry and dtype: plain pools in `dtype`, head
+    /// dims the types can store, fp8 scales one per head and valid. Returns the pools' initial
+    /// scale words (fp8 only).
+    pub(crate) fn check(&self, g: &PageGeometry, dtype: DType) -> Result<[Vec<f32>; 2]> {
+        let mut scales = [vec![], vec![]];
+        for (i, (t, s, arg, sarg)) in
+            [(self.k, &self.k_scales, "k_dtype", "k_scales"), (self.v, &self.v_scales, "v_dtype", "v_scales")].into_iter().enumerate()
+        {
+            if let Some(p) = t.plain() {
+                if p != dtype {
+                    return Err(Error::InvalidArgument {
+                        argument: arg,
+                        message: format!(
+                            "a plain pool is in the cache's dtype ({dtype:?}: that of its queries and new tokens), not {p:?}"
+                        ),
+                    });
+                }
+            }
+            t.check_head_dim(g.head_dim)?;
+            match (t, s) {
+                (KvDType::Fp8E4m3, Some(s)) => {
+                    crate::kv_dtype::check_fp8_scales(sarg, s, g.kv_heads)?;
+                    scales[i] = s.clone();
+                }
+                (KvDType::Fp8E4m3, None) => scales[i] = vec![1.0; g.kv_heads],
+                (_, Some(_)) => {
+                    return Err(Error::InvalidArgument {
+                        argument: sarg,
+                        message: format!("scales apply to fp8 pools, and this pool is {t}"),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(scales)
+    }
+}
+
+/// One host pool: plain values, or a quantized pool's words (values, then scales).
+#[derive(Debug, Clone, PartialEq)]
+enum Pool<T> {
+    Values(Vec<T>),
+    Words(Vec<u32>),
+}
+
 /// The CPU twin of [`PagedKvCache`](crate::PagedKvCache): two page pools in host memory, whose sizes always match
 /// their geometry (read and written as slices, never resized).
 ///
@@ -192,10 +282,15 @@ impl<'a> BlockTable<'a> {
 /// directly through [`k_mut`](Self::k_mut) / [`v_mut`](Self::v_mut);
 /// [`cpu::paged_attention`](crate::cpu::paged_attention) checks the rows it reads and refuses
 /// non-finite values there (`Err(NonFinite)` naming `k_pages` or `v_pages`).
+///
+/// Pools may be quantized ([`with_format`](Self::with_format)): q8_0, q4_0 or fp8 e4m3, K and V
+/// independently, stored as the GPU stores them (see [`KvDType`]), quantized by
+/// [`cpu::append_kv`](crate::cpu::append_kv) and read in place by the attention.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostKvCache<T = f32> {
-    k: Vec<T>,
-    v: Vec<T>,
+    k: Pool<T>,
+    v: Pool<T>,
+    format: KvFormat,
     geometry: PageGeometry,
 }
 
@@ -211,7 +306,7 @@ impl<T: Element> HostKvCache<T> {
     /// use wgpu_attention::{HostKvCache, PageGeometry};
     /// let g = PageGeometry { num_pages: 8, page_size: 16, kv_heads: 2, head_dim: 64 };
     /// let cache = HostKvCache::<f32>::new(g)?;
-    /// assert_eq!(cache.k().len(), 8 * 16 * 2 * 64);
+    /// assert_eq!(cache.k().unwrap().len(), 8 * 16 * 2 * 64);
     /// // 2^61 elements per pool: refused, not a panic (and a size the system cannot reserve,
     /// // e.g. 2^40 elements on a machine that does not overcommit, is refused, not an abort)
     /// let absurd = PageGeometry { num_pages: 1 << 40, page_size: 1 << 16, kv_heads: 1, head_dim: 32 };
@@ -219,20 +314,55 @@ impl<T: Element> HostKvCache<T> {
     /// # Ok::<(), wgpu_attention::Error>(())
     /// ```
     pub fn new(geometry: PageGeometry) -> Result<Self> {
+        Self::with_format(geometry, &KvFormat::uniform(T::DTYPE.into()))
+    }
+
+    /// A zeroed cache of `geometry` whose pools have the types of `format` (checked: plain pools
+    /// in `T`, head dims the types can store, fp8 scales). Quantized pools take
+    /// [`KvDType::bytes_per_row`] per token and head.
+    ///
+    /// ```
+    /// use wgpu_attention::{cpu, BlockTable, HostKvCache, HostTensor, KvDType, KvFormat, PageGeometry, Shape};
+    /// let g = PageGeometry { num_pages: 2, page_size: 16, kv_heads: 1, head_dim: 32 };
+    /// let mut cache = HostKvCache::<f32>::with_format(g, &KvFormat::new(KvDType::Q8_0, KvDType::Q4_0))?;
+    /// assert_eq!(cache.bytes_per_token(), 34 + 18);
+    /// let (pages, lens) = ([1u32], [3u32]);
+    /// let x: Vec<f32> = (0..3 * 32).map(|i| (i as f32 * 0.37).sin()).collect();
+    /// let t = HostTensor::new(&x, Shape::new(1, 1, 3, 32))?;
+    /// cpu::append_kv(&mut cache, &BlockTable::new(&pages, 1, &lens)?, &t, &t)?;
+    /// assert!(cache.k().is_none() && cache.k_words().is_some()); // stored quantized
+    /// # Ok::<(), wgpu_attention::Error>(())
+    /// ```
+    pub fn with_format(geometry: PageGeometry, format: &KvFormat) -> Result<Self> {
         geometry.check()?;
+        let scales = format.check(&geometry, T::DTYPE)?;
         let n = geometry.pool_shape().numel();
-        let alloc = || {
-            zeroed_vec::<T>(n).ok_or_else(|| Error::TooLarge {
-                argument: "geometry",
-                message: format!(
-                    "its pools need 2 x {} bytes of host memory, which could not be allocated",
-                    (n as u64).saturating_mul(std::mem::size_of::<T>() as u64)
-                ),
-            })
+        let too_large = |bytes: usize| Error::TooLarge {
+            argument: "geometry",
+            message: format!("its pools need 2 x {bytes} bytes of host memory, which could not be allocated"),
         };
-        let k = alloc()?;
-        let v = alloc()?;
-        Ok(HostKvCache { k, v, geometry })
+        let pool = |t: KvDType, s: &[f32]| -> Result<Pool<T>> {
+            match t.pool_words(&geometry) {
+                None => Ok(Pool::Values(
+                    zeroed_vec::<T>(n).ok_or_else(|| too_large(n.saturating_mul(std::mem::size_of::<T>())))?,
+                )),
+                Some(words) => {
+                    let mut w = zeroed_vec::<u32>(words).ok_or_else(|| too_large(words.saturating_mul(4)))?;
+                    let first = crate::kv_dtype::QuantLayout::new(t, &geometry).scales;
+                    for (h, s) in s.iter().enumerate() {
+                        w[first + h] = s.to_bits();
+                    }
+                    Ok(Pool::Words(w))
+                }
+            }
+        };
+        let k = pool(format.k, &scales[0])?;
+        let v = pool(format.v, &scales[1])?;
+        let format = KvFormat { k_scales: None, v_scales: None, ..format.clone() }.with_fp8_scales(
+            (format.k == KvDType::Fp8E4m3).then(|| scales[0].clone()),
+            (format.v == KvDType::Fp8E4m3).then(|| scales[1].clone()),
+        );
+        Ok(HostKvCache { k, v, format, geometry })
     }
 
     /// The pools' geometry.
@@ -240,31 +370,101 @@ impl<T: Element> HostKvCache<T> {
         self.geometry
     }
 
-    /// The K pool, `[num_pages, page_size, kv_heads, head_dim]` row-major.
-    pub fn k(&self) -> &[T] {
-        &self.k
+    /// The pools' types (and fp8 scales).
+    pub fn format(&self) -> &KvFormat {
+        &self.format
+    }
+
+    /// Bytes of K and V per token, all key/value heads (fp8's per-head scales not counted).
+    pub fn bytes_per_token(&self) -> usize {
+        let g = &self.geometry;
+        g.kv_heads * (self.format.k.bytes_per_row(g.head_dim) + self.format.v.bytes_per_row(g.head_dim))
+    }
+
+    /// The K pool, `[num_pages, page_size, kv_heads, head_dim]` row-major; `None` when it is
+    /// quantized (see [`k_words`](Self::k_words)).
+    pub fn k(&self) -> Option<&[T]> {
+        match &self.k {
+            Pool::Values(v) => Some(v),
+            Pool::Words(_) => None,
+        }
     }
 
     /// The V pool, same layout as [`k`](Self::k).
-    pub fn v(&self) -> &[T] {
-        &self.v
+    pub fn v(&self) -> Option<&[T]> {
+        match &self.v {
+            Pool::Values(v) => Some(v),
+            Pool::Words(_) => None,
+        }
     }
 
-    /// The K pool, writable in place.
-    pub fn k_mut(&mut self) -> &mut [T] {
-        &mut self.k
+    /// The K pool, writable in place (`None` when quantized).
+    pub fn k_mut(&mut self) -> Option<&mut [T]> {
+        match &mut self.k {
+            Pool::Values(v) => Some(v),
+            Pool::Words(_) => None,
+        }
     }
 
-    /// The V pool, writable in place.
-    pub fn v_mut(&mut self) -> &mut [T] {
-        &mut self.v
+    /// The V pool, writable in place (`None` when quantized).
+    pub fn v_mut(&mut self) -> Option<&mut [T]> {
+        match &mut self.v {
+            Pool::Values(v) => Some(v),
+            Pool::Words(_) => None,
+        }
+    }
+
+    /// A quantized K pool's words, as the GPU stores them (values, then scales; see
+    /// [`KvDType`]); `None` for a plain pool.
+    pub fn k_words(&self) -> Option<&[u32]> {
+        match &self.k {
+            Pool::Words(w) => Some(w),
+            Pool::Values(_) => None,
+        }
+    }
+
+    /// A quantized V pool's words; `None` for a plain pool.
+    pub fn v_words(&self) -> Option<&[u32]> {
+        match &self.v {
+            Pool::Words(w) => Some(w),
+            Pool::Values(_) => None,
+        }
+    }
+
+    /// Head `hk` of pool token `token` of K (`v: false`) or V, dequantized or widened to f32,
+    /// appended to `out`.
+    pub(crate) fn read_row(&self, v: bool, token: usize, hk: usize, out: &mut Vec<f32>) {
+        let g = &self.geometry;
+        let at = g.row(token, hk);
+        let (pool, t) = if v { (&self.v, self.format.v) } else { (&self.k, self.format.k) };
+        match pool {
+            Pool::Values(x) => out.extend(x[at..at + g.head_dim].iter().map(|x| x.to_f32())),
+            Pool::Words(w) => crate::kv_dtype::QuantLayout::new(t, g).read_row(w, at, hk, out),
+        }
+    }
+
+    /// Writes head `hk` of pool token `token` of K or V (values checked finite by the caller).
+    pub(crate) fn write_row(&mut self, v: bool, token: usize, hk: usize, x: &[T]) -> Result<()> {
+        let g = self.geometry;
+        let at = g.row(token, hk);
+        let (pool, t) = if v { (&mut self.v, self.format.v) } else { (&mut self.k, self.format.k) };
+        match pool {
+            Pool::Values(p) => {
+                p[at..at + g.head_dim].copy_from_slice(x);
+                Ok(())
+            }
+            Pool::Words(w) => {
+                let row: Vec<f32> = x.iter().map(|x| x.to_f32()).collect();
+                crate::kv_dtype::QuantLayout::new(t, &g).write_row(w, at, hk, &row)
+            }
+        }
     }
 }
 
 /// `n` zeroed elements, or `None` where the allocation is refused (or its size overflows). Zero
 /// bits are the value 0 for every [`Element`] (f32 and f16), and the memory is obtained zeroed
 /// (pages the system has not touched yet stay untouched until written).
-fn zeroed_vec<T: Element>(n: usize) -> Option<Vec<T>> {
+fn zeroed_vec<T: bytemuck::Pod>(n: usize) -> Option<Vec<T>> {
     if n == 0 || std::mem::size_of::<T>() == 0 {
         return Some(Vec::new());
     }

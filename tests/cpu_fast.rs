@@ -107,8 +107,8 @@ fn paged_attention_fast_equals_reference() {
     let table = BlockTable::new(&entries, blocks, &lens).unwrap();
     let mut cache = HostKvCache::new(g).unwrap();
     let n = g.tokens() * 2 * 32;
-    cache.k_mut().copy_from_slice(&rand_vec(1, n, 1.0));
-    cache.v_mut().copy_from_slice(&rand_vec(2, n, 1.0));
+    cache.k_mut().unwrap().copy_from_slice(&rand_vec(1, n, 1.0));
+    cache.v_mut().unwrap().copy_from_slice(&rand_vec(2, n, 1.0));
     let qs = Shape::new(3, 4, 1, 32);
     let q = rand_vec(3, qs.numel(), 1.0);
     let slopes = [0.2f32, 0.1, 0.05, 0.3];

@@ -370,8 +370,8 @@ fn run_paged(ctx: Option<&Context>, c: &Fuzz, d: &[Vec<f32>; 3], lse: bool) -> R
     match ctx {
         None => {
             let mut host = HostKvCache::new(g)?;
-            host.k_mut().copy_from_slice(&kp);
-            host.v_mut().copy_from_slice(&vp);
+            host.k_mut().unwrap().copy_from_slice(&kp);
+            host.v_mut().unwrap().copy_from_slice(&vp);
             let (o, l) = cpu::paged_attention(&q, &host, &t, &opts)?;
             Ok(Out { values: o, lse: lse.then_some(l) })
         }

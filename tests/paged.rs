@@ -150,8 +150,8 @@ fn check_paged(ctx: Option<&Context>, lens: &[u32], c: &Case) {
     assert_lse(&format!("cpu reference paged lse {what}"), &lse, &want_lse, 1e-6);
     let (Some(ctx), Some(cache)) = (ctx, gpu) else { return };
     // the GPU pools hold exactly what the CPU twin's do
-    assert_eq!(cache.k().download_blocking(ctx).unwrap(), host.k(), "K pools");
-    assert_eq!(cache.v().download_blocking(ctx).unwrap(), host.v(), "V pools");
+    assert_eq!(cache.k().download_blocking(ctx).unwrap(), host.k().unwrap(), "K pools");
+    assert_eq!(cache.v().download_blocking(ctx).unwrap(), host.v().unwrap(), "V pools");
     let gq = ctx.upload(&q, qs).unwrap();
     for variant in [AttentionVariant::Auto].into_iter().chain(AttentionVariant::ALL) {
         let o = AttentionOptions { variant, ..opts };
@@ -352,10 +352,10 @@ fn bad_tables(ctx: Option<&Context>) {
     let mut dirty = host.clone();
     let row = |token: usize, hk: usize| (token * g.kv_heads + hk) * g.head_dim;
     let unread = row(4 * 3 + 3, 1); // page 3, slot 3: past both sequences' 3 tokens
-    dirty.v_mut()[unread] = f32::NAN;
+    dirty.v_mut().unwrap()[unread] = f32::NAN;
     assert!(cpu::paged_attention(&HostTensor::new(&q, qs).unwrap(), &dirty, &t, &o).is_ok());
     let read = row(4 * 2 + 1, 0) + 5; // page 2 (sequence 1's first), slot 1, head 0
-    dirty.k_mut()[read] = f32::INFINITY;
+    dirty.k_mut().unwrap()[read] = f32::INFINITY;
     let e = cpu::paged_attention(&HostTensor::new(&q, qs).unwrap(), &dirty, &t, &o).unwrap_err();
     assert_eq!(e, Error::NonFinite { argument: "k_pages", index: read, value: f32::INFINITY });
     // appends: two sequences writing one slot (a shared page), fewer tokens than new ones

@@ -53,20 +53,27 @@ impl<T: Element> KvSource for Tensors<'_, T> {
     }
 }
 
-/// A paged cache read through its block table, a block's rows gathered (and widened) as needed.
+/// A paged cache read through its block table, a block's rows gathered (and widened or
+/// dequantized) as needed.
 struct Pages<'a, T> {
-    k: &'a [T],
-    v: &'a [T],
+    cache: &'a HostKvCache<T>,
     g: PageGeometry,
     table: &'a BlockTable<'a>,
 }
 
 impl<T: Element> Pages<'_, T> {
-    fn gather<'s>(&self, pool: &[T], b: usize, hk: usize, (j0, j1): (usize, usize), s: &'s mut Vec<f32>) -> Mat<'s> {
+    fn gather<'s>(&self, v: bool, b: usize, hk: usize, (j0, j1): (usize, usize), s: &'s mut Vec<f32>) -> Mat<'s> {
         s.clear();
+        let plain = if v { self.cache.v() } else { self.cache.k() };
         for j in j0..j1 {
-            let at = self.g.row(self.table.token(&self.g, b, j), hk);
-            s.extend(pool[at..at + self.g.head_dim].iter().map(|x| x.to_f32()));
+            let token = self.table.token(&self.g, b, j);
+            match plain {
+                Some(pool) => {
+                    let at = self.g.row(token, hk);
+                    s.extend(pool[at..at + self.g.head_dim].iter().map(|x| x.to_f32()));
+                }
+                None => self.cache.read_row(v, token, hk, s),
+            }
         }
         Mat::rows(s, j1 - j0, self.g.head_dim)
     }
@@ -74,10 +81,10 @@ impl<T: Element> Pages<'_, T> {
 
 impl<T: Element> KvSource for Pages<'_, T> {
     fn k_block<'s>(&'s self, b: usize, hk: usize, j0: usize, j1: usize, scratch: &'s mut Vec<f32>) -> Mat<'s> {
-        self.gather(self.k, b, hk, (j0, j1), scratch)
+        self.gather(false, b, hk, (j0, j1), scratch)
     }
     fn v_block<'s>(&'s self, b: usize, hk: usize, j0: usize, j1: usize, scratch: &'s mut Vec<f32>) -> Mat<'s> {
-        self.gather(self.v, b, hk, (j0, j1), scratch)
+        self.gather(true, b, hk, (j0, j1), scratch)
     }
 }
 
@@ -373,7 +380,7 @@ pub fn paged_attention<T: Element>(
     if !fits_f32(&p.attn, None, max_len) {
         return Ok(super::reference::attention::paged_checked(&p, q, cache, table));
     }
-    let kv = Pages { k: cache.k(), v: cache.v(), g: cache.geometry(), table };
+    let kv = Pages { cache, g: cache.geometry(), table };
     let sc = scoring(&p.attn, None, Some(table.seq_lens()));
     let (out, lse) = attend(q, &kv, &sc, &p.attn.dims, p.attn.sinks);
     Ok((to_layout(out, &q.shape(), q.layout()), lse))

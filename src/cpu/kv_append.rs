@@ -10,6 +10,8 @@ use crate::shape::Element;
 /// Appends `k_new` and `v_new` (`[batch, kv_heads, n_new, head_dim]`) to `cache`: sequence `b`'s
 /// new tokens go to its last `n_new` positions (`seq_lens[b] - n_new ..`), in the pages its
 /// table names. Checked as on the GPU (the same errors), values scanned for NaN and infinities.
+/// Quantized pools quantize the new rows ([`KvDType`](crate::KvDType)): a block whose scale
+/// passes f16's range is refused naming `values` (rows before it are already written).
 ///
 /// ```
 /// use wgpu_attention::{cpu, BlockTable, HostKvCache, HostTensor, PageGeometry, Shape};
@@ -20,7 +22,7 @@ use crate::shape::Element;
 /// let k = [5.0f32, 6.0];
 /// let t = HostTensor::new(&k, Shape::new(1, 1, 1, 2))?;
 /// cpu::append_kv(&mut cache, &BlockTable::new(&pages, 1, &lens)?, &t, &t)?;
-/// assert_eq!(&cache.k()[(4 + 2) * 2..(4 + 3) * 2], &[5.0, 6.0]); // page 1, slot 2
+/// assert_eq!(&cache.k().unwrap()[(4 + 2) * 2..(4 + 3) * 2], &[5.0, 6.0]); // page 1, slot 2
 /// # Ok::<(), wgpu_attention::Error>(())
 /// ```
 pub fn append_kv<T: Element>(
@@ -33,14 +35,12 @@ pub fn append_kv<T: Element>(
     let p = AppendProblem::new(Operand::host(k_new), Operand::host(v_new), g, T::DTYPE, *table)?;
     scan("k_new", k_new.data())?;
     scan("v_new", v_new.data())?;
-    let d = g.head_dim;
     for (b, &len) in table.seq_lens().iter().enumerate() {
         for t in 0..p.n_new {
             let token = table.token(&g, b, len as usize - p.n_new + t);
             for hk in 0..g.kv_heads {
-                let at = g.row(token, hk);
-                cache.k_mut()[at..at + d].copy_from_slice(k_new.row(b, hk, t));
-                cache.v_mut()[at..at + d].copy_from_slice(v_new.row(b, hk, t));
+                cache.write_row(false, token, hk, k_new.row(b, hk, t))?;
+                cache.write_row(true, token, hk, v_new.row(b, hk, t))?;
             }
         }
     }

@@ -170,5 +170,10 @@ pub(crate) trait Variant {
     fn enables(&self) -> Vec<&'static str> {
         vec![]
     }
+    /// WGSL rendered for this variant from templates, after the preludes (e.g. the loads of
+    /// quantized K and V, `kernels/loads.rs`).
+    fn generated(&self) -> String {
+        String::new()
+    }
 }
 

@@ -5,6 +5,7 @@
 use super::{b, Access, Binding, Variant, PARAMS};
 use crate::caps::Caps;
 use crate::error::{Error, Result};
+use crate::kv_dtype::KvDType;
 use crate::options::Loads;
 use crate::shape::DType;
 
@@ -31,6 +32,8 @@ pub(crate) struct AttentionKernel {
     pub split: bool,
     pub loads: Loads,
     pub paged: bool,
+    /// The element types of K and V (a plain type is `dtype`'s; quantized: paged pools only).
+    pub kv: [KvDType; 2],
 }
 
 /// The bindings of the fused kernels over contiguous K and V (also the tensor-core kernel's).
@@ -100,19 +103,18 @@ impl Variant for AttentionKernel {
     }
 
     fn preludes(&self) -> Vec<&'static str> {
-        preludes(self.loads, self.paged, self.sg)
+        preludes(self.paged, self.sg)
+    }
+    fn generated(&self) -> String {
+        super::loads::qkv(self.loads, self.kv[0], self.kv[1])
     }
 }
 
-/// The preludes of the attention kernels (fused and decode): the score rules, Q/K/V loads,
-/// where K and V live, and the row reductions.
-pub(crate) fn preludes(loads: Loads, paged: bool, sg: bool) -> Vec<&'static str> {
+/// The preludes of the attention kernels (fused and decode): the score rules, where K and V
+/// live, and the row reductions (the Q/K/V loads are rendered: `kernels/loads.rs`).
+pub(crate) fn preludes(paged: bool, sg: bool) -> Vec<&'static str> {
     vec![
         include_str!("../../shaders/masking.wgsl"),
-        match loads {
-            Loads::Vec4 => include_str!("../../shaders/qkv_vec4.wgsl"),
-            Loads::Scalar => include_str!("../../shaders/qkv_scalar.wgsl"),
-        },
         if paged {
             include_str!("../../shaders/kv_paged.wgsl")
         } else {
@@ -151,15 +153,16 @@ pub(crate) struct Tile {
 impl Tile {
     pub(crate) fn kernel(self, dtype: DType, split: bool, loads: Loads) -> AttentionKernel {
         let Tile { dp, kc, vk, bc, sg } = self;
-        AttentionKernel { dtype, dp, kc, vk, bc, sg, split, loads, paged: false }
+        AttentionKernel { dtype, dp, kc, vk, bc, sg, split, loads, paged: false, kv: [dtype.into(); 2] }
     }
 }
 
 impl AttentionKernel {
-    /// Every variant [`choose_tile`] can return, for `dtype`.
+    /// Every variant [`choose_tile`] can return, for `dtype`, and paged variants over quantized
+    /// pools (vector loads of Q, at the largest chunking of head dims 32 and 128).
     #[cfg(test)]
     pub fn all(dtype: DType) -> impl Iterator<Item = AttentionKernel> {
-        [32u32, 64, 128, 256].into_iter().flat_map(move |dp| {
+        let plain = [32u32, 64, 128, 256].into_iter().flat_map(move |dp| {
             chunkings(dp).into_iter().flat_map(move |(kc, vk, bc)| {
                 [false, true].into_iter().flat_map(move |sg| {
                     [false, true].into_iter().flat_map(move |split| {
@@ -174,13 +177,45 @@ impl AttentionKernel {
                                 split,
                                 loads,
                                 paged,
+                                kv: [dtype.into(); 2],
                             })
                         })
                     })
                 })
             })
-        })
+        });
+        let quantized = [32u32, 128].into_iter().flat_map(move |dp| {
+            let (kc, vk, bc) = chunkings(dp)[0];
+            [false, true].into_iter().flat_map(move |sg| {
+                [false, true].into_iter().flat_map(move |split| {
+                    quantized_pairs(dtype).into_iter().map(move |kv| AttentionKernel {
+                        dtype,
+                        dp,
+                        kc,
+                        vk,
+                        bc,
+                        sg,
+                        split,
+                        loads: Loads::Vec4,
+                        paged: true,
+                        kv,
+                    })
+                })
+            })
+        });
+        plain.chain(quantized)
     }
+}
+
+/// The pairs of K and V types the shader tests build over quantized pools.
+#[cfg(test)]
+pub(crate) fn quantized_pairs(dtype: DType) -> [[KvDType; 2]; 4] {
+    [
+        [KvDType::Q8_0, KvDType::Q8_0],
+        [KvDType::Q4_0, KvDType::Q4_0],
+        [KvDType::Fp8E4m3, KvDType::Fp8E4m3],
+        [KvDType::Q8_0, dtype.into()],
+    ]
 }
 
 /// Whether the kernels may reduce over 8 consecutive invocations with subgroup operations:

@@ -5,6 +5,7 @@
 
 use super::{b, Access, Binding, Variant, PARAMS};
 use crate::caps::Caps;
+use crate::kv_dtype::KvDType;
 use crate::options::Loads;
 use crate::shape::DType;
 
@@ -24,6 +25,8 @@ pub(crate) struct DecodeKernel {
     pub sg: bool,
     pub loads: Loads,
     pub paged: bool,
+    /// The element types of K and V (a plain type is `dtype`'s; quantized: paged pools only).
+    pub kv: [KvDType; 2],
 }
 
 impl Variant for DecodeKernel {
@@ -80,23 +83,44 @@ impl Variant for DecodeKernel {
     }
 
     fn preludes(&self) -> Vec<&'static str> {
-        super::attention::preludes(self.loads, self.paged, self.sg)
+        super::attention::preludes(self.paged, self.sg)
+    }
+    fn generated(&self) -> String {
+        super::loads::qkv(self.loads, self.kv[0], self.kv[1])
     }
 }
 
 impl DecodeKernel {
-    /// Every variant, for `dtype`.
+    /// Every variant, for `dtype`, and paged variants over quantized pools (vector loads of Q).
     #[cfg(test)]
     pub fn all(dtype: DType) -> impl Iterator<Item = DecodeKernel> {
-        [32u32, 64, 128].into_iter().flat_map(move |dp| {
+        let plain = [32u32, 64, 128].into_iter().flat_map(move |dp| {
             [1u32, 2, 4].into_iter().flat_map(move |rows| {
                 [false, true].into_iter().flat_map(move |sg| {
                     [Loads::Vec4, Loads::Scalar].into_iter().flat_map(move |loads| {
-                        [false, true].into_iter().map(move |paged| DecodeKernel { dtype, dp, rows, sg, loads, paged })
+                        [false, true]
+                            .into_iter()
+                            .map(move |paged| DecodeKernel { dtype, dp, rows, sg, loads, paged, kv: [dtype.into(); 2] })
                     })
                 })
             })
-        })
+        });
+        let quantized = [32u32, 128].into_iter().flat_map(move |dp| {
+            [1u32, 4].into_iter().flat_map(move |rows| {
+                [false, true].into_iter().flat_map(move |sg| {
+                    super::attention::quantized_pairs(dtype).into_iter().map(move |kv| DecodeKernel {
+                        dtype,
+                        dp,
+                        rows,
+                        sg,
+                        loads: Loads::Vec4,
+                        paged: true,
+                        kv,
+                    })
+                })
+            })
+        });
+        plain.chain(quantized)
     }
 }
 
@@ -117,7 +141,7 @@ pub(crate) fn choose(d: usize, rows: usize, caps: &Caps, dtype: DType, loads: Lo
         _ => 4,
     };
     let sg = super::attention::subgroups_of_8(caps);
-    let k = DecodeKernel { dtype, dp, rows, sg, loads, paged: false };
+    let k = DecodeKernel { dtype, dp, rows, sg, loads, paged: false, kv: [dtype.into(); 2] };
     if k.workgroup_bytes() > caps.max_workgroup_storage {
         return Err(format!(
             "the decode kernel at head dim {d} needs {} bytes of workgroup memory, the device allows {}",

@@ -83,14 +83,15 @@ impl Variant for AttentionMmaKernel {
         let red = if self.sg { 0 } else { 8 * self.threads() };
         2 * (br * qp + bc * qp + br * (bc + 8)) + 4 * br * (bc + 4) + 4 * br + 16 + red
     }
+    /// The loads of Q, K and V (f16 or f32 tensors: the tensor-core kernel does not read
+    /// quantized pools).
+    fn generated(&self) -> String {
+        super::loads::qkv(self.loads, self.dtype.into(), self.dtype.into())
+    }
     fn preludes(&self) -> Vec<&'static str> {
         vec![
             self.mma.prelude(),
             include_str!("../../shaders/masking.wgsl"),
-            match self.loads {
-                Loads::Vec4 => include_str!("../../shaders/qkv_vec4.wgsl"),
-                Loads::Scalar => include_str!("../../shaders/qkv_scalar.wgsl"),
-            },
             if self.paged {
                 include_str!("../../shaders/kv_paged.wgsl")
             } else {

@@ -7,10 +7,12 @@ use crate::shape::DType;
 /// Threads per workgroup (one element each).
 pub(crate) const WG: u32 = 256;
 
-/// The append kernel for one storage dtype.
+/// The append kernel for one storage dtype, writing K, V or both (`write`: a quantized pool is
+/// written by `kv_quantize` instead).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct KvAppendKernel {
     pub dtype: DType,
+    pub write: [bool; 2],
 }
 
 impl Variant for KvAppendKernel {
@@ -33,7 +35,7 @@ impl Variant for KvAppendKernel {
         self.dtype
     }
     fn constants(&self) -> Vec<(&'static str, u32)> {
-        vec![("WG", WG)]
+        vec![("WG", WG), ("WK", self.write[0] as u32), ("WV", self.write[1] as u32)]
     }
     fn workgroup_bytes(&self) -> u32 {
         0

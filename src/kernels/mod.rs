@@ -15,6 +15,7 @@
 //! | weighted sum | `shaders/weighted_sum.wgsl` | [`weighted_sum`] | `cpu::weighted_sum` |
 //! | top-k | `shaders/top_k.wgsl` | [`top_k`] | `cpu::top_k` |
 //! | append to a paged cache | `shaders/kv_append.wgsl` | [`kv_append`] | `cpu::append_kv` |
+//! | append to a quantized pool | `shaders/kv_quantize.wgsl` | [`kv_quantize`] | `cpu::append_kv` |
 //!
 //! A variant type owns its WGSL source, its bindings, its workgroup-memory size and its
 //! constants. The constants are emitted from Rust into a header in front of the shader (with
@@ -27,6 +28,8 @@ pub(crate) mod attention_decode;
 pub(crate) mod attention_merge;
 pub(crate) mod attention_mma;
 pub(crate) mod kv_append;
+pub(crate) mod kv_quantize;
+mod loads;
 pub(crate) mod row_norms;
 pub(crate) mod similarity;
 pub(crate) mod similarity_mma;
@@ -56,6 +59,7 @@ pub(crate) enum Kernel {
     WeightedSum(weighted_sum::WeightedSumKernel),
     TopK(top_k::TopKKernel),
     KvAppend(kv_append::KvAppendKernel),
+    KvQuantize(kv_quantize::KvQuantizeKernel),
 }
 
 macro_rules! each_kernel {
@@ -72,6 +76,7 @@ macro_rules! each_kernel {
             Kernel::WeightedSum($v) => $e,
             Kernel::TopK($v) => $e,
             Kernel::KvAppend($v) => $e,
+            Kernel::KvQuantize($v) => $e,
         }
     };
 }
@@ -141,6 +146,7 @@ impl Kernel {
         for p in each_kernel!(self, v => v.preludes()) {
             s.push_str(p);
         }
+        s.push_str(&each_kernel!(self, v => v.generated()));
         s.push_str(each_kernel!(self, v => source_of(v)));
         s
     }
@@ -157,9 +163,12 @@ impl Kernel {
             v.extend(row_norms::RowNormsKernel::all(dtype).map(Kernel::RowNorms));
             v.extend(softmax::SoftmaxKernel::all(dtype).map(Kernel::Softmax));
             v.push(Kernel::WeightedSum(weighted_sum::WeightedSumKernel { dtype }));
-            v.push(Kernel::KvAppend(kv_append::KvAppendKernel { dtype }));
+            for write in [[true, true], [true, false], [false, true]] {
+                v.push(Kernel::KvAppend(kv_append::KvAppendKernel { dtype, write }));
+            }
         }
         v.extend(top_k::TopKKernel::all().map(Kernel::TopK));
+        v.extend(kv_quantize::KvQuantizeKernel::all().map(Kernel::KvQuantize));
         for mma in [similarity_mma::Mma::Emulated, similarity_mma::Mma::Hardware { subgroup: 32 }] {
             v.extend(similarity_mma::SimilarityMmaKernel::all(mma).map(Kernel::SimilarityMma));
             v.extend(attention_mma::AttentionMmaKernel::all(mma).map(Kernel::AttentionMma));

@@ -100,16 +100,23 @@ pub(crate) async fn record(
             None,
         ),
         KvSource::Paged { cache, seq_lens, table, .. } => {
+            let kv = [cache.format.k, cache.format.v];
             match &mut main {
-                Main::Fused(k) => k.paged = true,
-                Main::Decode(k) => k.paged = true,
-                Main::TensorCores(k) => k.paged = true,
+                Main::Fused(k) => (k.paged, k.kv) = (true, kv),
+                Main::Decode(k) => (k.paged, k.kv) = (true, kv),
+                Main::TensorCores(k) => {
+                    if kv.iter().any(|t| t.is_quantized()) {
+                        return Err(Error::Unsupported(
+                            "the tensor-core kernel reads f16 pools, not quantized ones".into(),
+                        ));
+                    }
+                    k.paged = true
+                }
             }
             fl |= flags::PAGED;
-            let g = &cache.geometry;
             (
-                Arg::pool("k_pages", &cache.k, g, d.group(), 1, 4),
-                Arg::pool("v_pages", &cache.v, g, d.group(), 2, 5),
+                Arg::cache_pool("k_pages", cache, false, d.group(), 1, 4),
+                Arg::cache_pool("v_pages", cache, true, d.group(), 2, 5),
                 *seq_lens,
                 Some(Arg::whole("block_table", table, 9)),
             )

@@ -3,7 +3,7 @@
 
 use super::{check_aliasing, Region};
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::attention_plan::AttentionPlan;
 use crate::launch::attention::KvSource;
 use crate::launch::kv_append;
@@ -37,6 +37,17 @@ impl Context {
         v_new: &Tensor,
     ) -> Result<AppendProblem<'a>> {
         let p = AppendProblem::new(Operand::gpu(k_new), Operand::gpu(v_new), cache.geometry, cache.dtype(), table.view())?;
+        // scanned values past a quantized pool's scales are refused (unscanned ones saturate)
+        for (name, t, kind) in [("k_new", k_new, cache.format.k), ("v_new", v_new, cache.format.v)] {
+            if let (Some(m), Some(limit)) = (t.max_abs, crate::kv_dtype::max_storable(kind)) {
+                if m >= limit {
+                    return Err(Error::InvalidArgument {
+                        argument: name,
+                        message: format!("holds magnitudes up to {m:e}, past what {kind}'s f16 block scale holds ({limit:e})"),
+                    });
+                }
+            }
+        }
         self.check_tensors(&[("k_new", k_new), ("v_new", v_new), ("k_pages", &cache.k), ("v_pages", &cache.v)], None)?;
         let inputs = [Region::tensor("k_new", k_new), Region::tensor("v_new", v_new)];
         check_aliasing(&[Region::tensor("k_pages", &cache.k), Region::tensor("v_pages", &cache.v)], &inputs)?;
@@ -110,7 +121,14 @@ impl Context {
         table: &'a dyn PagedTable,
         opts: &AttentionOptions<'a>,
     ) -> Result<PagedProblem<'a>> {
-        let p = PagedProblem::new(Operand::gpu(q), cache.geometry, cache.dtype(), table.view(), opts)?;
+        let p = PagedProblem::new(
+            Operand::gpu(q),
+            cache.geometry,
+            cache.dtype(),
+            [cache.format.k, cache.format.v],
+            table.view(),
+            opts,
+        )?;
         self.check_tensors(&[("q", q), ("k_pages", &cache.k), ("v_pages", &cache.v)], None)?;
         Ok(p)
     }
@@ -230,10 +248,14 @@ impl Context {
     }
 }
 
-/// Whether vector loads apply: 4-aligned element offsets of `q` and the pools (rows of the pools
-/// then start on multiples of 4 when the head dim is one).
+/// Whether vector loads apply: 4-aligned element offsets of `q` and the plain pools (rows of the
+/// pools then start on multiples of 4 when the head dim is one; a quantized pool is read a word
+/// of 4 values at a time whatever the loads).
 fn aligned(q: &Tensor, cache: &PagedKvCache) -> bool {
-    [q, &cache.k, &cache.v].iter().all(|t| t.vec4_aligned())
+    q.vec4_aligned()
+        && [(&cache.k, cache.format.k), (&cache.v, cache.format.v)]
+            .iter()
+            .all(|(t, kind)| kind.is_quantized() || t.vec4_aligned())
 }
 
 /// The tensors of one recorded paged attention call ([`Context::encode_paged_attention`]).

@@ -394,8 +394,8 @@ impl<'p, T: Element> CpuInputs<'p, T> {
         let paged = match paging {
             Some(p) => {
                 let mut cache = HostKvCache::new(p.geometry)?;
-                cache.k_mut().copy_from_slice(&k);
-                cache.v_mut().copy_from_slice(&v);
+                cache.k_mut().expect("a plain pool").copy_from_slice(&k);
+                cache.v_mut().expect("a plain pool").copy_from_slice(&v);
                 (k, v) = (vec![], vec![]);
                 Some((cache, p))
             }

@@ -53,28 +53,38 @@ impl KvRows for Contiguous<'_> {
     }
 }
 
-/// A paged cache read in place through its block table: f32 rows borrowed, f16 rows widened
-/// one at a time as they are read (the pools are never copied).
+/// A paged cache read in place through its block table: f32 rows borrowed, f16 and quantized
+/// rows widened or dequantized one at a time as they are read (the pools are never copied).
 struct Paged<'a, T> {
-    k: &'a [T],
-    v: &'a [T],
+    cache: &'a HostKvCache<T>,
     g: PageGeometry,
     table: &'a BlockTable<'a>,
 }
 
 impl<T: Element> Paged<'_, T> {
-    fn row<'s>(&self, pool: &'s [T], b: usize, hk: usize, j: usize) -> Cow<'s, [f32]> {
-        let at = self.g.row(self.table.token(&self.g, b, j), hk);
-        widen(&pool[at..at + self.g.head_dim])
+    fn row(&self, v: bool, b: usize, hk: usize, j: usize) -> Cow<'_, [f32]> {
+        let token = self.table.token(&self.g, b, j);
+        let plain = if v { self.cache.v() } else { self.cache.k() };
+        match plain {
+            Some(pool) => {
+                let at = self.g.row(token, hk);
+                widen(&pool[at..at + self.g.head_dim])
+            }
+            None => {
+                let mut out = Vec::with_capacity(self.g.head_dim);
+                self.cache.read_row(v, token, hk, &mut out);
+                Cow::Owned(out)
+            }
+        }
     }
 }
 
 impl<T: Element> KvRows for Paged<'_, T> {
     fn k_row(&self, b: usize, hk: usize, j: usize) -> Cow<'_, [f32]> {
-        self.row(self.k, b, hk, j)
+        self.row(false, b, hk, j)
     }
     fn v_row(&self, b: usize, hk: usize, j: usize) -> Cow<'_, [f32]> {
-        self.row(self.v, b, hk, j)
+        self.row(true, b, hk, j)
     }
 }
 
@@ -102,10 +112,10 @@ pub(crate) fn paged_problem<'a, T: Element>(
     opts: &AttentionOptions<'a>,
 ) -> Result<PagedProblem<'a>> {
     let g = cache.geometry();
-    let mut p = PagedProblem::new(Operand::host(q), g, T::DTYPE, *table, opts)?;
+    let mut p = PagedProblem::new(Operand::host(q), g, T::DTYPE, [cache.format().k, cache.format().v], *table, opts)?;
     let mq = scan("q", q.data())?;
-    let mk = scan_pages("k_pages", cache.k(), &g, table)?;
-    let mv = scan_pages("v_pages", cache.v(), &g, table)?;
+    let mk = scan_pages("k_pages", cache, false, table)?;
+    let mv = scan_pages("v_pages", cache, true, table)?;
     p.attn = p.attn.with_magnitudes(mq, mk, mv)?;
     Ok(p)
 }
@@ -120,27 +130,35 @@ pub(crate) fn paged_checked<T: Element>(
     let g = cache.geometry();
     let qd = widen(q.data());
     let q = &view(q, &qd);
-    let kv = Paged { k: cache.k(), v: cache.v(), g, table };
+    let kv = Paged { cache, g, table };
     let sc = scoring(&p.attn, None, Some(table.seq_lens()));
     let (out, lse) = attend(q, &kv, &sc, &p.attn.dims, p.attn.sinks);
     (to_layout(out, &q.shape(), q.layout()), lse)
 }
 
-/// The first NaN or infinity among the pool rows that `table` reaches, as `Err(NonFinite)` with
-/// its index in the pool; else the largest magnitude among them.
+/// The first NaN or infinity among the pool rows that `table` reaches (K, or V where `v`), as
+/// `Err(NonFinite)` with its index in the pool; else the largest magnitude among them (of the
+/// dequantized values, for a quantized pool).
 pub(crate) fn scan_pages<T: Element>(
     argument: &'static str,
-    pool: &[T],
-    g: &PageGeometry,
+    cache: &HostKvCache<T>,
+    v: bool,
     table: &BlockTable,
 ) -> Result<f32> {
+    let g = &cache.geometry();
     let width = g.kv_heads * g.head_dim;
     let mut max = 0.0f32;
+    let mut row = Vec::with_capacity(width);
     for (b, &len) in table.seq_lens().iter().enumerate() {
         for j in 0..len as usize {
-            let at = g.row(table.token(g, b, j), 0);
-            for (i, x) in pool[at..at + width].iter().enumerate() {
-                let x = x.to_f32();
+            let token = table.token(g, b, j);
+            let at = g.row(token, 0);
+            row.clear();
+            match if v { cache.v() } else { cache.k() } {
+                Some(pool) => row.extend(pool[at..at + width].iter().map(|x| x.to_f32())),
+                None => (0..g.kv_heads).for_each(|hk| cache.read_row(v, token, hk, &mut row)),
+            }
+            for (i, &x) in row.iter().enumerate() {
                 if !x.is_finite() {
                     return Err(Error::NonFinite { argument, index: at + i, value: x });
                 }

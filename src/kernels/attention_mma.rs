@@ -6,6 +6,7 @@ use super::attention::{CONTIGUOUS_BINDINGS, PAGED_BINDINGS};
 use super::similarity_mma::Mma;
 use super::{Binding, Variant};
 use crate::caps::Caps;
+use crate::kv_dtype::KvDType;
 use crate::options::Loads;
 use crate::shape::DType;
 
@@ -43,6 +44,9 @@ pub(crate) struct AttentionMmaKernel {
     /// Whether a row's z stays in registers between the softmax's two passes (else it is
     /// written back to workgroup memory and read again).
     pub softmax_regs: bool,
+    /// The element types of K and V (a plain type is `dtype`'s; quantized: paged pools only,
+    /// dequantized as they are staged).
+    pub kv: [KvDType; 2],
 }
 
 /// Staging depths the kernel can be built with, the default first.
@@ -83,10 +87,9 @@ impl Variant for AttentionMmaKernel {
         let red = if self.sg { 0 } else { 8 * self.threads() };
         2 * (br * qp + bc * qp + br * (bc + 8)) + 4 * br * (bc + 4) + 4 * br + 16 + red
     }
-    /// The loads of Q, K and V (f16 or f32 tensors: the tensor-core kernel does not read
-    /// quantized pools).
+    /// The loads of Q, K and V (quantized pools dequantized in registers, then staged as f16).
     fn generated(&self) -> String {
-        super::loads::qkv(self.loads, self.dtype.into(), self.dtype.into())
+        super::loads::qkv(self.loads, self.kv[0], self.kv[1])
     }
     fn preludes(&self) -> Vec<&'static str> {
         vec![
@@ -160,6 +163,7 @@ impl AttentionMmaKernel {
             keys,
             stages: STAGES[0],
             softmax_regs: false,
+            kv: [dtype.into(); 2],
         };
         // a row's TPR invocations share a subgroup where subgroups are at least that wide
         let tpr = k.threads() / rows;
@@ -226,6 +230,7 @@ impl AttentionMmaKernel {
             keys,
             stages,
             softmax_regs,
+            kv: [dtype.into(); 2],
         };
         let mut v = vec![];
         for dtype in [DType::F16, DType::F32] {
@@ -253,6 +258,14 @@ impl AttentionMmaKernel {
                             }
                         }
                     }
+                }
+            }
+        }
+        // quantized pools, at the default tile of each rows per workgroup
+        for dp in [32, 128] {
+            for rows in ROWS {
+                for kv in super::attention::quantized_pairs(DType::F16) {
+                    v.push(AttentionMmaKernel { kv, ..of(DType::F16, dp, true, Loads::Vec4, true, rows, KEYS[0], STAGES[0], false) });
                 }
             }
         }

@@ -193,9 +193,6 @@ pub(crate) fn resolve(
     // the tensor-core kernel: f16, head dims up to 128, unsplit
     let tensor_cores = |reason: String| -> std::result::Result<(Resolved, AttentionPlan), String> {
         let mma = tc.clone()?;
-        if let Some(t) = p.kv.iter().find(|t| t.is_quantized()) {
-            return Err(format!("the tensor-core kernel reads f16 K and V, and this cache holds {t} (the SIMT kernels read it in place)"));
-        }
         if p.dtype != DType::F16 {
             if !p.f32_on_tensor_cores {
                 return Err(

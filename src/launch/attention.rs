@@ -104,14 +104,7 @@ pub(crate) async fn record(
             match &mut main {
                 Main::Fused(k) => (k.paged, k.kv) = (true, kv),
                 Main::Decode(k) => (k.paged, k.kv) = (true, kv),
-                Main::TensorCores(k) => {
-                    if kv.iter().any(|t| t.is_quantized()) {
-                        return Err(Error::Unsupported(
-                            "the tensor-core kernel reads f16 pools, not quantized ones".into(),
-                        ));
-                    }
-                    k.paged = true
-                }
+                Main::TensorCores(k) => (k.paged, k.kv) = (true, kv),
             }
             fl |= flags::PAGED;
             (

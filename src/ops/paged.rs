@@ -125,7 +125,6 @@ impl Context {
             Operand::gpu(q),
             cache.geometry,
             cache.dtype(),
-            [cache.format.k, cache.format.v],
             table.view(),
             opts,
         )?;

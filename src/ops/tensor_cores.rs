@@ -228,7 +228,13 @@ pub(crate) async fn attention_check(ctx: &Context, kernel: AttentionMmaKernel) -
         let opts = crate::options::AttentionOptions { causal: true, ..Default::default() };
         let p = ctx.attention_problem(&q, &k, &v, None, &opts)?;
         // the class's kernel, f16, vector loads, contiguous
-        let tc = AttentionMmaKernel { dtype: DType::F16, loads: crate::options::Loads::Vec4, paged: false, ..kernel };
+        let tc = AttentionMmaKernel {
+            dtype: DType::F16,
+            loads: crate::options::Loads::Vec4,
+            paged: false,
+            kv: [crate::KvDType::F16; 2],
+            ..kernel
+        };
         // (vector loads: the SIMT variant the tests compile too at head dim 128)
         let simt = choose_tile(d, ctx.caps())?.kernel(DType::F16, false, crate::options::Loads::Vec4);
         let a = ctx.zeros_async(qs, Layout::Bhsd, DType::F16).await?;

@@ -7,7 +7,6 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::options::{AttentionConfig, AttentionOptions, AttentionVariant, Window};
-use crate::kv_dtype::KvDType;
 use crate::shape::{DType, Layout, Shape, MAX_HEAD_DIM};
 
 /// A checked attention call.
@@ -28,8 +27,6 @@ pub(crate) struct AttentionProblem<'a> {
     pub variant: AttentionVariant,
     pub f32_on_tensor_cores: bool,
     pub config: AttentionConfig,
-    /// The element types of K and V: `dtype`'s, or a paged cache's quantized pools.
-    pub kv: [KvDType; 2],
 }
 
 /// The score options of an attention call, checked: shared by the contiguous and the paged
@@ -165,7 +162,6 @@ impl<'a> AttentionProblem<'a> {
             variant: opts.variant,
             f32_on_tensor_cores: opts.f32_on_tensor_cores,
             config: opts.config,
-            kv: [q.dtype.into(); 2],
         })
     }
 

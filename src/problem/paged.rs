@@ -8,7 +8,6 @@ use super::{check_operand, same_dtype, AttentionProblem, Dims, Operand};
 use crate::error::{Error, Result};
 use crate::options::AttentionOptions;
 use crate::pages::{BlockTable, PageGeometry};
-use crate::kv_dtype::KvDType;
 use crate::shape::{DType, Layout, Shape, MAX_HEAD_DIM};
 
 /// A checked attention call over a paged cache: the attention problem (with `nk` the longest
@@ -46,7 +45,6 @@ impl<'a> PagedProblem<'a> {
         q: Operand,
         g: PageGeometry,
         cache_dtype: DType,
-        kv_types: [KvDType; 2],
         table: BlockTable<'a>,
         opts: &AttentionOptions<'a>,
     ) -> Result<Self> {
@@ -102,7 +100,6 @@ impl<'a> PagedProblem<'a> {
             variant: opts.variant,
             f32_on_tensor_cores: opts.f32_on_tensor_cores,
             config: opts.config,
-            kv: kv_types,
         };
         attn.transform()?;
         Ok(PagedProblem { attn, table })

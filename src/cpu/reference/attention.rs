@@ -112,7 +112,7 @@ pub(crate) fn paged_problem<'a, T: Element>(
     opts: &AttentionOptions<'a>,
 ) -> Result<PagedProblem<'a>> {
     let g = cache.geometry();
-    let mut p = PagedProblem::new(Operand::host(q), g, T::DTYPE, [cache.format().k, cache.format().v], *table, opts)?;
+    let mut p = PagedProblem::new(Operand::host(q), g, T::DTYPE, *table, opts)?;
     let mq = scan("q", q.data())?;
     let mk = scan_pages("k_pages", cache, false, table)?;
     let mv = scan_pages("v_pages", cache, true, table)?;

@@ -2,6 +2,7 @@
 //!
 //!     cargo run --release --example decode -- [--prompts 3,50,257,700] [--steps 32]
 //!         [--heads 8] [--kv-heads 2] [--dim 64] [--page-size 16] [--vocab 512] [--window W]
+//!         [--kv-dtype f32|q8_0|q4_0|fp8]
 //!
 //! A toy one-layer model with random weights generates tokens for several sequences at once,
 //! each with its own prompt length. Each sequence's K and V live in pages of a shared pool,
@@ -13,6 +14,11 @@
 //! CPU (`cpu::append_kv`, `cpu::paged_attention`); projections run on the CPU in both. It prints
 //! the decode rate of each (tokens per second, all sequences together), checks each step's
 //! attention output of one against the other, and the generated tokens.
+//!
+//! With `--kv-dtype q8_0` (or `q4_0`, `fp8`) both caches are quantized (by the GPU's append and
+//! the CPU's, to the same bits), and the GPU loop also runs over an f32 cache: the example
+//! prints the decode rate over each and how far the quantized cache's attention outputs and
+//! tokens are from the f32 cache's.
 
 use std::time::Instant;
 
@@ -47,6 +53,10 @@ struct Args {
     /// Sliding window: each token attends to itself and the W tokens before it.
     #[arg(long)]
     window: Option<u32>,
+    /// The KV cache's element type: f32, q8_0, q4_0 or fp8 (e4m3, scale 1 per head); the dim
+    /// must be a multiple of 32 for q8_0 and q4_0, of 4 for fp8.
+    #[arg(long, default_value = "f32")]
+    kv_dtype: KvDType,
 }
 
 /// Deterministic values in [-1, 1) (xorshift).
@@ -327,12 +337,26 @@ fn decode() -> Result<bool> {
         g.num_pages,
         window.map_or(String::new(), |w| format!(", window {}", w.left))
     );
+    let format = KvFormat::uniform(args.kv_dtype);
+    if args.kv_dtype != KvDType::F32 {
+        let host = HostKvCache::<f32>::with_format(g, &format)?;
+        println!("KV cache: {}, {} bytes per token (f32: {})", args.kv_dtype, host.bytes_per_token(), 2 * kv_heads * dim * 4);
+    }
     // a first GPU run compiles the pipelines; the second is timed
-    let warm = PagedKvCache::new(&ctx, g, DType::F32)?;
+    let warm = PagedKvCache::with_format(&ctx, g, DType::F32, &format)?;
     run(Path::Gpu(ctx.clone(), Box::new(warm)), &m, &prompt_tokens, steps.min(2), &pages, blocks, &opts)?;
-    let gpu_cache = PagedKvCache::new(&ctx, g, DType::F32)?;
-    let gpu = run(Path::Gpu(ctx, Box::new(gpu_cache)), &m, &prompt_tokens, steps, &pages, blocks, &opts)?;
-    let cpu = run(Path::Cpu(HostKvCache::new(g)?), &m, &prompt_tokens, steps, &pages, blocks, &opts)?;
+    let gpu_cache = PagedKvCache::with_format(&ctx, g, DType::F32, &format)?;
+    let gpu = run(Path::Gpu(ctx.clone(), Box::new(gpu_cache)), &m, &prompt_tokens, steps, &pages, blocks, &opts)?;
+    let cpu = run(Path::Cpu(HostKvCache::with_format(g, &format)?), &m, &prompt_tokens, steps, &pages, blocks, &opts)?;
+    // a quantized cache: the same GPU loop over an f32 cache, to compare with
+    let plain = if args.kv_dtype == KvDType::F32 {
+        None
+    } else {
+        let warm = PagedKvCache::new(&ctx, g, DType::F32)?;
+        run(Path::Gpu(ctx.clone(), Box::new(warm)), &m, &prompt_tokens, steps.min(2), &pages, blocks, &opts)?;
+        let cache = PagedKvCache::new(&ctx, g, DType::F32)?;
+        Some(run(Path::Gpu(ctx, Box::new(cache)), &m, &prompt_tokens, steps, &pages, blocks, &opts)?)
+    };
 
     // each step's attention outputs, while both paths generated the same tokens so far
     let mut max_diff = 0.0f32;
@@ -367,5 +391,33 @@ fn decode() -> Result<bool> {
          {steps} steps; {same_tokens} of {total} tokens equal",
         if ok { "OK" } else { "MISMATCH" }
     );
+    if let Some(f) = &plain {
+        // the quantized cache against the f32 one: each step's attention outputs while both
+        // generated the same tokens so far, and the tokens
+        let (mut num, mut den, mut steps_cmp) = (0.0f64, 0.0f64, 0);
+        for (step, (a, b)) in gpu.outputs.iter().zip(&f.outputs).enumerate() {
+            let same = gpu.tokens.iter().zip(&f.tokens).all(|(x, y)| {
+                let upto = x.len() - steps + step + 1;
+                x[..upto] == y[..upto]
+            });
+            if !same {
+                break;
+            }
+            num += a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>();
+            den += b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>();
+            steps_cmp += 1;
+        }
+        let equal: usize =
+            gpu.tokens.iter().zip(&f.tokens).map(|(x, y)| x.iter().zip(y).filter(|(a, b)| a == b).count()).sum();
+        println!(
+            "{} cache against an f32 cache (GPU): decode {:.1} vs {:.1} tokens/s ({:.2}x); attention output relative \
+             error {:.2e} over {steps_cmp} of {steps} steps; {equal} of {total} tokens equal",
+            args.kv_dtype,
+            rate(&gpu),
+            rate(f),
+            rate(&gpu) / rate(f),
+            if den > 0.0 { (num / den).sqrt() } else { num.sqrt() },
+        );
+    }
     Ok(ok)
 }

@@ -36,8 +36,9 @@ fn load4_@x@(i: u32, n: u32) -> vec4<f32> {
 fn load4_@x@(i: u32, n: u32) -> vec4<f32> {
     let w = @X@[i >> 2u];
     let d = scale_f16(@X@[P.@VIEW@.sb + (i >> 6u)], i >> 5u);
-    let q = vec4<i32>(i32(w << 24u) >> 24u, i32(w << 16u) >> 24u, i32(w << 8u) >> 24u, i32(w) >> 24u);
-    return vec4<f32>(q) * d;
+    // the bytes as unsigned, their sign bit flipped: q + 128
+    let q = ((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u)) ^ vec4<u32>(128u);
+    return (vec4<f32>(q) - 128.0) * d;
 }
 //#q4_0
 @group(0) @binding(@SLOT@) var<storage, read> @X@: array<u32>;
@@ -46,7 +47,7 @@ fn load4_@x@(i: u32, n: u32) -> vec4<f32> {
     let o = i & 31u;
     let w = @X@[(i >> 5u) * 4u + ((o & 15u) >> 2u)] >> select(0u, 4u, o >= 16u);
     let d = scale_f16(@X@[P.@VIEW@.sb + (i >> 6u)], i >> 5u);
-    let q = vec4<u32>(w & 15u, (w >> 8u) & 15u, (w >> 16u) & 15u, (w >> 24u) & 15u);
+    let q = (vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u);
     return (vec4<f32>(q) - 8.0) * d;
 }
 //#fp8

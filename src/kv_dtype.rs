@@ -378,6 +378,12 @@ pub fn fp8_e4m3_to_f32(c: u8) -> f32 {
     }
 }
 
+/// Every e4m3 code's value, by code.
+fn fp8_table() -> &'static [f32; 256] {
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|c| fp8_e4m3_to_f32(c as u8)))
+}
+
 /// The f16 scale of a block, from a scale word.
 #[inline]
 fn half_of(word: u32, block: usize) -> f32 {
@@ -423,7 +429,8 @@ impl QuantLayout {
             }
             KvDType::Fp8E4m3 => {
                 let s = f32::from_bits(words[self.scales + hk]);
-                out.extend((at..at + self.d).map(|i| fp8_e4m3_to_f32(byte(i)) * s));
+                let lut = fp8_table();
+                out.extend((at..at + self.d).map(|i| lut[byte(i) as usize] * s));
             }
             KvDType::F32 | KvDType::F16 => unreachable!("plain pools are not encoded"),
         }

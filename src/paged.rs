@@ -16,7 +16,8 @@ use crate::pages::{KvFormat, PageGeometry};
 use crate::shape::{DType, Layout, Shape};
 use crate::tensor::Tensor;
 
-/// A paged KV cache on the GPU: two page pools of [`PageGeometry`], K and V, in one dtype.
+/// A paged KV cache on the GPU: two page pools of [`PageGeometry`], K and V, in the cache's
+/// dtype or quantized ([`with_format`](Self::with_format): q8_0, q4_0, fp8 e4m3).
 ///
 /// Sequences of different lengths share the pools: each one's block table row names its pages.
 ///
@@ -42,7 +43,7 @@ use crate::tensor::Tensor;
 /// let q = ctx.upload(&vec![half::f16::from_f32(0.3); 2 * 8 * 64], Shape::new(2, 8, 1, 64))?;
 /// let out = ctx.paged_attention(&q, &cache, &table, &AttentionOptions::default())?;
 /// assert_eq!(out.shape(), Shape::new(2, 8, 1, 64));
-/// println!("{} bytes per token", 2 * g.kv_heads * g.head_dim * cache.dtype().size() as usize);
+/// println!("{} bytes per token", cache.bytes_per_token());
 /// # Ok(()) }
 /// ```
 ///

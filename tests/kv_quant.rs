@@ -14,29 +14,23 @@ use wgpu_attention::*;
 
 // ---- reference quantizers, from the formats ----
 
-/// f32 -> f16 bits, round to nearest even, written from IEEE 754 (not the `half` crate).
+/// f32 -> f16 bits, round to nearest even, from IEEE 754's definition: of the finite f16
+/// values around x (the `half` crate's conversion and its two neighbours, as candidates), the
+/// nearest, the even one on a tie; infinity from half an ulp past the largest.
 fn ref_f16_bits(x: f32) -> u16 {
     let sign = if x.is_sign_negative() { 0x8000u16 } else { 0 };
     let a = x.abs() as f64;
-    if a == 0.0 {
-        return sign;
+    if a >= 65520.0 {
+        return sign | 0x7c00;
     }
-    // the two neighbouring f16 values below and above, by enumeration of the exponent
+    let c = half::f16::from_f32(x.abs()).to_bits().min(0x7bff) as i32;
     let (mut best, mut best_err) = (0u16, f64::INFINITY);
-    for bits in 0u16..0x7c00 {
-        let v = ref_f16_value(bits);
-        let err = (v - a).abs();
+    for bits in (c - 1).max(0)..=(c + 1).min(0x7bff) {
+        let err = (ref_f16_value(bits as u16) - a).abs();
         if err < best_err || (err == best_err && bits % 2 == 0) {
-            best = bits;
+            best = bits as u16;
             best_err = err;
         }
-        if v > a {
-            break;
-        }
-    }
-    // past the largest finite value by half an ulp or more: infinity
-    if a >= 65520.0 {
-        best = 0x7c00;
     }
     sign | best
 }
@@ -280,13 +274,15 @@ fn dequantized(x: &[f32], t: KvDType, d: usize, len: usize, scales: &[f32]) -> V
                 }
             }
             KvDType::Fp8E4m3 => {
+                // the crate's e4m3 codes (checked against the search above, value by value, in
+                // fp8_codes_match_the_nearest_e4m3_value), decoded from the format's table
                 let s = scales[r / len];
                 out.extend(row.iter().map(|&v| {
-                    let c = ref_e4m3(v * (1.0 / s), &values);
+                    let c = fp8_e4m3_from_f32(v * (1.0 / s));
                     (values[(c & 0x7f) as usize] as f32) * if c & 0x80 != 0 { -1.0 } else { 1.0 } * s
                 }));
             }
-            _ => out.extend(row.iter().map(|&v| v)),
+            _ => out.extend(row.iter().copied()),
         }
     }
     out
@@ -360,13 +356,13 @@ fn check_layout(s: &Seqs, host_words: &[u32], t: KvDType, x: &[Vec<f32>], scales
         _ => n / 4,
     };
     let values = e4m3_values();
-    for b in 0..s.lens.len() {
+    for (b, xb) in x.iter().enumerate() {
         let l = s.lens[b] as usize;
         for j in 0..l {
             let token = s.table[b * s.blocks + j / PS] as usize * PS + j % PS;
             for hk in 0..g.kv_heads {
                 let at = (token * g.kv_heads + hk) * g.head_dim;
-                let row = &x[b][(hk * l + j) * g.head_dim..][..g.head_dim];
+                let row = &xb[(hk * l + j) * g.head_dim..][..g.head_dim];
                 for (c, blk) in row.chunks(32).enumerate() {
                     let bi = at / 32 + c;
                     let scale = || (host_words[first_scale + bi / 2] >> (16 * (bi % 2))) as u16;
@@ -619,19 +615,30 @@ fn formats_are_checked() {
 }
 
 gpu_test! {
-    fn gpu_formats_are_checked_and_tensor_cores_refused() {
+    fn gpu_formats_are_checked() {
         let ctx = shared_gpu();
         let g = PageGeometry { num_pages: 2, page_size: 4, kv_heads: 2, head_dim: 40 };
         let e = PagedKvCache::with_format(&ctx, g, DType::F32, &KvFormat::uniform(KvDType::Q4_0)).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { argument: "head_dim", .. }), "{e}");
+        let e = PagedKvCache::with_format(&ctx, g, DType::F32, &KvFormat::new(KvDType::F16, KvDType::F32)).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { argument: "k_dtype", .. }), "{e}");
         let g = PageGeometry { head_dim: 32, ..g };
         let cache = PagedKvCache::with_format(&ctx, g, DType::F32, &KvFormat::uniform(KvDType::Q8_0)).unwrap();
         assert_eq!(cache.bytes_per_token(), 2 * 2 * 34);
-        let (pages, lens) = ([0u32, 1], [5u32]);
+        // new tokens whose magnitudes (scanned at upload) pass q8_0's f16 scales are refused
+        let (pages, lens) = ([0u32, 1], [1u32]);
         let table = BlockTable::new(&pages, 2, &lens).unwrap();
-        let q = ctx.upload(&rand_vec(3, 4 * 32, 1.0), Shape::new(1, 4, 1, 32)).unwrap();
-        let o = AttentionOptions { variant: AttentionVariant::TensorCores, ..Default::default() };
-        let e = ctx.paged_attention(&q, &cache, &table, &o).unwrap_err();
-        assert!(matches!(e, Error::Unsupported(_)), "{e}");
+        let mut x = vec![0.5f32; 2 * 32];
+        x[5] = 1e7;
+        let big = ctx.upload(&x, Shape::new(1, 2, 1, 32)).unwrap();
+        let ok = ctx.upload(&vec![0.5f32; 2 * 32], Shape::new(1, 2, 1, 32)).unwrap();
+        let e = ctx.append_kv(&cache, &table, &big, &ok).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { argument: "k_new", .. }), "{e}");
+        // queries in another dtype than the cache's
+        let q = ctx.upload(&vec![half::f16::ONE; 4 * 32], Shape::new(1, 4, 1, 32));
+        if let Ok(q) = q {
+            let e = ctx.paged_attention(&q, &cache, &table, &AttentionOptions::default()).unwrap_err();
+            assert!(matches!(e, Error::DTypeMismatch { .. }), "{e}");
+        }
     }
 }

@@ -18,7 +18,7 @@ mod sweep;
 use std::process::ExitCode;
 
 use clap::Parser;
-use wgpu_attention::{AttentionVariant, Context, ContextOptions};
+use wgpu_attention::{AttentionVariant, Context, ContextOptions, KvDType};
 
 use measure::{Record, Settings};
 use suites::{Case, Dt, Op, Suite};
@@ -95,6 +95,12 @@ struct Args {
     /// Element type of the free-shape case.
     #[arg(long, value_enum, default_value_t = Dt::F32)]
     dtype: Dt,
+    /// KV-cache element type(s) of the attention cases: f32, f16, q8_0, q4_0, fp8 (e4m3, with
+    /// per-head scales from the data); repeatable, to compare types in one run. With this
+    /// option every attention case runs over a paged cache (16 tokens a page where the case is
+    /// contiguous), once per type; a plain type must be the case's dtype (others are skipped).
+    #[arg(long)]
+    kv_dtype: Vec<String>,
     /// Attention kernel variant(s) to run: auto (the crate chooses), fused-vec4, fused-scalar,
     /// split-k-vec4, split-k-scalar, decode-vec4, decode-scalar, unfused; repeatable, to compare
     /// variants in one run.
@@ -231,6 +237,46 @@ fn main() -> ExitCode {
             }
         }
     }
+    // each attention case once per KV-cache type asked for, over a paged cache
+    let mut kv_types = vec![];
+    for name in &args.kv_dtype {
+        match name.parse::<KvDType>() {
+            Ok(t) => kv_types.push(t),
+            Err(e) => {
+                eprintln!("error: --kv-dtype: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let cases: Vec<Case> = if kv_types.is_empty() {
+        cases
+    } else {
+        cases
+            .into_iter()
+            .flat_map(|c| {
+                let types = if c.op == Op::Attention { kv_types.clone() } else { vec![] };
+                let plain = c.clone();
+                let dt = match c.dtype {
+                    suites::Dt::F32 => KvDType::F32,
+                    suites::Dt::F16 => KvDType::F16,
+                };
+                let expanded: Vec<Case> = types
+                    .into_iter()
+                    .filter(|t| t.is_quantized() || *t == dt)
+                    .map(|t| Case {
+                        kv_dtype: Some(t.name().to_string()),
+                        page_size: if c.page_size == 0 { 16 } else { c.page_size },
+                        ..c.clone()
+                    })
+                    .collect();
+                if c.op == Op::Attention {
+                    expanded
+                } else {
+                    vec![plain]
+                }
+            })
+            .collect()
+    };
     // each attention case once per variant asked for
     let cases: Vec<Case> = cases
         .into_iter()
@@ -286,7 +332,8 @@ fn main() -> ExitCode {
             output::op_name(c.op),
             output::dtype_name(c.dtype)
         );
-        eprintln!("{label}{}", if c.causal { " causal" } else { "" });
+        let kv = c.kv_dtype.as_ref().map_or(String::new(), |t| format!(" kv {t} paged"));
+        eprintln!("{label}{}{kv}", if c.causal { " causal" } else { "" });
         let g = match (&ctx, args.fresh_context) {
             (Some(shared), true) => {
                 // a new device for this case (the shared one is dropped at the end)

@@ -84,6 +84,8 @@ pub struct Record {
     pub page_size: usize,
     /// Sliding window (keys before each query), if any.
     pub window: Option<usize>,
+    /// The paged cache's element type (`--kv-dtype`), if not the case's dtype.
+    pub kv_dtype: Option<String>,
     /// FLOPs of one run (4·H·D per attended pair with mixed lengths or windows).
     pub flops: f64,
     /// Why the case did not run, if it did not.
@@ -122,6 +124,7 @@ impl Record {
             lens: c.lens.clone(),
             page_size: c.page_size,
             window: c.window,
+            kv_dtype: c.kv_dtype.clone(),
             flops: c.flops(),
             error: None,
             diag: None,
@@ -234,6 +237,13 @@ impl Paging {
     fn block_table(&self) -> Result<BlockTable<'_>> {
         BlockTable::new(&self.table, self.blocks, &self.lens)
     }
+
+    /// The whole pool as one sequence over its pages in order: (table, length, tokens), to
+    /// append every token of the pools at once.
+    fn whole_pool(&self) -> (Vec<u32>, [u32; 1], usize) {
+        let tokens = self.geometry.tokens();
+        ((0..self.geometry.num_pages as u32).collect(), [tokens as u32], tokens)
+    }
 }
 
 /// The attention options of a case (key lengths: `lens`, for a contiguous cache).
@@ -302,6 +312,7 @@ fn upload(ctx: &Context, x: &[f32], s: Shape, dt: Dt) -> Result<Tensor> {
 }
 
 pub fn gpu_case(ctx: &Context, c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Result<GpuCase> {
+    let (k_host, v_host) = (k, v);
     let (qs, ks) = shapes(c);
     let dt = match c.dtype {
         Dt::F32 => DType::F32,
@@ -323,9 +334,28 @@ pub fn gpu_case(ctx: &Context, c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Res
         Op::Softmax | Op::Topk => (ctx.zeros(qs, Layout::Bhsd, dt)?, None),
     };
     let paged = match (Paging::of(c), &k_t, &v_t) {
-        (Some(p), Some(k), Some(v)) => {
-            Some((PagedKvCache::from_buffers(ctx, k.buffer().clone(), v.buffer().clone(), 0, p.geometry, dt)?, p))
-        }
+        (Some(p), Some(k), Some(v)) => match c.kv() {
+            Some(t) if t.is_quantized() => {
+                // a quantized cache: the pools' tokens appended (and quantized on the GPU)
+                let cache = PagedKvCache::with_format(ctx, p.geometry, dt, &KvFormat::uniform(t).with_fp8_scales(
+                    (t == KvDType::Fp8E4m3).then(|| fp8_scales_for(k_host, p.geometry.kv_heads, c.d)),
+                    (t == KvDType::Fp8E4m3).then(|| fp8_scales_for(v_host, p.geometry.kv_heads, c.d)),
+                ))?;
+                let (table, lens, tokens) = p.whole_pool();
+                let s = Shape::new(1, p.geometry.kv_heads, tokens, c.d);
+                let as_tokens = |t: &Tensor| Tensor::from_buffer_strided(
+                    ctx,
+                    t.buffer().clone(),
+                    0,
+                    s,
+                    Layout::Bshd.strides(&s),
+                    dt,
+                );
+                ctx.append_kv(&cache, &BlockTable::new(&table, table.len(), &lens)?, &as_tokens(k)?, &as_tokens(v)?)?;
+                Some((cache, p))
+            }
+            _ => Some((PagedKvCache::from_buffers(ctx, k.buffer().clone(), v.buffer().clone(), 0, p.geometry, dt)?, p)),
+        },
         _ => None,
     };
     let lens = c.seq_lens().iter().map(|&l| l as u32).collect();
@@ -388,14 +418,42 @@ struct CpuInputs<'p, T> {
 }
 
 impl<'p, T: Element> CpuInputs<'p, T> {
-    fn new(qs: Shape, ks: Shape, (q, k, v): (&[f32], &[f32], &[f32]), paging: Option<&'p Paging>) -> Result<Self> {
+    fn new(
+        qs: Shape,
+        ks: Shape,
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        paging: Option<&'p Paging>,
+        kv: Option<KvDType>,
+    ) -> Result<Self> {
         let typed = |x: &[f32]| x.iter().map(|&v| T::from_f32(v)).collect::<Vec<T>>();
+        let (hk, hv) = (k, v);
         let (q, mut k, mut v) = (typed(q), typed(k), typed(v));
         let paged = match paging {
             Some(p) => {
-                let mut cache = HostKvCache::new(p.geometry)?;
-                cache.k_mut().expect("a plain pool").copy_from_slice(&k);
-                cache.v_mut().expect("a plain pool").copy_from_slice(&v);
+                let cache = match kv {
+                    Some(t) if t.is_quantized() => {
+                        // the pools' tokens appended, quantized as the GPU does
+                        let g = p.geometry;
+                        let fp8 = |x: &[f32]| (t == KvDType::Fp8E4m3).then(|| fp8_scales_for(x, g.kv_heads, g.head_dim));
+                        let f = KvFormat::uniform(t).with_fp8_scales(fp8(hk), fp8(hv));
+                        let mut cache = HostKvCache::with_format(g, &f)?;
+                        let (table, lens, tokens) = p.whole_pool();
+                        let s = Shape::new(1, g.kv_heads, tokens, g.head_dim);
+                        cpu::append_kv(
+                            &mut cache,
+                            &BlockTable::new(&table, table.len(), &lens)?,
+                            &HostTensor::with_layout(&k, s, Layout::Bshd)?,
+                            &HostTensor::with_layout(&v, s, Layout::Bshd)?,
+                        )?;
+                        cache
+                    }
+                    _ => {
+                        let mut cache = HostKvCache::new(p.geometry)?;
+                        cache.k_mut().expect("a plain pool").copy_from_slice(&k);
+                        cache.v_mut().expect("a plain pool").copy_from_slice(&v);
+                        cache
+                    }
+                };
                 (k, v) = (vec![], vec![]);
                 Some((cache, p))
             }
@@ -447,16 +505,16 @@ fn cpu_run(
     paging: Option<&Paging>,
 ) -> Result<Vec<f32>> {
     match c.dtype {
-        Dt::F32 => CpuInputs::<f32>::new(qs, ks, (q, k, v), paging)?.compute(c),
-        Dt::F16 => CpuInputs::<half::f16>::new(qs, ks, (q, k, v), paging)?.compute(c),
+        Dt::F32 => CpuInputs::<f32>::new(qs, ks, (q, k, v), paging, c.kv())?.compute(c),
+        Dt::F16 => CpuInputs::<half::f16>::new(qs, ks, (q, k, v), paging, c.kv())?.compute(c),
     }
 }
 
 /// The part of a case the error check recomputes on the CPU path: the first batch·head slice;
 /// of a KV-cache case (several sequences), the first sequence, every head (whose inputs lead
-/// the BHSD tensors; a paged case keeps the whole pool and the first table row).
+/// the BHSD tensors; a paged case keeps the whole pool, every head and the first table row).
 fn first_slice(c: &Case) -> Case {
-    if c.batch > 1 {
+    if c.batch > 1 || c.page_size > 0 {
         let lens = c.lens.first().map(|&l| vec![l]).unwrap_or_default();
         Case { bh: c.heads(), batch: 1, lens, ..c.clone() }
     } else {
@@ -633,9 +691,9 @@ pub fn run_cpu(c: &Case, st: &Settings, label: &str) -> Record {
     let (qs, ks) = shapes(c);
     let paging = Paging::of(c);
     let timed = match c.dtype {
-        Dt::F32 => CpuInputs::<f32>::new(qs, ks, (&q, &k, &v), paging.as_ref())
+        Dt::F32 => CpuInputs::<f32>::new(qs, ks, (&q, &k, &v), paging.as_ref(), c.kv())
             .and_then(|x| cpu_times(st, label, || x.compute(c))),
-        Dt::F16 => CpuInputs::<half::f16>::new(qs, ks, (&q, &k, &v), paging.as_ref())
+        Dt::F16 => CpuInputs::<half::f16>::new(qs, ks, (&q, &k, &v), paging.as_ref(), c.kv())
             .and_then(|x| cpu_times(st, label, || x.compute(c))),
     };
     let times = match timed {

@@ -72,6 +72,9 @@ pub struct Case {
     pub window: Option<usize>,
     /// Query heads per key/value head (GQA; 1: as many key/value heads as query heads).
     pub kv_group: usize,
+    /// The paged cache's K and V element type (`--kv-dtype`: `q8_0`, `q4_0`, `fp8`, or the
+    /// case's dtype); `None`: the case's dtype.
+    pub kv_dtype: Option<String>,
 }
 
 impl Case {
@@ -94,6 +97,7 @@ impl Case {
             page_size: 0,
             window: None,
             kv_group: 1,
+            kv_dtype: None,
         }
     }
 
@@ -112,6 +116,16 @@ impl Case {
     /// With a sliding window of `left` keys before each query.
     pub fn window(self, left: usize) -> Self {
         Case { window: Some(left), ..self }
+    }
+
+    /// The cache's element type (`--kv-dtype`), `None` where it is the case's dtype.
+    pub fn kv(&self) -> Option<wgpu_attention::KvDType> {
+        self.kv_dtype.as_deref().and_then(|s| s.parse().ok())
+    }
+
+    /// Bytes per K or V value read (scales included).
+    pub fn kv_bytes_per_value(&self) -> f64 {
+        self.kv().map_or(self.dtype.bytes(), |t| t.bits_per_value() / 8.0)
     }
 
     /// Heads per sequence.
@@ -185,6 +199,7 @@ impl Case {
             page_size: 0,
             window: None,
             kv_group: 1,
+            kv_dtype: None,
         }
     }
 
@@ -207,7 +222,9 @@ impl Case {
         let e = self.dtype.bytes();
         let (bh, nq, nk, d) = (self.bh as f64, self.nq as f64, self.nk as f64, self.d as f64);
         match self.op {
-            Op::Attention => e * (2.0 * bh * nq * d + 2.0 * self.kv_heads() as f64 * self.kv_tokens(false) * d),
+            Op::Attention => {
+                e * 2.0 * bh * nq * d + self.kv_bytes_per_value() * 2.0 * self.kv_heads() as f64 * self.kv_tokens(false) * d
+            }
             Op::AttentionUnfused => e * (2.0 * bh * nq * d + 2.0 * bh * nk * d) + 4.0 * bh * nq * nk,
             Op::Similarity | Op::Cosine => e * (bh * nq * d + bh * nk * d) + 4.0 * bh * nq * nk,
             Op::Softmax => 2.0 * e * bh * nq * nk,
@@ -282,6 +299,13 @@ pub fn suite(which: Suite) -> Vec<Case> {
                     }
                 }
             }
+        }
+        Suite::KvQuant => {
+            // the quantized-cache targets (with --kv-dtype f16 --kv-dtype q8_0 ...: each over
+            // a paged cache of each type): decode of 32 heads over 32k keys, and a batched
+            // decode of 64 sequences of 4k keys, 8 heads
+            v.push(Case::new(s, Attention, F16, 32, 1, 32768, 128, false));
+            v.push(Case::kv_cache(s, F16, 8, &[4096; 64], 128, 16));
         }
         Suite::Window => {
             // sliding-window prefill over 32k keys: cost in proportion to the window
@@ -381,6 +405,9 @@ pub enum Suite {
     Decode,
     /// Decode over sequences of mixed lengths: contiguous with key lengths beside a paged cache.
     Paged,
+    /// The quantized KV cache's GPU targets (run with `--kv-dtype`): f16 decode of 32 heads over
+    /// 32k keys, d 128, and a batched decode of 64 sequences of 4k keys.
+    KvQuant,
     /// Causal prefill over 32k keys: full, and sliding windows of 4096 and 1024.
     Window,
     /// Sliding-window prefill at sizes the CPU path finishes.
@@ -410,6 +437,7 @@ impl Suite {
             Suite::Prefill => "prefill",
             Suite::Decode => "decode",
             Suite::Paged => "paged",
+            Suite::KvQuant => "kv-quant",
             Suite::Window => "window",
             Suite::WindowCpu => "window-cpu",
             Suite::Similarity => "similarity",

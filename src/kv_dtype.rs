@@ -25,7 +25,6 @@
 use half::f16;
 
 use crate::error::{Error, Result};
-use crate::pages::PageGeometry;
 use crate::shape::DType;
 
 /// Values per block of q8_0 and q4_0.
@@ -154,12 +153,12 @@ impl KvDType {
         }
     }
 
-    /// Words of a quantized pool of `geometry`: values, then scales (`None` for f32 and f16).
-    pub(crate) fn pool_words(&self, g: &PageGeometry) -> Option<usize> {
-        let n = g.pool_shape().numel();
+    /// Words of a quantized pool of `n` values over `kv_heads` heads: values, then scales
+    /// (`None` for f32 and f16).
+    pub(crate) fn pool_words(&self, n: usize, kv_heads: usize) -> Option<usize> {
         let scales = match self {
             KvDType::Q8_0 | KvDType::Q4_0 => (n / QK).div_ceil(2),
-            KvDType::Fp8E4m3 => g.kv_heads,
+            KvDType::Fp8E4m3 => kv_heads,
             _ => return None,
         };
         Some(self.value_words(n)? + scales)
@@ -401,9 +400,9 @@ pub(crate) struct QuantLayout {
 }
 
 impl QuantLayout {
-    pub fn new(dtype: KvDType, g: &PageGeometry) -> Self {
-        let n = g.pool_shape().numel();
-        QuantLayout { dtype, d: g.head_dim, scales: dtype.value_words(n).unwrap_or(0) }
+    /// The layout of a pool of `n` values in rows of `d`.
+    pub fn new(dtype: KvDType, d: usize, n: usize) -> Self {
+        QuantLayout { dtype, d, scales: dtype.value_words(n).unwrap_or(0) }
     }
 
     /// Dequantizes the row of `d` values from element `at` (a multiple of `d`) of head `hk`,
@@ -545,12 +544,14 @@ mod tests {
         assert_eq!(fp8_e4m3_to_f32(fp8_e4m3_from_f32(0.015625 - 0.0009765625)), 0.015625);
     }
 
+    use crate::pages::PageGeometry;
+
     #[test]
     fn layouts_round_trip() {
         let g = PageGeometry { num_pages: 2, page_size: 2, kv_heads: 3, head_dim: 64 };
         for t in [KvDType::Q8_0, KvDType::Q4_0, KvDType::Fp8E4m3] {
-            let l = QuantLayout::new(t, &g);
-            let mut w = vec![0u32; t.pool_words(&g).unwrap()];
+            let l = g.quant_layout(t);
+            let mut w = vec![0u32; g.pool_words(t).unwrap()];
             if t == KvDType::Fp8E4m3 {
                 for h in 0..3 {
                     w[l.scales + h] = (0.01f32 * (h + 1) as f32).to_bits();
@@ -560,9 +561,12 @@ mod tests {
             l.write_row(&mut w, g.row(3, 2), 2, &x).unwrap();
             let mut y = vec![];
             l.read_row(&w, g.row(3, 2), 2, &mut y);
+            // half a step (q8_0: 1.3/127/2; fp8: 1/16 of a value), q4_0 a whole step (1.3/8:
+            // the side opposite the largest magnitude reaches 7 steps, not 8)
             let tol = match t {
-                KvDType::Q4_0 => 0.2,
-                _ => 0.02,
+                KvDType::Q4_0 => 0.17,
+                KvDType::Fp8E4m3 => 0.09,
+                _ => 0.006,
             };
             assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < tol), "{t}: {x:?} {y:?}");
             // other rows untouched

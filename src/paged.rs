@@ -64,7 +64,7 @@ pub struct PagedKvCache {
 
 /// Bytes of one pool of `t` over `geometry` in `dtype` (plain) or words (quantized).
 fn pool_bytes(geometry: &PageGeometry, t: KvDType, dtype: DType) -> u64 {
-    match t.pool_words(geometry) {
+    match geometry.pool_words(t) {
         Some(words) => words as u64 * 4,
         None => (geometry.pool_shape().numel() as u64).saturating_mul(dtype.size()),
     }
@@ -121,11 +121,11 @@ impl PagedKvCache {
         let mut pools = vec![];
         for (t, s) in [(format.k, &scales[0]), (format.v, &scales[1])] {
             check_binding(ctx, &geometry, t, dtype)?;
-            pools.push(match t.pool_words(&geometry) {
+            pools.push(match geometry.pool_words(t) {
                 None => ctx.zeros(geometry.pool_shape(), Layout::Bhsd, dtype)?,
                 Some(words) => {
                     let mut w = vec![0u32; words];
-                    let first = crate::kv_dtype::QuantLayout::new(t, &geometry).scales;
+                    let first = geometry.quant_layout(t).scales;
                     for (h, s) in s.iter().enumerate() {
                         w[first + h] = s.to_bits();
                     }

@@ -70,6 +70,16 @@ impl PageGeometry {
         Shape::new(1, 1, self.tokens().saturating_mul(self.kv_heads), self.head_dim)
     }
 
+    /// Words of a quantized pool of type `t` (`None` for f32 and f16): [`KvDType`]'s layout.
+    pub(crate) fn pool_words(&self, t: KvDType) -> Option<usize> {
+        t.pool_words(self.pool_shape().numel(), self.kv_heads)
+    }
+
+    /// The layout of a quantized pool of type `t`.
+    pub(crate) fn quant_layout(&self, t: KvDType) -> crate::kv_dtype::QuantLayout {
+        crate::kv_dtype::QuantLayout::new(t, self.head_dim, self.pool_shape().numel())
+    }
+
     /// Element index of head `hk` of token `token`.
     #[inline]
     pub(crate) fn row(&self, token: usize, hk: usize) -> usize {
@@ -342,13 +352,13 @@ impl<T: Element> HostKvCache<T> {
             message: format!("its pools need 2 x {bytes} bytes of host memory, which could not be allocated"),
         };
         let pool = |t: KvDType, s: &[f32]| -> Result<Pool<T>> {
-            match t.pool_words(&geometry) {
+            match geometry.pool_words(t) {
                 None => Ok(Pool::Values(
                     zeroed_vec::<T>(n).ok_or_else(|| too_large(n.saturating_mul(std::mem::size_of::<T>())))?,
                 )),
                 Some(words) => {
                     let mut w = zeroed_vec::<u32>(words).ok_or_else(|| too_large(words.saturating_mul(4)))?;
-                    let first = crate::kv_dtype::QuantLayout::new(t, &geometry).scales;
+                    let first = geometry.quant_layout(t).scales;
                     for (h, s) in s.iter().enumerate() {
                         w[first + h] = s.to_bits();
                     }
@@ -439,7 +449,7 @@ impl<T: Element> HostKvCache<T> {
         let (pool, t) = if v { (&self.v, self.format.v) } else { (&self.k, self.format.k) };
         match pool {
             Pool::Values(x) => out.extend(x[at..at + g.head_dim].iter().map(|x| x.to_f32())),
-            Pool::Words(w) => crate::kv_dtype::QuantLayout::new(t, g).read_row(w, at, hk, out),
+            Pool::Words(w) => g.quant_layout(t).read_row(w, at, hk, out),
         }
     }
 
@@ -455,7 +465,7 @@ impl<T: Element> HostKvCache<T> {
             }
             Pool::Words(w) => {
                 let row: Vec<f32> = x.iter().map(|x| x.to_f32()).collect();
-                crate::kv_dtype::QuantLayout::new(t, &g).write_row(w, at, hk, &row)
+                g.quant_layout(t).write_row(w, at, hk, &row)
             }
         }
     }

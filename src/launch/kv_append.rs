@@ -56,7 +56,7 @@ impl<'a> Arg<'a> {
             return Arg::pool(name, t, g, group, view, slot);
         }
         let d = g.head_dim as u64;
-        let scales = crate::kv_dtype::QuantLayout::new(kind, g).scales as u64;
+        let scales = g.quant_layout(kind).scales as u64;
         Arg {
             buffer: &t.buffer,
             spec: ArgSpec { sb: scales, sh: d, ss: g.kv_heads as u64 * d, ..ArgSpec::whole(name, t.buffer.size()) },

@@ -487,10 +487,14 @@ pub(crate) fn check_fp8_scales(argument: &'static str, scales: &[f32], kv_heads:
     if scales.len() != kv_heads {
         return Err(Error::LengthMismatch { argument, expected: kv_heads, got: scales.len() });
     }
-    if let Some((i, s)) = scales.iter().enumerate().find(|(_, s)| !(s.is_normal() && **s > 0.0 && (1.0 / **s).is_normal())) {
+    if let Some((i, s)) =
+        scales.iter().enumerate().find(|(_, s)| !(s.is_normal() && **s > 0.0 && (1.0 / **s).is_normal()))
+    {
         return Err(Error::InvalidArgument {
             argument,
-            message: format!("scale {i} is {s}: fp8 scales must be positive normal floats with normal reciprocals (2^-126 to 2^126)"),
+            message: format!(
+                "scale {i} is {s}: fp8 scales must be positive normal floats with normal reciprocals (2^-126 to 2^126)"
+            ),
         });
     }
     Ok(())

@@ -93,6 +93,7 @@ mod vecmath;
 mod timestamps;
 mod timing;
 mod tuning;
+mod varlen;
 
 pub use backend::Backend;
 pub use block_table::{DeviceBlockTable, PagedTable};
@@ -105,7 +106,7 @@ pub use index::{Index, SearchResult};
 pub use kernels::attention_plan::AttentionPlan;
 pub use launch::top_k::TopKOutput;
 pub use retrieval::{Metric, TopK, MAX_K};
-pub use ops::{AttentionCall, AttentionShapes, PagedAttentionCall, TensorCoreCheck};
+pub use ops::{AttentionCall, AttentionShapes, PagedAttentionCall, TensorCoreCheck, VarlenCall};
 pub use options::{AttentionConfig, AttentionOptions, AttentionVariant, Loads, Similarity, SoftmaxOptions, Window};
 pub use kv_dtype::{
     dequantize_q4_0, dequantize_q8_0, fp8_e4m3_from_f32, fp8_e4m3_to_f32, fp8_scales_for, quantize_q4_0, quantize_q8_0,
@@ -118,6 +119,7 @@ pub use shape::{DType, Element, Layout, Shape, Strides, MAX_HEAD_DIM};
 pub use tensor::{Mask, Tensor};
 pub use tensor_cores::{TensorCoreState, TensorCores};
 pub use tuning::{ShapeClass, TunedChoice, Tuning, TuningTable};
+pub use varlen::Varlen;
 
 /// Re-export of `half` (for `f16`).
 pub use half;

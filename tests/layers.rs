@@ -15,7 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // plain data and its checks: no device, no kernel, no launching
     (
         "types",
-        &["error", "dtype", "shape", "options", "caps", "host", "pages", "kv_dtype", "retrieval", "vecmath", "tensor_cores", "tuning"],
+        &["error", "dtype", "shape", "options", "caps", "host", "pages", "kv_dtype", "varlen", "retrieval", "vecmath", "tensor_cores", "tuning"],
     ),
     // validation of calls, shared by the GPU, the CPU path and Backend
     ("problem", &["problem"]),

@@ -105,20 +105,15 @@ impl DecodeKernel {
                 })
             })
         });
-        let quantized = [32u32, 128].into_iter().flat_map(move |dp| {
-            [1u32, 4].into_iter().flat_map(move |rows| {
-                [false, true].into_iter().flat_map(move |sg| {
-                    super::attention::quantized_pairs(dtype).into_iter().map(move |kv| DecodeKernel {
-                        dtype,
-                        dp,
-                        rows,
-                        sg,
-                        loads: Loads::Vec4,
-                        paged: true,
-                        kv,
-                    })
-                })
-            })
+        // (the quantized loads are the same text for every tile: one head dim and rows)
+        let quantized = super::attention::quantized_pairs(dtype).into_iter().map(move |kv| DecodeKernel {
+            dtype,
+            dp: 128,
+            rows: 4,
+            sg: true,
+            loads: Loads::Vec4,
+            paged: true,
+            kv,
         });
         plain.chain(quantized)
     }

@@ -261,13 +261,9 @@ impl AttentionMmaKernel {
                 }
             }
         }
-        // quantized pools, at the default tile of each rows per workgroup
-        for dp in [32, 128] {
-            for rows in ROWS {
-                for kv in super::attention::quantized_pairs(DType::F16) {
-                    v.push(AttentionMmaKernel { kv, ..of(DType::F16, dp, true, Loads::Vec4, true, rows, KEYS[0], STAGES[0], false) });
-                }
-            }
+        // quantized pools (the same loads at every tile: one head dim and rows)
+        for kv in super::attention::quantized_pairs(DType::F16) {
+            v.push(AttentionMmaKernel { kv, ..of(DType::F16, 64, true, Loads::Vec4, true, ROWS[0], KEYS[0], STAGES[0], false) });
         }
         v.into_iter()
     }

@@ -30,7 +30,9 @@ impl KvQuantizeKernel {
     #[cfg(test)]
     pub fn all() -> impl Iterator<Item = KvQuantizeKernel> {
         [DType::F32, DType::F16].into_iter().flat_map(|dtype| {
-            [KvDType::Q8_0, KvDType::Q4_0, KvDType::Fp8E4m3].into_iter().map(move |pool| KvQuantizeKernel { dtype, pool })
+            [KvDType::Q8_0, KvDType::Q4_0, KvDType::Fp8E4m3]
+                .into_iter()
+                .map(move |pool| KvQuantizeKernel { dtype, pool })
         })
     }
 }

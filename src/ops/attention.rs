@@ -234,7 +234,7 @@ impl Context {
     }
 
     /// Records a checked attention call: resolves the variant, checks aliasing, launches.
-    async fn record_attention(
+    pub(crate) async fn record_attention(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         p: &AttentionProblem<'_>,

@@ -19,12 +19,14 @@ mod softmax;
 mod tensor_cores;
 mod top_k;
 mod tuning;
+mod varlen;
 mod weighted_sum;
 
 pub use attention::AttentionCall;
 pub use paged::PagedAttentionCall;
 pub use prepare::AttentionShapes;
 pub use tensor_cores::TensorCoreCheck;
+pub use varlen::VarlenCall;
 
 mod checks;
 pub(crate) use checks::{check_aliasing, Region};

@@ -14,6 +14,7 @@ pub(crate) mod paged;
 pub(crate) mod similarity;
 pub(crate) mod softmax;
 pub(crate) mod top_k;
+pub(crate) mod varlen;
 pub(crate) mod weighted_sum;
 
 pub use attention::MAX_ALIBI_SLOPE;

@@ -514,6 +514,12 @@ pub fn runs_forced(variant: AttentionVariant, d: usize) -> bool {
 /// against `Auto`: `Auto` with the log-sum-exp, each forced variant that the device supports
 /// (where [`runs_forced`] says), and for each one it does not, its refusal.
 pub fn check_gpu(ctx: &Context, c: &Case) {
+    check_gpu_loads(ctx, c, &[Loads::Vec4, Loads::Scalar])
+}
+
+/// [`check_gpu`], running forced variants with the given loads only (the others' refusals are
+/// still checked where the device cannot run them).
+pub fn check_gpu_loads(ctx: &Context, c: &Case, loads: &[Loads]) {
     let data = case_data(c);
     let (want, want_lse, want_w) = case_reference(c, &data);
     let mask = host_mask(c, &data);
@@ -538,7 +544,11 @@ pub fn check_gpu(ctx: &Context, c: &Case) {
             continue;
         }
         assert_eq!(plan.unwrap().variant, variant, "{what}");
-        if !runs_forced(variant, c.d) {
+        let load = match variant {
+            AttentionVariant::Fused(l) | AttentionVariant::SplitK(l) | AttentionVariant::Decode(l) => Some(l),
+            _ => None,
+        };
+        if !runs_forced(variant, c.d) || load.is_some_and(|l| !loads.contains(&l)) {
             continue;
         }
         let tag = format!("gpu {variant} {what}");

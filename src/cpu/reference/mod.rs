@@ -13,6 +13,7 @@ pub(crate) mod top_k;
 pub(crate) mod weighted_sum;
 
 pub use attention::{attention, attention_unfused, paged_attention};
+pub use crate::cpu::varlen::reference_attention_varlen as attention_varlen;
 pub use similarity::similarity;
 pub use softmax::softmax;
 pub use top_k::top_k;

@@ -1,0 +1,216 @@
+//! Packed variable-length attention on [`Context`]: each sequence of the pack recorded as an
+//! attention call of its own over views of the packed tensors (no copy, no padding), all in
+//! one encoder.
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::options::AttentionOptions;
+use crate::problem::Operand;
+use crate::shape::{DType, Layout, Shape};
+use crate::tensor::Tensor;
+use crate::varlen::Varlen;
+
+/// Rows `[r0, r0 + n)` of a packed `[1, heads, total, cols]` tensor, as a view (no copy) that
+/// keeps what the crate knows of its values.
+fn rows(t: &Tensor, r0: usize, n: usize) -> Tensor {
+    Tensor { offset: t.offset + (r0 * t.strides.seq) as u64, shape: Shape { seq: n, ..t.shape }, ..t.clone() }
+}
+
+/// The tensors of one recorded packed call ([`Context::encode_attention_varlen`]).
+#[derive(Debug, Clone, Copy)]
+pub struct VarlenCall<'a> {
+    /// Packed queries `[1, heads, total_q, dim]`.
+    pub q: &'a Tensor,
+    /// Packed keys `[1, kv_heads, total_k, dim]`.
+    pub k: &'a Tensor,
+    /// Packed values, as `k`.
+    pub v: &'a Tensor,
+    /// Each sequence's rows.
+    pub varlen: &'a Varlen<'a>,
+    /// Output, `q`'s shape and dtype (any layout).
+    pub out: &'a Tensor,
+    /// Optional log-sum-exp, f32 `[1, heads, total_q, 1]`.
+    pub lse: Option<&'a Tensor>,
+}
+
+impl Context {
+    /// Attention over a pack of variable-length sequences (FlashAttention's
+    /// `flash_attn_varlen_func`): `q` is `[1, heads, total_q, dim]` and `k`, `v` are
+    /// `[1, kv_heads, total_k, dim]` (any layout; BSHD is FlashAttention's `[total, heads, dim]`),
+    /// sequence `b` owning the query rows `varlen.q_range(b)` and the key rows
+    /// `varlen.k_range(b)`. Each sequence attends over its own keys only, causal aligned
+    /// bottom-right per sequence, with every option of [`AttentionOptions`] but key lengths
+    /// (the offsets stand for them) and masks. Output like `q`.
+    ///
+    /// Each sequence runs as an attention call of its own (its variant and splits chosen from
+    /// its own shape, as [`Context::attention`] would for it alone), recorded over views of the
+    /// packed tensors into one submission: no work and no memory is spent on padding, and a
+    /// sequence's output and log-sum-exp are bitwise the same whatever else is in the pack
+    /// (README, "Packed variable-length sequences"). A sequence without keys gives zeros
+    /// (`-inf` log-sum-exp, or its sink's), one without queries nothing. The offsets are host
+    /// slices; the dispatches are as many as the sequences with queries.
+    ///
+    /// ```no_run
+    /// # use wgpu_attention::*;
+    /// # fn main() -> Result<()> {
+    /// let ctx = Context::new_blocking()?;
+    /// // two prompts of 3 and 5 tokens, 8 heads of dim 64, packed [8, 8, 64]
+    /// let s = Shape::new(1, 8, 8, 64);
+    /// let qkv = ctx.upload_with_layout(&vec![0.1f32; s.numel()], s, Layout::Bshd)?;
+    /// let cu = [0u32, 3, 8];
+    /// let opts = AttentionOptions { causal: true, ..Default::default() };
+    /// let out = ctx.attention_varlen(&qkv, &qkv, &qkv, &Varlen::new(&cu, &cu)?, &opts)?;
+    /// assert_eq!(out.shape(), s);
+    /// # Ok(()) }
+    /// ```
+    pub fn attention_varlen(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        varlen: &Varlen,
+        opts: &AttentionOptions,
+    ) -> Result<Tensor> {
+        pollster::block_on(self.attention_varlen_async(q, k, v, varlen, opts))
+    }
+
+    /// Async twin of [`Context::attention_varlen`].
+    pub async fn attention_varlen_async(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        varlen: &Varlen<'_>,
+        opts: &AttentionOptions<'_>,
+    ) -> Result<Tensor> {
+        Ok(self.varlen_checked(q, k, v, varlen, opts, false).await?.0)
+    }
+
+    /// Like [`Context::attention_varlen`], also returning the log-sum-exp (f32
+    /// `[1, heads, total_q, 1]`).
+    pub fn attention_varlen_with_lse(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        varlen: &Varlen,
+        opts: &AttentionOptions,
+    ) -> Result<(Tensor, Tensor)> {
+        pollster::block_on(self.attention_varlen_with_lse_async(q, k, v, varlen, opts))
+    }
+
+    /// Async twin of [`Context::attention_varlen_with_lse`].
+    pub async fn attention_varlen_with_lse_async(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        varlen: &Varlen<'_>,
+        opts: &AttentionOptions<'_>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (out, lse) = self.varlen_checked(q, k, v, varlen, opts, true).await?;
+        Ok((out, lse.ok_or_else(|| crate::Error::Gpu("no log-sum-exp recorded".into()))?))
+    }
+
+    /// Records [`Context::attention_varlen`] into `encoder`, writing `call.out` and `call.lse`
+    /// if given. Outputs may not share a buffer with the inputs.
+    pub fn encode_attention_varlen(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        call: &VarlenCall,
+        opts: &AttentionOptions,
+    ) -> Result<()> {
+        let VarlenCall { q, k, v, varlen, out, lse } = *call;
+        self.varlen_check(q, k, v, varlen, opts)?;
+        let out_s = out.shape();
+        if out_s != q.shape() || out.dtype() != q.dtype() {
+            return Err(crate::Error::InvalidArgument {
+                argument: "out",
+                message: format!(
+                    "{:?} {:?}, expected q's {:?} {:?}",
+                    out_s.dims(),
+                    out.dtype(),
+                    q.shape().dims(),
+                    q.dtype()
+                ),
+            });
+        }
+        if let Some(l) = lse {
+            let want = Shape::new(1, q.shape().heads, q.shape().seq, 1);
+            if l.shape() != want || l.dtype() != DType::F32 {
+                return Err(crate::Error::InvalidArgument {
+                    argument: "lse",
+                    message: format!("{:?} {:?}, expected {:?} F32", l.shape().dims(), l.dtype(), want.dims()),
+                });
+            }
+        }
+        let mut outs = vec![("out", out)];
+        outs.extend(lse.map(|l| ("lse", l)));
+        self.check_outputs(&outs)?;
+        pollster::block_on(self.record_varlen(encoder, (q, k, v), varlen, opts, out, lse))
+    }
+
+    fn varlen_check(&self, q: &Tensor, k: &Tensor, v: &Tensor, varlen: &Varlen, opts: &AttentionOptions) -> Result<()> {
+        crate::problem::varlen::check(&Operand::gpu(q), &Operand::gpu(k), &Operand::gpu(v), varlen, opts)?;
+        self.check_tensors(&[("q", q), ("k", k), ("v", v)], None)
+    }
+
+    async fn varlen_checked(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        varlen: &Varlen<'_>,
+        opts: &AttentionOptions<'_>,
+        with_lse: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        self.varlen_check(q, k, v, varlen, opts)?;
+        let qs = q.shape();
+        let out = self.zeros_async(qs, q.layout(), q.dtype()).await?;
+        let lse = match with_lse {
+            true => Some(self.zeros_async(Shape::new(1, qs.heads, qs.seq, 1), Layout::Bhsd, DType::F32).await?),
+            false => None,
+        };
+        let mut enc = self.encoder()?;
+        self.record_varlen(&mut enc, (q, k, v), varlen, opts, &out, lse.as_ref()).await?;
+        self.submit_async(enc).await?;
+        Ok((out, lse))
+    }
+
+    /// Records each sequence with queries as an attention call over views of the pack.
+    async fn record_varlen(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        varlen: &Varlen<'_>,
+        opts: &AttentionOptions<'_>,
+        out: &Tensor,
+        lse: Option<&Tensor>,
+    ) -> Result<()> {
+        let no_keys = [0u32];
+        // a sequence without keys reads one zero key with a key length of 0 (nothing attended)
+        let mut zero_key: Option<Tensor> = None;
+        for b in 0..varlen.batch() {
+            let (qr, kr) = (varlen.q_range(b), varlen.k_range(b));
+            if qr.is_empty() {
+                continue;
+            }
+            let qb = rows(q, qr.start, qr.len());
+            let ob = rows(out, qr.start, qr.len());
+            let lb = lse.map(|l| rows(l, qr.start, qr.len()));
+            let (kb, vb, o) = if kr.is_empty() {
+                if zero_key.is_none() {
+                    let s = Shape::new(1, k.shape().heads, 1, k.shape().dim);
+                    zero_key = Some(self.zeros_async(s, Layout::Bhsd, k.dtype()).await?);
+                }
+                let z = zero_key.clone().ok_or_else(|| crate::Error::Gpu("no zero key".into()))?;
+                (z.clone(), z, AttentionOptions { key_lengths: Some(&no_keys), ..*opts })
+            } else {
+                (rows(k, kr.start, kr.len()), rows(v, kr.start, kr.len()), *opts)
+            };
+            let p = self.attention_problem(&qb, &kb, &vb, None, &o)?;
+            self.record_attention(encoder, &p, (&qb, &kb, &vb), None, &ob, lb.as_ref()).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,389 @@
+//! Packed variable-length attention (`Context::attention_varlen`, `cpu::attention_varlen`):
+//! against the f64 reference computed sequence by sequence and against the padded batched call,
+//! with empty, one-token and tile-edge sequences, every option, thousands of sequences in a
+//! pack; batch invariance checked bitwise; bad offsets refused with the argument named.
+
+mod common;
+use common::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use wgpu_attention::*;
+
+/// One sequence's parts of a pack: query and key counts, its q, k and v rows.
+type Parts = (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// A pack: each sequence's query and key counts, and the packed BSHD data
+/// (`[total, heads, d]`).
+struct Pack {
+    nq: Vec<usize>,
+    nk: Vec<usize>,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    cu_q: Vec<u32>,
+    cu_k: Vec<u32>,
+}
+
+fn cumulative(n: &[usize]) -> Vec<u32> {
+    let mut c = vec![0u32];
+    for &x in n {
+        c.push(c[c.len() - 1] + x as u32);
+    }
+    c
+}
+
+impl Pack {
+    fn new(nq: &[usize], nk: &[usize], h: usize, hkv: usize, d: usize, seed: u64) -> Self {
+        let (tq, tk) = (nq.iter().sum::<usize>(), nk.iter().sum::<usize>());
+        Pack {
+            nq: nq.to_vec(),
+            nk: nk.to_vec(),
+            h,
+            hkv,
+            d,
+            q: rand_vec(seed, tq * h * d, 1.0),
+            k: rand_vec(seed + 1, tk * hkv * d, 1.0),
+            v: rand_vec(seed + 2, tk * hkv * d, 1.0),
+            cu_q: cumulative(nq),
+            cu_k: cumulative(nk),
+        }
+    }
+
+    /// The pack of `others` with `one` inserted at position `at` (for invariance).
+    fn with_inserted(one: &Pack, others: &Pack, at: usize) -> Pack {
+        let split = |x: &[f32], cu: &[u32], w: usize| -> Vec<Vec<f32>> {
+            cu.windows(2).map(|c| x[c[0] as usize * w..c[1] as usize * w].to_vec()).collect()
+        };
+        let (wq, wk) = (one.h * one.d, one.hkv * one.d);
+        let mut parts: Vec<Parts> = others
+            .nq
+            .iter()
+            .zip(&others.nk)
+            .zip(split(&others.q, &others.cu_q, wq))
+            .zip(split(&others.k, &others.cu_k, wk).into_iter().zip(split(&others.v, &others.cu_k, wk)))
+            .map(|(((&a, &b), q), (k, v))| (a, b, q, k, v))
+            .collect();
+        parts.insert(at, (one.nq[0], one.nk[0], one.q.clone(), one.k.clone(), one.v.clone()));
+        let nq: Vec<usize> = parts.iter().map(|p| p.0).collect();
+        let nk: Vec<usize> = parts.iter().map(|p| p.1).collect();
+        Pack {
+            cu_q: cumulative(&nq),
+            cu_k: cumulative(&nk),
+            nq,
+            nk,
+            h: one.h,
+            hkv: one.hkv,
+            d: one.d,
+            q: parts.iter().flat_map(|p| p.2.clone()).collect(),
+            k: parts.iter().flat_map(|p| p.3.clone()).collect(),
+            v: parts.iter().flat_map(|p| p.4.clone()).collect(),
+        }
+    }
+
+    fn shapes(&self) -> (Shape, Shape) {
+        (Shape::new(1, self.h, *self.cu_q.last().unwrap() as usize, self.d), Shape::new(1, self.hkv, *self.cu_k.last().unwrap() as usize, self.d))
+    }
+
+    fn varlen(&self) -> Varlen<'_> {
+        Varlen::new(&self.cu_q, &self.cu_k).unwrap()
+    }
+
+    /// The f64 reference, each sequence alone: output `[total_q, h, d]` and lse `[h, total_q]`.
+    fn reference(&self, c: &Case) -> (Vec<f64>, Vec<f64>) {
+        let (h, d) = (self.h, self.d);
+        let total = *self.cu_q.last().unwrap() as usize;
+        let mut out = vec![0.0; total * h * d];
+        let mut lse = vec![f64::NEG_INFINITY; h * total];
+        let scale = c.scale.map_or(1.0 / (d as f64).sqrt(), |s| s as f64);
+        for b in 0..self.nq.len() {
+            let (q0, nq, k0, nk) = (self.cu_q[b] as usize, self.nq[b], self.cu_k[b] as usize, self.nk[b]);
+            if nq == 0 {
+                continue;
+            }
+            if nk == 0 {
+                // no keys: zeros, and the sink's log-sum-exp (or -inf)
+                for hh in 0..h {
+                    for i in 0..nq {
+                        lse[hh * total + q0 + i] = c.sinks.as_ref().map_or(f64::NEG_INFINITY, |s| s[hh] as f64);
+                    }
+                }
+                continue;
+            }
+            let qs = Shape::new(1, h, nq, d);
+            let ks = Shape::new(1, self.hkv, nk, d);
+            let rm = RefMask { causal: c.causal, window: c.window.map(|w| (w.left, w.right)), ..Default::default() };
+            let (o, l, _) = ref_attention_with(
+                &self.q[q0 * h * d..(q0 + nq) * h * d],
+                qs,
+                Layout::Bshd,
+                &self.k[k0 * self.hkv * d..(k0 + nk) * self.hkv * d],
+                ks,
+                Layout::Bshd,
+                &self.v[k0 * self.hkv * d..(k0 + nk) * self.hkv * d],
+                Layout::Bshd,
+                scale,
+                &rm,
+                &c.ref_scores(),
+            );
+            out[q0 * h * d..(q0 + nq) * h * d].copy_from_slice(&o);
+            for hh in 0..h {
+                for i in 0..nq {
+                    lse[hh * total + q0 + i] = l[hh * nq + i];
+                }
+            }
+        }
+        (out, lse)
+    }
+
+    fn cpu(&self, opts: &AttentionOptions) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (qs, ks) = self.shapes();
+        let q = HostTensor::with_layout(&self.q, qs, Layout::Bshd)?;
+        let k = HostTensor::with_layout(&self.k, ks, Layout::Bshd)?;
+        let v = HostTensor::with_layout(&self.v, ks, Layout::Bshd)?;
+        cpu::attention_varlen(&q, &k, &v, &self.varlen(), opts)
+    }
+
+    fn gpu(&self, ctx: &Context, opts: &AttentionOptions) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (qs, ks) = self.shapes();
+        let q = ctx.upload_with_layout(&self.q, qs, Layout::Bshd)?;
+        let k = ctx.upload_with_layout(&self.k, ks, Layout::Bshd)?;
+        let v = ctx.upload_with_layout(&self.v, ks, Layout::Bshd)?;
+        let (o, l) = ctx.attention_varlen_with_lse(&q, &k, &v, &self.varlen(), opts)?;
+        Ok((o.download_blocking(ctx)?, l.download_blocking(ctx)?))
+    }
+}
+
+/// Lengths with an empty sequence, one-token ones, and lengths around the kernels' tiles.
+fn mixed() -> (Vec<usize>, Vec<usize>) {
+    (vec![3, 0, 1, 63, 64, 65, 2, 5], vec![10, 4, 1, 63, 64, 130, 0, 300])
+}
+
+fn cases() -> Vec<Case> {
+    let base = Case::new(1, 4, 2, 1, 1, 32);
+    vec![
+        base.clone(),
+        base.clone().causal(),
+        base.clone().causal().window(20, Some(3)).softcap(25.0).alibi().sinks(),
+        Case::new(1, 2, 2, 1, 1, 40).causal().sinks(),
+    ]
+}
+
+fn check(ctx: Option<&Context>) {
+    let (nq, nk) = mixed();
+    for (i, c) in cases().iter().enumerate() {
+        let pack = Pack::new(&nq, &nk, c.h, c.hkv, c.d, 100 + i as u64);
+        let (want, want_lse) = pack.reference(c);
+        let what = format!("{c:?}");
+        let opts = c.opts();
+        let (o, l) = pack.cpu(&opts).unwrap();
+        assert_close(&format!("cpu {what}"), &o, &want, 1e-5);
+        assert_lse(&format!("cpu lse {what}"), &l, &want_lse, 1e-5);
+        let (qs, ks) = pack.shapes();
+        let (r, _) = cpu::reference::attention_varlen(
+            &HostTensor::with_layout(&pack.q, qs, Layout::Bshd).unwrap(),
+            &HostTensor::with_layout(&pack.k, ks, Layout::Bshd).unwrap(),
+            &HostTensor::with_layout(&pack.v, ks, Layout::Bshd).unwrap(),
+            &pack.varlen(),
+            &opts,
+        )
+        .unwrap();
+        assert_close(&format!("cpu reference {what}"), &r, &want, 1e-6);
+        if let Some(ctx) = ctx {
+            let (o, l) = pack.gpu(ctx, &opts).unwrap();
+            assert_close(&format!("gpu {what}"), &o, &want, 1e-5);
+            assert_lse(&format!("gpu lse {what}"), &l, &want_lse, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn cpu_varlen_matches_the_reference_per_sequence() {
+    check(None);
+}
+
+gpu_test! {
+    fn gpu_varlen_matches_the_reference_per_sequence() {
+        check(Some(&shared_gpu()));
+    }
+}
+
+#[test]
+fn varlen_equals_the_padded_call() {
+    // every sequence padded to the longest with key lengths, in one batched call: the rows of
+    // the pack's sequences are the padded call's (non-causal: the padded call aligns causal
+    // masks to its padded key count)
+    let (nq, nk) = (vec![4usize, 1, 7], vec![9usize, 30, 2]);
+    let pack = Pack::new(&nq, &nk, 2, 1, 16, 7);
+    let (mq, mk) = (7, 30);
+    let (b, h, d) = (3, 2, 16);
+    let mut q = vec![0.0f32; b * h * mq * d];
+    let (mut k, mut v) = (vec![0.0f32; b * mk * d], vec![0.0f32; b * mk * d]);
+    for s in 0..b {
+        for i in 0..nq[s] {
+            for hh in 0..h {
+                let src = ((pack.cu_q[s] as usize + i) * h + hh) * d;
+                q[((s * h + hh) * mq + i) * d..][..d].copy_from_slice(&pack.q[src..src + d]);
+            }
+        }
+        for j in 0..nk[s] {
+            let src = (pack.cu_k[s] as usize + j) * d;
+            k[(s * mk + j) * d..][..d].copy_from_slice(&pack.k[src..src + d]);
+            v[(s * mk + j) * d..][..d].copy_from_slice(&pack.v[src..src + d]);
+        }
+    }
+    let lens: Vec<u32> = nk.iter().map(|&x| x as u32).collect();
+    let opts = AttentionOptions { key_lengths: Some(&lens), ..Default::default() };
+    let (qs, ks) = (Shape::new(b, h, mq, d), Shape::new(b, 1, mk, d));
+    let (padded, _) = cpu::attention(
+        &HostTensor::new(&q, qs).unwrap(),
+        &HostTensor::new(&k, ks).unwrap(),
+        &HostTensor::new(&v, ks).unwrap(),
+        None,
+        &opts,
+    )
+    .unwrap();
+    let (packed, _) = pack.cpu(&AttentionOptions::default()).unwrap();
+    for s in 0..b {
+        for i in 0..nq[s] {
+            for hh in 0..h {
+                let got = &packed[((pack.cu_q[s] as usize + i) * h + hh) * d..][..d];
+                let want = &padded[((s * h + hh) * mq + i) * d..][..d];
+                assert_agree(&format!("sequence {s} row {i} head {hh}"), got, want, 1e-6);
+            }
+        }
+    }
+}
+
+/// A sequence alone and among random others, at each given position: bitwise the same output
+/// and log-sum-exp, on the CPU path and on the GPU.
+fn check_invariance(ctx: Option<&Context>, others: usize, positions: &[usize]) {
+    let c = Case::new(1, 4, 2, 1, 1, 32).causal().sinks();
+    let one = Pack::new(&[37], &[300], 4, 2, 32, 5);
+    let mut r = ChaCha8Rng::seed_from_u64(others as u64);
+    let nq: Vec<usize> = (0..others).map(|_| r.random_range(0..70)).collect();
+    let nk: Vec<usize> = nq.iter().map(|&q| q + r.random_range(0..400)).collect();
+    let rest = Pack::new(&nq, &nk, 4, 2, 32, 77);
+    let opts = c.opts();
+    let alone_cpu = one.cpu(&opts).unwrap();
+    let alone_gpu = ctx.map(|ctx| one.gpu(ctx, &opts).unwrap());
+    let total = 37 * 4;
+    for &at in positions {
+        let pack = Pack::with_inserted(&one, &rest, at);
+        let q0 = pack.cu_q[at] as usize;
+        let tq = *pack.cu_q.last().unwrap() as usize;
+        let mine = |(o, l): &(Vec<f32>, Vec<f32>)| -> (Vec<u32>, Vec<u32>) {
+            let o = o[q0 * 4 * 32..][..total * 32].iter().map(|x| x.to_bits()).collect();
+            let l = (0..4).flat_map(|h| l[h * tq + q0..][..37].iter().map(|x| x.to_bits()).collect::<Vec<_>>()).collect();
+            (o, l)
+        };
+        let bits = |(o, l): &(Vec<f32>, Vec<f32>)| -> (Vec<u32>, Vec<u32>) {
+            (o.iter().map(|x| x.to_bits()).collect(), l.iter().map(|x| x.to_bits()).collect())
+        };
+        assert_eq!(mine(&pack.cpu(&opts).unwrap()), bits(&alone_cpu), "cpu: among {others} at {at}");
+        if let (Some(ctx), Some(alone)) = (ctx, &alone_gpu) {
+            assert_eq!(mine(&pack.gpu(ctx, &opts).unwrap()), bits(alone), "gpu: among {others} at {at}");
+        }
+    }
+}
+
+#[test]
+fn cpu_results_do_not_depend_on_the_pack() {
+    check_invariance(None, 1, &[0, 1]);
+    check_invariance(None, 7, &(0..8).collect::<Vec<_>>());
+    check_invariance(None, 63, &[0, 31, 63]);
+}
+
+gpu_test! {
+    fn gpu_results_do_not_depend_on_the_pack() {
+        let ctx = shared_gpu();
+        check_invariance(Some(&ctx), 1, &[0, 1]);
+        check_invariance(Some(&ctx), 7, &(0..8).collect::<Vec<_>>());
+        check_invariance(Some(&ctx), 63, &[0, 31, 63]);
+    }
+}
+
+fn thousands(ctx: Option<&Context>) {
+    // 2000 sequences of 0-3 queries over 0-5 keys
+    let mut r = ChaCha8Rng::seed_from_u64(9);
+    let nq: Vec<usize> = (0..2000).map(|_| r.random_range(0..4)).collect();
+    let nk: Vec<usize> = (0..2000).map(|_| r.random_range(0..6)).collect();
+    let c = Case::new(1, 2, 1, 1, 1, 8).sinks();
+    let pack = Pack::new(&nq, &nk, 2, 1, 8, 3);
+    let (want, want_lse) = pack.reference(&c);
+    let (o, l) = match ctx {
+        Some(ctx) => pack.gpu(ctx, &c.opts()).unwrap(),
+        None => pack.cpu(&c.opts()).unwrap(),
+    };
+    assert_close("2000 sequences", &o, &want, 1e-5);
+    assert_lse("2000 sequences lse", &l, &want_lse, 1e-5);
+}
+
+#[test]
+fn cpu_thousands_of_sequences_in_a_pack() {
+    thousands(None);
+}
+
+gpu_test! {
+    fn gpu_thousands_of_sequences_in_a_pack() {
+        thousands(Some(&shared_gpu()));
+    }
+}
+
+fn bad_offsets(ctx: Option<&Context>) {
+    let pack = Pack::new(&[2, 3], &[4, 1], 2, 1, 8, 1);
+    let (qs, ks) = pack.shapes();
+    let run = |cu_q: &[u32], cu_k: &[u32], opts: &AttentionOptions| -> Error {
+        let varlen = match Varlen::new(cu_q, cu_k) {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        match ctx {
+            Some(ctx) => {
+                let q = ctx.upload_with_layout(&pack.q, qs, Layout::Bshd).unwrap();
+                let k = ctx.upload_with_layout(&pack.k, ks, Layout::Bshd).unwrap();
+                ctx.attention_varlen(&q, &k, &k, &varlen, opts).unwrap_err()
+            }
+            None => {
+                let q = HostTensor::with_layout(&pack.q, qs, Layout::Bshd).unwrap();
+                let k = HostTensor::with_layout(&pack.k, ks, Layout::Bshd).unwrap();
+                cpu::attention_varlen(&q, &k, &k, &varlen, opts).unwrap_err()
+            }
+        }
+    };
+    let o = AttentionOptions::default();
+    let named = |e: Error, arg: &str| {
+        let name = match &e {
+            Error::InvalidArgument { argument, .. } | Error::LengthMismatch { argument, .. } => *argument,
+            _ => "",
+        };
+        assert_eq!(name, arg, "{e}");
+    };
+    // not increasing
+    named(run(&[0, 3, 2], &[0, 4, 5], &o), "cu_seqlens_q");
+    named(run(&[0, 2, 5], &[0, 5, 4], &o), "cu_seqlens_k");
+    // not starting at 0
+    named(run(&[1, 2, 5], &[0, 4, 5], &o), "cu_seqlens_q");
+    // beyond the tensor, and short of it (the totals)
+    named(run(&[0, 2, 6], &[0, 4, 5], &o), "cu_seqlens_q");
+    named(run(&[0, 2, 5], &[0, 4, 4], &o), "cu_seqlens_k");
+    // wrong counts
+    named(run(&[0, 2, 5], &[0, 5], &o), "cu_seqlens_k");
+    named(run(&[5], &[5], &o), "cu_seqlens_q");
+    // key lengths: the offsets give them
+    let lens = [1u32, 1];
+    named(run(&[0, 2, 5], &[0, 4, 5], &AttentionOptions { key_lengths: Some(&lens), ..o }), "key_lengths");
+}
+
+#[test]
+fn cpu_bad_offsets_are_refused_naming_them() {
+    bad_offsets(None);
+}
+
+gpu_test! {
+    fn gpu_bad_offsets_are_refused_naming_them() {
+        bad_offsets(Some(&shared_gpu()));
+    }
+}

@@ -32,7 +32,7 @@ pub struct Varlen<'a> {
 }
 
 /// Checks one offsets array: at least 2 entries, the first 0, never decreasing.
-fn check_offsets(argument: &'static str, cu: &[u32]) -> Result<()> {
+pub(crate) fn check_offsets(argument: &'static str, cu: &[u32]) -> Result<()> {
     if cu.len() < 2 {
         return Err(Error::InvalidArgument {
             argument,

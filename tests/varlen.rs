@@ -387,3 +387,133 @@ gpu_test! {
         bad_offsets(Some(&shared_gpu()));
     }
 }
+
+/// Ragged calls over a paged cache, a serving step: sequences with cached prefixes of different
+/// lengths, some prefilling a chunk, some decoding one token, one idle. The prefixes and then
+/// the step's tokens are appended with `append_kv_varlen` (the GPU's pools equal the CPU's),
+/// and the step's queries attended with `paged_attention_varlen`, against the f64 reference of
+/// each sequence over its contiguous keys.
+fn ragged(ctx: Option<&Context>) {
+    let (kvh, h, d, ps) = (2usize, 4usize, 32usize, 16usize);
+    let cached = [0usize, 17, 40, 5, 64];
+    let new = [5usize, 1, 0, 20, 1];
+    let total: Vec<usize> = cached.iter().zip(&new).map(|(a, b)| a + b).collect();
+    let blocks = total.iter().map(|t| t.div_ceil(ps)).max().unwrap();
+    let g = PageGeometry { num_pages: cached.len() * blocks + 1, page_size: ps, kv_heads: kvh, head_dim: d };
+    let mut pages: Vec<u32> = (0..g.num_pages as u32).collect();
+    let mut r = ChaCha8Rng::seed_from_u64(4);
+    for i in (1..pages.len()).rev() {
+        pages.swap(i, r.random_range(0..=i));
+    }
+    let table: Vec<u32> = pages[..cached.len() * blocks].to_vec();
+    // each sequence's K and V, [kvh, total, d]
+    let kv: Vec<(Vec<f32>, Vec<f32>)> =
+        (0..cached.len()).map(|b| (rand_vec(60 + b as u64, kvh * total[b] * d, 1.0), rand_vec(90 + b as u64, kvh * total[b] * d, 1.0))).collect();
+    // tokens [from, to) of every sequence, packed BSHD [sum, kvh, d]
+    let pack = |x: usize, from: &dyn Fn(usize) -> usize, to: &dyn Fn(usize) -> usize| -> Vec<f32> {
+        let mut p = vec![];
+        for (b, s) in kv.iter().enumerate() {
+            let src = if x == 0 { &s.0 } else { &s.1 };
+            for t in from(b)..to(b) {
+                for hk in 0..kvh {
+                    p.extend_from_slice(&src[(hk * total[b] + t) * d..][..d]);
+                }
+            }
+        }
+        p
+    };
+    let cached_lens: Vec<u32> = cached.iter().map(|&c| c as u32).collect();
+    let total_lens: Vec<u32> = total.iter().map(|&t| t as u32).collect();
+    let c = Case::new(1, h, kvh, 1, 1, d).causal().window(30, None).sinks();
+    let opts = c.opts();
+    let q = rand_vec(7, new.iter().sum::<usize>() * h * d, 1.0);
+    let qs = Shape::new(1, h, new.iter().sum(), d);
+    let cu_q = cumulative(&new);
+    // (the table's lengths, the offsets, packed K, packed V) of each append
+    type Append<'a> = (&'a [u32], Vec<u32>, Vec<f32>, Vec<f32>);
+    let steps: [Append; 2] = [
+        (&cached_lens, cumulative(&cached), pack(0, &|_| 0, &|b| cached[b]), pack(1, &|_| 0, &|b| cached[b])),
+        (&total_lens, cumulative(&new), pack(0, &|b| cached[b], &|b| total[b]), pack(1, &|b| cached[b], &|b| total[b])),
+    ];
+    let mut host = HostKvCache::<f32>::new(g).unwrap();
+    let gpu = ctx.map(|ctx| PagedKvCache::new(ctx, g, DType::F32).unwrap());
+    for (lens, cu, k, v) in &steps {
+        let t = BlockTable::new(&table, blocks, lens).unwrap();
+        let s = Shape::new(1, kvh, *cu.last().unwrap() as usize, d);
+        let (hk, hv) = (HostTensor::with_layout(k, s, Layout::Bshd).unwrap(), HostTensor::with_layout(v, s, Layout::Bshd).unwrap());
+        cpu::append_kv_varlen(&mut host, &t, &hk, &hv, cu).unwrap();
+        if let (Some(ctx), Some(cache)) = (ctx, &gpu) {
+            let (gk, gv) = (ctx.upload_with_layout(k, s, Layout::Bshd).unwrap(), ctx.upload_with_layout(v, s, Layout::Bshd).unwrap());
+            ctx.append_kv_varlen(cache, &t, &gk, &gv, cu).unwrap();
+        }
+    }
+    // the reference: each sequence with new tokens, its queries at its last positions
+    let tq = *cu_q.last().unwrap() as usize;
+    let mut want = vec![0.0f64; tq * h * d];
+    let mut want_lse = vec![f64::NEG_INFINITY; h * tq];
+    for b in 0..cached.len() {
+        let (q0, nq) = (cu_q[b] as usize, new[b]);
+        if nq == 0 {
+            continue;
+        }
+        let rm = RefMask { causal: true, window: c.window.map(|w| (w.left, w.right)), ..Default::default() };
+        let ks = Shape::new(1, kvh, total[b], d);
+        let (o, l, _) = ref_attention_with(
+            &q[q0 * h * d..(q0 + nq) * h * d],
+            Shape::new(1, h, nq, d),
+            Layout::Bshd,
+            &kv[b].0,
+            ks,
+            Layout::Bhsd,
+            &kv[b].1,
+            Layout::Bhsd,
+            1.0 / (d as f64).sqrt(),
+            &rm,
+            &c.ref_scores(),
+        );
+        want[q0 * h * d..(q0 + nq) * h * d].copy_from_slice(&o);
+        for hh in 0..h {
+            for i in 0..nq {
+                want_lse[hh * tq + q0 + i] = l[hh * nq + i];
+            }
+        }
+    }
+    let t = BlockTable::new(&table, blocks, &total_lens).unwrap();
+    let hq = HostTensor::with_layout(&q, qs, Layout::Bshd).unwrap();
+    let (o, l) = cpu::paged_attention_varlen(&hq, &host, &t, &cu_q, &opts).unwrap();
+    assert_close("cpu ragged", &o, &want, 1e-5);
+    assert_lse("cpu ragged lse", &l, &want_lse, 1e-5);
+    let (Some(ctx), Some(cache)) = (ctx, gpu) else { return };
+    assert_eq!(cache.k().download_blocking(ctx).unwrap(), host.k().unwrap(), "K pools");
+    assert_eq!(cache.v().download_blocking(ctx).unwrap(), host.v().unwrap(), "V pools");
+    let gq = ctx.upload_with_layout(&q, qs, Layout::Bshd).unwrap();
+    let (o, l) = ctx.paged_attention_varlen_with_lse(&gq, &cache, &t, &cu_q, &opts).unwrap();
+    assert_close("gpu ragged", &o.download_blocking(ctx).unwrap(), &want, 1e-5);
+    assert_lse("gpu ragged lse", &l.download_blocking(ctx).unwrap(), &want_lse, 1e-5);
+    // bad offsets and shared slots are refused before anything runs
+    let e = ctx.paged_attention_varlen(&gq, &cache, &t, &cu_q[..4], &opts).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { argument: "cu_seqlens_q", .. }), "{e}");
+    let shared = [table[0], table[1], table[2], table[3], table[4]];
+    let one_page: Vec<u32> = shared.iter().flat_map(|&p| std::iter::repeat_n(p, blocks)).collect();
+    let lens1 = [1u32; 5];
+    let t1 = BlockTable::new(&one_page[..5 * blocks], blocks, &lens1).unwrap();
+    let kn = ctx.upload_with_layout(&vec![0.5f32; 2 * kvh * d], Shape::new(1, kvh, 2, d), Layout::Bshd).unwrap();
+    let both_first = [0u32, 1, 1, 1, 1, 2];
+    // sequences 0 and 4 write slot 0 of their first pages, which differ: fine; the same page twice is refused
+    let same: Vec<u32> = std::iter::repeat_n(table[0], 5 * blocks).collect();
+    let ts = BlockTable::new(&same, blocks, &lens1).unwrap();
+    assert!(ctx.append_kv_varlen(&cache, &t1, &kn, &kn, &both_first).is_ok());
+    let e = ctx.append_kv_varlen(&cache, &ts, &kn, &kn, &both_first).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { argument: "block_table", .. }), "{e}");
+}
+
+#[test]
+fn cpu_ragged_queries_over_a_paged_cache() {
+    ragged(None);
+}
+
+gpu_test! {
+    fn gpu_ragged_queries_over_a_paged_cache() {
+        ragged(Some(&shared_gpu()));
+    }
+}

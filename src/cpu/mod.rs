@@ -31,7 +31,7 @@ pub(crate) mod weighted_sum;
 pub use attention::{attention, attention_unfused, paged_attention};
 pub use attention_merge::{attention_merge, AttentionPartial};
 pub use kv_append::append_kv;
-pub use varlen::attention_varlen;
+pub use varlen::{append_kv_varlen, attention_varlen, paged_attention_varlen};
 pub use similarity::similarity;
 pub use softmax::softmax;
 pub use top_k::top_k;

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use crate::error::Result;
 use crate::host::HostTensor;
 use crate::options::AttentionOptions;
+use crate::pages::{BlockTable, HostKvCache};
 use crate::problem::Operand;
 use crate::shape::{Element, Layout, Shape};
 use crate::varlen::Varlen;
@@ -124,4 +125,88 @@ pub fn reference_attention_varlen<T: Element>(
     opts: &AttentionOptions,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     each_sequence(q, k, v, varlen, opts, |q, k, v, o| super::reference::attention(q, k, v, None, o))
+}
+
+/// Attention over a paged cache with a different number of new queries per sequence, on the
+/// fast CPU path: the CPU twin of [`Context::paged_attention_varlen`](crate::Context::paged_attention_varlen).
+/// `q` is a pack `[1, heads, total_q, dim]`, sequence `b` owning rows
+/// `cu_seqlens_q[b]..cu_seqlens_q[b + 1]`, its queries at its last positions (as
+/// [`paged_attention`](super::paged_attention)'s). Returns `(output, lse)`: output like `q`; lse
+/// `[heads, total_q]`.
+pub fn paged_attention_varlen<T: Element>(
+    q: &HostTensor<T>,
+    cache: &HostKvCache<T>,
+    table: &BlockTable,
+    cu_seqlens_q: &[u32],
+    opts: &AttentionOptions,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    crate::problem::varlen::check_ragged("cu_seqlens_q", &Operand::host(q), "q", table.batch(), cu_seqlens_q)?;
+    let qs = q.shape();
+    let (h, d, total) = (qs.heads, qs.dim, qs.seq);
+    let mut out = vec![0.0f32; qs.numel()];
+    let mut lse = vec![f32::NEG_INFINITY; h * total];
+    let ost = q.layout().strides(&qs);
+    let bps = table.blocks_per_seq();
+    for b in 0..table.batch() {
+        let (r0, r1) = (cu_seqlens_q[b] as usize, cu_seqlens_q[b + 1] as usize);
+        if r0 == r1 {
+            continue;
+        }
+        let lens = [table.seq_lens()[b]];
+        let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, &lens)?;
+        let qd = rows(q, r0, r1);
+        let qb = HostTensor::with_layout(&qd, Shape::new(1, h, r1 - r0, d), Layout::Bshd)?;
+        let (o, l) = super::paged_attention(&qb, cache, &one, opts)?;
+        // o is BSHD [nq, h, d]; l is [h, nq]
+        let nq = r1 - r0;
+        for i in 0..nq {
+            for hh in 0..h {
+                let at = hh * ost.head + (r0 + i) * ost.seq;
+                out[at..at + d].copy_from_slice(&o[(i * h + hh) * d..][..d]);
+                lse[hh * total + r0 + i] = l[hh * nq + i];
+            }
+        }
+    }
+    Ok((out, lse))
+}
+
+/// Appends a different number of new tokens per sequence to a host cache: the CPU twin of
+/// [`Context::append_kv_varlen`](crate::Context::append_kv_varlen). `k_new` and `v_new` are packs
+/// `[1, kv_heads, total_new, dim]`, sequence `b` owning rows
+/// `cu_seqlens_new[b]..cu_seqlens_new[b + 1]`, written at its last positions (its length in
+/// the table counts them). Checked as [`append_kv`](super::append_kv) is, per sequence, and no
+/// two sequences may write one slot.
+pub fn append_kv_varlen<T: Element>(
+    cache: &mut HostKvCache<T>,
+    table: &BlockTable,
+    k_new: &HostTensor<T>,
+    v_new: &HostTensor<T>,
+    cu_seqlens_new: &[u32],
+) -> Result<()> {
+    crate::problem::varlen::check_ragged_append(
+        &Operand::host(k_new),
+        &Operand::host(v_new),
+        &cache.geometry(),
+        table,
+        cu_seqlens_new,
+    )?;
+    let ks = k_new.shape();
+    let bps = table.blocks_per_seq();
+    for b in 0..table.batch() {
+        let (r0, r1) = (cu_seqlens_new[b] as usize, cu_seqlens_new[b + 1] as usize);
+        if r0 == r1 {
+            continue;
+        }
+        let lens = [table.seq_lens()[b]];
+        let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, &lens)?;
+        let (kd, vd) = (rows(k_new, r0, r1), rows(v_new, r0, r1));
+        let s = Shape::new(1, ks.heads, r1 - r0, ks.dim);
+        super::append_kv(
+            cache,
+            &one,
+            &HostTensor::with_layout(&kd, s, Layout::Bshd)?,
+            &HostTensor::with_layout(&vd, s, Layout::Bshd)?,
+        )?;
+    }
+    Ok(())
 }

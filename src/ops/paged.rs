@@ -17,7 +17,7 @@ use crate::tensor::Tensor;
 impl Context {
     /// The block table's two buffers, sequence lengths and entries: a resident table's own, or
     /// host slices uploaded.
-    async fn table_buffers(&self, table: &dyn PagedTable) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
+    pub(crate) async fn table_buffers(&self, table: &dyn PagedTable) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
         if let Some((lens, entries, id)) = resident(table) {
             self.check_owns("block_table", id)?;
             return Ok((lens.clone(), entries.clone()));
@@ -29,7 +29,7 @@ impl Context {
         ))
     }
 
-    fn append_problem<'a>(
+    pub(crate) fn append_problem<'a>(
         &self,
         cache: &PagedKvCache,
         table: &'a dyn PagedTable,
@@ -114,7 +114,7 @@ impl Context {
         })
     }
 
-    fn paged_problem<'a>(
+    pub(crate) fn paged_problem<'a>(
         &self,
         q: &Tensor,
         cache: &PagedKvCache,
@@ -225,7 +225,7 @@ impl Context {
         pollster::block_on(self.record_paged(encoder, &p, table, q, cache, out, lse))
     }
 
-    async fn record_paged(
+    pub(crate) async fn record_paged(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         p: &PagedProblem<'_>,

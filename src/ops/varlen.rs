@@ -5,6 +5,8 @@
 use crate::context::Context;
 use crate::error::Result;
 use crate::options::AttentionOptions;
+use crate::paged::PagedKvCache;
+use crate::pages::BlockTable;
 use crate::problem::Operand;
 use crate::shape::{DType, Layout, Shape};
 use crate::tensor::Tensor;
@@ -212,5 +214,152 @@ impl Context {
             self.record_attention(encoder, &p, (&qb, &kb, &vb), None, &ob, lb.as_ref()).await?;
         }
         Ok(())
+    }
+}
+
+impl Context {
+    /// Attention over a paged cache with a different number of new queries per sequence:
+    /// `q` is a pack `[1, heads, total_q, head_dim]` (any layout), sequence `b` owning rows
+    /// `cu_seqlens_q[b]..cu_seqlens_q[b + 1]` (none: it is skipped), its queries at its last
+    /// positions as in [`Context::paged_attention`] (a chunk of a prompt appended first, with
+    /// `causal: true`, or one decode token). So chunked prefill of some sequences and decode
+    /// steps of others run in one call. Output like `q`.
+    ///
+    /// As [`Context::attention_varlen`], each sequence is recorded as a paged call of its own
+    /// (one-sequence tables, uploaded by the call), all in one submission: its result does not
+    /// depend on the others. The table is a host [`BlockTable`], checked as for
+    /// [`Context::paged_attention`]; the offsets as for a pack (`cu_seqlens_q` named).
+    pub fn paged_attention_varlen(
+        &self,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable,
+        cu_seqlens_q: &[u32],
+        opts: &AttentionOptions,
+    ) -> Result<Tensor> {
+        pollster::block_on(self.paged_attention_varlen_async(q, cache, table, cu_seqlens_q, opts))
+    }
+
+    /// Like [`Context::paged_attention_varlen`], also returning the log-sum-exp (f32
+    /// `[1, heads, total_q, 1]`).
+    pub fn paged_attention_varlen_with_lse(
+        &self,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable,
+        cu_seqlens_q: &[u32],
+        opts: &AttentionOptions,
+    ) -> Result<(Tensor, Tensor)> {
+        pollster::block_on(self.paged_attention_varlen_with_lse_async(q, cache, table, cu_seqlens_q, opts))
+    }
+
+    /// Async twin of [`Context::paged_attention_varlen`].
+    pub async fn paged_attention_varlen_async(
+        &self,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable<'_>,
+        cu_seqlens_q: &[u32],
+        opts: &AttentionOptions<'_>,
+    ) -> Result<Tensor> {
+        Ok(self.ragged_checked(q, cache, table, cu_seqlens_q, opts, false).await?.0)
+    }
+
+    /// Async twin of [`Context::paged_attention_varlen_with_lse`].
+    pub async fn paged_attention_varlen_with_lse_async(
+        &self,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable<'_>,
+        cu_seqlens_q: &[u32],
+        opts: &AttentionOptions<'_>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (out, lse) = self.ragged_checked(q, cache, table, cu_seqlens_q, opts, true).await?;
+        Ok((out, lse.ok_or_else(|| crate::Error::Gpu("no log-sum-exp recorded".into()))?))
+    }
+
+    async fn ragged_checked(
+        &self,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable<'_>,
+        cu_seqlens_q: &[u32],
+        opts: &AttentionOptions<'_>,
+        with_lse: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        crate::problem::varlen::check_ragged("cu_seqlens_q", &Operand::gpu(q), "q", table.batch(), cu_seqlens_q)?;
+        self.check_tensors(&[("q", q)], None)?;
+        let qs = q.shape();
+        let out = self.zeros_async(qs, q.layout(), q.dtype()).await?;
+        let lse = match with_lse {
+            true => Some(self.zeros_async(Shape::new(1, qs.heads, qs.seq, 1), Layout::Bhsd, DType::F32).await?),
+            false => None,
+        };
+        let mut enc = self.encoder()?;
+        let bps = table.blocks_per_seq();
+        for b in 0..table.batch() {
+            let (r0, r1) = (cu_seqlens_q[b] as usize, cu_seqlens_q[b + 1] as usize);
+            if r0 == r1 {
+                continue;
+            }
+            let lens = [table.seq_lens()[b]];
+            let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, &lens)?;
+            let (qb, ob) = (rows(q, r0, r1 - r0), rows(&out, r0, r1 - r0));
+            let lb = lse.as_ref().map(|l| rows(l, r0, r1 - r0));
+            let p = self.paged_problem(&qb, cache, &one, opts)?;
+            self.record_paged(&mut enc, &p, &one, &qb, cache, &ob, lb.as_ref()).await?;
+        }
+        self.submit_async(enc).await?;
+        Ok((out, lse))
+    }
+
+    /// Appends a different number of new tokens per sequence: `k_new` and `v_new` are packs
+    /// `[1, kv_heads, total_new, head_dim]` (the cache's dtype), sequence `b` owning rows
+    /// `cu_seqlens_new[b]..cu_seqlens_new[b + 1]`, written at its last positions (its length
+    /// in the table counts them), quantized where the pools are. Checked before anything runs:
+    /// the offsets, the table, and that no two sequences write one slot. Submits, without
+    /// waiting.
+    pub fn append_kv_varlen(
+        &self,
+        cache: &PagedKvCache,
+        table: &BlockTable,
+        k_new: &Tensor,
+        v_new: &Tensor,
+        cu_seqlens_new: &[u32],
+    ) -> Result<()> {
+        pollster::block_on(self.append_kv_varlen_async(cache, table, k_new, v_new, cu_seqlens_new))
+    }
+
+    /// Async twin of [`Context::append_kv_varlen`].
+    pub async fn append_kv_varlen_async(
+        &self,
+        cache: &PagedKvCache,
+        table: &BlockTable<'_>,
+        k_new: &Tensor,
+        v_new: &Tensor,
+        cu_seqlens_new: &[u32],
+    ) -> Result<()> {
+        crate::problem::varlen::check_ragged_append(
+            &Operand::gpu(k_new),
+            &Operand::gpu(v_new),
+            &cache.geometry,
+            table,
+            cu_seqlens_new,
+        )?;
+        let mut enc = self.encoder()?;
+        let bps = table.blocks_per_seq();
+        for b in 0..table.batch() {
+            let (r0, r1) = (cu_seqlens_new[b] as usize, cu_seqlens_new[b + 1] as usize);
+            if r0 == r1 {
+                continue;
+            }
+            let lens = [table.seq_lens()[b]];
+            let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, &lens)?;
+            let (kb, vb) = (rows(k_new, r0, r1 - r0), rows(v_new, r0, r1 - r0));
+            let p = self.append_problem(cache, &one, &kb, &vb)?;
+            let (l, t) = self.table_buffers(&one).await?;
+            crate::launch::kv_append::record(self, &mut enc, &p, &kb, &vb, cache, &l, &t).await?;
+        }
+        self.submit_async(enc).await
     }
 }

@@ -5,6 +5,7 @@
 use super::{check_operand, same_dtype, Operand};
 use crate::error::{Error, Result};
 use crate::options::AttentionOptions;
+use crate::pages::{BlockTable, PageGeometry};
 use crate::varlen::Varlen;
 
 /// Checks, in this order: `q`, `k`, `v` (non-empty, countable; batch 1, the pack: `[1, heads,
@@ -53,6 +54,77 @@ pub(crate) fn check(q: &Operand, k: &Operand, v: &Operand, varlen: &Varlen, opts
             argument: "key_lengths",
             message: "in a pack the offsets give each sequence's keys".into(),
         });
+    }
+    Ok(())
+}
+
+/// Checks the offsets of a ragged call over a paged cache (`argument`: `cu_seqlens_q` or
+/// `cu_seqlens_new`): as many sequences as the table, from 0, never decreasing, the last equal
+/// to the packed tensor's rows; the tensor a pack (batch 1).
+pub(crate) fn check_ragged(
+    argument: &'static str,
+    t: &Operand,
+    tensor: &'static str,
+    batch: usize,
+    cu: &[u32],
+) -> Result<()> {
+    check_operand(tensor, t)?;
+    if t.shape.batch != 1 {
+        return Err(Error::InvalidArgument {
+            argument: tensor,
+            message: format!(
+                "batch {}: a pack holds every sequence's rows in one [1, heads, total, dim] tensor",
+                t.shape.batch
+            ),
+        });
+    }
+    crate::varlen::check_offsets(argument, cu)?;
+    if cu.len() != batch + 1 {
+        return Err(Error::LengthMismatch { argument, expected: batch + 1, got: cu.len() });
+    }
+    let total = cu[batch] as usize;
+    if total != t.shape.seq {
+        return Err(Error::InvalidArgument {
+            argument,
+            message: format!("the last offset is {total}, and {tensor} holds {} rows", t.shape.seq),
+        });
+    }
+    Ok(())
+}
+
+/// The checks of a ragged append shared with the GPU: the packs and offsets, and no two
+/// sequences writing one slot of the pool.
+pub(crate) fn check_ragged_append(
+    k: &Operand,
+    v: &Operand,
+    g: &PageGeometry,
+    table: &BlockTable,
+    cu: &[u32],
+) -> Result<()> {
+    check_ragged("cu_seqlens_new", k, "k_new", table.batch(), cu)?;
+    check_ragged("cu_seqlens_new", v, "v_new", table.batch(), cu)?;
+    table.check(g)?;
+    let mut slots = std::collections::HashMap::new();
+    for b in 0..table.batch() {
+        let n = (cu[b + 1] - cu[b]) as usize;
+        let len = table.seq_lens()[b] as usize;
+        if n > len {
+            return Err(Error::InvalidArgument {
+                argument: "block_table",
+                message: format!("sequence {b} has length {len}, fewer than its {n} new tokens (lengths count them)"),
+            });
+        }
+        for j in len - n..len {
+            if let Some(other) = slots.insert(table.token(g, b, j), b) {
+                return Err(Error::InvalidArgument {
+                    argument: "block_table",
+                    message: format!(
+                        "sequences {other} and {b} would both write token {} of the pool (pages shared by sequences are read-only)",
+                        table.token(g, b, j)
+                    ),
+                });
+            }
+        }
     }
     Ok(())
 }

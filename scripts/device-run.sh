@@ -11,7 +11,8 @@
 #      causal, d 64, GQA 32/8) beside Auto's choice, and f16 similarity on tensor cores and on
 #      the SIMT kernel
 #   4. suite `targets` (one case per target), each case on a fresh device, joined with PyTorch;
-#      then suite `kv-quant`: decode over f16, q8_0, q4_0 and fp8 pages (kv-quant.json in the logs)
+#      then suite `kv-quant`: decode over f16, q8_0, q4_0 and fp8 pages (kv-quant.json in the logs),
+#      and suite `varlen`: packed variable-length prefill beside the padded call (varlen.json)
 #   5. the long run: suite `targets` again in one process on one device with --diag, compared
 #      case by case with step 4's fresh-device times
 #   6. every other test executable, in the time left (those that need the build machine's files
@@ -23,7 +24,7 @@
 # Dry run elsewhere: SKIP_LOADER=1 VK_DRIVER_FILES=<an ICD> DEVBIN=<a folder of binaries> (no
 # nvidia-smi or torch: those steps say so and the rest runs), with small cases:
 # SWEEP_CASES="--op attention --bh 4 --nq 200 --d 64 --dtype f16" TARGET_CASES="--suite quick"
-# KVQ_CASES="--op attention --bh 4 --nq 1 --nk 2048 --d 128 --dtype f16".
+# KVQ_CASES="--op attention --bh 4 --nq 1 --nk 2048 --d 128 --dtype f16" VARLEN_CASES="--suite varlen-cpu".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 final=${OUT:-device-out}
@@ -118,6 +119,11 @@ fi
 # shellcheck disable=SC2086
 step kv-quant 45 "$bin/attn-bench" ${KVQ_CASES:---suite kv-quant} --kv-dtype f16 --kv-dtype q8_0 --kv-dtype q4_0 \
   --kv-dtype fp8 --runs 5 --warmup 1 --e2e-runs 0 --gpu-budget 3 --json "$w/kv-quant.json"
+pack
+
+# 4c. packed variable-length prefill beside the same data padded
+step varlen 45 "$bin/attn-bench" ${VARLEN_CASES:---suite varlen} --runs 5 --warmup 1 --e2e-runs 0 --gpu-budget 3 \
+  --json "$w/varlen.json"
 pack
 
 # 5. the long run: the same cases in one process on one device, with what the context holds

@@ -86,6 +86,8 @@ pub struct Record {
     pub window: Option<usize>,
     /// The paged cache's element type (`--kv-dtype`), if not the case's dtype.
     pub kv_dtype: Option<String>,
+    /// A packed pack of variable-length sequences (`attention_varlen`).
+    pub varlen: bool,
     /// FLOPs of one run (4·H·D per attended pair with mixed lengths or windows).
     pub flops: f64,
     /// Why the case did not run, if it did not.
@@ -125,6 +127,7 @@ impl Record {
             page_size: c.page_size,
             window: c.window,
             kv_dtype: c.kv_dtype.clone(),
+            varlen: c.varlen,
             flops: c.flops(),
             error: None,
             diag: None,
@@ -177,6 +180,11 @@ fn shapes(c: &Case) -> (Shape, Shape) {
     match c.op {
         Op::Softmax => (Shape::new(1, c.bh, c.nq, c.nk), Shape::new(1, c.bh, c.nk, 1)),
         Op::Topk => (Shape::new(1, 1, c.nq, c.d), Shape::new(1, 1, c.nk, c.d)),
+        _ if c.varlen => {
+            // a pack: every sequence's rows back to back, [1, heads, total, d]
+            let total = c.query_rows();
+            (Shape::new(1, c.heads(), total, c.d), Shape::new(1, c.kv_heads(), total, c.d))
+        }
         _ => {
             let qs = Shape::new(c.batch, c.heads(), c.nq, c.d);
             match Paging::of(c) {
@@ -246,13 +254,22 @@ impl Paging {
     }
 }
 
+/// Cumulative offsets of the given lengths (a pack's `cu_seqlens`).
+fn cumulative(lens: &[usize]) -> Vec<u32> {
+    let mut c = vec![0u32];
+    for &l in lens {
+        c.push(c[c.len() - 1] + l as u32);
+    }
+    c
+}
+
 /// The attention options of a case (key lengths: `lens`, for a contiguous cache).
 pub fn attention_options<'a>(c: &Case, lens: &'a [u32]) -> AttentionOptions<'a> {
     AttentionOptions {
         causal: c.causal,
         variant: c.variant,
         config: c.config,
-        key_lengths: (!c.lens.is_empty() && c.page_size == 0).then_some(lens),
+        key_lengths: (!c.lens.is_empty() && c.page_size == 0 && !c.varlen).then_some(lens),
         window: c.window.map(|left| Window { left, right: None }),
         ..Default::default()
     }
@@ -371,6 +388,12 @@ fn encode(ctx: &Context, c: &Case, g: &GpuCase, enc: &mut wgpu::CommandEncoder) 
         }
     };
     match c.op {
+        Op::Attention if c.varlen => {
+            let (k, v) = kv()?;
+            let cu = cumulative(&c.seq_lens());
+            let varlen = Varlen::new(&cu, &cu)?;
+            ctx.encode_attention_varlen(enc, &VarlenCall { q: &g.q, k, v, varlen: &varlen, out: &g.out, lse: None }, &opts)
+        }
         Op::Attention => match &g.paged {
             Some((cache, p)) => ctx.encode_paged_attention(
                 enc,
@@ -471,6 +494,10 @@ impl<'p, T: Element> CpuInputs<'p, T> {
         let hv = || HostTensor::new(&self.v[..], self.ks);
         match c.op {
             Op::Softmax => cpu::softmax(&hq, None, &SoftmaxOptions::default()),
+            Op::Attention if c.varlen => {
+                let cu = cumulative(&c.seq_lens());
+                Ok(cpu::attention_varlen(&hq, &hk()?, &hv()?, &Varlen::new(&cu, &cu)?, &opts)?.0)
+            }
             Op::Attention => match &self.paged {
                 Some((cache, p)) => Ok(cpu::paged_attention(&hq, cache, &p.block_table()?, &opts)?.0),
                 None => Ok(cpu::attention(&hq, &hk()?, &hv()?, None, &opts)?.0),
@@ -514,6 +541,10 @@ fn cpu_run(
 /// of a KV-cache case (several sequences), the first sequence, every head (whose inputs lead
 /// the BHSD tensors; a paged case keeps the whole pool, every head and the first table row).
 fn first_slice(c: &Case) -> Case {
+    if c.varlen {
+        // a pack: the whole of it
+        return c.clone();
+    }
     if c.batch > 1 || c.page_size > 0 {
         let lens = c.lens.first().map(|&l| vec![l]).unwrap_or_default();
         Case { bh: c.heads(), batch: 1, lens, ..c.clone() }
@@ -535,6 +566,7 @@ fn rel_err(got: &[f32], want: &[f32]) -> f64 {
 
 fn output_shape(c: &Case) -> Shape {
     match c.op {
+        Op::Attention if c.varlen => shapes(c).0,
         Op::Attention | Op::AttentionUnfused => Shape::new(c.batch, c.heads(), c.nq, c.d),
         _ => Shape::new(1, c.bh, c.nq, c.nk),
     }

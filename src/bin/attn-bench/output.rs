@@ -190,7 +190,13 @@ pub fn kv_note(r: &Record) -> String {
     let mut parts = vec![];
     if !r.lens.is_empty() {
         let (lo, hi) = (r.lens.iter().min().unwrap_or(&0), r.lens.iter().max().unwrap_or(&0));
-        let store = if r.page_size > 0 { format!("paged {}", r.page_size) } else { "contiguous".into() };
+        let store = if r.varlen {
+            "packed (varlen)".into()
+        } else if r.page_size > 0 {
+            format!("paged {}", r.page_size)
+        } else {
+            "padded".into()
+        };
         parts.push(format!("{} seqs {lo}-{hi}, {store}", r.batch));
     } else if r.page_size > 0 {
         parts.push(format!("paged {}", r.page_size));
@@ -450,6 +456,9 @@ pub fn list_suites() -> String {
             }
             if c.page_size > 0 {
                 extra.push(format!("paged {}", c.page_size));
+            }
+            if c.varlen {
+                extra.push("packed (varlen)".into());
             }
             if let Some(w) = c.window {
                 extra.push(format!("window {w}"));

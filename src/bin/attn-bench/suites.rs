@@ -75,6 +75,10 @@ pub struct Case {
     /// The paged cache's K and V element type (`--kv-dtype`: `q8_0`, `q4_0`, `fp8`, or the
     /// case's dtype); `None`: the case's dtype.
     pub kv_dtype: Option<String>,
+    /// A pack of variable-length sequences (`Context::attention_varlen`): each sequence's
+    /// `lens` queries over its own `lens` keys, causal, no padding; the padded counterpart is
+    /// the same case with `varlen` false (every sequence padded to the longest, key lengths).
+    pub varlen: bool,
 }
 
 impl Case {
@@ -98,6 +102,7 @@ impl Case {
             window: None,
             kv_group: 1,
             kv_dtype: None,
+            varlen: false,
         }
     }
 
@@ -110,6 +115,27 @@ impl Case {
             lens: lens.to_vec(),
             page_size,
             ..Case::new(suite, Op::Attention, dtype, lens.len() * heads, 1, nk, d, false)
+        }
+    }
+
+    /// Causal prefill of `lens.len()` sequences of the given lengths, `heads` heads: packed
+    /// (`varlen`) or padded to the longest with key lengths.
+    pub fn prefill_lens(suite: &str, dtype: Dt, heads: usize, lens: &[usize], d: usize, varlen: bool) -> Self {
+        let n = lens.iter().copied().max().unwrap_or(1);
+        Case {
+            batch: lens.len(),
+            lens: lens.to_vec(),
+            varlen,
+            ..Case::new(suite, Op::Attention, dtype, lens.len() * heads, n, n, d, true)
+        }
+    }
+
+    /// Query rows over all sequences: a pack's own, else `batch · nq`.
+    pub fn query_rows(&self) -> usize {
+        if self.varlen {
+            self.seq_lens().iter().sum()
+        } else {
+            self.batch.max(1) * self.nq
         }
     }
 
@@ -160,9 +186,10 @@ impl Case {
     pub fn kept_pairs(&self) -> f64 {
         let mut pairs = 0.0;
         for len in self.seq_lens() {
-            let end = if self.page_size > 0 { len } else { self.nk };
-            for i in 0..self.nq {
-                let pos = end as i64 - self.nq as i64 + i as i64;
+            // a pack's sequence has its own queries, at its own positions
+            let (end, nq) = if self.varlen { (len, len) } else if self.page_size > 0 { (len, self.nq) } else { (self.nk, self.nq) };
+            for i in 0..nq {
+                let pos = end as i64 - nq as i64 + i as i64;
                 let hi = if self.causal { pos.min(len as i64 - 1) } else { len as i64 - 1 };
                 let lo = self.window.map_or(0, |w| (pos - w as i64).max(0));
                 pairs += (hi - lo + 1).max(0) as f64;
@@ -200,6 +227,7 @@ impl Case {
             window: None,
             kv_group: 1,
             kv_dtype: None,
+            varlen: false,
         }
     }
 
@@ -223,7 +251,8 @@ impl Case {
         let (bh, nq, nk, d) = (self.bh as f64, self.nq as f64, self.nk as f64, self.d as f64);
         match self.op {
             Op::Attention => {
-                e * 2.0 * bh * nq * d + self.kv_bytes_per_value() * 2.0 * self.kv_heads() as f64 * self.kv_tokens(false) * d
+                let q_rows = self.heads() as f64 * self.query_rows() as f64;
+                e * 2.0 * q_rows * d + self.kv_bytes_per_value() * 2.0 * self.kv_heads() as f64 * self.kv_tokens(false) * d
             }
             Op::AttentionUnfused => e * (2.0 * bh * nq * d + 2.0 * bh * nk * d) + 4.0 * bh * nq * nk,
             Op::Similarity | Op::Cosine => e * (bh * nq * d + bh * nk * d) + 4.0 * bh * nq * nk,
@@ -306,6 +335,24 @@ pub fn suite(which: Suite) -> Vec<Case> {
             // decode of 64 sequences of 4k keys, 8 heads
             v.push(Case::new(s, Attention, F16, 32, 1, 32768, 128, false));
             v.push(Case::kv_cache(s, F16, 8, &[4096; 64], 128, 16));
+        }
+        Suite::Varlen | Suite::VarlenCpu => {
+            // a pack of sequences of lengths drawn from 16..=max (a fixed xorshift), causal
+            // prefill: packed, and the same data padded to the longest with key lengths
+            let (n, max, heads, d, dts) = if which == Suite::Varlen { (64, 4096, 16, 128, vec![F16]) } else { (16, 1024, 4, 64, vec![F32]) };
+            let mut r = 0x9e37_79b9_7f4a_7c15u64;
+            let lens: Vec<usize> = (0..n)
+                .map(|_| {
+                    r ^= r << 13;
+                    r ^= r >> 7;
+                    r ^= r << 17;
+                    16 + (r % (max - 15) as u64) as usize
+                })
+                .collect();
+            for dt in dts {
+                v.push(Case::prefill_lens(s, dt, heads, &lens, d, true));
+                v.push(Case::prefill_lens(s, dt, heads, &lens, d, false));
+            }
         }
         Suite::Window => {
             // sliding-window prefill over 32k keys: cost in proportion to the window
@@ -408,6 +455,12 @@ pub enum Suite {
     /// The quantized KV cache's GPU targets (run with `--kv-dtype`): f16 decode of 32 heads over
     /// 32k keys, d 128, and a batched decode of 64 sequences of 4k keys.
     KvQuant,
+    /// Packed variable-length causal prefill (`attention_varlen`) beside the same data padded to
+    /// the longest sequence with key lengths: 64 sequences of 16..4096 tokens, 16 heads, d 128, f16.
+    Varlen,
+    /// The varlen suite at a size lavapipe and 2 cores finish: 16 sequences of 16..1024 tokens,
+    /// 4 heads, d 64, f32.
+    VarlenCpu,
     /// Causal prefill over 32k keys: full, and sliding windows of 4096 and 1024.
     Window,
     /// Sliding-window prefill at sizes the CPU path finishes.
@@ -438,6 +491,8 @@ impl Suite {
             Suite::Decode => "decode",
             Suite::Paged => "paged",
             Suite::KvQuant => "kv-quant",
+            Suite::Varlen => "varlen",
+            Suite::VarlenCpu => "varlen-cpu",
             Suite::Window => "window",
             Suite::WindowCpu => "window-cpu",
             Suite::Similarity => "similarity",

@@ -195,6 +195,17 @@ fn check(ctx: Option<&Context>) {
             let (o, l) = pack.gpu(ctx, &opts).unwrap();
             assert_close(&format!("gpu {what}"), &o, &want, 1e-5);
             assert_lse(&format!("gpu lse {what}"), &l, &want_lse, 1e-5);
+            // recorded into the caller's encoder: the same bits
+            let (qs, ks) = pack.shapes();
+            let up = |x: &[f32], s| ctx.upload_with_layout(x, s, Layout::Bshd).unwrap();
+            let (q, k, v) = (up(&pack.q, qs), up(&pack.k, ks), up(&pack.v, ks));
+            let out = ctx.zeros(qs, Layout::Bshd, DType::F32).unwrap();
+            let varlen = pack.varlen();
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            let call = VarlenCall { q: &q, k: &k, v: &v, varlen: &varlen, out: &out, lse: None };
+            ctx.encode_attention_varlen(&mut enc, &call, &opts).unwrap();
+            ctx.queue().submit([enc.finish()]);
+            assert_eq!(out.download_blocking(ctx).unwrap(), o, "encoded {what}");
         }
     }
 }
@@ -488,8 +499,16 @@ fn ragged(ctx: Option<&Context>) {
     assert_eq!(cache.v().download_blocking(ctx).unwrap(), host.v().unwrap(), "V pools");
     let gq = ctx.upload_with_layout(&q, qs, Layout::Bshd).unwrap();
     let (o, l) = ctx.paged_attention_varlen_with_lse(&gq, &cache, &t, &cu_q, &opts).unwrap();
-    assert_close("gpu ragged", &o.download_blocking(ctx).unwrap(), &want, 1e-5);
-    assert_lse("gpu ragged lse", &l.download_blocking(ctx).unwrap(), &want_lse, 1e-5);
+    let (o, l) = (o.download_blocking(ctx).unwrap(), l.download_blocking(ctx).unwrap());
+    assert_close("gpu ragged", &o, &want, 1e-5);
+    assert_lse("gpu ragged lse", &l, &want_lse, 1e-5);
+    // recorded into the caller's encoder: the same bits
+    let (eo, el) = (ctx.zeros(qs, Layout::Bshd, DType::F32).unwrap(), ctx.zeros(Shape::new(1, h, tq, 1), Layout::Bhsd, DType::F32).unwrap());
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    ctx.encode_paged_attention_varlen(&mut enc, &gq, &cache, &t, &cu_q, &opts, &eo, Some(&el)).unwrap();
+    ctx.queue().submit([enc.finish()]);
+    assert_eq!(eo.download_blocking(ctx).unwrap(), o, "encoded ragged output");
+    assert_eq!(el.download_blocking(ctx).unwrap(), l, "encoded ragged lse");
     // bad offsets and shared slots are refused before anything runs
     let e = ctx.paged_attention_varlen(&gq, &cache, &t, &cu_q[..4], &opts).unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { argument: "cu_seqlens_q", .. }), "{e}");

@@ -18,6 +18,33 @@ fn rows(t: &Tensor, r0: usize, n: usize) -> Tensor {
     Tensor { offset: t.offset + (r0 * t.strides.seq) as u64, shape: Shape { seq: n, ..t.shape }, ..t.clone() }
 }
 
+/// A packed call's outputs: `out` with `q`'s shape and dtype, `lse` f32 `[1, heads, total_q, 1]`.
+fn check_packed_outputs(q: &Tensor, out: &Tensor, lse: Option<&Tensor>) -> Result<()> {
+    let out_s = out.shape();
+    if out_s != q.shape() || out.dtype() != q.dtype() {
+        return Err(crate::Error::InvalidArgument {
+            argument: "out",
+            message: format!(
+                "{:?} {:?}, expected q's {:?} {:?}",
+                out_s.dims(),
+                out.dtype(),
+                q.shape().dims(),
+                q.dtype()
+            ),
+        });
+    }
+    if let Some(l) = lse {
+        let want = Shape::new(1, q.shape().heads, q.shape().seq, 1);
+        if l.shape() != want || l.dtype() != DType::F32 {
+            return Err(crate::Error::InvalidArgument {
+                argument: "lse",
+                message: format!("{:?} {:?}, expected {:?} F32", l.shape().dims(), l.dtype(), want.dims()),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The tensors of one recorded packed call ([`Context::encode_attention_varlen`]).
 #[derive(Debug, Clone, Copy)]
 pub struct VarlenCall<'a> {
@@ -124,28 +151,7 @@ impl Context {
     ) -> Result<()> {
         let VarlenCall { q, k, v, varlen, out, lse } = *call;
         self.varlen_check(q, k, v, varlen, opts)?;
-        let out_s = out.shape();
-        if out_s != q.shape() || out.dtype() != q.dtype() {
-            return Err(crate::Error::InvalidArgument {
-                argument: "out",
-                message: format!(
-                    "{:?} {:?}, expected q's {:?} {:?}",
-                    out_s.dims(),
-                    out.dtype(),
-                    q.shape().dims(),
-                    q.dtype()
-                ),
-            });
-        }
-        if let Some(l) = lse {
-            let want = Shape::new(1, q.shape().heads, q.shape().seq, 1);
-            if l.shape() != want || l.dtype() != DType::F32 {
-                return Err(crate::Error::InvalidArgument {
-                    argument: "lse",
-                    message: format!("{:?} {:?}, expected {:?} F32", l.shape().dims(), l.dtype(), want.dims()),
-                });
-            }
-        }
+        check_packed_outputs(q, out, lse)?;
         let mut outs = vec![("out", out)];
         outs.extend(lse.map(|l| ("lse", l)));
         self.check_outputs(&outs)?;
@@ -192,6 +198,12 @@ impl Context {
         let no_keys = [0u32];
         // a sequence without keys reads one zero key with a key length of 0 (nothing attended)
         let mut zero_key: Option<Tensor> = None;
+        if (0..varlen.batch()).any(|b| varlen.k_range(b).is_empty() && !varlen.q_range(b).is_empty()) {
+            let s = Shape::new(1, k.shape().heads, 1, k.shape().dim);
+            zero_key = Some(self.zeros_async(s, Layout::Bhsd, k.dtype()).await?);
+        }
+        // every sequence's call checked before any is recorded
+        let mut calls = vec![];
         for b in 0..varlen.batch() {
             let (qr, kr) = (varlen.q_range(b), varlen.k_range(b));
             if qr.is_empty() {
@@ -200,18 +212,17 @@ impl Context {
             let qb = rows(q, qr.start, qr.len());
             let ob = rows(out, qr.start, qr.len());
             let lb = lse.map(|l| rows(l, qr.start, qr.len()));
-            let (kb, vb, o) = if kr.is_empty() {
-                if zero_key.is_none() {
-                    let s = Shape::new(1, k.shape().heads, 1, k.shape().dim);
-                    zero_key = Some(self.zeros_async(s, Layout::Bhsd, k.dtype()).await?);
+            let (kb, vb, o) = match &zero_key {
+                Some(z) if kr.is_empty() => {
+                    (z.clone(), z.clone(), AttentionOptions { key_lengths: Some(&no_keys), ..*opts })
                 }
-                let z = zero_key.clone().ok_or_else(|| crate::Error::Gpu("no zero key".into()))?;
-                (z.clone(), z, AttentionOptions { key_lengths: Some(&no_keys), ..*opts })
-            } else {
-                (rows(k, kr.start, kr.len()), rows(v, kr.start, kr.len()), *opts)
+                _ => (rows(k, kr.start, kr.len()), rows(v, kr.start, kr.len()), *opts),
             };
             let p = self.attention_problem(&qb, &kb, &vb, None, &o)?;
-            self.record_attention(encoder, &p, (&qb, &kb, &vb), None, &ob, lb.as_ref()).await?;
+            calls.push((p, qb, kb, vb, ob, lb));
+        }
+        for (p, qb, kb, vb, ob, lb) in &calls {
+            self.record_attention(encoder, p, (qb, kb, vb), None, ob, lb.as_ref()).await?;
         }
         Ok(())
     }
@@ -296,21 +307,71 @@ impl Context {
             false => None,
         };
         let mut enc = self.encoder()?;
+        self.record_ragged(&mut enc, q, cache, table, cu_seqlens_q, opts, &out, lse.as_ref()).await?;
+        self.submit_async(enc).await?;
+        Ok((out, lse))
+    }
+
+    /// Records [`Context::paged_attention_varlen`] into `encoder`, writing `out` (like `q`) and
+    /// `lse` (f32 `[1, heads, total_q, 1]`) if given. Everything is checked before anything is
+    /// recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_paged_attention_varlen(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable,
+        cu_seqlens_q: &[u32],
+        opts: &AttentionOptions,
+        out: &Tensor,
+        lse: Option<&Tensor>,
+    ) -> Result<()> {
+        crate::problem::varlen::check_ragged("cu_seqlens_q", &Operand::gpu(q), "q", table.batch(), cu_seqlens_q)?;
+        check_packed_outputs(q, out, lse)?;
+        let mut outs = vec![("out", out)];
+        outs.extend(lse.map(|l| ("lse", l)));
+        self.check_outputs(&outs)?;
+        pollster::block_on(self.record_ragged(encoder, q, cache, table, cu_seqlens_q, opts, out, lse))
+    }
+
+    /// Checks every sequence's paged call, then records them (so a bad sequence records
+    /// nothing).
+    #[allow(clippy::too_many_arguments)]
+    async fn record_ragged(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &Tensor,
+        cache: &PagedKvCache,
+        table: &BlockTable<'_>,
+        cu_seqlens_q: &[u32],
+        opts: &AttentionOptions<'_>,
+        out: &Tensor,
+        lse: Option<&Tensor>,
+    ) -> Result<()> {
+        self.check_tensors(&[("q", q)], None)?;
         let bps = table.blocks_per_seq();
-        for b in 0..table.batch() {
-            let (r0, r1) = (cu_seqlens_q[b] as usize, cu_seqlens_q[b + 1] as usize);
+        let seqs: Vec<(usize, usize, [u32; 1])> = (0..table.batch())
+            .map(|b| (cu_seqlens_q[b] as usize, cu_seqlens_q[b + 1] as usize, [table.seq_lens()[b]]))
+            .collect();
+        let mut calls = vec![];
+        for (b, (r0, r1, lens)) in seqs.iter().enumerate() {
             if r0 == r1 {
                 continue;
             }
-            let lens = [table.seq_lens()[b]];
-            let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, &lens)?;
-            let (qb, ob) = (rows(q, r0, r1 - r0), rows(&out, r0, r1 - r0));
-            let lb = lse.as_ref().map(|l| rows(l, r0, r1 - r0));
-            let p = self.paged_problem(&qb, cache, &one, opts)?;
-            self.record_paged(&mut enc, &p, &one, &qb, cache, &ob, lb.as_ref()).await?;
+            let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, lens)?;
+            let (qb, ob) = (rows(q, *r0, r1 - r0), rows(out, *r0, r1 - r0));
+            let lb = lse.map(|l| rows(l, *r0, r1 - r0));
+            calls.push((one, qb, ob, lb));
         }
-        self.submit_async(enc).await?;
-        Ok((out, lse))
+        let mut problems = vec![];
+        for (one, qb, _, _) in &calls {
+            problems.push(self.paged_problem(qb, cache, one, opts)?);
+        }
+        for (p, (one, qb, ob, lb)) in problems.iter().zip(&calls) {
+            self.record_paged(encoder, p, one, qb, cache, ob, lb.as_ref()).await?;
+        }
+        Ok(())
     }
 
     /// Appends a different number of new tokens per sequence: `k_new` and `v_new` are packs
@@ -347,19 +408,60 @@ impl Context {
             cu_seqlens_new,
         )?;
         let mut enc = self.encoder()?;
+        self.record_ragged_append(&mut enc, cache, table, k_new, v_new, cu_seqlens_new).await?;
+        self.submit_async(enc).await
+    }
+
+    /// Records [`Context::append_kv_varlen`] into `encoder` (everything checked before anything
+    /// is recorded).
+    pub fn encode_append_kv_varlen(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        cache: &PagedKvCache,
+        table: &BlockTable,
+        k_new: &Tensor,
+        v_new: &Tensor,
+        cu_seqlens_new: &[u32],
+    ) -> Result<()> {
+        crate::problem::varlen::check_ragged_append(
+            &Operand::gpu(k_new),
+            &Operand::gpu(v_new),
+            &cache.geometry,
+            table,
+            cu_seqlens_new,
+        )?;
+        pollster::block_on(self.record_ragged_append(encoder, cache, table, k_new, v_new, cu_seqlens_new))
+    }
+
+    async fn record_ragged_append(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        cache: &PagedKvCache,
+        table: &BlockTable<'_>,
+        k_new: &Tensor,
+        v_new: &Tensor,
+        cu_seqlens_new: &[u32],
+    ) -> Result<()> {
         let bps = table.blocks_per_seq();
-        for b in 0..table.batch() {
-            let (r0, r1) = (cu_seqlens_new[b] as usize, cu_seqlens_new[b + 1] as usize);
+        let seqs: Vec<(usize, usize, [u32; 1])> = (0..table.batch())
+            .map(|b| (cu_seqlens_new[b] as usize, cu_seqlens_new[b + 1] as usize, [table.seq_lens()[b]]))
+            .collect();
+        let mut calls = vec![];
+        for (b, (r0, r1, lens)) in seqs.iter().enumerate() {
             if r0 == r1 {
                 continue;
             }
-            let lens = [table.seq_lens()[b]];
-            let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, &lens)?;
-            let (kb, vb) = (rows(k_new, r0, r1 - r0), rows(v_new, r0, r1 - r0));
-            let p = self.append_problem(cache, &one, &kb, &vb)?;
-            let (l, t) = self.table_buffers(&one).await?;
-            crate::launch::kv_append::record(self, &mut enc, &p, &kb, &vb, cache, &l, &t).await?;
+            let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, lens)?;
+            calls.push((one, rows(k_new, *r0, r1 - r0), rows(v_new, *r0, r1 - r0)));
         }
-        self.submit_async(enc).await
+        let mut problems = vec![];
+        for (one, kb, vb) in &calls {
+            problems.push(self.append_problem(cache, one, kb, vb)?);
+        }
+        for (p, (one, kb, vb)) in problems.iter().zip(&calls) {
+            let (l, t) = self.table_buffers(one).await?;
+            crate::launch::kv_append::record(self, encoder, p, kb, vb, cache, &l, &t).await?;
+        }
+        Ok(())
     }
 }

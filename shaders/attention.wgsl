@@ -298,6 +298,10 @@ fn attention(
         // keys before this and past that are masked for every row of the block (or belong to
         // another split): the loop skips them, whole tiles at a time
         var kb = max(split_begin, key_start(b, row_first));
+        if ((P.flags & F_FIXED) != 0u) {
+            // the fixed reduction order: tiles at multiples of BC from the split's start
+            kb = split_begin + (kb - split_begin) / BC * BC;
+        }
         var ke = key_limit(b, row_end - 1u);
         if (SPLIT == 1u) {
             ke = min(ke, split_begin + P.split_len);

@@ -103,7 +103,7 @@ pub use diagnostics::{AllocatorTotals, Diagnostics, WgpuCounters};
 pub use error::{Error, Result};
 pub use host::{HostMask, HostMaskValues, HostTensor, MaskKind};
 pub use index::{Index, SearchResult};
-pub use kernels::attention_plan::AttentionPlan;
+pub use kernels::attention_plan::{AttentionPlan, FIXED_ORDER_BLOCK};
 pub use launch::top_k::TopKOutput;
 pub use retrieval::{Metric, TopK, MAX_K};
 pub use ops::{AttentionCall, AttentionShapes, PagedAttentionCall, TensorCoreCheck, VarlenCall};

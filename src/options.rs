@@ -354,6 +354,16 @@ pub struct AttentionOptions<'a> {
     /// `Auto` runs the SIMT kernels and a forced `TensorCores` is refused, saying which. Off by
     /// default.
     pub f32_on_tensor_cores: bool,
+    /// Fixed reduction order: a query row's output and log-sum-exp are bitwise the same however
+    /// its keys arrived (prefill at once, chunked prefill or decode steps over a paged cache),
+    /// for the same options on the same device. The keys are reduced in fixed blocks of
+    /// [`FIXED_ORDER_BLOCK`](crate::FIXED_ORDER_BLOCK) from key 0, in tiles aligned within
+    /// each block, by the split-K kernel alone, its partials merged in block order; no
+    /// magnitude-based rescaling (scores or sums beyond f32's range saturate, as for
+    /// unscanned inputs). `Auto` and `SplitK` run; other forced variants are refused with the
+    /// reason. The CPU path computes each row on the f64 reference, in key order. Off by
+    /// default (its cost: BENCHMARKS.md).
+    pub fixed_order: bool,
     /// The kernels' tile shapes; all `None` (the crate chooses) by default. See
     /// [`AttentionConfig`].
     pub config: AttentionConfig,

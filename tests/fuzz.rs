@@ -300,6 +300,8 @@ fn run<T: Element>(be: &Backend, c: &Fuzz, d: &[Vec<T>; 3]) -> Result<Out> {
         f32_on_tensor_cores: false,
         // (the crate's choice: tests/configs.rs runs every configuration)
         config: AttentionConfig::default(),
+        // (tests/varlen.rs checks the fixed reduction order)
+        fixed_order: false,
     };
     let out = |values| Ok(Out { values, lse: None });
     match c.op {

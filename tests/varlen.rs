@@ -536,3 +536,106 @@ gpu_test! {
         ragged(Some(&shared_gpu()));
     }
 }
+
+/// The fixed reduction order: a row's output and log-sum-exp bitwise the same from a prefill at
+/// once (contiguous), a chunked prefill over a paged cache and decode steps over it, with a
+/// window that starts rows' keys inside a block; other forced variants refused.
+fn fixed_order(ctx: Option<&Context>) {
+    let (h, hkv, d, n, ps) = (4usize, 2usize, 32usize, 700usize, 16usize);
+    let c = Case::new(1, h, hkv, n, n, d).causal().window(300, None).sinks();
+    let opts = AttentionOptions { fixed_order: true, ..c.opts() };
+    let (qs, ks) = (Shape::new(1, h, n, d), Shape::new(1, hkv, n, d));
+    let (q, k, v) = (rand_vec(1, qs.numel(), 1.0), rand_vec(2, ks.numel(), 1.0), rand_vec(3, ks.numel(), 1.0));
+    // rows [r0, r1) of a [1, heads, n, d] BHSD tensor
+    let rows = |x: &[f32], heads: usize, r0: usize, r1: usize| -> Vec<f32> {
+        (0..heads).flat_map(|hh| x[(hh * n + r0) * d..(hh * n + r1) * d].to_vec()).collect()
+    };
+    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let g = PageGeometry { num_pages: n.div_ceil(ps), page_size: ps, kv_heads: hkv, head_dim: d };
+    let pages: Vec<u32> = (0..g.num_pages as u32).rev().collect();
+    let chunks = [(0usize, 100usize), (100, 350), (350, 600), (600, 700)];
+    // (whole output, whole lse) and, per chunk and per decode row, (rows, output, lse)
+    let (whole, parts): ((Vec<f32>, Vec<f32>), Vec<(usize, usize, Vec<f32>, Vec<f32>)>) = match ctx {
+        None => {
+            fn t(x: &[f32], s: Shape) -> HostTensor<'_, f32> {
+                HostTensor::new(x, s).unwrap()
+            }
+            let whole = cpu::attention(&t(&q, qs), &t(&k, ks), &t(&v, ks), None, &opts).unwrap();
+            let mut cache = HostKvCache::<f32>::new(g).unwrap();
+            let mut parts = vec![];
+            for &(r0, r1) in &chunks {
+                let lens = [r1 as u32];
+                let table = BlockTable::new(&pages, pages.len(), &lens).unwrap();
+                let cs = Shape::new(1, hkv, r1 - r0, d);
+                let (kc, vc, qc) = (rows(&k, hkv, r0, r1), rows(&v, hkv, r0, r1), rows(&q, h, r0, r1));
+                cpu::append_kv(&mut cache, &table, &t(&kc, cs), &t(&vc, cs)).unwrap();
+                let (o, l) = cpu::paged_attention(&t(&qc, Shape::new(1, h, r1 - r0, d)), &cache, &table, &opts).unwrap();
+                parts.push((r0, r1, o, l));
+            }
+            for p in [510usize, 511, 512, 650, 699] {
+                let lens = [p as u32 + 1];
+                let table = BlockTable::new(&pages, pages.len(), &lens).unwrap();
+                let qr = rows(&q, h, p, p + 1);
+                let (o, l) = cpu::paged_attention(&t(&qr, Shape::new(1, h, 1, d)), &cache, &table, &opts).unwrap();
+                parts.push((p, p + 1, o, l));
+            }
+            (whole, parts)
+        }
+        Some(ctx) => {
+            let up = |x: &[f32], s| ctx.upload(x, s).unwrap();
+            let (o, l) = ctx.attention_with_lse(&up(&q, qs), &up(&k, ks), &up(&v, ks), None, &opts).unwrap();
+            let whole = (o.download_blocking(ctx).unwrap(), l.download_blocking(ctx).unwrap());
+            let cache = PagedKvCache::new(ctx, g, DType::F32).unwrap();
+            let mut parts = vec![];
+            let attend = |r0: usize, r1: usize, parts: &mut Vec<_>| {
+                let lens = [r1 as u32];
+                let table = BlockTable::new(&pages, pages.len(), &lens).unwrap();
+                let plan = ctx.plan_paged_attention(&up(&rows(&q, h, r0, r1), Shape::new(1, h, r1 - r0, d)), &cache, &table, &opts, true).unwrap();
+                assert_eq!(plan.variant, AttentionVariant::SplitK(Loads::Vec4), "{}", plan.reason);
+                let (o, l) = ctx.paged_attention_with_lse(&up(&rows(&q, h, r0, r1), Shape::new(1, h, r1 - r0, d)), &cache, &table, &opts).unwrap();
+                parts.push((r0, r1, o.download_blocking(ctx).unwrap(), l.download_blocking(ctx).unwrap()));
+            };
+            for &(r0, r1) in &chunks {
+                let lens = [r1 as u32];
+                let table = BlockTable::new(&pages, pages.len(), &lens).unwrap();
+                let cs = Shape::new(1, hkv, r1 - r0, d);
+                ctx.append_kv(&cache, &table, &up(&rows(&k, hkv, r0, r1), cs), &up(&rows(&v, hkv, r0, r1), cs)).unwrap();
+                attend(r0, r1, &mut parts);
+            }
+            for p in [510usize, 511, 512, 650, 699] {
+                // a decode step: the row alone, its sequence p + 1 tokens long
+                let lens = [p as u32 + 1];
+                let table = BlockTable::new(&pages, pages.len(), &lens).unwrap();
+                let (o, l) = ctx.paged_attention_with_lse(&up(&rows(&q, h, p, p + 1), Shape::new(1, h, 1, d)), &cache, &table, &opts).unwrap();
+                parts.push((p, p + 1, o.download_blocking(ctx).unwrap(), l.download_blocking(ctx).unwrap()));
+            }
+            // other variants are refused in this mode, saying why
+            let forced = AttentionOptions { variant: AttentionVariant::Fused(Loads::Vec4), ..opts };
+            let e = ctx.attention(&up(&q, qs), &up(&k, ks), &up(&v, ks), None, &forced).unwrap_err();
+            assert!(matches!(e, Error::Unsupported(ref m) if m.contains("fixed_order")), "{e}");
+            (whole, parts)
+        }
+    };
+    let (want, _) = {
+        let rm = RefMask { causal: true, window: c.window.map(|w| (w.left, w.right)), ..Default::default() };
+        let (o, l, _) = ref_attention_with(&q, qs, Layout::Bhsd, &k, ks, Layout::Bhsd, &v, Layout::Bhsd, 1.0 / (d as f64).sqrt(), &rm, &c.ref_scores());
+        (o, l)
+    };
+    assert_close("fixed order, whole", &whole.0, &want, 1e-5);
+    for (r0, r1, o, l) in &parts {
+        assert_eq!(bits(o), bits(&rows(&whole.0, h, *r0, *r1)), "output of rows {r0}..{r1}");
+        let wl: Vec<f32> = (0..h).flat_map(|hh| whole.1[hh * n + r0..hh * n + r1].to_vec()).collect();
+        assert_eq!(bits(l), bits(&wl), "lse of rows {r0}..{r1}");
+    }
+}
+
+#[test]
+fn cpu_fixed_order_is_independent_of_how_keys_arrive() {
+    fixed_order(None);
+}
+
+gpu_test! {
+    fn gpu_fixed_order_is_independent_of_how_keys_arrive() {
+        fixed_order(Some(&shared_gpu()));
+    }
+}

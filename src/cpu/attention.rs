@@ -337,7 +337,8 @@ pub(crate) fn attention_checked<T: Element>(
     v: &HostTensor<T>,
     mask: Option<&HostMask>,
 ) -> (Vec<f32>, Vec<f32>) {
-    if !fits_f32(p, mask, p.dims.nk) {
+    // (the fixed reduction order: each row on the reference, its keys in order)
+    if !fits_f32(p, mask, p.dims.nk) || p.fixed_order {
         return super::reference::attention::attention_checked(p, q, k, v, mask);
     }
     let kv = Tensors { k: k.with_data(k.data()), v: v.with_data(v.data()) };
@@ -377,7 +378,7 @@ pub fn paged_attention<T: Element>(
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let p = paged_problem(q, cache, table, opts)?;
     let max_len = table.seq_lens().iter().map(|&l| l as usize).max().unwrap_or(0);
-    if !fits_f32(&p.attn, None, max_len) {
+    if !fits_f32(&p.attn, None, max_len) || p.attn.fixed_order {
         return Ok(super::reference::attention::paged_checked(&p, q, cache, table));
     }
     let kv = Pages { cache, g: cache.geometry(), table };

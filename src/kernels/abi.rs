@@ -50,8 +50,11 @@ pub(crate) mod flags {
     pub const SINK: u32 = 512;
     /// Keys come from a paged cache: `KEY_LENGTHS` holds the sequence lengths.
     pub const PAGED: u32 = 1024;
+    /// Fixed reduction order (split-K): key tiles start at multiples of the tile from the
+    /// split's start, whatever the rows' first key.
+    pub const FIXED: u32 = 2048;
     /// Every flag with its WGSL name.
-    pub const ALL: [(&str, u32); 11] = [
+    pub const ALL: [(&str, u32); 12] = [
         ("F_CAUSAL", CAUSAL),
         ("F_MASK", MASK),
         ("F_MASK_ADDITIVE", MASK_ADDITIVE),
@@ -63,6 +66,7 @@ pub(crate) mod flags {
         ("F_ALIBI", ALIBI),
         ("F_SINK", SINK),
         ("F_PAGED", PAGED),
+        ("F_FIXED", FIXED),
     ];
 }
 

@@ -13,6 +13,11 @@ use crate::problem::AttentionProblem;
 use crate::shape::DType;
 use super::attention::*;
 
+
+/// Keys per block in the fixed reduction order (`AttentionOptions::fixed_order`): the split-K
+/// kernel's split length, whatever the call.
+pub const FIXED_ORDER_BLOCK: usize = 512;
+
 /// What an attention call will run: the variant (never `Auto`) and its parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -259,6 +264,24 @@ pub(crate) fn resolve(
             },
         ))
     };
+    if p.fixed_order {
+        // one kernel for every call: split-K in fixed blocks of keys from key 0
+        let loads = match p.variant {
+            AttentionVariant::Auto => auto_loads,
+            AttentionVariant::SplitK(loads) => {
+                check_loads(loads)?;
+                loads
+            }
+            v => {
+                return Err(Error::Unsupported(format!(
+                    "fixed_order: only split-k reduces over keys in fixed blocks (every call the same kernel), not {v}"
+                )))
+            }
+        };
+        choose_tile(d.d, caps)?;
+        let reason = format!("fixed order: blocks of {FIXED_ORDER_BLOCK} keys from key 0, merged in order");
+        return fused(loads, Some(FIXED_ORDER_BLOCK), reason);
+    }
     match p.variant {
         AttentionVariant::TensorCores => tensor_cores("forced".into()).map_err(Error::Unsupported),
         AttentionVariant::Decode(loads) => {

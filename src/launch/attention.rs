@@ -87,6 +87,9 @@ pub(crate) async fn record(
     if lse.is_some() {
         fl |= flags::LSE;
     }
+    if p.fixed_order {
+        fl |= flags::FIXED;
+    }
     let kl = match p.key_lengths {
         Some(kl) => Some(ctx.create_init(bytemuck::cast_slice(kl), "key_lengths").await?),
         None => None,

@@ -81,7 +81,7 @@ impl Context {
         paged: bool,
         whole: bool,
     ) -> Result<(Resolved, AttentionPlan)> {
-        if let Some((choice, source)) = self.tuned_choice(p) {
+        if let Some((choice, source)) = self.tuned_choice(p).filter(|_| !p.fixed_order) {
             let forced = AttentionProblem { variant: choice.variant, config: choice.config, ..p.clone() };
             match self.resolve_checked(&forced, aligned, lse, paged, whole).await {
                 Ok((r, mut plan)) => {

@@ -99,7 +99,7 @@ impl Context {
         whole: bool,
     ) {
         let Tuning::OnFirstUse { budget } = self.tuning() else { return };
-        if p.variant != AttentionVariant::Auto || !p.config.is_default() {
+        if p.variant != AttentionVariant::Auto || !p.config.is_default() || p.fixed_order {
             return;
         }
         let class = Self::shape_class(p);

@@ -27,6 +27,8 @@ pub(crate) struct AttentionProblem<'a> {
     pub variant: AttentionVariant,
     pub f32_on_tensor_cores: bool,
     pub config: AttentionConfig,
+    /// `AttentionOptions::fixed_order`.
+    pub fixed_order: bool,
 }
 
 /// The score options of an attention call, checked: shared by the contiguous and the paged
@@ -162,6 +164,7 @@ impl<'a> AttentionProblem<'a> {
             variant: opts.variant,
             f32_on_tensor_cores: opts.f32_on_tensor_cores,
             config: opts.config,
+            fixed_order: opts.fixed_order,
         })
     }
 
@@ -182,6 +185,10 @@ impl<'a> AttentionProblem<'a> {
 
     /// Bound on |q·k| from the known magnitudes.
     fn dot_bound(&self) -> Option<f64> {
+        // in the fixed reduction order, one transform whatever the inputs' magnitudes
+        if self.fixed_order {
+            return None;
+        }
         Some(self.dims.d as f64 * self.q.max_abs? as f64 * self.k.max_abs? as f64)
     }
 
@@ -192,6 +199,9 @@ impl<'a> AttentionProblem<'a> {
 
     /// `(pre, post)` for V: the output accumulator sums at most `nk` values of |v| times weights <= 1.
     pub fn v_prescale(&self) -> (f32, f32) {
+        if self.fixed_order {
+            return sum_prescale(None);
+        }
         sum_prescale(self.v.max_abs.map(|m| self.dims.nk as f64 * m as f64))
     }
 

@@ -100,6 +100,7 @@ impl<'a> PagedProblem<'a> {
             variant: opts.variant,
             f32_on_tensor_cores: opts.f32_on_tensor_cores,
             config: opts.config,
+            fixed_order: opts.fixed_order,
         };
         attn.transform()?;
         Ok(PagedProblem { attn, table })

@@ -101,6 +101,10 @@ struct Args {
     /// contiguous), once per type; a plain type must be the case's dtype (others are skipped).
     #[arg(long)]
     kv_dtype: Vec<String>,
+    /// Run each attention case twice: as asked, and in the fixed reduction order
+    /// (`AttentionOptions::fixed_order`), side by side, to measure what the order costs.
+    #[arg(long)]
+    fixed_order: bool,
     /// Attention kernel variant(s) to run: auto (the crate chooses), fused-vec4, fused-scalar,
     /// split-k-vec4, split-k-scalar, decode-vec4, decode-scalar, unfused; repeatable, to compare
     /// variants in one run.
@@ -277,6 +281,18 @@ fn main() -> ExitCode {
             })
             .collect()
     };
+    // with --fixed-order, each attention case also in the fixed reduction order
+    let cases: Vec<Case> = if args.fixed_order {
+        cases
+            .into_iter()
+            .flat_map(|c| {
+                let fixed = (c.op == Op::Attention).then(|| Case { fixed_order: true, ..c.clone() });
+                std::iter::once(c).chain(fixed)
+            })
+            .collect()
+    } else {
+        cases
+    };
     // each attention case once per variant asked for
     let cases: Vec<Case> = cases
         .into_iter()
@@ -332,7 +348,8 @@ fn main() -> ExitCode {
             output::op_name(c.op),
             output::dtype_name(c.dtype)
         );
-        let kv = c.kv_dtype.as_ref().map_or(String::new(), |t| format!(" kv {t} paged"));
+        let kv = c.kv_dtype.as_ref().map_or(String::new(), |t| format!(" kv {t} paged"))
+            + if c.fixed_order { " fixed order" } else { "" };
         eprintln!("{label}{}{kv}", if c.causal { " causal" } else { "" });
         let g = match (&ctx, args.fresh_context) {
             (Some(shared), true) => {

@@ -88,6 +88,8 @@ pub struct Record {
     pub kv_dtype: Option<String>,
     /// A packed pack of variable-length sequences (`attention_varlen`).
     pub varlen: bool,
+    /// The fixed reduction order (`--fixed-order`).
+    pub fixed_order: bool,
     /// FLOPs of one run (4·H·D per attended pair with mixed lengths or windows).
     pub flops: f64,
     /// Why the case did not run, if it did not.
@@ -128,6 +130,7 @@ impl Record {
             window: c.window,
             kv_dtype: c.kv_dtype.clone(),
             varlen: c.varlen,
+            fixed_order: c.fixed_order,
             flops: c.flops(),
             error: None,
             diag: None,
@@ -270,6 +273,7 @@ pub fn attention_options<'a>(c: &Case, lens: &'a [u32]) -> AttentionOptions<'a> 
         variant: c.variant,
         config: c.config,
         key_lengths: (!c.lens.is_empty() && c.page_size == 0 && !c.varlen).then_some(lens),
+        fixed_order: c.fixed_order,
         window: c.window.map(|left| Window { left, right: None }),
         ..Default::default()
     }

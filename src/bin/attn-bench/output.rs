@@ -204,6 +204,9 @@ pub fn kv_note(r: &Record) -> String {
     if let Some(w) = r.window {
         parts.push(format!("window {w}"));
     }
+    if r.fixed_order {
+        parts.push("fixed order".into());
+    }
     if parts.is_empty() {
         "-".into()
     } else {

@@ -79,6 +79,8 @@ pub struct Case {
     /// `lens` queries over its own `lens` keys, causal, no padding; the padded counterpart is
     /// the same case with `varlen` false (every sequence padded to the longest, key lengths).
     pub varlen: bool,
+    /// `AttentionOptions::fixed_order` (`--fixed-order`).
+    pub fixed_order: bool,
 }
 
 impl Case {
@@ -103,6 +105,7 @@ impl Case {
             kv_group: 1,
             kv_dtype: None,
             varlen: false,
+            fixed_order: false,
         }
     }
 
@@ -228,6 +231,7 @@ impl Case {
             kv_group: 1,
             kv_dtype: None,
             varlen: false,
+            fixed_order: false,
         }
     }
 

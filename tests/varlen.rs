@@ -555,7 +555,8 @@ fn fixed_order(ctx: Option<&Context>) {
     let pages: Vec<u32> = (0..g.num_pages as u32).rev().collect();
     let chunks = [(0usize, 100usize), (100, 350), (350, 600), (600, 700)];
     // (whole output, whole lse) and, per chunk and per decode row, (rows, output, lse)
-    let (whole, parts): ((Vec<f32>, Vec<f32>), Vec<(usize, usize, Vec<f32>, Vec<f32>)>) = match ctx {
+    type Rows = (usize, usize, Vec<f32>, Vec<f32>);
+    let (whole, parts): ((Vec<f32>, Vec<f32>), Vec<Rows>) = match ctx {
         None => {
             fn t(x: &[f32], s: Shape) -> HostTensor<'_, f32> {
                 HostTensor::new(x, s).unwrap()

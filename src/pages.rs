@@ -141,6 +141,13 @@ impl<'a> BlockTable<'a> {
         BlockTable { table, blocks_per_seq, seq_lens }
     }
 
+    /// Sequence `b` alone, as a one-sequence table (`len`: its length, `[seq_lens()[b]]`, held
+    /// by the caller).
+    pub(crate) fn sequence<'s>(&'s self, b: usize, len: &'s [u32; 1]) -> BlockTable<'s> {
+        let bps = self.blocks_per_seq;
+        BlockTable { table: &self.table[b * bps..(b + 1) * bps], blocks_per_seq: bps, seq_lens: len }
+    }
+
     /// Sequences in the batch.
     pub fn batch(&self) -> usize {
         self.seq_lens.len()

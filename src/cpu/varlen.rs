@@ -146,14 +146,13 @@ pub fn paged_attention_varlen<T: Element>(
     let mut out = vec![0.0f32; qs.numel()];
     let mut lse = vec![f32::NEG_INFINITY; h * total];
     let ost = q.layout().strides(&qs);
-    let bps = table.blocks_per_seq();
     for b in 0..table.batch() {
         let (r0, r1) = (cu_seqlens_q[b] as usize, cu_seqlens_q[b + 1] as usize);
         if r0 == r1 {
             continue;
         }
         let lens = [table.seq_lens()[b]];
-        let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, &lens)?;
+        let one = table.sequence(b, &lens);
         let qd = rows(q, r0, r1);
         let qb = HostTensor::with_layout(&qd, Shape::new(1, h, r1 - r0, d), Layout::Bshd)?;
         let (o, l) = super::paged_attention(&qb, cache, &one, opts)?;
@@ -191,14 +190,13 @@ pub fn append_kv_varlen<T: Element>(
         cu_seqlens_new,
     )?;
     let ks = k_new.shape();
-    let bps = table.blocks_per_seq();
     for b in 0..table.batch() {
         let (r0, r1) = (cu_seqlens_new[b] as usize, cu_seqlens_new[b + 1] as usize);
         if r0 == r1 {
             continue;
         }
         let lens = [table.seq_lens()[b]];
-        let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, &lens)?;
+        let one = table.sequence(b, &lens);
         let (kd, vd) = (rows(k_new, r0, r1), rows(v_new, r0, r1));
         let s = Shape::new(1, ks.heads, r1 - r0, ks.dim);
         super::append_kv(

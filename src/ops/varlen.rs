@@ -350,7 +350,6 @@ impl Context {
         lse: Option<&Tensor>,
     ) -> Result<()> {
         self.check_tensors(&[("q", q)], None)?;
-        let bps = table.blocks_per_seq();
         let seqs: Vec<(usize, usize, [u32; 1])> = (0..table.batch())
             .map(|b| (cu_seqlens_q[b] as usize, cu_seqlens_q[b + 1] as usize, [table.seq_lens()[b]]))
             .collect();
@@ -359,7 +358,7 @@ impl Context {
             if r0 == r1 {
                 continue;
             }
-            let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, lens)?;
+            let one = table.sequence(b, lens);
             let (qb, ob) = (rows(q, *r0, r1 - r0), rows(out, *r0, r1 - r0));
             let lb = lse.map(|l| rows(l, *r0, r1 - r0));
             calls.push((one, qb, ob, lb));
@@ -400,13 +399,6 @@ impl Context {
         v_new: &Tensor,
         cu_seqlens_new: &[u32],
     ) -> Result<()> {
-        crate::problem::varlen::check_ragged_append(
-            &Operand::gpu(k_new),
-            &Operand::gpu(v_new),
-            &cache.geometry,
-            table,
-            cu_seqlens_new,
-        )?;
         let mut enc = self.encoder()?;
         self.record_ragged_append(&mut enc, cache, table, k_new, v_new, cu_seqlens_new).await?;
         self.submit_async(enc).await
@@ -423,16 +415,11 @@ impl Context {
         v_new: &Tensor,
         cu_seqlens_new: &[u32],
     ) -> Result<()> {
-        crate::problem::varlen::check_ragged_append(
-            &Operand::gpu(k_new),
-            &Operand::gpu(v_new),
-            &cache.geometry,
-            table,
-            cu_seqlens_new,
-        )?;
         pollster::block_on(self.record_ragged_append(encoder, cache, table, k_new, v_new, cu_seqlens_new))
     }
 
+    /// Checks the offsets, the table and every sequence's append, then records them (so a bad
+    /// call records nothing).
     async fn record_ragged_append(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -442,7 +429,13 @@ impl Context {
         v_new: &Tensor,
         cu_seqlens_new: &[u32],
     ) -> Result<()> {
-        let bps = table.blocks_per_seq();
+        crate::problem::varlen::check_ragged_append(
+            &Operand::gpu(k_new),
+            &Operand::gpu(v_new),
+            &cache.geometry,
+            table,
+            cu_seqlens_new,
+        )?;
         let seqs: Vec<(usize, usize, [u32; 1])> = (0..table.batch())
             .map(|b| (cu_seqlens_new[b] as usize, cu_seqlens_new[b + 1] as usize, [table.seq_lens()[b]]))
             .collect();
@@ -451,7 +444,7 @@ impl Context {
             if r0 == r1 {
                 continue;
             }
-            let one = BlockTable::new(&table.table()[b * bps..(b + 1) * bps], bps, lens)?;
+            let one = table.sequence(b, lens);
             calls.push((one, rows(k_new, *r0, r1 - r0), rows(v_new, *r0, r1 - r0)));
         }
         let mut problems = vec![];

@@ -8,22 +8,28 @@ use crate::options::AttentionOptions;
 use crate::pages::{BlockTable, PageGeometry};
 use crate::varlen::Varlen;
 
+/// A packed tensor: non-empty, countable, batch 1 (`[1, heads, total, dim]`).
+fn check_pack(name: &'static str, t: &Operand) -> Result<()> {
+    check_operand(name, t)?;
+    if t.shape.batch != 1 {
+        return Err(Error::InvalidArgument {
+            argument: name,
+            message: format!(
+                "batch {}: a pack holds every sequence's rows in one [1, heads, total, dim] tensor",
+                t.shape.batch
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Checks, in this order: `q`, `k`, `v` (non-empty, countable; batch 1, the pack: `[1, heads,
 /// total, dim]`); `k` and `v` the same shape and the dtype of `q`, heads dividing `q`'s, the
 /// same head dim; the offsets' totals against the tensors' rows; no key lengths (the offsets
 /// stand for them).
 pub(crate) fn check(q: &Operand, k: &Operand, v: &Operand, varlen: &Varlen, opts: &AttentionOptions) -> Result<()> {
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
-        check_operand(name, t)?;
-        if t.shape.batch != 1 {
-            return Err(Error::InvalidArgument {
-                argument: name,
-                message: format!(
-                    "batch {}: a pack holds every sequence's rows in one [1, heads, total, dim] tensor",
-                    t.shape.batch
-                ),
-            });
-        }
+        check_pack(name, t)?;
     }
     let (qs, ks, vs) = (q.shape, k.shape, v.shape);
     for (dim, got, expected) in [("heads", vs.heads, ks.heads), ("seq", vs.seq, ks.seq), ("dim", vs.dim, ks.dim)] {
@@ -68,16 +74,7 @@ pub(crate) fn check_ragged(
     batch: usize,
     cu: &[u32],
 ) -> Result<()> {
-    check_operand(tensor, t)?;
-    if t.shape.batch != 1 {
-        return Err(Error::InvalidArgument {
-            argument: tensor,
-            message: format!(
-                "batch {}: a pack holds every sequence's rows in one [1, heads, total, dim] tensor",
-                t.shape.batch
-            ),
-        });
-    }
+    check_pack(tensor, t)?;
     crate::varlen::check_offsets(argument, cu)?;
     if cu.len() != batch + 1 {
         return Err(Error::LengthMismatch { argument, expected: batch + 1, got: cu.len() });

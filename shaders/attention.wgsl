@@ -56,8 +56,29 @@ const KV4: u32 = max(KC * P4, VK * DP / 4u);
 var<workgroup> Qs: array<vec2<f32>, KC * P2>;
 var<workgroup> KVs: array<vec4<f32>, KV4>;
 var<workgroup> Ps: array<vec2<f32>, BC * P2>;
-var<workgroup> wkbegin: u32;
-var<workgroup> wkend: u32;
+// the block's rows as workgroup 0 found them: (sequence, first row, end row, first packed row),
+// and its keys: (first key, key end, first packed key)
+var<workgroup> wrows: vec4<u32>;
+var<workgroup> wkeys: vec4<u32>;
+// F_VARLEN: where the block's sequence starts in the packed Q (and the output, the lse); the
+// keys' start is `koff` (kv_contiguous.wgsl). 0 otherwise.
+var<private> qoff: u32;
+
+// The last sequence s of the pack with cu_q(s) / BR + s <= g (0 if none): the owner of row
+// block g (F_VARLEN).
+fn seq_of_block(g: u32) -> u32 {
+    var lo = 0u;
+    var hi = max(P.start, 1u) - 1u;
+    while (lo < hi) {
+        let mid = (lo + hi + 1u) / 2u;
+        if (cu_q(mid) / BR + mid <= g) {
+            lo = mid;
+        } else {
+            hi = mid - 1u;
+        }
+    }
+    return lo;
+}
 
 // Saturates four z values (NaN to -ZSAT), as zsat.
 fn zsat4(z: vec4<f32>) -> vec4<f32> {
@@ -126,7 +147,7 @@ fn write_row(b: u32, h: u32, row: u32, split: u32, tx: u32, m: f32, l: f32,
              o4: vec4<f32>, o5: vec4<f32>, o6: vec4<f32>, o7: vec4<f32>) {
     let c0 = 4u * tx;
     if (SPLIT == 1u) {
-        let pb = vidx(P.v5, b, h, row) + split * (P.d + 2u);
+        let pb = vidx(P.v5, b, h, qoff + row) + split * (P.d + 2u);
         store4_partial(pb, c0, o0);
         if (NV > 1u) { store4_partial(pb, c0 + 32u, o1); }
         if (NV > 2u) { store4_partial(pb, c0 + 64u, o2); store4_partial(pb, c0 + 96u, o3); }
@@ -141,7 +162,7 @@ fn write_row(b: u32, h: u32, row: u32, split: u32, tx: u32, m: f32, l: f32,
         return;
     }
     let inv = select(0.0, 1.0 / l, l > 0.0);
-    let ob = vidx(P.v4, b, h, row);
+    let ob = vidx(P.v4, b, h, qoff + row);
     store4(ob, c0, o0 * inv);
     if (NV > 1u) { store4(ob, c0 + 32u, o1 * inv); }
     if (NV > 2u) { store4(ob, c0 + 64u, o2 * inv); store4(ob, c0 + 96u, o3 * inv); }
@@ -150,7 +171,7 @@ fn write_row(b: u32, h: u32, row: u32, split: u32, tx: u32, m: f32, l: f32,
         store4(ob, c0 + 192u, o6 * inv); store4(ob, c0 + 224u, o7 * inv);
     }
     if (tx == 0u && (P.flags & F_LSE) != 0u) {
-        LSE[vidx(P.v5, b, h, row)] = lse_of(m, l);
+        LSE[vidx(P.v5, b, h, qoff + row)] = lse_of(m, l);
     }
 }
 
@@ -182,7 +203,7 @@ fn qk_element(e: u32, d0: u32, k0: u32, bl: Block) -> array<vec4<f32>, 2> {
     let dd = d0 + 4u * (2u * (e / (2u * BR)) + e % 2u);
     if (e < BR * KC / 4u && dd < P.d) {
         if (bl.row_first + rr < bl.row_end) {
-            x[0] = load4_q(vidx(P.v0, bl.b, bl.h, bl.row_first + rr) + dd, min(P.d - dd, 4u)) * P.pre;
+            x[0] = load4_q(vidx(P.v0, bl.b, bl.h, qoff + bl.row_first + rr) + dd, min(P.d - dd, 4u)) * P.pre;
         }
         if (rr < BC && k0 + rr < bl.kend) {
             x[1] = load4_k(k_index(bl.b, bl.hk, k0 + rr) + dd, min(P.d - dd, 4u));
@@ -265,7 +286,15 @@ fn attention(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    let row_blocks = (P.nr + BR - 1u) / BR;
+    // F_VARLEN (one dispatch over a pack of P.start sequences, P.nbh = heads, P.nr = the
+    // packed query rows): sequence s owns blocks [S_s, S_s + ceil(len_s / BR)) of the
+    // P.nr / BR + P.start blocks per head, S_s = cu_q(s) / BR + s (increasing: README,
+    // "Packed variable-length sequences"); the rest of [S_s, S_s+1) is empty and returns
+    let varlen = (P.flags & F_VARLEN) != 0u;
+    var row_blocks = (P.nr + BR - 1u) / BR;
+    if (varlen) {
+        row_blocks = P.nr / BR + P.start;
+    }
     var nsplit = 1u;
     if (SPLIT == 1u) {
         nsplit = (P.nk + P.split_len - 1u) / P.split_len;
@@ -278,39 +307,64 @@ fn attention(
     let split = wg % nsplit;
     let rest = wg / nsplit;
     let bh = P.bh0 + rest / row_blocks;
-    let row_first = P.r0 + (rest % row_blocks) * BR;
-    let row_end = min(P.r0 + P.nr, row_first + BR);
-    let b = bh / P.heads;
     let h = bh % P.heads;
     let hk = h / P.group;
     let tx = t % 8u;
     let ty = t / 8u;
-    let row_a = row_first + 2u * ty;
-    let row_b = row_a + 1u;
-    let ok_a = row_a < row_end;
-    let ok_b = row_b < row_end;
 
     var split_begin = 0u;
     if (SPLIT == 1u) {
         split_begin = split * P.split_len;
     }
     if (t == 0u) {
+        var s = bh / P.heads;
+        var rf = P.r0 + (rest % row_blocks) * BR;
+        var re = min(P.r0 + P.nr, rf + BR);
+        var q0 = 0u;
+        var k0 = 0u;
+        if (varlen) {
+            let g = rest % row_blocks;
+            s = seq_of_block(g);
+            let first = cu_q(s) / BR + s;
+            rf = select(0u, (g - first) * BR, g >= first);
+            re = select(rf, min(q_rows(s), rf + BR), g >= first);
+            q0 = cu_q(s);
+            k0 = cu_k(s);
+        }
         // keys before this and past that are masked for every row of the block (or belong to
         // another split): the loop skips them, whole tiles at a time
-        var kb = max(split_begin, key_start(b, row_first));
+        var kb = max(split_begin, key_start(s, rf));
         if ((P.flags & F_FIXED) != 0u) {
             // the fixed reduction order: tiles at multiples of BC from the split's start
             kb = split_begin + (kb - split_begin) / BC * BC;
         }
-        var ke = key_limit(b, row_end - 1u);
+        var ke = 0u;
+        if (re > rf) {
+            ke = key_limit(s, re - 1u);
+        }
         if (SPLIT == 1u) {
             ke = min(ke, split_begin + P.split_len);
         }
-        wkbegin = kb;
-        wkend = ke;
+        wrows = vec4<u32>(s, rf, re, q0);
+        wkeys = vec4<u32>(kb, ke, k0, 0u);
     }
-    let k_begin = workgroupUniformLoad(&wkbegin);
-    let kend = workgroupUniformLoad(&wkend);
+    let rows = workgroupUniformLoad(&wrows);
+    let keys = workgroupUniformLoad(&wkeys);
+    // (an empty block of a pack)
+    if (rows.y >= rows.z) {
+        return;
+    }
+    let b = rows.x;
+    let row_first = rows.y;
+    let row_end = rows.z;
+    qoff = rows.w;
+    koff = keys.z;
+    let k_begin = keys.x;
+    let kend = keys.y;
+    let row_a = row_first + 2u * ty;
+    let row_b = row_a + 1u;
+    let ok_a = row_a < row_end;
+    let ok_b = row_b < row_end;
     let lo_a = key_start(b, row_a);
     let hi_a = min(key_limit(b, row_a), kend);
     let lo_b = key_start(b, row_b);

@@ -17,7 +17,8 @@ struct Params {
     // head dim (or reduction length), F_* flags, keys per split (merge: the number of splits;
     // top-k: inputs per segment), top-k: index of the first input element
     d: u32, flags: u32, split_len: u32, idx0: u32,
-    // top-k: first input of each row to read, output slots per row, slot of the first segment;
+    // top-k: first input of each row to read (attention, F_VARLEN: sequences in the pack),
+    // output slots per row, slot of the first segment;
     // the sliding window's bound on the left
     start: u32, out_stride: u32, out_offset: u32, wleft: u32,
     // the window's bound on the right; paged KV cache: table entries per sequence, log2 page size

@@ -6,6 +6,9 @@
 
 @group(0) @binding(9) var<storage, read> TABLE: array<u32>;
 
+// (the pack's first key, F_VARLEN, which paged calls do not use: always 0)
+var<private> koff: u32;
+
 fn token(b: u32, j: u32) -> u32 {
     let page = TABLE[b * P.max_blocks + (j >> P.page_shift)];
     return (page << P.page_shift) | (j & ((1u << P.page_shift) - 1u));

@@ -25,10 +25,37 @@ fn mask_keep(b: u32, h: u32, row: u32, j: u32, add: ptr<function, f32>) -> bool 
     return w != 0u;
 }
 
-// The keys of batch b: the tensor's, or over a paged cache the sequence's length.
+// F_VARLEN (attention over a pack of P.start sequences): binding 3 holds cu_seqlens_q and
+// binding 2 cu_seqlens_k (P.start + 1 entries each; masks and key lengths do not apply).
+// Device offsets are not checked on the host: each entry is clamped to the packed rows (P.nq,
+// P.nk) and a decreasing pair gives an empty sequence, so nothing is read or written outside
+// the tensors whatever the offsets hold.
+fn cu_q(s: u32) -> u32 {
+    return min(KEY_LENGTHS[s], P.nq);
+}
+
+fn cu_k(s: u32) -> u32 {
+    return min(MASK[s], P.nk);
+}
+
+// The query rows of batch b (with F_VARLEN, of sequence b).
+fn q_rows(b: u32) -> u32 {
+    if ((P.flags & F_VARLEN) != 0u) {
+        let e = cu_q(b + 1u);
+        return e - min(cu_q(b), e);
+    }
+    return P.nq;
+}
+
+// The keys of batch b: the tensor's, over a paged cache the sequence's length, in a pack the
+// sequence's.
 fn kv_len(b: u32) -> u32 {
     if ((P.flags & F_PAGED) != 0u) {
         return KEY_LENGTHS[b];
+    }
+    if ((P.flags & F_VARLEN) != 0u) {
+        let e = cu_k(b + 1u);
+        return e - min(cu_k(b), e);
     }
     return P.nk;
 }
@@ -36,7 +63,7 @@ fn kv_len(b: u32) -> u32 {
 // The position of query `row` of batch b (bottom-right aligned: the last query sits at the
 // last key). Positions stay within +-2^30 (the kernels' dimensions are bounded there).
 fn qpos(b: u32, row: u32) -> i32 {
-    return i32(row) + i32(kv_len(b)) - i32(P.nq);
+    return i32(row) + i32(kv_len(b)) - i32(q_rows(b));
 }
 
 // Keys [key_start, key_limit) can be kept for query `row` of batch b: its window, the causal

@@ -53,8 +53,11 @@ pub(crate) mod flags {
     /// Fixed reduction order (split-K): key tiles start at multiples of the tile from the
     /// split's start, whatever the rows' first key.
     pub const FIXED: u32 = 2048;
+    /// A pack of sequences in one dispatch (attention.wgsl): `MASK` holds `cu_seqlens_k` and
+    /// `KEY_LENGTHS` `cu_seqlens_q`, `Params::start` the number of sequences.
+    pub const VARLEN: u32 = 4096;
     /// Every flag with its WGSL name.
-    pub const ALL: [(&str, u32); 12] = [
+    pub const ALL: [(&str, u32); 13] = [
         ("F_CAUSAL", CAUSAL),
         ("F_MASK", MASK),
         ("F_MASK_ADDITIVE", MASK_ADDITIVE),
@@ -67,6 +70,7 @@ pub(crate) mod flags {
         ("F_SINK", SINK),
         ("F_PAGED", PAGED),
         ("F_FIXED", FIXED),
+        ("F_VARLEN", VARLEN),
     ];
 }
 
@@ -102,7 +106,8 @@ pub(crate) struct Params {
     pub flags: u32,
     pub split_len: u32,
     pub idx0: u32,
-    /// Top-k: first input of each row to read, output slots per row, slot of the first segment.
+    /// Top-k: first input of each row to read (attention over a pack, `F_VARLEN`: the number of
+    /// sequences), output slots per row, slot of the first segment.
     pub start: u32,
     pub out_stride: u32,
     pub out_offset: u32,

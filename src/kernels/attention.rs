@@ -99,7 +99,7 @@ impl Variant for AttentionKernel {
     fn workgroup_bytes(&self) -> u32 {
         let kv = (self.kc * (self.bc + 4)).max(self.vk * self.dp);
         let red = if self.sg { 0 } else { 2 * WG };
-        4 * (self.kc * (BR + 4) + kv + self.bc * (BR + 4) + red) + 8
+        4 * (self.kc * (BR + 4) + kv + self.bc * (BR + 4) + red) + 32
     }
 
     fn preludes(&self) -> Vec<&'static str> {

@@ -32,18 +32,22 @@ pub(crate) enum KvSource<'a> {
     Tensors(&'a Tensor, &'a Tensor),
     /// A paged cache, through a block table (on the GPU: its table and lengths buffers).
     Paged { cache: &'a PagedKvCache, seq_lens: &'a wgpu::Buffer, table: &'a wgpu::Buffer, blocks_per_seq: usize },
+    /// A pack of `batch` sequences in one dispatch of the fused kernel: `k`, `v` and the query
+    /// tensor `[1, heads, total, d]`, sequence `b`'s rows from `cu_q`/`cu_k` entries `b`,
+    /// `b + 1` (device buffers of u32, at least `batch + 1` entries, read by the kernel).
+    Packed { k: &'a Tensor, v: &'a Tensor, cu_q: &'a wgpu::Buffer, cu_k: &'a wgpu::Buffer, batch: usize },
 }
 
 impl KvSource<'_> {
     fn blocks_per_seq(&self) -> usize {
         match self {
-            KvSource::Tensors(..) => 0,
+            KvSource::Tensors(..) | KvSource::Packed { .. } => 0,
             KvSource::Paged { blocks_per_seq, .. } => *blocks_per_seq,
         }
     }
     fn page_shift(&self) -> u32 {
         match self {
-            KvSource::Tensors(..) => 0,
+            KvSource::Tensors(..) | KvSource::Packed { .. } => 0,
             KvSource::Paged { cache, .. } => cache.geometry.page_size.trailing_zeros(),
         }
     }
@@ -95,7 +99,23 @@ pub(crate) async fn record(
         None => None,
     };
     // K and V: contiguous tensors, or page pools read through the block table
+    let mut packed = None;
     let (k_arg, v_arg, lengths, table) = match &kv {
+        KvSource::Packed { k, v, cu_q, cu_k, batch } => {
+            if split.is_some() || !matches!(main, Main::Fused(_)) || mask.is_some() || kl.is_some() {
+                return Err(Error::Unsupported(
+                    "a pack in one dispatch runs on the unsplit fused kernel, without masks or key lengths".into(),
+                ));
+            }
+            fl |= flags::VARLEN;
+            packed = Some((*batch, *cu_k));
+            (
+                Arg::tensor("k", k, d.group(), Rows::All(d.nk), 1, 4),
+                Arg::tensor("v", v, d.group(), Rows::All(d.nk), 2, 5),
+                *cu_q,
+                None,
+            )
+        }
         KvSource::Tensors(k, v) => (
             Arg::tensor("k", k, d.group(), Rows::All(d.nk), 1, 4),
             Arg::tensor("v", v, d.group(), Rows::All(d.nk), 2, 5),
@@ -132,6 +152,8 @@ pub(crate) async fn record(
         None => None,
     };
     let workgroups = |nbh: usize, nr: usize| match main {
+        // a pack: nr / BR + batch row blocks per head cover every sequence's blocks
+        Main::Fused(_) if packed.is_some() => (nbh * (nr / br + packed.map_or(0, |p| p.0))) as u64,
         Main::Fused(_) => (nbh * nr.div_ceil(br) * nsplit) as u64,
         Main::TensorCores(k) => (nbh * nr.div_ceil(k.rows as usize)) as u64,
         // one workgroup per (batch, key/value head, block of combined rows, split); always one
@@ -157,6 +179,7 @@ pub(crate) async fn record(
             flags: fl,
             split_len: split.map_or(0, |s| s.0) as u32,
             max_blocks: kv.blocks_per_seq() as u32,
+            start: packed.map_or(0, |p| p.0 as u32),
             page_shift: kv.page_shift(),
             kpre: vpre,
             post: vpost,
@@ -177,6 +200,14 @@ pub(crate) async fn record(
         Arg::whole("heads", heads, 8),
     ];
     args.extend(table);
+    if let Some((_, cu_k)) = packed {
+        // the pack's kernel reads cu_seqlens_k in the mask's slot, and passes a sequence index
+        // as the batch index of every view (batch 1: its stride is 0)
+        args[1] = Arg::whole("cu_seqlens_k", cu_k, 2);
+        for a in args.iter_mut().filter(|a| a.view.is_some()) {
+            a.spec.sb = 0;
+        }
+    }
     let launch = match main {
         Main::Fused(kernel) => Launch {
             kernel: Kernel::Attention(kernel),
@@ -209,7 +240,9 @@ pub(crate) async fn record(
         }
     };
     // the decode kernel runs as one dispatch (its split partials are laid out for one)
-    let max_chunks = if matches!(launch.kernel, Kernel::AttentionDecode(_)) { 1 } else { usize::MAX };
+    // (and so does a pack: its blocks are found from the offsets, not from a chunk's rows)
+    let one = matches!(launch.kernel, Kernel::AttentionDecode(_)) || packed.is_some();
+    let max_chunks = if one { 1 } else { usize::MAX };
     launch.record_at_most(ctx, encoder, max_chunks).await?;
     match partial {
         Some(partial) => {

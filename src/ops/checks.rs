@@ -22,6 +22,10 @@ impl<'a> Region<'a> {
         let (start, end) = t.byte_range();
         Region { name, buffer: &t.buffer, start, end }
     }
+    /// The first `bytes` of a buffer bound whole (offsets).
+    pub fn words(name: &'static str, buffer: &'a wgpu::Buffer, bytes: u64) -> Self {
+        Region { name, buffer, start: 0, end: bytes }
+    }
     pub fn mask(m: &'a Mask) -> Self {
         Region { name: "mask", buffer: &m.buffer, start: 0, end: m.shape.iter().product::<usize>() as u64 * 4 }
     }

@@ -20,6 +20,7 @@ mod tensor_cores;
 mod top_k;
 mod tuning;
 mod varlen;
+mod varlen_device;
 mod weighted_sum;
 
 pub use attention::AttentionCall;
@@ -27,6 +28,7 @@ pub use paged::PagedAttentionCall;
 pub use prepare::AttentionShapes;
 pub use tensor_cores::TensorCoreCheck;
 pub use varlen::VarlenCall;
+pub use varlen_device::{VarlenBuffers, VarlenBuffersCall};
 
 mod checks;
 pub(crate) use checks::{check_aliasing, Region};

@@ -19,7 +19,7 @@ fn rows(t: &Tensor, r0: usize, n: usize) -> Tensor {
 }
 
 /// A packed call's outputs: `out` with `q`'s shape and dtype, `lse` f32 `[1, heads, total_q, 1]`.
-fn check_packed_outputs(q: &Tensor, out: &Tensor, lse: Option<&Tensor>) -> Result<()> {
+pub(super) fn check_packed_outputs(q: &Tensor, out: &Tensor, lse: Option<&Tensor>) -> Result<()> {
     let out_s = out.shape();
     if out_s != q.shape() || out.dtype() != q.dtype() {
         return Err(crate::Error::InvalidArgument {

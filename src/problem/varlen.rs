@@ -28,6 +28,34 @@ fn check_pack(name: &'static str, t: &Operand) -> Result<()> {
 /// same head dim; the offsets' totals against the tensors' rows; no key lengths (the offsets
 /// stand for them).
 pub(crate) fn check(q: &Operand, k: &Operand, v: &Operand, varlen: &Varlen, opts: &AttentionOptions) -> Result<()> {
+    check_packs(q, k, v)?;
+    let (qs, ks) = (q.shape, k.shape);
+    for (argument, total, rows, t) in
+        [("cu_seqlens_q", varlen.total_q(), qs.seq, "q"), ("cu_seqlens_k", varlen.total_k(), ks.seq, "k")]
+    {
+        if total != rows {
+            return Err(Error::InvalidArgument {
+                argument,
+                message: format!("the last offset is {total}, and {t} holds {rows} rows"),
+            });
+        }
+    }
+    check_no_key_lengths(opts)
+}
+
+/// A pack's options: no key lengths (the offsets give each sequence's keys).
+pub(crate) fn check_no_key_lengths(opts: &AttentionOptions) -> Result<()> {
+    if opts.key_lengths.is_some() {
+        return Err(Error::InvalidArgument {
+            argument: "key_lengths",
+            message: "in a pack the offsets give each sequence's keys".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The packed tensors of a call, as [`check`] describes, without the offsets.
+pub(crate) fn check_packs(q: &Operand, k: &Operand, v: &Operand) -> Result<()> {
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
         check_pack(name, t)?;
     }
@@ -44,22 +72,6 @@ pub(crate) fn check(q: &Operand, k: &Operand, v: &Operand, varlen: &Varlen, opts
     }
     if !qs.heads.is_multiple_of(ks.heads) {
         return Err(Error::HeadsNotDivisible { argument: "k", q_heads: qs.heads, kv_heads: ks.heads });
-    }
-    for (argument, total, rows, t) in
-        [("cu_seqlens_q", varlen.total_q(), qs.seq, "q"), ("cu_seqlens_k", varlen.total_k(), ks.seq, "k")]
-    {
-        if total != rows {
-            return Err(Error::InvalidArgument {
-                argument,
-                message: format!("the last offset is {total}, and {t} holds {rows} rows"),
-            });
-        }
-    }
-    if opts.key_lengths.is_some() {
-        return Err(Error::InvalidArgument {
-            argument: "key_lengths",
-            message: "in a pack the offsets give each sequence's keys".into(),
-        });
     }
     Ok(())
 }

@@ -88,6 +88,8 @@ pub struct Record {
     pub kv_dtype: Option<String>,
     /// A packed pack of variable-length sequences (`attention_varlen`).
     pub varlen: bool,
+    /// The pack's offsets in device buffers (`attention_varlen_buffers`: one dispatch).
+    pub device_offsets: bool,
     /// The fixed reduction order (`--fixed-order`).
     pub fixed_order: bool,
     /// FLOPs of one run (4·H·D per attended pair with mixed lengths or windows).
@@ -130,6 +132,7 @@ impl Record {
             window: c.window,
             kv_dtype: c.kv_dtype.clone(),
             varlen: c.varlen,
+            device_offsets: c.device_offsets,
             fixed_order: c.fixed_order,
             flops: c.flops(),
             error: None,
@@ -323,6 +326,8 @@ pub struct GpuCase {
     pub paged: Option<(PagedKvCache, Paging)>,
     /// Key lengths (contiguous cases with mixed lengths).
     pub lens: Vec<u32>,
+    /// A pack's offsets in a device buffer (queries and keys alike), for `device_offsets`.
+    offsets: Option<wgpu::Buffer>,
 }
 
 fn upload(ctx: &Context, x: &[f32], s: Shape, dt: Dt) -> Result<Tensor> {
@@ -380,7 +385,11 @@ pub fn gpu_case(ctx: &Context, c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Res
         _ => None,
     };
     let lens = c.seq_lens().iter().map(|&l| l as u32).collect();
-    Ok(GpuCase { q: q_t, k: k_t, v: v_t, out, weights, paged, lens })
+    let offsets = match c.device_offsets {
+        true => Some(ctx.upload_offsets(&cumulative(&c.seq_lens()))?),
+        false => None,
+    };
+    Ok(GpuCase { q: q_t, k: k_t, v: v_t, out, weights, paged, lens, offsets })
 }
 
 fn encode(ctx: &Context, c: &Case, g: &GpuCase, enc: &mut wgpu::CommandEncoder) -> Result<()> {
@@ -392,6 +401,13 @@ fn encode(ctx: &Context, c: &Case, g: &GpuCase, enc: &mut wgpu::CommandEncoder) 
         }
     };
     match c.op {
+        Op::Attention if c.varlen && g.offsets.is_some() => {
+            let (k, v) = kv()?;
+            let cu = g.offsets.as_ref().ok_or(Error::InvalidArgument { argument: "case", message: "no offsets".into() })?;
+            let offsets = VarlenBuffers::new(cu, cu, c.lens.len())?;
+            let call = VarlenBuffersCall { q: &g.q, k, v, offsets: &offsets, out: &g.out, lse: None };
+            ctx.encode_attention_varlen_buffers(enc, &call, &opts)
+        }
         Op::Attention if c.varlen => {
             let (k, v) = kv()?;
             let cu = cumulative(&c.seq_lens());

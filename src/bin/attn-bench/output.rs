@@ -190,7 +190,9 @@ pub fn kv_note(r: &Record) -> String {
     let mut parts = vec![];
     if !r.lens.is_empty() {
         let (lo, hi) = (r.lens.iter().min().unwrap_or(&0), r.lens.iter().max().unwrap_or(&0));
-        let store = if r.varlen {
+        let store = if r.varlen && r.device_offsets {
+            "packed (varlen, device offsets)".into()
+        } else if r.varlen {
             "packed (varlen)".into()
         } else if r.page_size > 0 {
             format!("paged {}", r.page_size)
@@ -461,7 +463,7 @@ pub fn list_suites() -> String {
                 extra.push(format!("paged {}", c.page_size));
             }
             if c.varlen {
-                extra.push("packed (varlen)".into());
+                extra.push(if c.device_offsets { "packed (varlen, device offsets)" } else { "packed (varlen)" }.into());
             }
             if let Some(w) = c.window {
                 extra.push(format!("window {w}"));

@@ -79,6 +79,9 @@ pub struct Case {
     /// `lens` queries over its own `lens` keys, causal, no padding; the padded counterpart is
     /// the same case with `varlen` false (every sequence padded to the longest, key lengths).
     pub varlen: bool,
+    /// With `varlen`: the offsets in device buffers (`Context::attention_varlen_buffers`, the
+    /// whole pack in one dispatch of the fused kernel).
+    pub device_offsets: bool,
     /// `AttentionOptions::fixed_order` (`--fixed-order`).
     pub fixed_order: bool,
 }
@@ -105,6 +108,7 @@ impl Case {
             kv_group: 1,
             kv_dtype: None,
             varlen: false,
+            device_offsets: false,
             fixed_order: false,
         }
     }
@@ -231,6 +235,7 @@ impl Case {
             kv_group: 1,
             kv_dtype: None,
             varlen: false,
+            device_offsets: false,
             fixed_order: false,
         }
     }
@@ -355,6 +360,8 @@ pub fn suite(which: Suite) -> Vec<Case> {
                 .collect();
             for dt in dts {
                 v.push(Case::prefill_lens(s, dt, heads, &lens, d, true));
+                let one = Case::prefill_lens(s, dt, heads, &lens, d, true);
+                v.push(Case { device_offsets: true, ..one });
                 v.push(Case::prefill_lens(s, dt, heads, &lens, d, false));
             }
         }

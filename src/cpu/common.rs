@@ -161,6 +161,25 @@ impl Scoring<'_> {
         }
         Some(s + add)
     }
+
+    /// [`score`](Self::score) and its derivative with respect to the dot product (the scale,
+    /// times the soft-cap's `1 - tanh²`; ALiBi and masks add constants): the backward pass's
+    /// chain rule.
+    #[inline]
+    pub fn score_slope(&self, b: usize, h: usize, i: usize, j: usize, dot: impl FnOnce() -> f64) -> Option<(f64, f64)> {
+        let add = self.rm.kept(b, h, i, j)?;
+        let mut s = dot() * self.scale;
+        let mut slope = self.scale;
+        if let Some(cap) = self.softcap {
+            let t = (s / cap).tanh();
+            s = cap * t;
+            slope *= 1.0 - t * t;
+        }
+        if let Some(slopes) = self.alibi_slopes {
+            s -= slopes[h] as f64 * (self.rm.position(b, i) - j as i64).unsigned_abs() as f64;
+        }
+        Some((s + add, slope))
+    }
 }
 
 /// Reorders a BHSD-ordered buffer into `layout`.

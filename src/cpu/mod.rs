@@ -18,6 +18,7 @@
 //! the GPU path, so an invalid call gets the same error on both.
 
 pub(crate) mod attention;
+pub(crate) mod attention_backward;
 mod attention_merge;
 mod gemm;
 mod kv_append;
@@ -29,6 +30,7 @@ pub(crate) mod top_k;
 pub(crate) mod weighted_sum;
 
 pub use attention::{attention, attention_unfused, paged_attention};
+pub use attention_backward::{attention_backward, AttentionGrads, BackwardInputs};
 pub use attention_merge::{attention_merge, AttentionPartial};
 pub use kv_append::append_kv;
 pub use varlen::{append_kv_varlen, attention_varlen, paged_attention_varlen};

@@ -10,6 +10,7 @@
 //! [`ScoreTransform`] carry every score through the kernels' f32 arithmetic without overflow.
 
 pub(crate) mod attention;
+pub(crate) mod backward;
 pub(crate) mod paged;
 pub(crate) mod similarity;
 pub(crate) mod softmax;

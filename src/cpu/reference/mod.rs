@@ -7,12 +7,14 @@
 //! [`crate::cpu`]), so the extreme-value semantics have one implementation.
 
 pub(crate) mod attention;
+pub(crate) mod attention_backward;
 pub(crate) mod similarity;
 pub(crate) mod softmax;
 pub(crate) mod top_k;
 pub(crate) mod weighted_sum;
 
 pub use attention::{attention, attention_unfused, paged_attention};
+pub use attention_backward::attention_backward;
 pub use crate::cpu::varlen::reference_attention_varlen as attention_varlen;
 pub use similarity::similarity;
 pub use softmax::softmax;

@@ -1,0 +1,273 @@
+//! Fast CPU backward pass of fused attention, in the FlashAttention-2 shape: the weights are
+//! recomputed block by block from Q, K and the forward's log-sum-exp (no `nq × nk` matrix),
+//! the products through the GEMM. Two passes, so that every output block has one owner and no
+//! sum depends on thread timing (the results are the same run to run):
+//! - over (batch, key/value head, block of keys): `dV += Pᵀ dO` and `dK += dXᵀ Q`, walking the
+//!   blocks of query rows of every query head of the group;
+//! - over (batch, query head, block of query rows): `dQ += dX K`, walking the blocks of keys.
+//!
+//! `D = rowsum(dO ∘ O)` is computed once per row first. The formulas are those of
+//! [`crate::cpu::reference::attention_backward`]; calls whose scores, biases or sums could leave
+//! f32's range run on it (as the forward does).
+
+use rayon::prelude::*;
+
+use super::attention::{fits_f32, problem};
+use super::gemm::{gemm, Mat};
+use super::reference::attention::scoring;
+use super::{dot64, tensor_rows, to_layout, Scoring};
+use crate::error::Result;
+use crate::host::{scan, HostMask, HostTensor};
+use crate::options::AttentionOptions;
+use crate::problem::{AttentionProblem, Operand};
+use crate::shape::{Element, Shape};
+
+/// Query rows per block.
+const BQ: usize = 64;
+/// Keys per block.
+const BK: usize = 128;
+
+/// The arguments of a backward call: the forward's inputs and mask (with the same options), its
+/// output `o` and log-sum-exp `lse` (`[batch, heads, nq]`, as [`crate::cpu::attention`] returns
+/// them; `attention_with_lse` on the GPU), and the output gradient `d_o` (`q`'s shape and
+/// dtype). Named rather than positional.
+#[derive(Clone, Copy)]
+pub struct BackwardInputs<'a, T> {
+    /// Queries `[batch, heads, nq, d]`.
+    pub q: &'a HostTensor<'a, T>,
+    /// Keys `[batch, kv_heads, nk, d]`.
+    pub k: &'a HostTensor<'a, T>,
+    /// Values, as `k`.
+    pub v: &'a HostTensor<'a, T>,
+    /// The forward's mask, if any (no gradient flows to it).
+    pub mask: Option<&'a HostMask<'a>>,
+    /// The forward's output, `q`'s shape (any layout).
+    pub o: &'a HostTensor<'a, T>,
+    /// The forward's natural log-sum-exp per row, `[batch, heads, nq]` (sinks included).
+    pub lse: &'a [f32],
+    /// The gradient of the loss with respect to the output, `q`'s shape (any layout).
+    pub d_o: &'a HostTensor<'a, T>,
+}
+
+/// Gradients of attention: each like its input (shape and layout), f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionGrads {
+    /// With respect to `q`.
+    pub dq: Vec<f32>,
+    /// With respect to `k` (summed over the query heads that share each key/value head).
+    pub dk: Vec<f32>,
+    /// With respect to `v` (summed likewise).
+    pub dv: Vec<f32>,
+    /// With respect to the sink logits (one per query head), when the call has sinks.
+    pub d_sinks: Option<Vec<f32>>,
+}
+
+/// The checked problem of a backward call: the forward's checks and scans of `q`, `k`, `v`,
+/// then `o`, `d_o` and `lse` (`problem::backward`), then one scan of `o` and `d_o` (NaN and
+/// infinities refused, naming them).
+pub(crate) fn backward_problem<'a, T: Element>(
+    call: &BackwardInputs<T>,
+    opts: &AttentionOptions<'a>,
+) -> Result<AttentionProblem<'a>> {
+    let p = problem(call.q, call.k, call.v, call.mask, opts)?;
+    crate::problem::backward::check(&p, &Operand::host(call.o), &Operand::host(call.d_o), call.lse)?;
+    scan("o", call.o.data())?;
+    scan("d_o", call.d_o.data())?;
+    Ok(p)
+}
+
+/// The backward pass of [`crate::cpu::attention`]: the gradients of a loss with respect to `q`,
+/// `k`, `v` (and the sink logits) given the gradient `d_o` of its output. Every forward option
+/// differentiates: causal, key lengths, masks (no gradient for the mask), windows, soft-capping
+/// (through the tanh), ALiBi (no gradient for the slopes), sinks, GQA/MQA (dk and dv summed over
+/// each group), the scale. Rows with nothing kept (`lse` = -inf) and rows beyond f32's range
+/// (`lse` = +inf) give zero gradients. f32 and f16 inputs, f32 arithmetic with f64 row sums.
+///
+/// ```
+/// use wgpu_attention::{cpu, AttentionOptions, HostTensor, Shape};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let s = Shape::new(1, 2, 5, 8);
+/// let x: Vec<f32> = (0..s.numel()).map(|i| (i as f32 * 0.37).sin()).collect();
+/// let t = HostTensor::new(&x, s)?;
+/// let opts = AttentionOptions { causal: true, ..Default::default() };
+/// // forward with the log-sum-exp, then backward with dL/dO = 1 everywhere
+/// let (o, lse) = cpu::attention(&t, &t, &t, None, &opts)?;
+/// let ones = vec![1.0f32; s.numel()];
+/// let (o, d_o) = (HostTensor::new(&o, s)?, HostTensor::new(&ones, s)?);
+/// let call = cpu::BackwardInputs { q: &t, k: &t, v: &t, mask: None, o: &o, lse: &lse, d_o: &d_o };
+/// let g = cpu::attention_backward(&call, &opts)?;
+/// assert_eq!((g.dq.len(), g.dk.len(), g.dv.len()), (s.numel(), s.numel(), s.numel()));
+/// # Ok(()) }
+/// ```
+pub fn attention_backward<T: Element>(call: &BackwardInputs<T>, opts: &AttentionOptions) -> Result<AttentionGrads> {
+    let p = backward_problem(call, opts)?;
+    if !fits_f32(&p, call.mask, p.dims.nk) {
+        return Ok(super::reference::attention_backward::backward_checked(&p, call));
+    }
+    Ok(backward_fast(&p, call))
+}
+
+/// What both passes share: the inputs, the scoring rules, each row's log-sum-exp and D.
+struct Ctx<'a, T> {
+    p: &'a AttentionProblem<'a>,
+    call: &'a BackwardInputs<'a, T>,
+    sc: Scoring<'a>,
+    /// `rowsum(dO ∘ O)`, BHSD rows.
+    dsum: Vec<f32>,
+}
+
+/// A block's weights `P` and score gradients `dX` (row-major `[i1 - i0, j1 - j0]`).
+struct Block {
+    p: Vec<f32>,
+    dx: Vec<f32>,
+}
+
+impl<T: Element> Ctx<'_, T> {
+    /// The keys any of rows `[i0, i1)` of batch `b` can keep.
+    fn key_span(&self, b: usize, (i0, i1): (usize, usize)) -> (usize, usize) {
+        (i0..i1).map(|i| self.sc.rm.key_range(b, i)).fold((usize::MAX, 0), |(lo, hi), (s, l)| {
+            if s < l {
+                (lo.min(s), hi.max(l))
+            } else {
+                (lo, hi)
+            }
+        })
+    }
+
+    /// `P` and `dX` of query head `h`, rows `[i0, i1)`, keys `[j0, j1)` of batch `b`.
+    fn block(&self, b: usize, h: usize, (i0, i1): (usize, usize), (j0, j1): (usize, usize)) -> Block {
+        let dims = &self.p.dims;
+        let hk = h / dims.group();
+        let (m, n) = (i1 - i0, j1 - j0);
+        let (mut s1, mut s2, mut s3, mut s4) = (vec![], vec![], vec![], vec![]);
+        let q = tensor_rows(self.call.q, (b, h), (i0, i1), &mut s1);
+        let k = tensor_rows(self.call.k, (b, hk), (j0, j1), &mut s2);
+        let d_o = tensor_rows(self.call.d_o, (b, h), (i0, i1), &mut s3);
+        let v = tensor_rows(self.call.v, (b, hk), (j0, j1), &mut s4);
+        let mut s = vec![0.0f32; m * n];
+        let mut dp = vec![0.0f32; m * n];
+        gemm(1.0, q, k.t(), 0.0, &mut s, n);
+        gemm(1.0, d_o, v.t(), 0.0, &mut dp, n);
+        for r in 0..m {
+            let i = i0 + r;
+            let row = (b * dims.heads + h) * dims.nq + i;
+            let lse = self.call.lse[row];
+            let di = self.dsum[row];
+            for c in 0..n {
+                let e = r * n + c;
+                let kept = if lse.is_finite() { self.sc.score_slope(b, h, i, j0 + c, || s[e] as f64) } else { None };
+                match kept {
+                    Some((z, slope)) => {
+                        let w = (z as f32 - lse).exp();
+                        s[e] = w;
+                        dp[e] = w * (dp[e] - di) * slope as f32;
+                    }
+                    None => {
+                        s[e] = 0.0;
+                        dp[e] = 0.0;
+                    }
+                }
+            }
+        }
+        Block { p: s, dx: dp }
+    }
+}
+
+/// Row blocks `[start, end)` of `n` in steps of `step`.
+fn blocks(n: usize, step: usize) -> impl Iterator<Item = (usize, usize)> + Clone {
+    (0..n.div_ceil(step)).map(move |x| (x * step, ((x + 1) * step).min(n)))
+}
+
+fn backward_fast<T: Element>(p: &AttentionProblem, call: &BackwardInputs<T>) -> AttentionGrads {
+    let dims = p.dims;
+    let (d, g, nq, nk) = (dims.d, dims.group(), dims.nq, dims.nk);
+    let rows = dims.slices() * nq;
+    let dsum: Vec<f32> = (0..rows)
+        .into_par_iter()
+        .map(|row| {
+            let (b, h, i) = (row / nq / dims.heads, row / nq % dims.heads, row % nq);
+            let (mut a, mut c) = (vec![], vec![]);
+            let o = tensor_rows(call.o, (b, h), (i, i + 1), &mut a);
+            let d_o = tensor_rows(call.d_o, (b, h), (i, i + 1), &mut c);
+            dot64(&o.data[..d], &d_o.data[..d]) as f32
+        })
+        .collect();
+    let cx = Ctx { p, call, sc: scoring(p, call.mask, None), dsum };
+    // pass 1: dK and dV, per (batch, key/value head, block of keys)
+    let kv_tasks: Vec<(usize, usize, (usize, usize))> = (0..dims.batch * dims.kv_heads)
+        .flat_map(|t| blocks(nk, BK).map(move |kb| (t / dims.kv_heads, t % dims.kv_heads, kb)))
+        .collect();
+    let kv_parts: Vec<(Vec<f32>, Vec<f32>)> = kv_tasks
+        .par_iter()
+        .map(|&(b, hk, (j0, j1))| {
+            let n = j1 - j0;
+            let (mut dk, mut dv) = (vec![0.0f32; n * d], vec![0.0f32; n * d]);
+            let (mut s1, mut s2) = (vec![], vec![]);
+            for h in hk * g..(hk + 1) * g {
+                for (i0, i1) in blocks(nq, BQ) {
+                    let (lo, hi) = cx.key_span(b, (i0, i1));
+                    if lo >= j1 || hi <= j0 {
+                        continue;
+                    }
+                    let m = i1 - i0;
+                    let bl = cx.block(b, h, (i0, i1), (j0, j1));
+                    let d_o = tensor_rows(call.d_o, (b, h), (i0, i1), &mut s1);
+                    let q = tensor_rows(call.q, (b, h), (i0, i1), &mut s2);
+                    gemm(1.0, Mat::rows(&bl.p, m, n).t(), d_o, 1.0, &mut dv, d);
+                    gemm(1.0, Mat::rows(&bl.dx, m, n).t(), q, 1.0, &mut dk, d);
+                }
+            }
+            (dk, dv)
+        })
+        .collect();
+    // pass 2: dQ, per (batch, query head, block of query rows)
+    let q_tasks: Vec<(usize, usize, (usize, usize))> = (0..dims.slices())
+        .flat_map(|t| blocks(nq, BQ).map(move |qb| (t / dims.heads, t % dims.heads, qb)))
+        .collect();
+    let q_parts: Vec<Vec<f32>> = q_tasks
+        .par_iter()
+        .map(|&(b, h, (i0, i1))| {
+            let m = i1 - i0;
+            let mut dq = vec![0.0f32; m * d];
+            let (lo, hi) = cx.key_span(b, (i0, i1));
+            let mut s1 = vec![];
+            for (j0, j1) in blocks(nk, BK) {
+                if lo >= j1 || hi <= j0 {
+                    continue;
+                }
+                let bl = cx.block(b, h, (i0, i1), (j0, j1));
+                let k = tensor_rows(call.k, (b, h / g), (j0, j1), &mut s1);
+                gemm(1.0, Mat::rows(&bl.dx, m, j1 - j0), k, 1.0, &mut dq, d);
+            }
+            dq
+        })
+        .collect();
+    let dq: Vec<f32> = q_parts.concat();
+    let dk: Vec<f32> = kv_parts.iter().flat_map(|x| x.0.iter().copied()).collect();
+    let dv: Vec<f32> = kv_parts.iter().flat_map(|x| x.1.iter().copied()).collect();
+    // the sinks' gradients: per head, over its rows in order (f64)
+    let d_sinks = p.sinks.map(|sinks| {
+        (0..dims.heads)
+            .map(|h| {
+                let mut acc = 0.0f64;
+                for b in 0..dims.batch {
+                    for i in 0..nq {
+                        let row = (b * dims.heads + h) * nq + i;
+                        let lse = call.lse[row] as f64;
+                        if lse.is_finite() {
+                            acc -= (sinks[h] as f64 - lse).exp() * cx.dsum[row] as f64;
+                        }
+                    }
+                }
+                acc as f32
+            })
+            .collect()
+    });
+    let ks = Shape { seq: nk, ..call.k.shape() };
+    AttentionGrads {
+        dq: to_layout(dq, &call.q.shape(), call.q.layout()),
+        dk: to_layout(dk, &ks, call.k.layout()),
+        dv: to_layout(dv, &ks, call.v.layout()),
+        d_sinks,
+    }
+}

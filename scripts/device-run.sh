@@ -12,7 +12,8 @@
 #      the SIMT kernel
 #   4. suite `targets` (one case per target), each case on a fresh device, joined with PyTorch;
 #      then suite `kv-quant`: decode over f16, q8_0, q4_0 and fp8 pages (kv-quant.json in the logs),
-#      and suite `varlen`: packed variable-length prefill beside the padded call (varlen.json)
+#      and suite `varlen`: packed variable-length prefill beside the padded call (varlen.json);
+#      PyTorch's SDPA backward beside its forward (torch-backward.json)
 #   5. the long run: suite `targets` again in one process on one device with --diag, compared
 #      case by case with step 4's fresh-device times
 #   6. every other test executable, in the time left (those that need the build machine's files
@@ -113,6 +114,11 @@ if python3 -c 'import torch' 2>/dev/null; then
   step join 10 python3 scripts/join_bench.py "$final/ours.json" "$final/torch.json" --json="$final/joined.json"
 else
   note "torch: python3 cannot import torch (dry run): not joined"
+fi
+
+# 4a. PyTorch's attention backward beside its forward (issue 23's reference: backward / forward)
+if python3 -c 'import torch' 2>/dev/null; then
+  step torch-backward 40 python3 benches/torch_backward.py --device cuda --runs 5 --warmup 1 --json "$w/torch-backward.json"
 fi
 
 # 4b. the quantized KV cache: decode over f16, q8_0, q4_0 and fp8 pages, side by side

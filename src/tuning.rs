@@ -261,9 +261,20 @@ pub fn adapter_key(info: &wgpu::AdapterInfo) -> String {
 }
 
 /// The built-in tables: the winners of `attn-bench --sweep` on the adapters we have swept, in
-/// the text form. None yet: no sweep has run on a GPU (see BENCHMARKS.md); the device script
-/// writes the table a sweep gives, for adding here.
-const BUILT_IN: &[&str] = &[];
+/// the text form (the device script writes the table a sweep gives, for adding here; the
+/// sweeps are under `benchmarks/device/`).
+const BUILT_IN: &[&str] = &[
+    // NVIDIA H200, driver 580.159.04, Vulkan, 2026-12-04 (benchmarks/device/2026-12-04-h200/
+    // sweep.json): the tensor-core kernel as written wins at d 128 unmasked; the SIMT split-K
+    // kernel at d 64 (1.38x) and causal (1.07x)
+    "wgpu-attention tuning v1
+adapter 0x10de:0x2335 NVIDIA 580.159.04
+f16 d64 q4096 k4096 s32 g1 full = split-k-vec4 simt_chunk=8
+f16 d128 q4096 k4096 s16 g1 full = tensor-cores tc_rows=64,tc_keys=32,tc_stages=1,tc_softmax=0
+f16 d128 q4096 k4096 s16 g1 causal = split-k-vec4 simt_chunk=32
+f16 d128 q4096 k4096 s32 g4 full = tensor-cores tc_rows=64,tc_keys=32,tc_stages=1,tc_softmax=0
+",
+];
 
 /// The built-in table for `adapter` (as [`adapter_key`] writes it), if there is one.
 pub(crate) fn built_in(adapter: &str) -> Option<TuningTable> {

@@ -231,7 +231,18 @@ gpu_test! {
             for variant in [AttentionVariant::Auto].into_iter().chain(AttentionVariant::ALL) {
                 let opts = AttentionOptions { causal, variant, ..Default::default() };
                 let what = format!("f16 {variant} nq {nq} nk {nk} d {d}");
-                if !expect_supported(&ctx, &c, variant, false) {
+                let supported = if variant == AttentionVariant::TensorCores {
+                    // f16 inputs: the tensor-core kernel takes them where the adapter has tensor
+                    // cores (then the result is checked below), and is refused elsewhere
+                    let active = matches!(ctx.tensor_cores(), TensorCoreState::Active { .. });
+                    let planned = ctx.plan_attention(&q, &k, &v, None, &opts, true).is_ok();
+                    assert!(!planned || active, "{what}: planned without tensor cores");
+                    assert!(planned || !active || d % 16 != 0, "{what}: refused with tensor cores active");
+                    planned
+                } else {
+                    expect_supported(&ctx, &c, variant, false)
+                };
+                if !supported {
                     assert!(matches!(ctx.attention(&q, &k, &v, None, &opts), Err(Error::Unsupported(_))), "{what}");
                     continue;
                 }

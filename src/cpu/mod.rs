@@ -20,6 +20,7 @@
 pub(crate) mod attention;
 pub(crate) mod attention_backward;
 mod attention_merge;
+mod backward_inputs;
 mod gemm;
 mod kv_append;
 mod varlen;

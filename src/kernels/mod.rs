@@ -7,6 +7,7 @@
 //! | attention | `shaders/attention.wgsl` | [`attention`] | `cpu::attention` |
 //! | attention decode (few queries) | `shaders/attention_decode.wgsl` | [`attention_decode`] | `cpu::attention` |
 //! | attention on matrix fragments (f16; tensor cores or their emulated twin) | `shaders/attention_mma.wgsl` | [`attention_mma`] | `cpu::attention` |
+//! | attention backward (dQ, dK, dV, d_sinks) | `shaders/attention_backward.wgsl` | [`attention_backward`] | `cpu::attention_backward` |
 //! | attention merge (split-K) | `shaders/attention_merge.wgsl` | [`attention_merge`] | `cpu::attention_merge` |
 //! | similarity | `shaders/similarity.wgsl` | [`similarity`] | `cpu::similarity` |
 //! | similarity on matrix fragments (f16; tensor cores or their emulated twin) | `shaders/similarity_mma.wgsl` | [`similarity_mma`] | `cpu::similarity` |
@@ -24,6 +25,7 @@
 //! workgroup memory and its uniform block with what the Rust side declares.
 
 pub(crate) mod attention;
+pub(crate) mod attention_backward;
 pub(crate) mod attention_decode;
 pub(crate) mod attention_merge;
 pub(crate) mod attention_mma;
@@ -49,6 +51,7 @@ use crate::shape::DType;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
     Attention(attention::AttentionKernel),
+    AttentionBackward(attention_backward::AttentionBackwardKernel),
     AttentionDecode(attention_decode::DecodeKernel),
     AttentionMerge(attention_merge::MergeKernel),
     AttentionMma(attention_mma::AttentionMmaKernel),
@@ -66,6 +69,7 @@ macro_rules! each_kernel {
     ($self:expr, $v:ident => $e:expr) => {
         match $self {
             Kernel::Attention($v) => $e,
+            Kernel::AttentionBackward($v) => $e,
             Kernel::AttentionDecode($v) => $e,
             Kernel::AttentionMerge($v) => $e,
             Kernel::AttentionMma($v) => $e,
@@ -168,6 +172,7 @@ impl Kernel {
             }
         }
         v.extend(top_k::TopKKernel::all().map(Kernel::TopK));
+        v.extend(attention_backward::AttentionBackwardKernel::all().map(Kernel::AttentionBackward));
         v.extend(kv_quantize::KvQuantizeKernel::all().map(Kernel::KvQuantize));
         for mma in [similarity_mma::Mma::Emulated, similarity_mma::Mma::Hardware { subgroup: 32 }] {
             v.extend(similarity_mma::SimilarityMmaKernel::all(mma).map(Kernel::SimilarityMma));

@@ -4,6 +4,7 @@
 //! below the operations (`ops/`), which validate, plan and call these.
 
 pub(crate) mod attention;
+pub(crate) mod attention_backward;
 pub(crate) mod attention_merge;
 pub(crate) mod kv_append;
 pub(crate) mod row_norms;

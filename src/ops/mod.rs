@@ -12,6 +12,7 @@
 //! at the caller's `finish()` or `submit()`, not here.
 
 mod attention;
+mod attention_backward;
 mod paged;
 mod prepare;
 mod similarity;
@@ -24,6 +25,7 @@ mod varlen_device;
 mod weighted_sum;
 
 pub use attention::AttentionCall;
+pub use attention_backward::{AttentionBackwardCall, AttentionGradOutputs, AttentionGradTensors};
 pub use paged::PagedAttentionCall;
 pub use prepare::AttentionShapes;
 pub use tensor_cores::TensorCoreCheck;

@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::attention::scoring;
-use crate::cpu::attention_backward::{backward_problem, AttentionGrads, BackwardInputs};
+use crate::cpu::backward_inputs::{backward_problem, AttentionGrads, BackwardInputs};
 use crate::cpu::{dot64, to_layout, view, widen};
 use crate::error::Result;
 use crate::options::AttentionOptions;

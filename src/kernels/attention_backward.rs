@@ -1,0 +1,98 @@
+//! Host side of `shaders/attention_backward.wgsl`: the four passes of the attention backward
+//! (row statistics, dK/dV over key blocks, dQ over query blocks, the sinks' gradient; CPU twin:
+//! `cpu::attention_backward`).
+
+use super::{b, Access, Binding, Variant, PARAMS};
+use crate::shape::DType;
+
+/// Invocations per workgroup: keys per workgroup in pass 1, query rows in pass 2.
+pub(crate) const WG: u32 = 64;
+
+/// Head dims the kernel takes (its private vectors hold `DP` floats, `DP` the head dim padded to
+/// 32, 64, 128 or 256).
+pub(crate) const MAX_D: usize = 256;
+
+/// The passes, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Pass {
+    /// D = rowsum(dO ∘ O), the log-sum-exp in z units and the sink's share, per query row.
+    RowStats = 0,
+    /// dK and dV, one workgroup per (batch, key/value head, block of keys).
+    KeyBlocks = 1,
+    /// dQ, one workgroup per (batch · head, block of query rows).
+    QueryBlocks = 2,
+    /// d_sinks, one workgroup per query head.
+    Sinks = 3,
+}
+
+/// One pipeline of the backward: the inputs' dtype, the pass, the padded head dim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct AttentionBackwardKernel {
+    pub dtype: DType,
+    pub pass: Pass,
+    pub dp: u32,
+}
+
+impl AttentionBackwardKernel {
+    /// The kernel of `pass` for head dim `d` (1..=[`MAX_D`]).
+    pub fn new(dtype: DType, pass: Pass, d: usize) -> Self {
+        let dp = [32u32, 64, 128, 256].into_iter().find(|&p| d <= p as usize).unwrap_or(256);
+        AttentionBackwardKernel { dtype, pass, dp }
+    }
+
+    /// Query rows staged per step of pass 1 and keys per step of pass 2: 4 KiB of each matrix
+    /// at most (8 KiB of workgroup memory for both).
+    fn staged(&self) -> u32 {
+        (1024 / self.dp).min(16)
+    }
+
+    /// Every variant (the shader tests build each one).
+    #[cfg(test)]
+    pub fn all() -> impl Iterator<Item = AttentionBackwardKernel> {
+        [DType::F32, DType::F16].into_iter().flat_map(|dtype| {
+            [Pass::RowStats, Pass::KeyBlocks, Pass::QueryBlocks, Pass::Sinks].into_iter().flat_map(move |pass| {
+                [32u32, 64, 128, 256].into_iter().map(move |dp| AttentionBackwardKernel { dtype, pass, dp })
+            })
+        })
+    }
+}
+
+impl Variant for AttentionBackwardKernel {
+    const NAME: &'static str = "attention_backward";
+    const SOURCE: &'static str = include_str!("../../shaders/attention_backward.wgsl");
+    fn bindings(&self) -> &'static [Binding] {
+        const BINDINGS: [Binding; 15] = [
+            PARAMS,
+            b(1, "q", Access::Read),
+            b(2, "mask", Access::Read),
+            b(3, "key_lengths", Access::Read),
+            b(4, "k", Access::Read),
+            b(5, "v", Access::Read),
+            b(6, "o", Access::Read),
+            b(7, "d_o", Access::Read),
+            b(8, "heads", Access::Read),
+            b(9, "lse", Access::Read),
+            b(10, "stats", Access::ReadWrite),
+            b(11, "dq", Access::ReadWrite),
+            b(12, "dk", Access::ReadWrite),
+            b(13, "dv", Access::ReadWrite),
+            b(14, "d_sinks", Access::ReadWrite),
+        ];
+        &BINDINGS
+    }
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+    fn constants(&self) -> Vec<(&'static str, u32)> {
+        let t = self.staged();
+        vec![("PASS", self.pass as u32), ("WG", WG), ("DP", self.dp), ("TQ", t), ("TK", t)]
+    }
+    fn workgroup_bytes(&self) -> u32 {
+        let t = self.staged();
+        // A and B (t x DP floats each), Rd (WG floats), Rl, Rs, Re (t words each)
+        4 * (2 * t * self.dp + WG + 3 * t)
+    }
+    fn preludes(&self) -> Vec<&'static str> {
+        vec![include_str!("../../shaders/masking.wgsl")]
+    }
+}

@@ -1,0 +1,268 @@
+//! The backward pass on the GPU (`Context::attention_backward`, `shaders/attention_backward.wgsl`)
+//! against the f64 reference backward (`cpu::reference::attention_backward`, itself checked
+//! against finite differences in tests/backward.rs) on the seeded case families: every option
+//! alone and combined, GQA, BSHD, head dims 1 to 256, sizes across the kernels' blocks; f16
+//! inputs; run-to-run bits; rows that keep nothing; extremes finite; the encoder form; bad
+//! arguments refused, naming them.
+
+mod common;
+use common::*;
+use wgpu_attention::*;
+
+/// Gradients in BHSD order, whatever the case's layout.
+struct Grads {
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    d_sinks: Option<Vec<f32>>,
+}
+
+/// `x` (in `layout`) reordered to BHSD.
+fn bhsd(x: &[f32], s: Shape, layout: Layout) -> Vec<f32> {
+    let mut out = Vec::with_capacity(s.numel());
+    for b in 0..s.batch {
+        for h in 0..s.heads {
+            for i in 0..s.seq {
+                for c in 0..s.dim {
+                    out.push(at(x, s, layout, b, h, i, c) as f32);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The reference gradients of `L = Σ dO · O` (the crate's f64 forward and backward).
+fn reference(c: &Case, data: &CaseData, d_o: &[f32]) -> Grads {
+    let q = HostTensor::with_layout(&data.q, data.qs, c.layout).unwrap();
+    let k = HostTensor::with_layout(&data.k, data.ks, c.layout).unwrap();
+    let v = HostTensor::with_layout(&data.v, data.ks, c.layout).unwrap();
+    let mask = host_mask(c, data);
+    let opts = c.opts();
+    let (o, lse) = cpu::reference::attention(&q, &k, &v, mask.as_ref(), &opts).unwrap();
+    let o = HostTensor::with_layout(&o, data.qs, c.layout).unwrap();
+    let d_o = HostTensor::with_layout(d_o, data.qs, c.layout).unwrap();
+    let call = cpu::BackwardInputs { q: &q, k: &k, v: &v, mask: mask.as_ref(), o: &o, lse: &lse, d_o: &d_o };
+    let r = cpu::reference::attention_backward(&call, &opts).unwrap();
+    Grads {
+        dq: bhsd(&r.dq, data.qs, c.layout),
+        dk: bhsd(&r.dk, data.ks, c.layout),
+        dv: bhsd(&r.dv, data.ks, c.layout),
+        d_sinks: r.d_sinks,
+    }
+}
+
+/// The GPU's forward (with the log-sum-exp) and backward of the same case.
+fn on_gpu(ctx: &Context, c: &Case, data: &CaseData, d_o: &[f32]) -> Grads {
+    let up = |v: &[f32], s| ctx.upload_with_layout(v, s, c.layout).unwrap();
+    let (q, k, v) = (up(&data.q, data.qs), up(&data.k, data.ks), up(&data.v, data.ks));
+    let mask = host_mask(c, data).map(|m| ctx.upload_mask(&m).unwrap());
+    let opts = c.opts();
+    let (o, lse) = ctx.attention_with_lse(&q, &k, &v, mask.as_ref(), &opts).unwrap();
+    let d_o = up(d_o, data.qs);
+    let call = AttentionBackwardCall { q: &q, k: &k, v: &v, mask: mask.as_ref(), o: &o, lse: &lse, d_o: &d_o };
+    let g = ctx.attention_backward(&call, &opts).unwrap();
+    assert_eq!((g.dq.dtype(), g.dq.layout()), (DType::F32, Layout::Bhsd));
+    Grads {
+        dq: g.dq.download_blocking(ctx).unwrap(),
+        dk: g.dk.download_blocking(ctx).unwrap(),
+        dv: g.dv.download_blocking(ctx).unwrap(),
+        d_sinks: g.d_sinks.map(|t| t.download_blocking(ctx).unwrap()),
+    }
+}
+
+fn agree(what: &str, got: &Grads, want: &Grads, tol: f64) {
+    assert_agree(&format!("dq {what}"), &got.dq, &want.dq, tol);
+    assert_agree(&format!("dk {what}"), &got.dk, &want.dk, tol);
+    assert_agree(&format!("dv {what}"), &got.dv, &want.dv, tol);
+    match (&got.d_sinks, &want.d_sinks) {
+        (Some(a), Some(b)) => assert_agree(&format!("d_sinks {what}"), a, b, tol),
+        (None, None) => {}
+        _ => panic!("{what}: d_sinks present on one side only"),
+    }
+}
+
+/// The option families of tests/backward.rs, and shapes across the kernels' blocks (64 keys per
+/// workgroup of pass 1, 64 rows of pass 2, staged steps of 4-16), head dims 1 to 256.
+fn cases() -> Vec<Case> {
+    let base = Case::new(1, 2, 2, 4, 6, 8);
+    vec![
+        base.clone(),
+        base.clone().causal(),
+        Case::new(1, 2, 1, 6, 3, 4).causal(),
+        Case::new(2, 4, 2, 5, 7, 4).causal(),
+        Case::new(1, 2, 1, 3, 5, 1),
+        Case::new(1, 3, 1, 3, 5, 5).bshd(),
+        Case::new(2, 2, 2, 3, 6, 4).key_lengths(&[2, 6]),
+        base.clone().window(2, Some(1)),
+        base.clone().softcap(2.0),
+        base.clone().alibi(),
+        base.clone().sinks(),
+        Case { scale: Some(0.7), ..base.clone() },
+        Case { bool_mask: Some([1, 2, 4, 6]), ..base.clone() },
+        Case { add_mask: Some([1, 1, 4, 6]), ..base.clone() },
+        Case {
+            add_mask: Some([2, 1, 5, 7]),
+            ..Case::new(2, 4, 2, 5, 7, 4).causal().window(3, Some(0)).softcap(3.0).alibi().sinks().bshd()
+        },
+        Case { amp: 4.0, ..base.softcap(1.5) },
+        Case::new(1, 4, 1, 150, 300, 64).causal().sinks(),
+        Case::new(2, 2, 2, 65, 129, 33).window(40, Some(7)).alibi(),
+        Case { bool_mask: Some([2, 1, 70, 130]), ..Case::new(2, 2, 1, 70, 130, 16).softcap(5.0) },
+        Case::new(1, 2, 2, 1, 513, 128).key_lengths(&[300]),
+        Case::new(1, 1, 1, 67, 70, 256).causal(),
+        Case::new(1, 2, 1, 17, 200, 100).bshd(),
+    ]
+}
+
+gpu_test! {
+    fn the_gpu_backward_matches_the_reference() {
+        let ctx = shared_gpu();
+        for c in cases() {
+            let data = case_data(&c);
+            let d_o = rand_vec(c.seed + 11, data.qs.numel(), 1.0);
+            let got = on_gpu(&ctx, &c, &data, &d_o);
+            agree(&format!("{c:?}"), &got, &reference(&c, &data, &d_o), 1e-4);
+            // the same bits run to run (one writer per element, sums in a fixed order)
+            let again = on_gpu(&ctx, &c, &data, &d_o);
+            assert!(got.dq == again.dq && got.dk == again.dk && got.dv == again.dv && got.d_sinks == again.d_sinks, "{c:?}");
+        }
+    }
+}
+
+gpu_test! {
+    fn f16_inputs_widen_to_f32_sums() {
+        let ctx = shared_gpu();
+        if !f16_supported(&ctx) {
+            return;
+        }
+        for c in [Case::new(1, 2, 1, 20, 30, 16).causal(), Case::new(2, 4, 2, 70, 90, 64).sinks().alibi()] {
+            let data = case_data(&c);
+            let d_o = rand_vec(6, data.qs.numel(), 1.0);
+            let h = |x: &[f32]| x.iter().map(|&y| half::f16::from_f32(y)).collect::<Vec<_>>();
+            let (q16, k16, v16, do16) = (h(&data.q), h(&data.k), h(&data.v), h(&d_o));
+            let (q, k, v) = (ctx.upload(&q16, data.qs).unwrap(), ctx.upload(&k16, data.ks).unwrap(), ctx.upload(&v16, data.ks).unwrap());
+            let opts = c.opts();
+            let (o, lse) = ctx.attention_with_lse(&q, &k, &v, None, &opts).unwrap();
+            assert_eq!(o.dtype(), DType::F16);
+            let d_o16 = ctx.upload(&do16, data.qs).unwrap();
+            let call = AttentionBackwardCall { q: &q, k: &k, v: &v, mask: None, o: &o, lse: &lse, d_o: &d_o16 };
+            let g = ctx.attention_backward(&call, &opts).unwrap();
+            // the reference of the rounded inputs; O is stored as f16 (its rounding enters D)
+            let back = |x: &[half::f16]| x.iter().map(|y| y.to_f32()).collect::<Vec<_>>();
+            let rounded = CaseData { q: back(&q16), k: back(&k16), v: back(&v16), ..data };
+            let want = reference(&c, &rounded, &back(&do16));
+            let got = Grads {
+                dq: g.dq.download_blocking(&ctx).unwrap(),
+                dk: g.dk.download_blocking(&ctx).unwrap(),
+                dv: g.dv.download_blocking(&ctx).unwrap(),
+                d_sinks: g.d_sinks.map(|t| t.download_blocking(&ctx).unwrap()),
+            };
+            agree(&format!("f16 {c:?}"), &got, &want, 2e-3);
+        }
+    }
+}
+
+gpu_test! {
+    fn rows_that_keep_nothing_give_zero_gradients_and_extremes_stay_finite() {
+        let ctx = shared_gpu();
+        // causal with 6 queries over 3 keys: rows 0-2 keep nothing (lse -inf)
+        let c = Case::new(1, 2, 1, 6, 3, 4).causal();
+        let data = case_data(&c);
+        let g = on_gpu(&ctx, &c, &data, &rand_vec(1, data.qs.numel(), 1.0));
+        for h in 0..2 {
+            for i in 0..3 {
+                let row = &g.dq[(h * 6 + i) * 4..][..4];
+                assert!(row.iter().all(|&x| x == 0.0), "head {h} row {i}: {row:?}");
+            }
+        }
+        // large scores, soft-cap near saturation over long rows, a large output gradient
+        for c in [
+            Case { amp: 1e3, ..Case::new(1, 2, 1, 8, 40, 16).sinks() },
+            Case { amp: 30.0, ..Case::new(1, 2, 2, 3, 4000, 8).softcap(50.0) },
+        ] {
+            let data = case_data(&c);
+            let d_o = rand_vec(5, data.qs.numel(), 1e3);
+            let g = on_gpu(&ctx, &c, &data, &d_o);
+            let all = g.dq.iter().chain(&g.dk).chain(&g.dv).chain(g.d_sinks.iter().flatten());
+            assert!(all.into_iter().all(|x| x.is_finite()), "{c:?}");
+            if c.amp < 100.0 {
+                assert_agree(&format!("dv {c:?}"), &g.dv, &reference(&c, &data, &d_o).dv, 1e-4);
+            }
+        }
+    }
+}
+
+gpu_test! {
+    fn the_encoder_form_writes_the_callers_tensors() {
+        let ctx = shared_gpu();
+        let c = Case::new(2, 4, 2, 9, 11, 8).causal().sinks();
+        let data = case_data(&c);
+        let d_o = rand_vec(3, data.qs.numel(), 1.0);
+        let want = on_gpu(&ctx, &c, &data, &d_o);
+        let (q, k, v) = (ctx.upload(&data.q, data.qs).unwrap(), ctx.upload(&data.k, data.ks).unwrap(), ctx.upload(&data.v, data.ks).unwrap());
+        let opts = c.opts();
+        let (o, lse) = ctx.attention_with_lse(&q, &k, &v, None, &opts).unwrap();
+        let d_o = ctx.upload(&d_o, data.qs).unwrap();
+        let call = AttentionBackwardCall { q: &q, k: &k, v: &v, mask: None, o: &o, lse: &lse, d_o: &d_o };
+        let z = |s| ctx.zeros(s, Layout::Bhsd, DType::F32).unwrap();
+        let (dq, dk, dv, ds) = (z(data.qs), z(data.ks), z(data.ks), z(Shape::new(1, 4, 1, 1)));
+        let grads = AttentionGradOutputs { dq: &dq, dk: &dk, dv: &dv, d_sinks: Some(&ds) };
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        ctx.encode_attention_backward(&mut enc, &call, &grads, &opts).unwrap();
+        ctx.queue().submit([enc.finish()]);
+        assert_eq!(dq.download_blocking(&ctx).unwrap(), want.dq);
+        assert_eq!(dk.download_blocking(&ctx).unwrap(), want.dk);
+        assert_eq!(dv.download_blocking(&ctx).unwrap(), want.dv);
+        assert_eq!(Some(ds.download_blocking(&ctx).unwrap()), want.d_sinks);
+        // refused, naming the argument: a missing or unwanted d_sinks, a wrong shape, a view
+        // that is not contiguous from the start, an output that is an input
+        let name = |e: Error| match e {
+            Error::ShapeMismatch { argument, .. } | Error::InvalidArgument { argument, .. } | Error::Aliasing { argument, .. } => argument,
+            other => panic!("{other}"),
+        };
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        let mut run = |g: AttentionGradOutputs, o: &AttentionOptions| name(ctx.encode_attention_backward(&mut enc, &call, &g, o).unwrap_err());
+        assert_eq!(run(AttentionGradOutputs { d_sinks: None, ..grads }, &opts), "d_sinks");
+        let plain = AttentionOptions { sinks: None, ..c.opts() };
+        assert_eq!(run(grads, &plain), "d_sinks");
+        assert_eq!(run(AttentionGradOutputs { dk: &dq, ..grads }, &opts), "dk");
+        let big = z(Shape::new(2, 4, 10, 8));
+        // dq's shape at offset 8 of a larger buffer, rows 10 apart
+        let strides = Strides { batch: 4 * 10 * 8, head: 10 * 8, seq: 8 };
+        let rows = Tensor::from_buffer_strided(&ctx, big.buffer().clone(), 8, data.qs, strides, DType::F32).unwrap();
+        assert_eq!(run(AttentionGradOutputs { dq: &rows, ..grads }, &opts), "dq");
+        let q32 = ctx.upload(&data.q, data.qs).unwrap();
+        let call2 = AttentionBackwardCall { q: &q32, ..call };
+        let e = ctx.encode_attention_backward(&mut enc, &call2, &AttentionGradOutputs { dq: &q32, ..grads }, &opts).unwrap_err();
+        assert_eq!(name(e), "dq");
+    }
+}
+
+gpu_test! {
+    fn bad_calls_are_refused_naming_the_argument() {
+        let ctx = shared_gpu();
+        let c = Case::new(1, 2, 1, 3, 4, 8);
+        let data = case_data(&c);
+        let (q, k) = (ctx.upload(&data.q, data.qs).unwrap(), ctx.upload(&data.k, data.ks).unwrap());
+        let opts = c.opts();
+        let (o, lse) = ctx.attention_with_lse(&q, &k, &k, None, &opts).unwrap();
+        let call = AttentionBackwardCall { q: &q, k: &k, v: &k, mask: None, o: &o, lse: &lse, d_o: &o };
+        let name = |e: Error| match e {
+            Error::ShapeMismatch { argument, .. } | Error::DTypeMismatch { argument, .. } | Error::InvalidArgument { argument, .. } => argument,
+            other => panic!("{other}"),
+        };
+        let run = |call: AttentionBackwardCall| name(ctx.attention_backward(&call, &opts).unwrap_err());
+        assert_eq!(run(AttentionBackwardCall { o: &k, ..call }), "o");
+        assert_eq!(run(AttentionBackwardCall { d_o: &k, ..call }), "d_o");
+        assert_eq!(run(AttentionBackwardCall { lse: &o, ..call }), "lse");
+        assert_eq!(run(AttentionBackwardCall { v: &q, ..call }), "v");
+        // head dims over 256 (as the forward): the CPU path takes them, the GPU says so
+        let s = Shape::new(1, 1, 2, 300);
+        let x = ctx.upload(&vec![0.5f32; s.numel()], s).unwrap();
+        let lse = ctx.zeros(Shape::new(1, 1, 2, 1), Layout::Bhsd, DType::F32).unwrap();
+        let call = AttentionBackwardCall { q: &x, k: &x, v: &x, mask: None, o: &x, lse: &lse, d_o: &x };
+        let e = ctx.attention_backward(&call, &AttentionOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedHeadDim { argument: "q", max: 256, .. }), "{e}");
+    }
+}

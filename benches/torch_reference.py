@@ -10,6 +10,9 @@
 Per case and operation:
   attention          scaled_dot_product_attention with each backend that applies
                      (flash, efficient, cudnn, math; on CPU: flash and math), impl "torch-<backend>"
+  attention_backward the backward of scaled_dot_product_attention per backend (its forward run
+                     once, untimed; timed: torch.autograd.grad of the output for q, k, v with a
+                     fixed output gradient), impl "torch-<backend>"
   attention_unfused  matmul, softmax, matmul ("torch-matmul")
   similarity         matmul times 1/sqrt(d) ("torch-matmul"); cosine: normalize + matmul
   softmax            torch.softmax over the last dim
@@ -77,6 +80,8 @@ def nbytes(c):
         return e * (2 * bh * nq * d + 2 * heads(c) * kv_tokens * d)
     if c["op"] == "attention_unfused":
         return e * (2 * bh * nq * d + 2 * bh * nk * d) + 4.0 * bh * nq * nk
+    if c["op"] == "attention_backward":
+        return e * (3 * bh * nq * d + 2 * bh * nk * d) + 4.0 * (bh * nq * d + 2 * bh * nk * d)
     if c["op"] in ("similarity", "cosine"):
         return e * (bh * nq * d + bh * nk * d) + 4.0 * bh * nq * nk
     if c["op"] == "topk":
@@ -166,6 +171,10 @@ def make_inputs(c, device, dtype, seed=0):
         return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v)) + (idx.to(device),)
     k = torch.rand((b, h, nk, d), generator=g) * 2 - 1
     v = torch.rand((b, h, nk, d), generator=g) * 2 - 1
+    if c["op"] == "attention_backward":
+        do = torch.rand((b, h, nq, d), generator=g) * 2 - 1
+        q, k, v = (t.to(device=device, dtype=dtype).requires_grad_(True) for t in (q, k, v))
+        return q, k, v, do.to(device=device, dtype=dtype)
     return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
 
 
@@ -207,6 +216,20 @@ def implementations(c, device):
             flex = flex_impl(c, device)
             if flex is not None:
                 out.append(("torch-flex", flex))
+    elif op == "attention_backward":
+        names = ["FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH"] if device == "cuda" else ["FLASH_ATTENTION", "MATH"]
+        for n in names:
+            if SDPBackend is None or not hasattr(SDPBackend, n):
+                continue
+            be, state = getattr(SDPBackend, n), {}
+
+            def run(inp, be=be, state=state):
+                q, k, v, do = inp
+                with sdpa_kernel(be):
+                    if "o" not in state:  # the forward, once (the first warm-up run)
+                        state["o"] = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                    return torch.autograd.grad(state["o"], (q, k, v), do, retain_graph=True)[0]
+            out.append(("torch-" + n.split("_")[0].lower(), run))
     elif op == "attention_unfused":
         def run(inp):
             q, k, v = inp
@@ -285,8 +308,16 @@ def reference64(c, inp, fn_name):
             w = torch.softmax(s.masked_fill(~keep, float("-inf")), dim=-1).nan_to_num(0.0)
             outs.append(w @ v)
         return torch.cat(outs, dim=2)
-    sl = tuple(t[:, :1].double() for t in inp)
     op, d = c["op"], c["d"]
+    if op == "attention_backward":
+        # dq of the first head, by autograd through the math definition in float64
+        q, k, v, do = (t[:, :1].detach().double().requires_grad_(True) for t in inp)
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+        if c["causal"]:
+            s = s.masked_fill(~causal_mask(c["nq"], c["nk"], s.device), float("-inf"))
+        o = torch.softmax(s, dim=-1) @ v
+        return torch.autograd.grad(o, q, do)[0]
+    sl = tuple(t[:, :1].double() for t in inp)
     if op == "softmax":
         return torch.softmax(sl[0], dim=-1)
     if op == "topk":

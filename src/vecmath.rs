@@ -202,6 +202,25 @@ multiversion! {
     fn softmax_rows(s: &mut [f32], width: usize, sink: f32) => softmax_rows_impl
 }
 
+/// One row of the backward's block: `s ← e^(scale · s - lse)` (the weights, from raw dot
+/// products) and `dp ← s · (dp - di) · scale` (the dot products' gradients).
+#[inline(always)]
+fn backward_row_impl<const F: bool>(s: &mut [f32], dp: &mut [f32], scale: f32, lse: f32, di: f32) {
+    for (x, g) in s.iter_mut().zip(dp.iter_mut()) {
+        let w = exp_one::<F>(madd::<F>(*x, scale, -lse));
+        *x = w;
+        *g = w * (*g - di) * scale;
+    }
+}
+
+multiversion! {
+    /// One row of the backward pass's block in place, for scores without soft-cap, ALiBi or
+    /// mask: the raw dot products `s` become the weights `e^(scale · s - lse)` and `dp` (the
+    /// output gradient's dot products with V) becomes `w · (dp - di) · scale`, the gradient of
+    /// the dot products (`di` the row's `rowsum(dO ∘ O)`).
+    fn backward_row(s: &mut [f32], dp: &mut [f32], scale: f32, lse: f32, di: f32) => backward_row_impl
+}
+
 multiversion! {
     /// `out ← max(out, bits of |x|)` over `xs`: for non-negative floats the bit patterns order
     /// as the values do, so this is the largest magnitude's pattern; NaN and infinities are the
@@ -218,6 +237,20 @@ multiversion! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backward_rows_are_the_formula() {
+        let (mut s, mut dp) = (vec![0.5f32, -2.0, 3.0, 0.0, 1.25], vec![1.0f32, -0.5, 0.25, 2.0, 0.0]);
+        let (s0, dp0) = (s.clone(), dp.clone());
+        let (scale, lse, di) = (0.7f32, 2.5f32, 0.3f32);
+        backward_row(&mut s, &mut dp, scale, lse, di);
+        for e in 0..s.len() {
+            let w = ((s0[e] * scale) as f64 - lse as f64).exp();
+            assert!((s[e] as f64 - w).abs() <= 1e-6 * w.max(1e-30), "{e}");
+            let g = w * (dp0[e] - di) as f64 * scale as f64;
+            assert!((dp[e] as f64 - g).abs() <= 1e-6 * g.abs().max(1e-6), "{e}");
+        }
+    }
 
     #[test]
     fn exp_is_accurate_and_zero_below_range() {

@@ -60,6 +60,8 @@ fn attn_bench_help_lists_every_suite_and_refuses_bad_values() {
         "cpu",
         "targets",
         "sweep",
+        "backward",
+        "backward-cpu",
     ] {
         assert!(out.contains(&format!("- {s}:")), "--help lacks suite {s}:\n{out}");
         assert!(list.lines().any(|l| l.starts_with(&format!("{s} ("))), "--list-suites lacks {s}:\n{list}");
@@ -72,6 +74,27 @@ fn attn_bench_help_lists_every_suite_and_refuses_bad_values() {
         assert_eq!(o.status.code(), Some(2), "{bad:?} should be a usage error: {err}");
         assert!(err.starts_with("error:"), "{bad:?}: {err}");
     }
+}
+
+#[test]
+fn attn_bench_times_the_backward_on_both_paths_and_checks_it() {
+    let o = bench(&[
+        "--backend", "both", "--op", "attention_backward", "--bh", "2", "--nq", "20", "--nk", "30", "--d", "8", "--causal",
+        "--runs", "2", "--warmup", "0", "--e2e-runs", "0",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("attention_backward"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "a GPU and a CPU row:\n{out}");
+    let gpu = rows.iter().find(|r| r[8] == "wgpu").unwrap_or_else(|| panic!("no wgpu row:\n{out}"));
+    // dQ of the first head against the CPU path's
+    let e: f64 = gpu[14].parse().unwrap_or_else(|_| panic!("error cell {:?}:\n{out}", gpu[14]));
+    assert!(e < 1e-4, "{out}");
+    assert!(rows.iter().any(|r| r[8] == "cpu" && r[10].contains('±')), "{out}");
 }
 
 #[test]

@@ -6,6 +6,11 @@
 //!   blocks of query rows of every query head of the group;
 //! - over (batch, query head, block of query rows): `dQ += dX K`, walking the blocks of keys.
 //!
+//! Where there are at least as many (batch, key/value head) groups as threads, one pass per
+//! group does the same blocks in the same order instead (each block's weights computed once, the
+//! same bits). Rows without soft-cap, ALiBi or mask take a vectorised exponential
+//! (`vecmath::backward_row`).
+//!
 //! `D = rowsum(dO ∘ O)` is computed once per row first. The formulas are those of
 //! [`crate::cpu::reference::attention_backward`]; calls whose scores, biases or sums could leave
 //! f32's range run on it (as the forward does).
@@ -22,11 +27,12 @@ use crate::error::Result;
 use crate::options::AttentionOptions;
 use crate::problem::AttentionProblem;
 use crate::shape::{Element, Shape};
+use crate::vecmath::backward_row;
 
 /// Query rows per block.
-const BQ: usize = 64;
+const BQ: usize = 128;
 /// Keys per block.
-const BK: usize = 128;
+const BK: usize = 256;
 
 /// The backward pass of [`crate::cpu::attention`]: the gradients of a loss with respect to `q`,
 /// `k`, `v` (and the sink logits) given the gradient `d_o` of its output. Every forward option
@@ -100,11 +106,31 @@ impl<T: Element> Ctx<'_, T> {
         let mut dp = vec![0.0f32; m * n];
         gemm(1.0, q, k.t(), 0.0, &mut s, n);
         gemm(1.0, d_o, v.t(), 0.0, &mut dp, n);
+        // without soft-cap, ALiBi or mask, a row's kept keys are one range with score
+        // `scale · dot`: one vectorised pass over it
+        let plain = self.sc.softcap.is_none() && self.sc.alibi_slopes.is_none() && self.sc.rm.mask.is_none();
         for r in 0..m {
             let i = i0 + r;
             let row = (b * dims.heads + h) * dims.nq + i;
             let lse = self.call.lse[row];
             let di = self.dsum[row];
+            if plain {
+                let (srow, drow) = (&mut s[r * n..(r + 1) * n], &mut dp[r * n..(r + 1) * n]);
+                let (start, limit) = self.sc.rm.key_range(b, i);
+                let a = start.saturating_sub(j0).min(n);
+                let z = limit.saturating_sub(j0).clamp(a, n);
+                if lse.is_finite() {
+                    backward_row(&mut srow[a..z], &mut drow[a..z], self.sc.scale as f32, lse, di);
+                } else {
+                    srow[a..z].fill(0.0);
+                    drow[a..z].fill(0.0);
+                }
+                for row in [srow, drow] {
+                    row[..a].fill(0.0);
+                    row[z..].fill(0.0);
+                }
+                continue;
+            }
             for c in 0..n {
                 let e = r * n + c;
                 let kept = if lse.is_finite() { self.sc.score_slope(b, h, i, j0 + c, || s[e] as f64) } else { None };
@@ -132,7 +158,7 @@ fn blocks(n: usize, step: usize) -> impl Iterator<Item = (usize, usize)> + Clone
 
 fn backward_fast<T: Element>(p: &AttentionProblem, call: &BackwardInputs<T>) -> AttentionGrads {
     let dims = p.dims;
-    let (d, g, nq, nk) = (dims.d, dims.group(), dims.nq, dims.nk);
+    let (d, nq, nk) = (dims.d, dims.nq, dims.nk);
     let rows = dims.slices() * nq;
     let dsum: Vec<f32> = (0..rows)
         .into_par_iter()
@@ -145,7 +171,42 @@ fn backward_fast<T: Element>(p: &AttentionProblem, call: &BackwardInputs<T>) -> 
         })
         .collect();
     let cx = Ctx { p, call, sc: scoring(p, call.mask, None), dsum };
-    // pass 1: dK and dV, per (batch, key/value head, block of keys)
+    // (both give the same bits: the choice is the parallelism's)
+    let (dq, dk, dv) =
+        if dims.batch * dims.kv_heads >= rayon::current_num_threads() { one_pass(&cx) } else { two_passes(&cx) };
+    // the sinks' gradients: per head, over its rows in order (f64)
+    let d_sinks = p.sinks.map(|sinks| {
+        (0..dims.heads)
+            .map(|h| {
+                let mut acc = 0.0f64;
+                for b in 0..dims.batch {
+                    for i in 0..nq {
+                        let row = (b * dims.heads + h) * nq + i;
+                        let lse = call.lse[row] as f64;
+                        if lse.is_finite() {
+                            acc -= (sinks[h] as f64 - lse).exp() * cx.dsum[row] as f64;
+                        }
+                    }
+                }
+                acc as f32
+            })
+            .collect()
+    });
+    let ks = Shape { seq: nk, ..call.k.shape() };
+    AttentionGrads {
+        dq: to_layout(dq, &call.q.shape(), call.q.layout()),
+        dk: to_layout(dk, &ks, call.k.layout()),
+        dv: to_layout(dv, &ks, call.v.layout()),
+        d_sinks,
+    }
+}
+
+/// dQ, dK, dV (BHSD) in two passes: over (batch, key/value head, block of keys) for dK and dV,
+/// then over (batch, query head, block of query rows) for dQ, each block's weights recomputed
+/// in both; parallel over blocks, for problems of few heads.
+fn two_passes<T: Element>(cx: &Ctx<T>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (call, dims) = (cx.call, cx.p.dims);
+    let (d, g, nq, nk) = (dims.d, dims.group(), dims.nq, dims.nk);
     let kv_tasks: Vec<(usize, usize, (usize, usize))> = (0..dims.batch * dims.kv_heads)
         .flat_map(|t| blocks(nk, BK).map(move |kb| (t / dims.kv_heads, t % dims.kv_heads, kb)))
         .collect();
@@ -173,9 +234,8 @@ fn backward_fast<T: Element>(p: &AttentionProblem, call: &BackwardInputs<T>) -> 
         })
         .collect();
     // pass 2: dQ, per (batch, query head, block of query rows)
-    let q_tasks: Vec<(usize, usize, (usize, usize))> = (0..dims.slices())
-        .flat_map(|t| blocks(nq, BQ).map(move |qb| (t / dims.heads, t % dims.heads, qb)))
-        .collect();
+    let q_tasks: Vec<(usize, usize, (usize, usize))> =
+        (0..dims.slices()).flat_map(|t| blocks(nq, BQ).map(move |qb| (t / dims.heads, t % dims.heads, qb))).collect();
     let q_parts: Vec<Vec<f32>> = q_tasks
         .par_iter()
         .map(|&(b, h, (i0, i1))| {
@@ -197,29 +257,75 @@ fn backward_fast<T: Element>(p: &AttentionProblem, call: &BackwardInputs<T>) -> 
     let dq: Vec<f32> = q_parts.concat();
     let dk: Vec<f32> = kv_parts.iter().flat_map(|x| x.0.iter().copied()).collect();
     let dv: Vec<f32> = kv_parts.iter().flat_map(|x| x.1.iter().copied()).collect();
-    // the sinks' gradients: per head, over its rows in order (f64)
-    let d_sinks = p.sinks.map(|sinks| {
-        (0..dims.heads)
-            .map(|h| {
-                let mut acc = 0.0f64;
-                for b in 0..dims.batch {
-                    for i in 0..nq {
-                        let row = (b * dims.heads + h) * nq + i;
-                        let lse = call.lse[row] as f64;
-                        if lse.is_finite() {
-                            acc -= (sinks[h] as f64 - lse).exp() * cx.dsum[row] as f64;
+    (dq, dk, dv)
+}
+
+/// The same blocks and sums as [`two_passes`] (so the same bits), in one pass per (batch,
+/// key/value head): each block's weights computed once and used for dV, dK and dQ. Parallel over
+/// the heads' groups, for problems with at least as many as there are threads.
+fn one_pass<T: Element>(cx: &Ctx<T>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (call, dims) = (cx.call, cx.p.dims);
+    let (d, g, nq, nk) = (dims.d, dims.group(), dims.nq, dims.nk);
+    let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..dims.batch * dims.kv_heads)
+        .into_par_iter()
+        .map(|t| {
+            let (b, hk) = (t / dims.kv_heads, t % dims.kv_heads);
+            let (mut dq, mut dk, mut dv) = (vec![0.0f32; g * nq * d], vec![0.0f32; nk * d], vec![0.0f32; nk * d]);
+            let (mut s1, mut s2, mut s3) = (vec![], vec![], vec![]);
+            for h in hk * g..(hk + 1) * g {
+                for (i0, i1) in blocks(nq, BQ) {
+                    let (lo, hi) = cx.key_span(b, (i0, i1));
+                    let m = i1 - i0;
+                    let dq_blk = &mut dq[((h - hk * g) * nq + i0) * d..((h - hk * g) * nq + i1) * d];
+                    for (j0, j1) in blocks(nk, BK) {
+                        if lo >= j1 || hi <= j0 {
+                            continue;
                         }
+                        let n = j1 - j0;
+                        let bl = cx.block(b, h, (i0, i1), (j0, j1));
+                        let d_o = tensor_rows(call.d_o, (b, h), (i0, i1), &mut s1);
+                        let q = tensor_rows(call.q, (b, h), (i0, i1), &mut s2);
+                        let k = tensor_rows(call.k, (b, hk), (j0, j1), &mut s3);
+                        gemm(1.0, Mat::rows(&bl.p, m, n).t(), d_o, 1.0, &mut dv[j0 * d..j1 * d], d);
+                        gemm(1.0, Mat::rows(&bl.dx, m, n).t(), q, 1.0, &mut dk[j0 * d..j1 * d], d);
+                        gemm(1.0, Mat::rows(&bl.dx, m, n), k, 1.0, dq_blk, d);
                     }
                 }
-                acc as f32
-            })
-            .collect()
-    });
-    let ks = Shape { seq: nk, ..call.k.shape() };
-    AttentionGrads {
-        dq: to_layout(dq, &call.q.shape(), call.q.layout()),
-        dk: to_layout(dk, &ks, call.k.layout()),
-        dv: to_layout(dv, &ks, call.v.layout()),
-        d_sinks,
+            }
+            (dq, dk, dv)
+        })
+        .collect();
+    let cat =
+        |f: fn(&(Vec<f32>, Vec<f32>, Vec<f32>)) -> &Vec<f32>| parts.iter().flat_map(|x| f(x).iter().copied()).collect();
+    (cat(|x| &x.0), cat(|x| &x.1), cat(|x| &x.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostTensor;
+
+    #[test]
+    fn one_pass_and_two_passes_give_the_same_bits() {
+        // GQA, causal, blocks of both sizes crossed, ragged ends
+        let (qs, ks) = (Shape::new(2, 4, 70, 24), Shape::new(2, 2, 150, 24));
+        let gen = |n: usize, seed: u32| {
+            (0..n)
+                .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0)
+                .collect::<Vec<_>>()
+        };
+        let (q, k, v, d_o) = (gen(qs.numel(), 1), gen(ks.numel(), 2), gen(ks.numel(), 3), gen(qs.numel(), 4));
+        let (q, k, v) =
+            (HostTensor::new(&q, qs).unwrap(), HostTensor::new(&k, ks).unwrap(), HostTensor::new(&v, ks).unwrap());
+        let opts = AttentionOptions { causal: true, ..Default::default() };
+        let (o, lse) = crate::cpu::attention(&q, &k, &v, None, &opts).unwrap();
+        let (o, d_o) = (HostTensor::new(&o, qs).unwrap(), HostTensor::new(&d_o, qs).unwrap());
+        let call = BackwardInputs { q: &q, k: &k, v: &v, mask: None, o: &o, lse: &lse, d_o: &d_o };
+        let p = backward_problem(&call, &opts).unwrap();
+        let dsum = (0..qs.batch * qs.heads * qs.seq)
+            .map(|row| dot64(&o.data()[row * 24..][..24], &d_o.data()[row * 24..][..24]) as f32)
+            .collect();
+        let cx = Ctx { p: &p, call: &call, sc: scoring(&p, None, None), dsum };
+        assert!(one_pass(&cx) == two_passes(&cx));
     }
 }

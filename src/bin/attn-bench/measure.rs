@@ -328,6 +328,18 @@ pub struct GpuCase {
     pub lens: Vec<u32>,
     /// A pack's offsets in a device buffer (queries and keys alike), for `device_offsets`.
     offsets: Option<wgpu::Buffer>,
+    /// A backward case: the forward's output and log-sum-exp (computed once), the output's
+    /// gradient, and dK, dV (dQ is `out`).
+    backward: Option<Backward>,
+}
+
+/// What a backward case's timed runs read and write besides `q`, `k`, `v` and `out` (dQ).
+struct Backward {
+    o: Tensor,
+    lse: Tensor,
+    d_o: Tensor,
+    dk: Tensor,
+    dv: Tensor,
 }
 
 fn upload(ctx: &Context, x: &[f32], s: Shape, dt: Dt) -> Result<Tensor> {
@@ -358,6 +370,7 @@ pub fn gpu_case(ctx: &Context, c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Res
         Op::AttentionUnfused => (ctx.zeros(qs, Layout::Bhsd, dt)?, Some(ctx.zeros(scores, Layout::Bhsd, DType::F32)?)),
         Op::Similarity | Op::Cosine => (ctx.zeros(scores, Layout::Bhsd, DType::F32)?, None),
         Op::Softmax | Op::Topk => (ctx.zeros(qs, Layout::Bhsd, dt)?, None),
+        Op::AttentionBackward => (ctx.zeros(qs, Layout::Bhsd, DType::F32)?, None),
     };
     let paged = match (Paging::of(c), &k_t, &v_t) {
         (Some(p), Some(k), Some(v)) => match c.kv() {
@@ -384,12 +397,22 @@ pub fn gpu_case(ctx: &Context, c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Res
         },
         _ => None,
     };
-    let lens = c.seq_lens().iter().map(|&l| l as u32).collect();
+    let lens: Vec<u32> = c.seq_lens().iter().map(|&l| l as u32).collect();
     let offsets = match c.device_offsets {
         true => Some(ctx.upload_offsets(&cumulative(&c.seq_lens()))?),
         false => None,
     };
-    Ok(GpuCase { q: q_t, k: k_t, v: v_t, out, weights, paged, lens, offsets })
+    let backward = match (c.op, &k_t, &v_t) {
+        (Op::AttentionBackward, Some(k), Some(v)) => {
+            let opts = attention_options(c, &lens);
+            let (o, lse) = ctx.attention_with_lse(&q_t, k, v, None, &opts)?;
+            let d_o = upload(ctx, &data(qs.numel(), 4), qs, c.dtype)?;
+            let (dk, dv) = (ctx.zeros(ks, Layout::Bhsd, DType::F32)?, ctx.zeros(ks, Layout::Bhsd, DType::F32)?);
+            Some(Backward { o, lse, d_o, dk, dv })
+        }
+        _ => None,
+    };
+    Ok(GpuCase { q: q_t, k: k_t, v: v_t, out, weights, paged, lens, offsets, backward })
 }
 
 fn encode(ctx: &Context, c: &Case, g: &GpuCase, enc: &mut wgpu::CommandEncoder) -> Result<()> {
@@ -441,6 +464,16 @@ fn encode(ctx: &Context, c: &Case, g: &GpuCase, enc: &mut wgpu::CommandEncoder) 
         Op::Similarity => ctx.encode_similarity(enc, &g.q, kv()?.0, Similarity::ScaledDot(None), &g.out),
         Op::Cosine => ctx.encode_similarity(enc, &g.q, kv()?.0, Similarity::Cosine, &g.out),
         Op::Softmax => ctx.encode_softmax(enc, &g.q, None, &SoftmaxOptions::default(), &g.out),
+        Op::AttentionBackward => {
+            let (k, v) = kv()?;
+            let b = g
+                .backward
+                .as_ref()
+                .ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no forward results".into() })?;
+            let call = AttentionBackwardCall { q: &g.q, k, v, mask: None, o: &b.o, lse: &b.lse, d_o: &b.d_o };
+            let grads = AttentionGradOutputs { dq: &g.out, dk: &b.dk, dv: &b.dv, d_sinks: None };
+            ctx.encode_attention_backward(enc, &call, &grads, &opts)
+        }
         Op::Topk => {
             let keys =
                 g.k.as_ref().ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no keys".into() })?;
@@ -458,6 +491,9 @@ struct CpuInputs<'p, T> {
     qs: Shape,
     ks: Shape,
     paged: Option<(HostKvCache<T>, &'p Paging)>,
+    /// A backward case: the forward's output and log-sum-exp (computed once, untimed) and the
+    /// output's gradient.
+    backward: Option<(Vec<T>, Vec<f32>, Vec<T>)>,
 }
 
 impl<'p, T: Element> CpuInputs<'p, T> {
@@ -502,7 +538,21 @@ impl<'p, T: Element> CpuInputs<'p, T> {
             }
             None => None,
         };
-        Ok(CpuInputs { q, k, v, qs, ks, paged })
+        Ok(CpuInputs { q, k, v, qs, ks, paged, backward: None })
+    }
+
+    /// For a backward case, the forward's results and the output's gradient (as the GPU case's).
+    fn for_case(mut self, c: &Case) -> Result<Self> {
+        if c.op == Op::AttentionBackward {
+            let lens: Vec<u32> = c.seq_lens().iter().map(|&l| l as u32).collect();
+            let opts = attention_options(c, &lens);
+            let (hq, hk, hv) = (HostTensor::new(&self.q[..], self.qs)?, HostTensor::new(&self.k[..], self.ks)?, HostTensor::new(&self.v[..], self.ks)?);
+            let (o, lse) = cpu::attention(&hq, &hk, &hv, None, &opts)?;
+            let typed = |x: &[f32]| x.iter().map(|&v| T::from_f32(v)).collect::<Vec<T>>();
+            let d_o = typed(&data(self.qs.numel(), 4));
+            self.backward = Some((typed(&o), lse, d_o));
+        }
+        Ok(self)
     }
 
     /// One computation of the case; the output (BHSD).
@@ -523,6 +573,16 @@ impl<'p, T: Element> CpuInputs<'p, T> {
                 None => Ok(cpu::attention(&hq, &hk()?, &hv()?, None, &opts)?.0),
             },
             Op::AttentionUnfused => Ok(cpu::attention_unfused(&hq, &hk()?, &hv()?, None, &opts)?.0),
+            Op::AttentionBackward => {
+                let (o, lse, d_o) = self
+                    .backward
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidArgument { argument: "case", message: "no forward results".into() })?;
+                let (o, d_o) = (HostTensor::new(&o[..], self.qs)?, HostTensor::new(&d_o[..], self.qs)?);
+                let (k, v) = (hk()?, hv()?);
+                let call = cpu::BackwardInputs { q: &hq, k: &k, v: &v, mask: None, o: &o, lse, d_o: &d_o };
+                Ok(cpu::attention_backward(&call, &opts)?.dq)
+            }
             Op::Similarity => cpu::similarity(&hq, &hk()?, Similarity::ScaledDot(None)),
             Op::Cosine => cpu::similarity(&hq, &hk()?, Similarity::Cosine),
             Op::Topk => {
@@ -552,8 +612,8 @@ fn cpu_run(
     paging: Option<&Paging>,
 ) -> Result<Vec<f32>> {
     match c.dtype {
-        Dt::F32 => CpuInputs::<f32>::new(qs, ks, (q, k, v), paging, c.kv())?.compute(c),
-        Dt::F16 => CpuInputs::<half::f16>::new(qs, ks, (q, k, v), paging, c.kv())?.compute(c),
+        Dt::F32 => CpuInputs::<f32>::new(qs, ks, (q, k, v), paging, c.kv())?.for_case(c)?.compute(c),
+        Dt::F16 => CpuInputs::<half::f16>::new(qs, ks, (q, k, v), paging, c.kv())?.for_case(c)?.compute(c),
     }
 }
 
@@ -587,7 +647,7 @@ fn rel_err(got: &[f32], want: &[f32]) -> f64 {
 fn output_shape(c: &Case) -> Shape {
     match c.op {
         Op::Attention if c.varlen => shapes(c).0,
-        Op::Attention | Op::AttentionUnfused => Shape::new(c.batch, c.heads(), c.nq, c.d),
+        Op::Attention | Op::AttentionUnfused | Op::AttentionBackward => Shape::new(c.batch, c.heads(), c.nq, c.d),
         _ => Shape::new(1, c.bh, c.nq, c.nk),
     }
 }
@@ -684,7 +744,7 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
     }
     // resident: the inputs stay on the GPU; one call, then the output read back
     let out_bytes = g.out.shape().numel() as u64 * g.out.dtype().size();
-    if out_bytes <= 1 << 20 && c.op != Op::Topk {
+    if out_bytes <= 1 << 20 && !matches!(c.op, Op::Topk | Op::AttentionBackward) {
         let mut resident = vec![];
         // as an application stepping on resident data would: a handle that keeps its bind
         // groups, the call and the readback in one submission
@@ -744,8 +804,10 @@ pub fn run_cpu(c: &Case, st: &Settings, label: &str) -> Record {
     let paging = Paging::of(c);
     let timed = match c.dtype {
         Dt::F32 => CpuInputs::<f32>::new(qs, ks, (&q, &k, &v), paging.as_ref(), c.kv())
+            .and_then(|x| x.for_case(c))
             .and_then(|x| cpu_times(st, label, || x.compute(c))),
         Dt::F16 => CpuInputs::<half::f16>::new(qs, ks, (&q, &k, &v), paging.as_ref(), c.kv())
+            .and_then(|x| x.for_case(c))
             .and_then(|x| cpu_times(st, label, || x.compute(c))),
     };
     let times = match timed {

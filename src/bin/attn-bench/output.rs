@@ -145,6 +145,7 @@ pub fn op_name(op: Op) -> &'static str {
         Op::Cosine => "cosine",
         Op::Softmax => "softmax",
         Op::Topk => "topk",
+        Op::AttentionBackward => "attention_backward",
     }
 }
 

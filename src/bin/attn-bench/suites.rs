@@ -19,6 +19,9 @@ pub enum Op {
     Softmax,
     /// Exact top-k by dot product: `nq` queries against `nk` keys of dim `d` (`bh` = 1).
     Topk,
+    /// The backward of fused attention (dQ, dK, dV from the forward's output and log-sum-exp,
+    /// computed once beforehand): the timed part is the backward alone.
+    AttentionBackward,
 }
 
 /// Element type.
@@ -248,6 +251,8 @@ impl Case {
         match self.op {
             Op::Attention if self.counts_pairs() => 4.0 * (self.heads() * self.d) as f64 * self.kept_pairs(),
             Op::Attention | Op::AttentionUnfused => 4.0 * base * if self.causal { 0.5 } else { 1.0 },
+            // FlashAttention's count: five products against the forward's two
+            Op::AttentionBackward => 2.5 * 4.0 * base * if self.causal { 0.5 } else { 1.0 },
             Op::Similarity | Op::Cosine | Op::Topk => 2.0 * base,
             Op::Softmax => 0.0,
         }
@@ -264,6 +269,11 @@ impl Case {
                 e * 2.0 * q_rows * d + self.kv_bytes_per_value() * 2.0 * self.kv_heads() as f64 * self.kv_tokens(false) * d
             }
             Op::AttentionUnfused => e * (2.0 * bh * nq * d + 2.0 * bh * nk * d) + 4.0 * bh * nq * nk,
+            // q, o, d_o and k, v read; dq, dk, dv written (f32)
+            Op::AttentionBackward => {
+                let kv = self.kv_heads() as f64 * nk * d;
+                e * (3.0 * bh * nq * d + 2.0 * kv) + 4.0 * (bh * nq * d + 2.0 * kv)
+            }
             Op::Similarity | Op::Cosine => e * (bh * nq * d + bh * nk * d) + 4.0 * bh * nq * nk,
             Op::Softmax => 2.0 * e * bh * nq * nk,
             Op::Topk => e * (nq * d + nk * d) + 8.0 * nq * self.k as f64,
@@ -276,6 +286,7 @@ impl Case {
         4.0 * match self.op {
             Op::Attention => 2.0 * bh * nq * d + 2.0 * self.heads() as f64 * self.kv_tokens(self.page_size == 0) * d,
             Op::AttentionUnfused => 2.0 * bh * nq * d + 2.0 * bh * nk * d + bh * nq * nk,
+            Op::AttentionBackward => 5.0 * bh * nq * d + 4.0 * bh * nk * d,
             Op::Similarity | Op::Cosine => bh * nq * d + bh * nk * d + bh * nq * nk,
             Op::Softmax => 2.0 * bh * nq * nk,
             Op::Topk => nq * d + nk * d + 2.0 * nq * self.k as f64,
@@ -344,6 +355,18 @@ pub fn suite(which: Suite) -> Vec<Case> {
             // decode of 64 sequences of 4k keys, 8 heads
             v.push(Case::new(s, Attention, F16, 32, 1, 32768, 128, false));
             v.push(Case::kv_cache(s, F16, 8, &[4096; 64], 128, 16));
+        }
+        Suite::Backward | Suite::BackwardCpu => {
+            // each backward case beside its forward, for the ratio
+            let cases: Vec<(Dt, usize, usize, usize, bool)> = if which == Suite::Backward {
+                vec![(F16, 16, 4096, 128, false), (F16, 16, 4096, 128, true), (F16, 32, 4096, 64, false), (F32, 16, 4096, 128, false)]
+            } else {
+                vec![(F32, 4, 512, 64, false), (F32, 4, 512, 64, true)]
+            };
+            for (dt, bh, n, d, causal) in cases {
+                v.push(Case::new(s, Attention, dt, bh, n, n, d, causal));
+                v.push(Case::new(s, AttentionBackward, dt, bh, n, n, d, causal));
+            }
         }
         Suite::Varlen | Suite::VarlenCpu => {
             // a pack of sequences of lengths drawn from 16..=max (a fixed xorshift), causal
@@ -491,6 +514,12 @@ pub enum Suite {
     TopkCpu,
     /// The CPU path's comparison with PyTorch CPU and faiss: attention, similarity, softmax, top-k.
     Cpu,
+    /// The backward of fused attention beside its forward (issue 23's targets): f16 16x4096² d 128
+    /// (and causal), 32x4096² d 64, f32 16x4096² d 128.
+    Backward,
+    /// The backward beside its forward at sizes the CPU path and lavapipe finish (4 x 512², d 64,
+    /// f32, and causal): the comparison with PyTorch's CPU backward.
+    BackwardCpu,
 }
 
 impl Suite {
@@ -513,6 +542,8 @@ impl Suite {
             Suite::Sweep => "sweep",
             Suite::TopkCpu => "topk-cpu",
             Suite::Cpu => "cpu",
+            Suite::Backward => "backward",
+            Suite::BackwardCpu => "backward-cpu",
         }
     }
 }

@@ -63,36 +63,9 @@ fn clone_data(d: &CaseData) -> CaseData {
     }
 }
 
-/// The option families, each alone and combined, on small shapes (FD is O(elements)).
-fn cases() -> Vec<Case> {
-    let base = Case::new(1, 2, 2, 4, 6, 8);
-    let mut v = vec![
-        base.clone(),
-        base.clone().causal(),
-        // bottom-right causal with more queries than keys: the first rows keep nothing
-        Case::new(1, 2, 1, 6, 3, 4).causal(),
-        Case::new(2, 4, 2, 5, 7, 4).causal(),
-        Case::new(1, 2, 1, 3, 5, 1),
-        Case::new(1, 3, 1, 3, 5, 5).bshd(),
-        Case::new(2, 2, 2, 3, 6, 4).key_lengths(&[2, 6]),
-        base.clone().window(2, Some(1)),
-        base.clone().softcap(2.0),
-        base.clone().alibi(),
-        base.clone().sinks(),
-        Case { scale: Some(0.7), ..base.clone() },
-        Case { bool_mask: Some([1, 2, 4, 6]), ..base.clone() },
-        Case { add_mask: Some([1, 1, 4, 6]), ..base.clone() },
-        // everything at once, GQA, BSHD
-        Case { add_mask: Some([2, 1, 5, 7]), ..Case::new(2, 4, 2, 5, 7, 4).causal().window(3, Some(0)).softcap(3.0).alibi().sinks().bshd() },
-    ];
-    // soft-cap near saturation: large scores, the tanh's slope near 0
-    v.push(Case { amp: 4.0, ..base.softcap(1.5) });
-    v
-}
-
 #[test]
 fn the_reference_backward_matches_finite_differences() {
-    for c in cases() {
+    for c in backward_cases() {
         let data = case_data(&c);
         let d_o = rand_vec(c.seed + 11, data.qs.numel(), 1.0);
         let (r, _) = grads(&c, &data, &d_o);
@@ -112,7 +85,7 @@ fn the_reference_backward_matches_finite_differences() {
 
 #[test]
 fn the_fast_path_matches_the_reference() {
-    let mut cs = cases();
+    let mut cs = backward_cases();
     // shapes across the fast path's blocks (64 query rows, 128 keys), odd sizes, GQA
     cs.push(Case::new(1, 4, 1, 150, 300, 64).causal().sinks());
     cs.push(Case::new(2, 2, 2, 65, 129, 33).window(40, Some(7)).alibi());

@@ -85,34 +85,16 @@ fn agree(what: &str, got: &Grads, want: &Grads, tol: f64) {
 /// The option families of tests/backward.rs, and shapes across the kernels' blocks (64 keys per
 /// workgroup of pass 1, 64 rows of pass 2, staged steps of 4-16), head dims 1 to 256.
 fn cases() -> Vec<Case> {
-    let base = Case::new(1, 2, 2, 4, 6, 8);
-    vec![
-        base.clone(),
-        base.clone().causal(),
-        Case::new(1, 2, 1, 6, 3, 4).causal(),
-        Case::new(2, 4, 2, 5, 7, 4).causal(),
-        Case::new(1, 2, 1, 3, 5, 1),
-        Case::new(1, 3, 1, 3, 5, 5).bshd(),
-        Case::new(2, 2, 2, 3, 6, 4).key_lengths(&[2, 6]),
-        base.clone().window(2, Some(1)),
-        base.clone().softcap(2.0),
-        base.clone().alibi(),
-        base.clone().sinks(),
-        Case { scale: Some(0.7), ..base.clone() },
-        Case { bool_mask: Some([1, 2, 4, 6]), ..base.clone() },
-        Case { add_mask: Some([1, 1, 4, 6]), ..base.clone() },
-        Case {
-            add_mask: Some([2, 1, 5, 7]),
-            ..Case::new(2, 4, 2, 5, 7, 4).causal().window(3, Some(0)).softcap(3.0).alibi().sinks().bshd()
-        },
-        Case { amp: 4.0, ..base.softcap(1.5) },
+    let mut v = backward_cases();
+    v.extend([
         Case::new(1, 4, 1, 150, 300, 64).causal().sinks(),
         Case::new(2, 2, 2, 65, 129, 33).window(40, Some(7)).alibi(),
         Case { bool_mask: Some([2, 1, 70, 130]), ..Case::new(2, 2, 1, 70, 130, 16).softcap(5.0) },
         Case::new(1, 2, 2, 1, 513, 128).key_lengths(&[300]),
         Case::new(1, 1, 1, 67, 70, 256).causal(),
         Case::new(1, 2, 1, 17, 200, 100).bshd(),
-    ]
+    ]);
+    v
 }
 
 gpu_test! {

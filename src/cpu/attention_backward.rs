@@ -22,11 +22,11 @@ use super::backward_inputs::backward_problem;
 pub use super::backward_inputs::{AttentionGrads, BackwardInputs};
 use super::gemm::{gemm, Mat};
 use super::reference::attention::scoring;
-use super::{dot64, tensor_rows, to_layout, Scoring};
+use super::{dot64, tensor_rows, Scoring};
 use crate::error::Result;
 use crate::options::AttentionOptions;
 use crate::problem::AttentionProblem;
-use crate::shape::{Element, Shape};
+use crate::shape::Element;
 use crate::vecmath::backward_row;
 
 /// Query rows per block.
@@ -151,6 +151,9 @@ impl<T: Element> Ctx<'_, T> {
     }
 }
 
+/// dQ, dK and dV, BHSD.
+type Grads = (Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// Row blocks `[start, end)` of `n` in steps of `step`.
 fn blocks(n: usize, step: usize) -> impl Iterator<Item = (usize, usize)> + Clone {
     (0..n.div_ceil(step)).map(move |x| (x * step, ((x + 1) * step).min(n)))
@@ -192,19 +195,13 @@ fn backward_fast<T: Element>(p: &AttentionProblem, call: &BackwardInputs<T>) -> 
             })
             .collect()
     });
-    let ks = Shape { seq: nk, ..call.k.shape() };
-    AttentionGrads {
-        dq: to_layout(dq, &call.q.shape(), call.q.layout()),
-        dk: to_layout(dk, &ks, call.k.layout()),
-        dv: to_layout(dv, &ks, call.v.layout()),
-        d_sinks,
-    }
+    AttentionGrads::from_bhsd(call, nk, (dq, dk, dv), d_sinks)
 }
 
 /// dQ, dK, dV (BHSD) in two passes: over (batch, key/value head, block of keys) for dK and dV,
 /// then over (batch, query head, block of query rows) for dQ, each block's weights recomputed
 /// in both; parallel over blocks, for problems of few heads.
-fn two_passes<T: Element>(cx: &Ctx<T>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn two_passes<T: Element>(cx: &Ctx<T>) -> Grads {
     let (call, dims) = (cx.call, cx.p.dims);
     let (d, g, nq, nk) = (dims.d, dims.group(), dims.nq, dims.nk);
     let kv_tasks: Vec<(usize, usize, (usize, usize))> = (0..dims.batch * dims.kv_heads)
@@ -263,10 +260,10 @@ fn two_passes<T: Element>(cx: &Ctx<T>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 /// The same blocks and sums as [`two_passes`] (so the same bits), in one pass per (batch,
 /// key/value head): each block's weights computed once and used for dV, dK and dQ. Parallel over
 /// the heads' groups, for problems with at least as many as there are threads.
-fn one_pass<T: Element>(cx: &Ctx<T>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn one_pass<T: Element>(cx: &Ctx<T>) -> Grads {
     let (call, dims) = (cx.call, cx.p.dims);
     let (d, g, nq, nk) = (dims.d, dims.group(), dims.nq, dims.nk);
-    let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..dims.batch * dims.kv_heads)
+    let parts: Vec<Grads> = (0..dims.batch * dims.kv_heads)
         .into_par_iter()
         .map(|t| {
             let (b, hk) = (t / dims.kv_heads, t % dims.kv_heads);
@@ -295,8 +292,7 @@ fn one_pass<T: Element>(cx: &Ctx<T>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
             (dq, dk, dv)
         })
         .collect();
-    let cat =
-        |f: fn(&(Vec<f32>, Vec<f32>, Vec<f32>)) -> &Vec<f32>| parts.iter().flat_map(|x| f(x).iter().copied()).collect();
+    let cat = |f: fn(&Grads) -> &Vec<f32>| parts.iter().flat_map(|x| f(x).iter().copied()).collect();
     (cat(|x| &x.0), cat(|x| &x.1), cat(|x| &x.2))
 }
 
@@ -304,6 +300,7 @@ fn one_pass<T: Element>(cx: &Ctx<T>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 mod tests {
     use super::*;
     use crate::host::HostTensor;
+    use crate::shape::Shape;
 
     #[test]
     fn one_pass_and_two_passes_give_the_same_bits() {

@@ -2,11 +2,12 @@
 //! (`cpu::attention_backward`) and the f64 reference (`cpu::reference::attention_backward`).
 
 use super::attention::problem;
+use super::to_layout;
 use crate::error::Result;
 use crate::host::{scan, HostMask, HostTensor};
 use crate::options::AttentionOptions;
 use crate::problem::{AttentionProblem, Operand};
-use crate::shape::Element;
+use crate::shape::{Element, Shape};
 
 /// The arguments of a backward call: the forward's inputs and mask (with the same options), its
 /// output `o` and log-sum-exp `lse` (`[batch, heads, nq]`, as [`crate::cpu::attention`] returns
@@ -55,4 +56,22 @@ pub(crate) fn backward_problem<'a, T: Element>(
     scan("o", call.o.data())?;
     scan("d_o", call.d_o.data())?;
     Ok(p)
+}
+
+impl AttentionGrads {
+    /// The gradients from BHSD-ordered buffers (`nk` keys), each put in its input's layout.
+    pub(crate) fn from_bhsd<T>(
+        call: &BackwardInputs<T>,
+        nk: usize,
+        (dq, dk, dv): (Vec<f32>, Vec<f32>, Vec<f32>),
+        d_sinks: Option<Vec<f32>>,
+    ) -> Self {
+        let ks = Shape { seq: nk, ..call.k.shape() };
+        AttentionGrads {
+            dq: to_layout(dq, &call.q.shape(), call.q.layout()),
+            dk: to_layout(dk, &ks, call.k.layout()),
+            dv: to_layout(dv, &ks, call.v.layout()),
+            d_sinks,
+        }
+    }
 }

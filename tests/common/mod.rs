@@ -607,3 +607,31 @@ pub fn f16_supported(ctx: &Context) -> bool {
     eprintln!("{} has no SHADER_F16: checked that f16 is refused", ctx.info().adapter);
     false
 }
+
+/// The backward tests' option families (tests/backward.rs, tests/backward_gpu.rs), each alone
+/// and combined, on small shapes (finite differences are O(elements)).
+pub fn backward_cases() -> Vec<Case> {
+    let base = Case::new(1, 2, 2, 4, 6, 8);
+    let mut v = vec![
+        base.clone(),
+        base.clone().causal(),
+        // bottom-right causal with more queries than keys: the first rows keep nothing
+        Case::new(1, 2, 1, 6, 3, 4).causal(),
+        Case::new(2, 4, 2, 5, 7, 4).causal(),
+        Case::new(1, 2, 1, 3, 5, 1),
+        Case::new(1, 3, 1, 3, 5, 5).bshd(),
+        Case::new(2, 2, 2, 3, 6, 4).key_lengths(&[2, 6]),
+        base.clone().window(2, Some(1)),
+        base.clone().softcap(2.0),
+        base.clone().alibi(),
+        base.clone().sinks(),
+        Case { scale: Some(0.7), ..base.clone() },
+        Case { bool_mask: Some([1, 2, 4, 6]), ..base.clone() },
+        Case { add_mask: Some([1, 1, 4, 6]), ..base.clone() },
+        // everything at once, GQA, BSHD
+        Case { add_mask: Some([2, 1, 5, 7]), ..Case::new(2, 4, 2, 5, 7, 4).causal().window(3, Some(0)).softcap(3.0).alibi().sinks().bshd() },
+    ];
+    // soft-cap near saturation: large scores, the tanh's slope near 0
+    v.push(Case { amp: 4.0, ..base.softcap(1.5) });
+    v
+}

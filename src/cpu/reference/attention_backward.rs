@@ -14,11 +14,11 @@ use rayon::prelude::*;
 
 use super::attention::scoring;
 use crate::cpu::backward_inputs::{backward_problem, AttentionGrads, BackwardInputs};
-use crate::cpu::{dot64, to_layout, view, widen};
+use crate::cpu::{dot64, view, widen};
 use crate::error::Result;
 use crate::options::AttentionOptions;
 use crate::problem::AttentionProblem;
-use crate::shape::{Element, Shape};
+use crate::shape::Element;
 
 /// The gradients of [`super::attention`] with respect to `q`, `k`, `v` (and the sinks), in f64
 /// from the definitions: the reference the fast path and the GPU are tested against. Same
@@ -97,11 +97,5 @@ pub(crate) fn backward_checked<T: Element>(p: &AttentionProblem, call: &Backward
             .map(|h| (0..dims.batch).map(|b| groups[b * dims.kv_heads + h / g].dsink[h % g]).sum::<f64>() as f32)
             .collect()
     });
-    let ks = Shape { seq: nk, ..call.k.shape() };
-    AttentionGrads {
-        dq: to_layout(dq, &call.q.shape(), call.q.layout()),
-        dk: to_layout(dk, &ks, call.k.layout()),
-        dv: to_layout(dv, &ks, call.v.layout()),
-        d_sinks,
-    }
+    AttentionGrads::from_bhsd(call, nk, (dq, dk, dv), d_sinks)
 }

@@ -8,23 +8,6 @@ mod common;
 use common::*;
 use wgpu_attention::*;
 
-/// The forward's output and log-sum-exp (the crate's f64 reference, f32 results) and the
-/// gradients of `L = Σ dO · O` from the reference backward and the fast path.
-fn grads(c: &Case, data: &CaseData, d_o: &[f32]) -> (cpu::AttentionGrads, cpu::AttentionGrads) {
-    let q = HostTensor::with_layout(&data.q, data.qs, c.layout).unwrap();
-    let k = HostTensor::with_layout(&data.k, data.ks, c.layout).unwrap();
-    let v = HostTensor::with_layout(&data.v, data.ks, c.layout).unwrap();
-    let mask = host_mask(c, data);
-    let opts = c.opts();
-    let (o, lse) = cpu::reference::attention(&q, &k, &v, mask.as_ref(), &opts).unwrap();
-    let o = HostTensor::with_layout(&o, data.qs, c.layout).unwrap();
-    let d_o = HostTensor::with_layout(d_o, data.qs, c.layout).unwrap();
-    let call = cpu::BackwardInputs { q: &q, k: &k, v: &v, mask: mask.as_ref(), o: &o, lse: &lse, d_o: &d_o };
-    let r = cpu::reference::attention_backward(&call, &opts).unwrap();
-    let f = cpu::attention_backward(&call, &opts).unwrap();
-    (r, f)
-}
-
 /// `L = Σ dO · O` of the tests' f64 forward.
 fn loss(c: &Case, data: &CaseData, d_o: &[f32]) -> f64 {
     let (out, _, _) = case_reference(c, data);
@@ -68,7 +51,7 @@ fn the_reference_backward_matches_finite_differences() {
     for c in backward_cases() {
         let data = case_data(&c);
         let d_o = rand_vec(c.seed + 11, data.qs.numel(), 1.0);
-        let (r, _) = grads(&c, &data, &d_o);
+        let (r, _) = backward_grads(&c, &data, &d_o);
         let what = format!("{c:?}");
         assert_close(&format!("dq {what}"), &r.dq, &numeric(&c, &data, &d_o, |d, _| &mut d.q), 2e-4);
         assert_close(&format!("dk {what}"), &r.dk, &numeric(&c, &data, &d_o, |d, _| &mut d.k), 2e-4);
@@ -94,7 +77,7 @@ fn the_fast_path_matches_the_reference() {
     for c in cs {
         let data = case_data(&c);
         let d_o = rand_vec(c.seed + 11, data.qs.numel(), 1.0);
-        let (r, f) = grads(&c, &data, &d_o);
+        let (r, f) = backward_grads(&c, &data, &d_o);
         let what = format!("{c:?}");
         assert_agree(&format!("dq {what}"), &f.dq, &r.dq, 1e-5);
         assert_agree(&format!("dk {what}"), &f.dk, &r.dk, 1e-5);
@@ -103,7 +86,7 @@ fn the_fast_path_matches_the_reference() {
             assert_agree(&format!("d_sinks {what}"), a, b, 1e-5);
         }
         // the same bits run to run (every block has one owner)
-        let (_, again) = grads(&c, &data, &d_o);
+        let (_, again) = backward_grads(&c, &data, &d_o);
         assert_eq!(f, again, "{what}");
     }
 }
@@ -114,7 +97,7 @@ fn rows_that_keep_nothing_give_zero_gradients() {
     let c = Case::new(1, 2, 1, 6, 3, 4).causal();
     let data = case_data(&c);
     let d_o = rand_vec(1, data.qs.numel(), 1.0);
-    let (r, f) = grads(&c, &data, &d_o);
+    let (r, f) = backward_grads(&c, &data, &d_o);
     for g in [&r, &f] {
         for h in 0..2 {
             for i in 0..3 {
@@ -132,7 +115,7 @@ fn extremes_give_finite_gradients() {
     for c in [Case { amp: 1e3, ..Case::new(1, 2, 1, 8, 40, 16).sinks() }, Case { amp: 30.0, ..Case::new(1, 2, 2, 3, 4000, 8).softcap(50.0) }] {
         let data = case_data(&c);
         let d_o = rand_vec(5, data.qs.numel(), 1e3);
-        let (r, f) = grads(&c, &data, &d_o);
+        let (r, f) = backward_grads(&c, &data, &d_o);
         for g in [&r, &f] {
             assert!(g.dq.iter().chain(&g.dk).chain(&g.dv).all(|x| x.is_finite()), "{c:?}");
         }

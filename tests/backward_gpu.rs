@@ -32,18 +32,9 @@ fn bhsd(x: &[f32], s: Shape, layout: Layout) -> Vec<f32> {
     out
 }
 
-/// The reference gradients of `L = Σ dO · O` (the crate's f64 forward and backward).
+/// The reference gradients of `L = Σ dO · O` (the crate's f64 forward and backward), BHSD.
 fn reference(c: &Case, data: &CaseData, d_o: &[f32]) -> Grads {
-    let q = HostTensor::with_layout(&data.q, data.qs, c.layout).unwrap();
-    let k = HostTensor::with_layout(&data.k, data.ks, c.layout).unwrap();
-    let v = HostTensor::with_layout(&data.v, data.ks, c.layout).unwrap();
-    let mask = host_mask(c, data);
-    let opts = c.opts();
-    let (o, lse) = cpu::reference::attention(&q, &k, &v, mask.as_ref(), &opts).unwrap();
-    let o = HostTensor::with_layout(&o, data.qs, c.layout).unwrap();
-    let d_o = HostTensor::with_layout(d_o, data.qs, c.layout).unwrap();
-    let call = cpu::BackwardInputs { q: &q, k: &k, v: &v, mask: mask.as_ref(), o: &o, lse: &lse, d_o: &d_o };
-    let r = cpu::reference::attention_backward(&call, &opts).unwrap();
+    let (r, _) = backward_grads(c, data, d_o);
     Grads {
         dq: bhsd(&r.dq, data.qs, c.layout),
         dk: bhsd(&r.dk, data.ks, c.layout),
@@ -239,7 +230,7 @@ gpu_test! {
         assert_eq!(run(AttentionBackwardCall { d_o: &k, ..call }), "d_o");
         assert_eq!(run(AttentionBackwardCall { lse: &o, ..call }), "lse");
         assert_eq!(run(AttentionBackwardCall { v: &q, ..call }), "v");
-        // head dims over 256 (as the forward): the CPU path takes them, the GPU says so
+        // head dims over 256: refused as the forward refuses them, naming q
         let s = Shape::new(1, 1, 2, 300);
         let x = ctx.upload(&vec![0.5f32; s.numel()], s).unwrap();
         let lse = ctx.zeros(Shape::new(1, 1, 2, 1), Layout::Bhsd, DType::F32).unwrap();

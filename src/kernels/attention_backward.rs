@@ -8,10 +8,6 @@ use crate::shape::DType;
 /// Invocations per workgroup: keys per workgroup in pass 1, query rows in pass 2.
 pub(crate) const WG: u32 = 64;
 
-/// Head dims the kernel takes (its private vectors hold `DP` floats, `DP` the head dim padded to
-/// 32, 64, 128 or 256).
-pub(crate) const MAX_D: usize = 256;
-
 /// The passes, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Pass {
@@ -34,7 +30,8 @@ pub(crate) struct AttentionBackwardKernel {
 }
 
 impl AttentionBackwardKernel {
-    /// The kernel of `pass` for head dim `d` (1..=[`MAX_D`]).
+    /// The kernel of `pass` for head dim `d` (1 to `MAX_HEAD_DIM`, 256: its private vectors hold
+    /// `DP` floats, the head dim padded to 32, 64, 128 or 256).
     pub fn new(dtype: DType, pass: Pass, d: usize) -> Self {
         let dp = [32u32, 64, 128, 256].into_iter().find(|&p| d <= p as usize).unwrap_or(256);
         AttentionBackwardKernel { dtype, pass, dp }

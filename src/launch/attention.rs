@@ -16,7 +16,7 @@ use crate::tensor::{Mask, Tensor};
 use crate::kernels::attention::*;
 use crate::kernels::attention_plan::Resolved;
 use crate::launch::attention_merge;
-use crate::launch::ScoreArgs;
+use crate::launch::{masking_flags, ScoreArgs};
 
 /// The main kernel of a fused-family launch.
 #[derive(Clone, Copy)]
@@ -78,26 +78,13 @@ pub(crate) async fn record(
     let transform = p.transform()?;
     let so = ScoreArgs::new(ctx, &p.score_options(), &transform, d.heads).await?;
     let (vpre, vpost) = p.v_prescale();
-    let mut fl = 0;
-    if let Some(m) = mask {
-        fl |= flags::MASK | if m.kind == crate::host::MaskKind::Additive { flags::MASK_ADDITIVE } else { 0 };
-    }
-    if p.causal {
-        fl |= flags::CAUSAL;
-    }
-    if p.key_lengths.is_some() {
-        fl |= flags::KEY_LENGTHS;
-    }
+    let (mut fl, kl) = masking_flags(ctx, p, mask).await?;
     if lse.is_some() {
         fl |= flags::LSE;
     }
     if p.fixed_order {
         fl |= flags::FIXED;
     }
-    let kl = match p.key_lengths {
-        Some(kl) => Some(ctx.create_init(bytemuck::cast_slice(kl), "key_lengths").await?),
-        None => None,
-    };
     // K and V: contiguous tensors, or page pools read through the block table
     let mut packed = None;
     let (k_arg, v_arg, lengths, table) = match &kv {

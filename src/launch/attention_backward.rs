@@ -4,12 +4,12 @@
 use crate::context::Context;
 use crate::error::Result;
 use crate::kernels::attention_backward::{AttentionBackwardKernel, Pass, WG};
-use crate::kernels::{flags, Kernel, Params};
-use crate::launch::ScoreArgs;
+use crate::kernels::{Kernel, Params};
+use crate::launch::{masking_flags, ScoreArgs};
 use crate::plan::{Grid, Rows};
 use crate::problem::AttentionProblem;
 use crate::record::{Arg, Launch};
-use crate::shape::{DType, Layout, Shape};
+use crate::shape::Shape;
 use crate::tensor::{Mask, Tensor};
 
 /// The inputs of a backward launch (checked: shapes, dtypes, context).
@@ -42,23 +42,11 @@ pub(crate) async fn record(
     let d = p.dims;
     let transform = p.transform()?;
     let so = ScoreArgs::new(ctx, &p.score_options(), &transform, d.heads).await?;
-    let mut fl = 0;
-    if let Some(m) = x.mask {
-        fl |= flags::MASK | if m.kind == crate::host::MaskKind::Additive { flags::MASK_ADDITIVE } else { 0 };
-    }
-    if p.causal {
-        fl |= flags::CAUSAL;
-    }
-    let kl = match p.key_lengths {
-        Some(kl) => {
-            fl |= flags::KEY_LENGTHS;
-            Some(ctx.create_init(bytemuck::cast_slice(kl), "key_lengths").await?)
-        }
-        None => None,
-    };
+    let (fl, kl) = masking_flags(ctx, p, x.mask).await?;
     let rows = d.slices() * d.nq;
-    // D, the log-sum-exp in z units and the sink's share, per query row (written by pass 0)
-    let stats = ctx.zeros_async(Shape::new(1, 1, rows.max(1), 3), Layout::Bhsd, DType::F32).await?;
+    // D, the log-sum-exp in z units and the sink's share, per query row: pass 0 writes every
+    // entry before passes 1-3 read, so the context's shared scratch serves
+    let stats = ctx.scratch_f32(Shape::new(1, 1, rows.max(1), 3)).await?;
     let params = so.apply(
         Params {
             heads: d.heads as u32,

@@ -14,4 +14,4 @@ pub(crate) mod softmax;
 pub(crate) mod top_k;
 pub(crate) mod weighted_sum;
 
-pub(crate) use score_args::ScoreArgs;
+pub(crate) use score_args::{masking_flags, ScoreArgs};

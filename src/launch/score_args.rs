@@ -4,7 +4,8 @@
 use crate::context::Context;
 use crate::error::Result;
 use crate::kernels::{flags, Params};
-use crate::problem::{ScoreOptions, ScoreTransform};
+use crate::problem::{AttentionProblem, ScoreOptions, ScoreTransform};
+use crate::tensor::Mask;
 
 /// Windows are clamped to 2^30 positions: wider is the same as unbounded (no sequence the
 /// kernels can bind is that long), and positions plus bounds stay within i32.
@@ -65,3 +66,27 @@ impl ScoreArgs {
     }
 }
 
+/// The flag bits of an attention call's mask, causal alignment and key lengths, and the key
+/// lengths as a buffer (binding 3) when the call has them: what the forward and backward
+/// launchers share.
+pub(crate) async fn masking_flags(
+    ctx: &Context,
+    p: &AttentionProblem<'_>,
+    mask: Option<&Mask>,
+) -> Result<(u32, Option<wgpu::Buffer>)> {
+    let mut fl = 0;
+    if let Some(m) = mask {
+        fl |= flags::MASK | if m.kind == crate::host::MaskKind::Additive { flags::MASK_ADDITIVE } else { 0 };
+    }
+    if p.causal {
+        fl |= flags::CAUSAL;
+    }
+    let kl = match p.key_lengths {
+        Some(kl) => {
+            fl |= flags::KEY_LENGTHS;
+            Some(ctx.create_init(bytemuck::cast_slice(kl), "key_lengths").await?)
+        }
+        None => None,
+    };
+    Ok((fl, kl))
+}

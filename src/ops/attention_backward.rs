@@ -6,7 +6,6 @@
 use super::{check_aliasing, Region};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::attention_backward::MAX_D;
 use crate::launch::attention_backward::{record, Inputs, Outputs};
 use crate::options::AttentionOptions;
 use crate::problem::{AttentionProblem, Operand};
@@ -70,8 +69,8 @@ impl Context {
     /// backward of [`Context::attention_with_lse`] with the same options. Every forward option
     /// differentiates: causal, key lengths, boolean and additive masks (constants: no
     /// gradient), sliding windows, soft-capping (through its tanh), ALiBi (constant slopes),
-    /// sinks (`d_sinks`), GQA/MQA (`dk`, `dv` summed over each group), the scale; head dims up
-    /// to 256 (the CPU path, `cpu::attention_backward`, takes any). Rows whose log-sum-exp is
+    /// sinks (`d_sinks`), GQA/MQA (`dk`, `dv` summed over each group), the scale; every head dim
+    /// the forward takes (up to [`MAX_HEAD_DIM`](crate::MAX_HEAD_DIM)). Rows whose log-sum-exp is
     /// not finite (`-inf`: nothing kept) get zero gradients. Results are f32 whatever the
     /// inputs' dtype (f16 inputs are widened; sums run in f32) and saturate at ±`f32::MAX`.
     ///
@@ -162,8 +161,8 @@ impl Context {
         pollster::block_on(self.record_backward(encoder, &p, call, &outs))
     }
 
-    /// The checked problem of a backward call: the forward's checks, then `o`, `d_o`, `lse`
-    /// and the head dim, then the context's checks of every tensor.
+    /// The checked problem of a backward call: the forward's checks, then `o`, `d_o` and
+    /// `lse`, then the context's checks of every tensor.
     fn backward_problem<'a>(
         &self,
         call: &AttentionBackwardCall,
@@ -175,7 +174,6 @@ impl Context {
             &Operand::gpu(call.o),
             &Operand::gpu(call.d_o),
             &Operand::gpu(call.lse),
-            MAX_D,
         )?;
         self.check_tensors(&[("o", call.o), ("d_o", call.d_o), ("lse", call.lse)], None)?;
         Ok(p)

@@ -629,9 +629,29 @@ pub fn backward_cases() -> Vec<Case> {
         Case { bool_mask: Some([1, 2, 4, 6]), ..base.clone() },
         Case { add_mask: Some([1, 1, 4, 6]), ..base.clone() },
         // everything at once, GQA, BSHD
-        Case { add_mask: Some([2, 1, 5, 7]), ..Case::new(2, 4, 2, 5, 7, 4).causal().window(3, Some(0)).softcap(3.0).alibi().sinks().bshd() },
+        Case {
+            add_mask: Some([2, 1, 5, 7]),
+            ..Case::new(2, 4, 2, 5, 7, 4).causal().window(3, Some(0)).softcap(3.0).alibi().sinks().bshd()
+        },
     ];
     // soft-cap near saturation: large scores, the tanh's slope near 0
     v.push(Case { amp: 4.0, ..base.softcap(1.5) });
     v
+}
+
+/// The forward's output and log-sum-exp (the crate's f64 reference, f32 results) and the
+/// gradients of `L = Σ dO · O` from the reference backward and the fast path.
+pub fn backward_grads(c: &Case, data: &CaseData, d_o: &[f32]) -> (cpu::AttentionGrads, cpu::AttentionGrads) {
+    let q = HostTensor::with_layout(&data.q, data.qs, c.layout).unwrap();
+    let k = HostTensor::with_layout(&data.k, data.ks, c.layout).unwrap();
+    let v = HostTensor::with_layout(&data.v, data.ks, c.layout).unwrap();
+    let mask = host_mask(c, data);
+    let opts = c.opts();
+    let (o, lse) = cpu::reference::attention(&q, &k, &v, mask.as_ref(), &opts).unwrap();
+    let o = HostTensor::with_layout(&o, data.qs, c.layout).unwrap();
+    let d_o = HostTensor::with_layout(d_o, data.qs, c.layout).unwrap();
+    let call = cpu::BackwardInputs { q: &q, k: &k, v: &v, mask: mask.as_ref(), o: &o, lse: &lse, d_o: &d_o };
+    let r = cpu::reference::attention_backward(&call, &opts).unwrap();
+    let f = cpu::attention_backward(&call, &opts).unwrap();
+    (r, f)
 }

@@ -13,42 +13,9 @@
 # BACKWARD_CASES="--suite backward-cpu" DECODE_CASE="--op attention --bh 4 --nq 1 --nk 2048 --d 64".
 set -uo pipefail
 cd "$(dirname "$0")/.."
-final=${OUT:-device-out}
-mkdir -p "$final"
-w=$(mktemp -d)
-total=${TOTAL_LIMIT:-200}
-start=$SECONDS
-bin=${DEVBIN:-.devbin}
-note() { echo "$*" | tee -a "$final/summary.txt"; }
-pack() { tar czf "$final/logs.tar.gz" -C "$w" . 2>/dev/null; }
-left() { echo $((total - (SECONDS - start))); }
-step() {
-  local name=$1 secs=$2 l s rc
-  shift 2
-  l=$(left)
-  if [ "$l" -lt 10 ]; then
-    note "$name: skipped, the run's $total s are used up"
-    return 124
-  fi
-  [ "$secs" -gt "$l" ] && secs=$l
-  s=$SECONDS
-  timeout "$secs" "$@" > "$w/$name.log" 2>&1
-  rc=$?
-  note "$name: rc=$rc $((SECONDS - s))s $(grep -E '^test result' "$w/$name.log" | tail -1)"
-  pack
-  return $rc
-}
-
-: > "$final/summary.txt"
-if [ -z "${SKIP_LOADER:-}" ]; then
-  for f in .gl/*.deb; do dpkg -x "$f" /; done
-  ldconfig
-fi
-export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
-if [ -f "$bin/bundle.tar.xz" ]; then
-  python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$bin/bundle.tar.xz" "$bin"
-fi
-chmod +x "$bin"/* "$bin"/tests/* 2>/dev/null
+DEFAULT_LIMIT=200
+# shellcheck source=scripts/device-steps.sh
+. scripts/device-steps.sh
 note "== follow-up run $(date -u +%FT%TZ), limit ${total}s"
 
 # 1. the tests

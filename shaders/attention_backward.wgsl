@@ -6,9 +6,10 @@
 // reference, cpu::reference::attention_backward).
 //
 // Header constants (src/kernels/attention_backward.rs): PASS (which of the four passes this
-// pipeline runs), WG (64 invocations), DP (head dim padded to 32/64/128/256: the length of each
-// invocation's private vectors), TQ (query rows staged per step of pass 1), TK (keys staged per
-// step of pass 2).
+// pipeline runs), WG (256 invocations), DP (head dim padded to 32/64/128/256), ROW_LANES (L:
+// the invocations that share one key in pass 1, one query row in pass 2), NC = DP / (4 L) (the
+// vec4 registers each of them holds per vector), KB = WG / L (keys, pass 1, or query rows,
+// pass 2, per workgroup), TQ (query rows, pass 1, or keys, pass 2, staged per step).
 //
 // Bindings: 1 q, 2 mask (masking.wgsl), 3 key lengths, 4 k, 5 v, 6 o, 7 d_o, 8 per-head
 // parameters (ALiBi slope and sink, z units), 9 lse (natural, f32), 10 row statistics (f32,
@@ -30,12 +31,24 @@
 //
 // Passes (each its own dispatch, in this order):
 //   0: one invocation per query row: D, lse_z and the sink share into the row statistics.
-//   1: one workgroup per (batch, key/value head, block of WG keys), one key per invocation: the
-//      query rows of every query head of the group (GQA: dK and dV summed over the group), TQ
-//      rows of Q and dO at a time through workgroup memory; dK and dV written once.
-//   2: one workgroup per (batch x head, block of WG query rows), one row per invocation: the
-//      keys TK at a time through workgroup memory; dQ written once.
+//   1: one workgroup per (batch, key/value head, block of KB keys). The L consecutive
+//      invocations of a key each hold NC vec4 of its k, v, dK and dV in registers: lane l the
+//      head-dim quads l, l + L, l + 2L, ... (so the L lanes read L consecutive vec4 of a staged
+//      row: no bank conflicts). The query rows of every query head of the group (GQA: dK and
+//      dV summed over the group) are staged TQ at a time (Q and dO, as vec4 rows); for each
+//      row the lanes' partial dot products q·k and dO·v are summed over the L lanes
+//      (rows_subgroup.wgsl by shuffles, or rows_workgroup.wgsl), then each lane updates its
+//      quads. Row tiles whose keys lie wholly outside this block's (causal, windows, key
+//      lengths) are skipped. dK and dV are written once.
+//   2: one workgroup per (batch x head, block of KB query rows), the same split of a row's
+//      q, dO and dQ over L lanes; keys staged TQ at a time (K and V), only those inside the
+//      block's rows' key range; dQ written once.
 //   3: one workgroup per query head: d_sinks as a tree sum of the rows' sink shares.
+//
+// Every accumulator is an array of constant size NC indexed only by constant-trip loops, so
+// that compilers keep them in registers (the first version held a whole head dim per
+// invocation in arrays indexed by the runtime head dim: local memory, 53-169x the forward's
+// time on an H200).
 
 @group(0) @binding(1) var<storage, read> Q: array<elem>;
 @group(0) @binding(4) var<storage, read> K: array<elem>;
@@ -50,11 +63,12 @@
 @group(0) @binding(13) var<storage, read_write> DV: array<f32>;
 @group(0) @binding(14) var<storage, read_write> DSINK: array<f32>;
 
-// staged rows (pass 1) or keys (pass 2): two matrices of TQ (TK) x DP floats
-const TS: u32 = max(TQ, TK);
-var<workgroup> A: array<f32, TS * DP>;
-var<workgroup> B: array<f32, TS * DP>;
-// per staged row (pass 1): D, lse_z, first key, key limit, position; pass 3: the tree sum
+// vec4 quads per padded row
+const D4: u32 = DP / 4u;
+// staged rows (pass 1: q·pre and dO) or keys (pass 2: k and v): TQ rows of D4 quads each
+var<workgroup> A: array<vec4<f32>, TQ * D4>;
+var<workgroup> B: array<vec4<f32>, TQ * D4>;
+// per staged row (pass 1): D, lse_z, first key, key limit; pass 3: the tree sum
 var<workgroup> Rd: array<f32, WG>;
 var<workgroup> Rl: array<f32, TQ>;
 var<workgroup> Rs: array<u32, TQ>;
@@ -72,6 +86,41 @@ fn cap_slope(zd: f32) -> f32 {
     }
     let t = tanh_acc(clamp(zsat(zd), -P.cap_lim, P.cap_lim) * P.cap_in);
     return 1.0 - t * t;
+}
+
+// Quad c4 (elements 4 c4 .. 4 c4 + 3 below d, zeros past it) of the row at element `base`.
+fn quad(x: u32, base: u32, c4: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    let c = 4u * c4;
+    for (var e = 0u; e < 4u; e++) {
+        if (c + e < P.d) {
+            let i = base + c + e;
+            var v = 0.0;
+            switch x {
+                case 0u: { v = f32(Q[i]); }
+                case 1u: { v = f32(K[i]); }
+                case 2u: { v = f32(V[i]); }
+                default: { v = f32(DO[i]); }
+            }
+            r[e] = v;
+        }
+    }
+    return r;
+}
+
+// Writes quad c4 of a gradient row (elements below d) at `base` of DQ (0), DK (1) or DV (2).
+fn store_quad(x: u32, base: u32, c4: u32, g: vec4<f32>) {
+    let c = 4u * c4;
+    for (var e = 0u; e < 4u; e++) {
+        if (c + e < P.d) {
+            let v = fin(g[e]);
+            switch x {
+                case 0u: { DQ[base + c + e] = v; }
+                case 1u: { DK[base + c + e] = v; }
+                default: { DV[base + c + e] = v; }
+            }
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -142,9 +191,11 @@ fn attention_backward(
         }
         return;
     }
+    let slot = lid / ROW_LANES;
+    let lane = lid % ROW_LANES;
     if (PASS == 1u) {
-        // ---- dK and dV: one key per invocation
-        let nkb = (P.nk + WG - 1u) / WG;
+        // ---- dK and dV: ROW_LANES invocations per key
+        let nkb = (P.nk + KB - 1u) / KB;
         if (w >= batch * kvh * nkb) {
             return;
         }
@@ -152,32 +203,42 @@ fn attention_backward(
         let bk = w / nkb;
         let b = bk / kvh;
         let hk = bk % kvh;
-        let j = kb * WG + lid;
+        let j_lo = kb * KB;
+        let j_hi = min(j_lo + KB, P.nk);
+        let j = j_lo + slot;
         let live = j < P.nk;
-        var kj: array<f32, DP>;
-        var vj: array<f32, DP>;
-        var dk: array<f32, DP>;
-        var dv: array<f32, DP>;
-        if (live) {
-            let ik = vidx(P.v1, b, hk, j);
-            let iv = vidx(P.v2, b, hk, j);
-            for (var c = 0u; c < d; c++) {
-                kj[c] = f32(K[ik + c]);
-                vj[c] = f32(V[iv + c]);
+        var kj: array<vec4<f32>, NC>;
+        var vj: array<vec4<f32>, NC>;
+        var dk: array<vec4<f32>, NC>;
+        var dv: array<vec4<f32>, NC>;
+        let ik = vidx(P.v1, b, hk, j);
+        let iv = vidx(P.v2, b, hk, j);
+        for (var c = 0u; c < NC; c++) {
+            if (live) {
+                kj[c] = quad(1u, ik, lane + ROW_LANES * c);
+                vj[c] = quad(2u, iv, lane + ROW_LANES * c);
             }
+            dk[c] = vec4<f32>(0.0);
+            dv[c] = vec4<f32>(0.0);
         }
         for (var hh = 0u; hh < P.group; hh++) {
             let h = hk * P.group + hh;
             for (var r0 = 0u; r0 < P.nq; r0 += TQ) {
+                // rows' key ranges only grow with the row: the tile touches this block iff
+                // its last row reaches past the block's first key and its first row starts
+                // before the block's end
+                let r1 = min(r0 + TQ, P.nq) - 1u;
+                if (key_limit(b, r1) <= j_lo || key_start(b, r0) >= j_hi) {
+                    continue;
+                }
                 workgroupBarrier();
-                for (var t = lid; t < TQ * d; t += WG) {
-                    let r = r0 + t / d;
-                    let c = t % d;
-                    var qv = 0.0;
-                    var gv = 0.0;
+                for (var t = lid; t < TQ * D4; t += WG) {
+                    let r = r0 + t / D4;
+                    var qv = vec4<f32>(0.0);
+                    var gv = vec4<f32>(0.0);
                     if (r < P.nq) {
-                        qv = f32(Q[vidx(P.v0, b, h, r) + c]) * P.pre;
-                        gv = f32(DO[vidx(P.v4, b, h, r) + c]);
+                        qv = quad(0u, vidx(P.v0, b, h, r), t % D4) * P.pre;
+                        gv = quad(3u, vidx(P.v4, b, h, r), t % D4);
                     }
                     A[t] = qv;
                     B[t] = gv;
@@ -201,25 +262,27 @@ fn attention_backward(
                     Re[lid] = ke;
                 }
                 workgroupBarrier();
-                if (live) {
-                    for (var i = 0u; i < TQ; i++) {
-                        let r = r0 + i;
-                        var add = 0.0;
-                        if (r >= P.nq || j < Rs[i] || j >= Re[i] || Rl[i] >= F32_MAX || !mask_keep(b, h, r, j, &add)) {
-                            continue;
-                        }
-                        var zd = 0.0;
-                        var dp = 0.0;
-                        for (var c = 0u; c < d; c++) {
-                            zd += A[i * d + c] * kj[c];
-                            dp += B[i * d + c] * vj[c];
-                        }
+                for (var i = 0u; i < TQ; i++) {
+                    var zd = 0.0;
+                    var dp = 0.0;
+                    for (var c = 0u; c < NC; c++) {
+                        let a = i * D4 + lane + ROW_LANES * c;
+                        zd += dot(A[a], kj[c]);
+                        dp += dot(B[a], vj[c]);
+                    }
+                    // every invocation reduces (uniform control flow), then drops what it must
+                    zd = row_sum(zd, lid, 0u);
+                    dp = row_sum(dp, lid, 1u);
+                    let r = r0 + i;
+                    var add = 0.0;
+                    if (live && r < P.nq && j >= Rs[i] && j < Re[i] && Rl[i] < F32_MAX && mask_keep(b, h, r, j, &add)) {
                         let z = score_z(zd, add, h, qpos(b, r), j);
                         let p = weight(z, Rl[i]);
                         let gs = p * (dp - Rd[i]) * cap_slope(zd) * P.unit;
-                        for (var c = 0u; c < d; c++) {
-                            dv[c] += p * B[i * d + c];
-                            dk[c] += gs * A[i * d + c];
+                        for (var c = 0u; c < NC; c++) {
+                            let a = i * D4 + lane + ROW_LANES * c;
+                            dv[c] += p * B[a];
+                            dk[c] += gs * A[a];
                         }
                     }
                 }
@@ -227,15 +290,15 @@ fn attention_backward(
         }
         if (live) {
             let o = ((b * kvh + hk) * P.nk + j) * d;
-            for (var c = 0u; c < d; c++) {
-                DK[o + c] = fin(dk[c]);
-                DV[o + c] = fin(dv[c]);
+            for (var c = 0u; c < NC; c++) {
+                store_quad(1u, o, lane + ROW_LANES * c, dk[c]);
+                store_quad(2u, o, lane + ROW_LANES * c, dv[c]);
             }
         }
         return;
     }
-    // ---- PASS 2, dQ: one query row per invocation
-    let nrb = (P.nq + WG - 1u) / WG;
+    // ---- PASS 2, dQ: ROW_LANES invocations per query row
+    let nrb = (P.nq + KB - 1u) / KB;
     if (w >= P.nbh * nrb) {
         return;
     }
@@ -244,22 +307,25 @@ fn attention_backward(
     let b = bh / P.heads;
     let h = bh % P.heads;
     let hk = h / P.group;
-    let r = rb * WG + lid;
-    var qi: array<f32, DP>;
-    var gi: array<f32, DP>;
-    var dq: array<f32, DP>;
+    let r = rb * KB + slot;
+    var qi: array<vec4<f32>, NC>;
+    var gi: array<vec4<f32>, NC>;
+    var dq: array<vec4<f32>, NC>;
     var ks = 0u;
     var ke = 0u;
     var dsum = 0.0;
     var lz = F32_MAX;
     var qp = 0i;
-    if (r < P.nq) {
-        let iq = vidx(P.v0, b, h, r);
-        let ig = vidx(P.v4, b, h, r);
-        for (var c = 0u; c < d; c++) {
-            qi[c] = f32(Q[iq + c]) * P.pre;
-            gi[c] = f32(DO[ig + c]);
+    let iq = vidx(P.v0, b, h, r);
+    let ig = vidx(P.v4, b, h, r);
+    for (var c = 0u; c < NC; c++) {
+        if (r < P.nq) {
+            qi[c] = quad(0u, iq, lane + ROW_LANES * c) * P.pre;
+            gi[c] = quad(3u, ig, lane + ROW_LANES * c);
         }
+        dq[c] = vec4<f32>(0.0);
+    }
+    if (r < P.nq) {
         let g = 3u * (bh * P.nq + r);
         dsum = STATS[g];
         lz = STATS[g + 1u];
@@ -268,48 +334,50 @@ fn attention_backward(
         qp = qpos(b, r);
     }
     let live = r < P.nq && lz < F32_MAX;
-    let nk = kv_len(b);
-    for (var j0 = 0u; j0 < nk; j0 += TK) {
+    // the keys any row of the block can keep (key ranges only grow with the row)
+    let r_last = min(rb * KB + KB, P.nq) - 1u;
+    let k_lo = key_start(b, rb * KB);
+    let k_hi = key_limit(b, r_last);
+    for (var j0 = k_lo; j0 < k_hi; j0 += TQ) {
         workgroupBarrier();
-        for (var t = lid; t < TK * d; t += WG) {
-            let j = j0 + t / d;
-            let c = t % d;
-            var kv = 0.0;
-            var vv = 0.0;
-            if (j < nk) {
-                kv = f32(K[vidx(P.v1, b, hk, j) + c]);
-                vv = f32(V[vidx(P.v2, b, hk, j) + c]);
+        for (var t = lid; t < TQ * D4; t += WG) {
+            let j = j0 + t / D4;
+            var kv = vec4<f32>(0.0);
+            var vv = vec4<f32>(0.0);
+            if (j < k_hi) {
+                kv = quad(1u, vidx(P.v1, b, hk, j), t % D4);
+                vv = quad(2u, vidx(P.v2, b, hk, j), t % D4);
             }
             A[t] = kv;
             B[t] = vv;
         }
         workgroupBarrier();
-        if (live) {
-            for (var i = 0u; i < TK; i++) {
-                let j = j0 + i;
-                var add = 0.0;
-                if (j < ks || j >= ke || !mask_keep(b, h, r, j, &add)) {
-                    continue;
-                }
-                var zd = 0.0;
-                var dp = 0.0;
-                for (var c = 0u; c < d; c++) {
-                    zd += qi[c] * A[i * d + c];
-                    dp += gi[c] * B[i * d + c];
-                }
+        for (var i = 0u; i < TQ; i++) {
+            var zd = 0.0;
+            var dp = 0.0;
+            for (var c = 0u; c < NC; c++) {
+                let a = i * D4 + lane + ROW_LANES * c;
+                zd += dot(qi[c], A[a]);
+                dp += dot(gi[c], B[a]);
+            }
+            zd = row_sum(zd, lid, 0u);
+            dp = row_sum(dp, lid, 1u);
+            let j = j0 + i;
+            var add = 0.0;
+            if (live && j >= ks && j < ke && mask_keep(b, h, r, j, &add)) {
                 let z = score_z(zd, add, h, qp, j);
                 let p = weight(z, lz);
                 let gs = p * (dp - dsum) * cap_slope(zd) * P.unit;
-                for (var c = 0u; c < d; c++) {
-                    dq[c] += gs * (P.pre * A[i * d + c]);
+                for (var c = 0u; c < NC; c++) {
+                    dq[c] += gs * A[i * D4 + lane + ROW_LANES * c];
                 }
             }
         }
     }
     if (r < P.nq) {
         let o = (bh * P.nq + r) * d;
-        for (var c = 0u; c < d; c++) {
-            DQ[o + c] = fin(dq[c]);
+        for (var c = 0u; c < NC; c++) {
+            store_quad(0u, o, lane + ROW_LANES * c, dq[c] * P.pre);
         }
     }
 }

@@ -73,8 +73,9 @@ fn agree(what: &str, got: &Grads, want: &Grads, tol: f64) {
     }
 }
 
-/// The option families of tests/backward.rs, and shapes across the kernels' blocks (64 keys per
-/// workgroup of pass 1, 64 rows of pass 2, staged steps of 4-16), head dims 1 to 256.
+/// The option families of tests/backward.rs, and shapes across the kernels' blocks (128, 64 and
+/// 32 keys per workgroup of pass 1 and rows of pass 2 for padded head dims 32, 64 and 128-256;
+/// staged steps of 32 down to 4 rows or keys), head dims 1 to 256.
 fn cases() -> Vec<Case> {
     let mut v = backward_cases();
     v.extend([
@@ -99,6 +100,19 @@ gpu_test! {
             // the same bits run to run (one writer per element, sums in a fixed order)
             let again = on_gpu(&ctx, &c, &data, &d_o);
             assert!(got.dq == again.dq && got.dk == again.dk && got.dv == again.dv && got.d_sinks == again.d_sinks, "{c:?}");
+        }
+    }
+}
+
+gpu_test! {
+    fn lanes_sum_through_workgroup_memory_without_subgroups() {
+        // a key's (row's) lanes sum their partial dot products through workgroup memory on
+        // devices without subgroups (4 and 8 lanes), with options that cut rows and keys
+        let ctx = gpu_without_subgroups();
+        for c in [Case::new(2, 2, 2, 65, 129, 33).window(40, Some(7)).alibi(), Case::new(1, 4, 2, 20, 70, 128).causal().sinks().softcap(5.0)] {
+            let data = case_data(&c);
+            let d_o = rand_vec(c.seed + 11, data.qs.numel(), 1.0);
+            agree(&format!("no subgroups {c:?}"), &on_gpu(&ctx, &c, &data, &d_o), &reference(&c, &data, &d_o), 1e-4);
         }
     }
 }

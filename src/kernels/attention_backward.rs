@@ -2,11 +2,13 @@
 //! (row statistics, dK/dV over key blocks, dQ over query blocks, the sinks' gradient; CPU twin:
 //! `cpu::attention_backward`).
 
+use super::attention::{padded_dim, subgroups_of_8};
 use super::{b, Access, Binding, Variant, PARAMS};
+use crate::caps::Caps;
 use crate::shape::DType;
 
-/// Invocations per workgroup: keys per workgroup in pass 1, query rows in pass 2.
-pub(crate) const WG: u32 = 64;
+/// Invocations per workgroup.
+pub(crate) const WG: u32 = 256;
 
 /// The passes, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -21,26 +23,40 @@ pub(crate) enum Pass {
     Sinks = 3,
 }
 
-/// One pipeline of the backward: the inputs' dtype, the pass, the padded head dim.
+/// One pipeline of the backward: the inputs' dtype, the pass, the padded head dim and how a
+/// key's (pass 1) or row's (pass 2) lanes sum their partial dot products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct AttentionBackwardKernel {
     pub dtype: DType,
     pub pass: Pass,
     pub dp: u32,
+    /// Sums over a key's lanes by subgroup shuffles (the device's subgroups are never narrower
+    /// than 8 lanes), else through workgroup memory.
+    pub sg: bool,
 }
 
 impl AttentionBackwardKernel {
-    /// The kernel of `pass` for head dim `d` (1 to `MAX_HEAD_DIM`, 256: its private vectors hold
-    /// `DP` floats, the head dim padded to 32, 64, 128 or 256).
-    pub fn new(dtype: DType, pass: Pass, d: usize) -> Self {
-        let dp = [32u32, 64, 128, 256].into_iter().find(|&p| d <= p as usize).unwrap_or(256);
-        AttentionBackwardKernel { dtype, pass, dp }
+    /// The kernel of `pass` for head dim `d` (1 to `MAX_HEAD_DIM`, 256: padded to 32, 64, 128
+    /// or 256), with subgroup sums when `caps` allow them.
+    pub fn new(dtype: DType, pass: Pass, d: usize, caps: &Caps) -> Self {
+        AttentionBackwardKernel { dtype, pass, dp: padded_dim(d), sg: subgroups_of_8(caps) }
+    }
+
+    /// Invocations sharing one key (pass 1) or one query row (pass 2): each holds 16 of the
+    /// padded head dim (32 at 256), so that four vectors of them stay in registers.
+    pub fn lanes(&self) -> u32 {
+        (self.dp / 16).min(8)
+    }
+
+    /// Keys (pass 1) or query rows (pass 2) per workgroup.
+    pub fn block(&self) -> u32 {
+        WG / self.lanes()
     }
 
     /// Query rows staged per step of pass 1 and keys per step of pass 2: 4 KiB of each matrix
-    /// at most (8 KiB of workgroup memory for both).
+    /// (8 KiB of workgroup memory for both).
     fn staged(&self) -> u32 {
-        (1024 / self.dp).min(16)
+        1024 / self.dp
     }
 
     /// Every variant (the shader tests build each one).
@@ -48,7 +64,9 @@ impl AttentionBackwardKernel {
     pub fn all() -> impl Iterator<Item = AttentionBackwardKernel> {
         [DType::F32, DType::F16].into_iter().flat_map(|dtype| {
             [Pass::RowStats, Pass::KeyBlocks, Pass::QueryBlocks, Pass::Sinks].into_iter().flat_map(move |pass| {
-                [32u32, 64, 128, 256].into_iter().map(move |dp| AttentionBackwardKernel { dtype, pass, dp })
+                [32u32, 64, 128, 256].into_iter().flat_map(move |dp| {
+                    [true, false].into_iter().map(move |sg| AttentionBackwardKernel { dtype, pass, dp, sg })
+                })
             })
         })
     }
@@ -81,15 +99,32 @@ impl Variant for AttentionBackwardKernel {
         self.dtype
     }
     fn constants(&self) -> Vec<(&'static str, u32)> {
-        let t = self.staged();
-        vec![("PASS", self.pass as u32), ("WG", WG), ("DP", self.dp), ("TQ", t), ("TK", t)]
+        let l = self.lanes();
+        vec![
+            ("PASS", self.pass as u32),
+            ("WG", WG),
+            ("DP", self.dp),
+            ("ROW_LANES", l),
+            ("NC", self.dp / (4 * l)),
+            ("KB", self.block()),
+            ("TQ", self.staged()),
+        ]
     }
     fn workgroup_bytes(&self) -> u32 {
         let t = self.staged();
-        // A and B (t x DP floats each), Rd (WG floats), Rl, Rs, Re (t words each)
-        4 * (2 * t * self.dp + WG + 3 * t)
+        // A and B (t x DP floats each), Rd (WG floats), Rl, Rs, Re (t words each); without
+        // subgroups, the lanes' reduction buffer (2 WG floats)
+        let red = if self.sg { 0 } else { 2 * WG };
+        4 * (2 * t * self.dp + WG + 3 * t + red)
     }
     fn preludes(&self) -> Vec<&'static str> {
-        vec![include_str!("../../shaders/masking.wgsl")]
+        vec![
+            include_str!("../../shaders/masking.wgsl"),
+            if self.sg {
+                include_str!("../../shaders/rows_subgroup.wgsl")
+            } else {
+                include_str!("../../shaders/rows_workgroup.wgsl")
+            },
+        ]
     }
 }

@@ -66,6 +66,9 @@ pub(crate) async fn record(
     let read = &ctx.inner.placeholder_read;
     let lengths = kl.as_ref().unwrap_or(read);
     let wg = WG as usize;
+    let kernel = |pass| AttentionBackwardKernel::new(p.dtype, pass, d.d, ctx.caps());
+    // keys (pass 1) and query rows (pass 2) per workgroup
+    let kb = kernel(Pass::KeyBlocks).block() as usize;
     let kv_heads = d.heads / d.group();
     for pass in [Pass::RowStats, Pass::KeyBlocks, Pass::QueryBlocks, Pass::Sinks] {
         if pass == Pass::Sinks && g.d_sinks.is_none() {
@@ -100,13 +103,13 @@ pub(crate) async fn record(
         let workgroups = move |_: usize, _: usize| -> u64 {
             (match pass {
                 Pass::RowStats => rows.div_ceil(wg),
-                Pass::KeyBlocks => d.batch * kv_heads * d.nk.div_ceil(wg),
-                Pass::QueryBlocks => d.slices() * d.nq.div_ceil(wg),
+                Pass::KeyBlocks => d.batch * kv_heads * d.nk.div_ceil(kb),
+                Pass::QueryBlocks => d.slices() * d.nq.div_ceil(kb),
                 Pass::Sinks => d.heads,
             }) as u64
         };
         let launch = Launch {
-            kernel: Kernel::AttentionBackward(AttentionBackwardKernel::new(p.dtype, pass, d.d)),
+            kernel: Kernel::AttentionBackward(kernel(pass)),
             grid: Grid { bh: d.slices(), heads: d.heads, nq: d.nq, row_tile: d.nq.max(1) },
             args,
             params,

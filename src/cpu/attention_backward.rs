@@ -74,7 +74,10 @@ struct Ctx<'a, T> {
     dsum: Vec<f32>,
 }
 
-/// A block's weights `P` and score gradients `dX` (row-major `[i1 - i0, j1 - j0]`).
+/// A block's weights `P` and score gradients `dX` (row-major `[i1 - i0, j1 - j0]`), in buffers
+/// a task reuses from block to block (a block's are 128 KiB each: allocated afresh, every one
+/// would be mapped and its pages faulted in again).
+#[derive(Default)]
 struct Block {
     p: Vec<f32>,
     dx: Vec<f32>,
@@ -92,8 +95,8 @@ impl<T: Element> Ctx<'_, T> {
         })
     }
 
-    /// `P` and `dX` of query head `h`, rows `[i0, i1)`, keys `[j0, j1)` of batch `b`.
-    fn block(&self, b: usize, h: usize, (i0, i1): (usize, usize), (j0, j1): (usize, usize)) -> Block {
+    /// `P` and `dX` of query head `h`, rows `[i0, i1)`, keys `[j0, j1)` of batch `b`, into `bl`.
+    fn block(&self, b: usize, h: usize, (i0, i1): (usize, usize), (j0, j1): (usize, usize), bl: &mut Block) {
         let dims = &self.p.dims;
         let hk = h / dims.group();
         let (m, n) = (i1 - i0, j1 - j0);
@@ -102,10 +105,12 @@ impl<T: Element> Ctx<'_, T> {
         let k = tensor_rows(self.call.k, (b, hk), (j0, j1), &mut s2);
         let d_o = tensor_rows(self.call.d_o, (b, h), (i0, i1), &mut s3);
         let v = tensor_rows(self.call.v, (b, hk), (j0, j1), &mut s4);
-        let mut s = vec![0.0f32; m * n];
-        let mut dp = vec![0.0f32; m * n];
-        gemm(1.0, q, k.t(), 0.0, &mut s, n);
-        gemm(1.0, d_o, v.t(), 0.0, &mut dp, n);
+        // (gemm does not read its output when beta is 0: the old contents do not matter)
+        bl.p.resize(m * n, 0.0);
+        bl.dx.resize(m * n, 0.0);
+        let (s, dp) = (&mut bl.p[..m * n], &mut bl.dx[..m * n]);
+        gemm(1.0, q, k.t(), 0.0, s, n);
+        gemm(1.0, d_o, v.t(), 0.0, dp, n);
         // without soft-cap, ALiBi or mask, a row's kept keys are one range with score
         // `scale · dot`: one vectorised pass over it
         let plain = self.sc.softcap.is_none() && self.sc.alibi_slopes.is_none() && self.sc.rm.mask.is_none();
@@ -147,7 +152,6 @@ impl<T: Element> Ctx<'_, T> {
                 }
             }
         }
-        Block { p: s, dx: dp }
     }
 }
 
@@ -212,7 +216,7 @@ fn two_passes<T: Element>(cx: &Ctx<T>) -> Grads {
         .map(|&(b, hk, (j0, j1))| {
             let n = j1 - j0;
             let (mut dk, mut dv) = (vec![0.0f32; n * d], vec![0.0f32; n * d]);
-            let (mut s1, mut s2) = (vec![], vec![]);
+            let (mut s1, mut s2, mut bl) = (vec![], vec![], Block::default());
             for h in hk * g..(hk + 1) * g {
                 for (i0, i1) in blocks(nq, BQ) {
                     let (lo, hi) = cx.key_span(b, (i0, i1));
@@ -220,11 +224,11 @@ fn two_passes<T: Element>(cx: &Ctx<T>) -> Grads {
                         continue;
                     }
                     let m = i1 - i0;
-                    let bl = cx.block(b, h, (i0, i1), (j0, j1));
+                    cx.block(b, h, (i0, i1), (j0, j1), &mut bl);
                     let d_o = tensor_rows(call.d_o, (b, h), (i0, i1), &mut s1);
                     let q = tensor_rows(call.q, (b, h), (i0, i1), &mut s2);
-                    gemm(1.0, Mat::rows(&bl.p, m, n).t(), d_o, 1.0, &mut dv, d);
-                    gemm(1.0, Mat::rows(&bl.dx, m, n).t(), q, 1.0, &mut dk, d);
+                    gemm(1.0, Mat::rows(&bl.p[..m * n], m, n).t(), d_o, 1.0, &mut dv, d);
+                    gemm(1.0, Mat::rows(&bl.dx[..m * n], m, n).t(), q, 1.0, &mut dk, d);
                 }
             }
             (dk, dv)
@@ -239,14 +243,14 @@ fn two_passes<T: Element>(cx: &Ctx<T>) -> Grads {
             let m = i1 - i0;
             let mut dq = vec![0.0f32; m * d];
             let (lo, hi) = cx.key_span(b, (i0, i1));
-            let mut s1 = vec![];
+            let (mut s1, mut bl) = (vec![], Block::default());
             for (j0, j1) in blocks(nk, BK) {
                 if lo >= j1 || hi <= j0 {
                     continue;
                 }
-                let bl = cx.block(b, h, (i0, i1), (j0, j1));
+                cx.block(b, h, (i0, i1), (j0, j1), &mut bl);
                 let k = tensor_rows(call.k, (b, h / g), (j0, j1), &mut s1);
-                gemm(1.0, Mat::rows(&bl.dx, m, j1 - j0), k, 1.0, &mut dq, d);
+                gemm(1.0, Mat::rows(&bl.dx[..m * (j1 - j0)], m, j1 - j0), k, 1.0, &mut dq, d);
             }
             dq
         })
@@ -268,7 +272,7 @@ fn one_pass<T: Element>(cx: &Ctx<T>) -> Grads {
         .map(|t| {
             let (b, hk) = (t / dims.kv_heads, t % dims.kv_heads);
             let (mut dq, mut dk, mut dv) = (vec![0.0f32; g * nq * d], vec![0.0f32; nk * d], vec![0.0f32; nk * d]);
-            let (mut s1, mut s2, mut s3) = (vec![], vec![], vec![]);
+            let (mut s1, mut s2, mut s3, mut bl) = (vec![], vec![], vec![], Block::default());
             for h in hk * g..(hk + 1) * g {
                 for (i0, i1) in blocks(nq, BQ) {
                     let (lo, hi) = cx.key_span(b, (i0, i1));
@@ -279,7 +283,7 @@ fn one_pass<T: Element>(cx: &Ctx<T>) -> Grads {
                             continue;
                         }
                         let n = j1 - j0;
-                        let bl = cx.block(b, h, (i0, i1), (j0, j1));
+                        cx.block(b, h, (i0, i1), (j0, j1), &mut bl);
                         let d_o = tensor_rows(call.d_o, (b, h), (i0, i1), &mut s1);
                         let q = tensor_rows(call.q, (b, h), (i0, i1), &mut s2);
                         let k = tensor_rows(call.k, (b, hk), (j0, j1), &mut s3);

@@ -7,9 +7,10 @@
 //
 // Header constants (src/kernels/attention_backward.rs): PASS (which of the four passes this
 // pipeline runs), WG (256 invocations), DP (head dim padded to 32/64/128/256), ROW_LANES (L:
-// the invocations that share one key in pass 1, one query row in pass 2), NC = DP / (4 L) (the
-// vec4 registers each of them holds per vector), KB = WG / L (keys, pass 1, or query rows,
-// pass 2, per workgroup), TQ (query rows, pass 1, or keys, pass 2, staged per step).
+// the invocations that share KP keys in pass 1, KP query rows in pass 2), NC = DP / (4 L) (the
+// vec4 registers each of them holds per vector and key or row), NS = WG / L (groups of lanes
+// per workgroup), KP (1 or 2), KB = NS KP (keys, pass 1, or query rows, pass 2, per
+// workgroup), TQ (query rows, pass 1, or keys, pass 2, staged per step).
 //
 // Bindings: 1 q, 2 mask (masking.wgsl), 3 key lengths, 4 k, 5 v, 6 o, 7 d_o, 8 per-head
 // parameters (ALiBi slope and sink, z units), 9 lse (natural, f32), 10 row statistics (f32,
@@ -32,15 +33,16 @@
 // Passes (each its own dispatch, in this order):
 //   0: one invocation per query row: D, lse_z and the sink share into the row statistics.
 //   1: one workgroup per (batch, key/value head, block of KB keys). The L consecutive
-//      invocations of a key each hold NC vec4 of its k, v, dK and dV in registers: lane l the
-//      head-dim quads l, l + L, l + 2L, ... (so the L lanes read L consecutive vec4 of a staged
-//      row: no bank conflicts). The query rows of every query head of the group (GQA: dK and
-//      dV summed over the group) are staged TQ at a time (Q and dO, as vec4 rows); for each
-//      row the lanes' partial dot products q·k and dO·v are summed over the L lanes
-//      (rows_subgroup.wgsl by shuffles, or rows_workgroup.wgsl), then each lane updates its
+//      invocations of group s hold keys s, s + NS (KP of them): each NC vec4 of every key's
+//      k, v, dK and dV in registers, lane l the head-dim quads l, l + L, l + 2L, ... (so the L
+//      lanes read L consecutive vec4 of a staged row: no bank conflicts). The query rows of
+//      every query head of the group (GQA: dK and dV summed over the group) are staged TQ at a
+//      time (Q and dO, as vec4 rows); for each row, each staged quad feeds the KP keys' partial
+//      dot products q·k and dO·v, which are summed over the L lanes in one four-wide sum
+//      (rows_subgroup.wgsl by shuffles, or rows_workgroup.wgsl); then each lane updates its
 //      quads. Row tiles whose keys lie wholly outside this block's (causal, windows, key
 //      lengths) are skipped. dK and dV are written once.
-//   2: one workgroup per (batch x head, block of KB query rows), the same split of a row's
+//   2: one workgroup per (batch x head, block of KB query rows), the same split of KP rows'
 //      q, dO and dQ over L lanes; keys staged TQ at a time (K and V), only those inside the
 //      block's rows' key range; dQ written once.
 //   3: one workgroup per query head: d_sinks as a tree sum of the rows' sink shares.
@@ -194,7 +196,7 @@ fn attention_backward(
     let slot = lid / ROW_LANES;
     let lane = lid % ROW_LANES;
     if (PASS == 1u) {
-        // ---- dK and dV: ROW_LANES invocations per key
+        // ---- dK and dV: ROW_LANES invocations per KP keys (slot + x NS, x < KP)
         let nkb = (P.nk + KB - 1u) / KB;
         if (w >= batch * kvh * nkb) {
             return;
@@ -205,21 +207,26 @@ fn attention_backward(
         let hk = bk % kvh;
         let j_lo = kb * KB;
         let j_hi = min(j_lo + KB, P.nk);
-        let j = j_lo + slot;
-        let live = j < P.nk;
-        var kj: array<vec4<f32>, NC>;
-        var vj: array<vec4<f32>, NC>;
-        var dk: array<vec4<f32>, NC>;
-        var dv: array<vec4<f32>, NC>;
-        let ik = vidx(P.v1, b, hk, j);
-        let iv = vidx(P.v2, b, hk, j);
-        for (var c = 0u; c < NC; c++) {
-            if (live) {
-                kj[c] = quad(1u, ik, lane + ROW_LANES * c);
-                vj[c] = quad(2u, iv, lane + ROW_LANES * c);
+        var kj: array<vec4<f32>, KP * NC>;
+        var vj: array<vec4<f32>, KP * NC>;
+        var dk: array<vec4<f32>, KP * NC>;
+        var dv: array<vec4<f32>, KP * NC>;
+        for (var x = 0u; x < KP; x++) {
+            let j = j_lo + slot + x * NS;
+            let ik = vidx(P.v1, b, hk, j);
+            let iv = vidx(P.v2, b, hk, j);
+            for (var c = 0u; c < NC; c++) {
+                var kq = vec4<f32>(0.0);
+                var vq = vec4<f32>(0.0);
+                if (j < P.nk) {
+                    kq = quad(1u, ik, lane + ROW_LANES * c);
+                    vq = quad(2u, iv, lane + ROW_LANES * c);
+                }
+                kj[x * NC + c] = kq;
+                vj[x * NC + c] = vq;
+                dk[x * NC + c] = vec4<f32>(0.0);
+                dv[x * NC + c] = vec4<f32>(0.0);
             }
-            dk[c] = vec4<f32>(0.0);
-            dv[c] = vec4<f32>(0.0);
         }
         for (var hh = 0u; hh < P.group; hh++) {
             let h = hk * P.group + hh;
@@ -263,41 +270,60 @@ fn attention_backward(
                 }
                 workgroupBarrier();
                 for (var i = 0u; i < TQ; i++) {
-                    var zd = 0.0;
-                    var dp = 0.0;
+                    // (q·k, dO·v) of each of the KP keys, summed over the lanes: every
+                    // invocation reduces (uniform control flow), then drops what it must
+                    var acc = vec4<f32>(0.0);
                     for (var c = 0u; c < NC; c++) {
                         let a = i * D4 + lane + ROW_LANES * c;
-                        zd += dot(A[a], kj[c]);
-                        dp += dot(B[a], vj[c]);
+                        let qa = A[a];
+                        let ga = B[a];
+                        for (var x = 0u; x < KP; x++) {
+                            acc[2u * x] += dot(qa, kj[x * NC + c]);
+                            acc[2u * x + 1u] += dot(ga, vj[x * NC + c]);
+                        }
                     }
-                    // every invocation reduces (uniform control flow), then drops what it must
-                    zd = row_sum(zd, lid, 0u);
-                    dp = row_sum(dp, lid, 1u);
+                    acc = row_sum4(acc, lid);
                     let r = r0 + i;
-                    var add = 0.0;
-                    if (live && r < P.nq && j >= Rs[i] && j < Re[i] && Rl[i] < F32_MAX && mask_keep(b, h, r, j, &add)) {
-                        let z = score_z(zd, add, h, qpos(b, r), j);
-                        let p = weight(z, Rl[i]);
-                        let gs = p * (dp - Rd[i]) * cap_slope(zd) * P.unit;
+                    var pw = vec2<f32>(0.0);
+                    var gw = vec2<f32>(0.0);
+                    for (var x = 0u; x < KP; x++) {
+                        let j = j_lo + slot + x * NS;
+                        var add = 0.0;
+                        if (j < P.nk && r < P.nq && j >= Rs[i] && j < Re[i] && Rl[i] < F32_MAX && mask_keep(b, h, r, j, &add)) {
+                            let zd = acc[2u * x];
+                            let z = score_z(zd, add, h, qpos(b, r), j);
+                            let p = weight(z, Rl[i]);
+                            pw[x] = p;
+                            gw[x] = p * (acc[2u * x + 1u] - Rd[i]) * cap_slope(zd) * P.unit;
+                        }
+                    }
+                    if (any(pw != vec2<f32>(0.0))) {
                         for (var c = 0u; c < NC; c++) {
                             let a = i * D4 + lane + ROW_LANES * c;
-                            dv[c] += p * B[a];
-                            dk[c] += gs * A[a];
+                            let qa = A[a];
+                            let ga = B[a];
+                            for (var x = 0u; x < KP; x++) {
+                                dv[x * NC + c] += pw[x] * ga;
+                                dk[x * NC + c] += gw[x] * qa;
+                            }
                         }
                     }
                 }
             }
         }
-        if (live) {
-            let o = ((b * kvh + hk) * P.nk + j) * d;
-            for (var c = 0u; c < NC; c++) {
-                store_quad(1u, o, lane + ROW_LANES * c, dk[c]);
-                store_quad(2u, o, lane + ROW_LANES * c, dv[c]);
+        for (var x = 0u; x < KP; x++) {
+            let j = j_lo + slot + x * NS;
+            if (j < P.nk) {
+                let o = ((b * kvh + hk) * P.nk + j) * d;
+                for (var c = 0u; c < NC; c++) {
+                    store_quad(1u, o, lane + ROW_LANES * c, dk[x * NC + c]);
+                    store_quad(2u, o, lane + ROW_LANES * c, dv[x * NC + c]);
+                }
             }
         }
         return;
     }
-    // ---- PASS 2, dQ: ROW_LANES invocations per query row
+    // ---- PASS 2, dQ: ROW_LANES invocations per KP query rows (slot + x NS, x < KP)
     let nrb = (P.nq + KB - 1u) / KB;
     if (w >= P.nbh * nrb) {
         return;
@@ -307,33 +333,39 @@ fn attention_backward(
     let b = bh / P.heads;
     let h = bh % P.heads;
     let hk = h / P.group;
-    let r = rb * KB + slot;
-    var qi: array<vec4<f32>, NC>;
-    var gi: array<vec4<f32>, NC>;
-    var dq: array<vec4<f32>, NC>;
-    var ks = 0u;
-    var ke = 0u;
-    var dsum = 0.0;
-    var lz = F32_MAX;
-    var qp = 0i;
-    let iq = vidx(P.v0, b, h, r);
-    let ig = vidx(P.v4, b, h, r);
-    for (var c = 0u; c < NC; c++) {
-        if (r < P.nq) {
-            qi[c] = quad(0u, iq, lane + ROW_LANES * c) * P.pre;
-            gi[c] = quad(3u, ig, lane + ROW_LANES * c);
+    var qi: array<vec4<f32>, KP * NC>;
+    var gi: array<vec4<f32>, KP * NC>;
+    var dq: array<vec4<f32>, KP * NC>;
+    // per row: D, lse_z, first key, key limit, position
+    var dsum = vec2<f32>(0.0);
+    var lz = vec2<f32>(F32_MAX);
+    var ks = vec2<u32>(0u);
+    var ke = vec2<u32>(0u);
+    var qp = vec2<i32>(0i);
+    for (var x = 0u; x < KP; x++) {
+        let r = rb * KB + slot + x * NS;
+        let iq = vidx(P.v0, b, h, r);
+        let ig = vidx(P.v4, b, h, r);
+        for (var c = 0u; c < NC; c++) {
+            var qq = vec4<f32>(0.0);
+            var gq = vec4<f32>(0.0);
+            if (r < P.nq) {
+                qq = quad(0u, iq, lane + ROW_LANES * c) * P.pre;
+                gq = quad(3u, ig, lane + ROW_LANES * c);
+            }
+            qi[x * NC + c] = qq;
+            gi[x * NC + c] = gq;
+            dq[x * NC + c] = vec4<f32>(0.0);
         }
-        dq[c] = vec4<f32>(0.0);
+        if (r < P.nq) {
+            let g = 3u * (bh * P.nq + r);
+            dsum[x] = STATS[g];
+            lz[x] = STATS[g + 1u];
+            ks[x] = key_start(b, r);
+            ke[x] = key_limit(b, r);
+            qp[x] = qpos(b, r);
+        }
     }
-    if (r < P.nq) {
-        let g = 3u * (bh * P.nq + r);
-        dsum = STATS[g];
-        lz = STATS[g + 1u];
-        ks = key_start(b, r);
-        ke = key_limit(b, r);
-        qp = qpos(b, r);
-    }
-    let live = r < P.nq && lz < F32_MAX;
     // the keys any row of the block can keep (key ranges only grow with the row)
     let r_last = min(rb * KB + KB, P.nq) - 1u;
     let k_lo = key_start(b, rb * KB);
@@ -353,31 +385,46 @@ fn attention_backward(
         }
         workgroupBarrier();
         for (var i = 0u; i < TQ; i++) {
-            var zd = 0.0;
-            var dp = 0.0;
+            var acc = vec4<f32>(0.0);
             for (var c = 0u; c < NC; c++) {
                 let a = i * D4 + lane + ROW_LANES * c;
-                zd += dot(qi[c], A[a]);
-                dp += dot(gi[c], B[a]);
+                let ka = A[a];
+                let va = B[a];
+                for (var x = 0u; x < KP; x++) {
+                    acc[2u * x] += dot(qi[x * NC + c], ka);
+                    acc[2u * x + 1u] += dot(gi[x * NC + c], va);
+                }
             }
-            zd = row_sum(zd, lid, 0u);
-            dp = row_sum(dp, lid, 1u);
+            acc = row_sum4(acc, lid);
             let j = j0 + i;
-            var add = 0.0;
-            if (live && j >= ks && j < ke && mask_keep(b, h, r, j, &add)) {
-                let z = score_z(zd, add, h, qp, j);
-                let p = weight(z, lz);
-                let gs = p * (dp - dsum) * cap_slope(zd) * P.unit;
+            var gw = vec2<f32>(0.0);
+            for (var x = 0u; x < KP; x++) {
+                let r = rb * KB + slot + x * NS;
+                var add = 0.0;
+                if (r < P.nq && lz[x] < F32_MAX && j >= ks[x] && j < ke[x] && mask_keep(b, h, r, j, &add)) {
+                    let zd = acc[2u * x];
+                    let z = score_z(zd, add, h, qp[x], j);
+                    let p = weight(z, lz[x]);
+                    gw[x] = p * (acc[2u * x + 1u] - dsum[x]) * cap_slope(zd) * P.unit;
+                }
+            }
+            if (any(gw != vec2<f32>(0.0))) {
                 for (var c = 0u; c < NC; c++) {
-                    dq[c] += gs * A[i * D4 + lane + ROW_LANES * c];
+                    let ka = A[i * D4 + lane + ROW_LANES * c];
+                    for (var x = 0u; x < KP; x++) {
+                        dq[x * NC + c] += gw[x] * ka;
+                    }
                 }
             }
         }
     }
-    if (r < P.nq) {
-        let o = (bh * P.nq + r) * d;
-        for (var c = 0u; c < NC; c++) {
-            store_quad(0u, o, lane + ROW_LANES * c, dq[c] * P.pre);
+    for (var x = 0u; x < KP; x++) {
+        let r = rb * KB + slot + x * NS;
+        if (r < P.nq) {
+            let o = (bh * P.nq + r) * d;
+            for (var c = 0u; c < NC; c++) {
+                store_quad(0u, o, lane + ROW_LANES * c, dq[x * NC + c] * P.pre);
+            }
         }
     }
 }

@@ -18,3 +18,12 @@ fn row_sum(x: f32, t: u32, slot: u32) -> f32 {
     }
     return s;
 }
+
+// Four sums at once (one shuffle per step for all four).
+fn row_sum4(x: vec4<f32>, t: u32) -> vec4<f32> {
+    var s = x;
+    for (var o = 1u; o < ROW_LANES; o <<= 1u) {
+        s += subgroupShuffleXor(s, o);
+    }
+    return s;
+}

@@ -28,3 +28,8 @@ fn row_sum(x: f32, t: u32, slot: u32) -> f32 {
     }
     return s;
 }
+
+// Four sums at once (as four row_sum, alternating slots).
+fn row_sum4(x: vec4<f32>, t: u32) -> vec4<f32> {
+    return vec4<f32>(row_sum(x.x, t, 0u), row_sum(x.y, t, 1u), row_sum(x.z, t, 0u), row_sum(x.w, t, 1u));
+}

@@ -48,9 +48,20 @@ impl AttentionBackwardKernel {
         (self.dp / 16).min(8)
     }
 
+    /// Keys (pass 1) or query rows (pass 2) per group of lanes: two up to head dim 128 (each
+    /// staged quad then feeds both, and one four-wide sum serves both), one at 256 (whose
+    /// vectors would not fit in registers twice).
+    pub fn per_lanes(&self) -> u32 {
+        if self.dp <= 128 {
+            2
+        } else {
+            1
+        }
+    }
+
     /// Keys (pass 1) or query rows (pass 2) per workgroup.
     pub fn block(&self) -> u32 {
-        WG / self.lanes()
+        WG / self.lanes() * self.per_lanes()
     }
 
     /// Query rows staged per step of pass 1 and keys per step of pass 2: 4 KiB of each matrix
@@ -106,6 +117,8 @@ impl Variant for AttentionBackwardKernel {
             ("DP", self.dp),
             ("ROW_LANES", l),
             ("NC", self.dp / (4 * l)),
+            ("KP", self.per_lanes()),
+            ("NS", WG / l),
             ("KB", self.block()),
             ("TQ", self.staged()),
         ]

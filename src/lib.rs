@@ -62,6 +62,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod backward_call;
 mod block_table;
 mod caps;
 mod context;
@@ -106,7 +107,8 @@ pub use index::{Index, SearchResult};
 pub use kernels::attention_plan::{AttentionPlan, FIXED_ORDER_BLOCK};
 pub use launch::top_k::TopKOutput;
 pub use retrieval::{Metric, TopK, MAX_K};
-pub use ops::{AttentionBackwardCall, AttentionCall, AttentionGradOutputs, AttentionGradTensors, AttentionShapes, PagedAttentionCall, TensorCoreCheck, VarlenBuffers, VarlenBuffersCall, VarlenCall};
+pub use backward_call::{AttentionBackwardCall, AttentionGradOutputs, AttentionGradTensors};
+pub use ops::{AttentionCall, AttentionShapes, PagedAttentionCall, TensorCoreCheck, VarlenBuffers, VarlenBuffersCall, VarlenCall};
 pub use options::{AttentionConfig, AttentionOptions, AttentionVariant, Loads, Similarity, SoftmaxOptions, Window};
 pub use kv_dtype::{
     dequantize_q4_0, dequantize_q8_0, fp8_e4m3_from_f32, fp8_e4m3_to_f32, fp8_scales_for, quantize_q4_0, quantize_q8_0,

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "device",
         &[
             "context",
+            "backward_call",
             "diagnostics",
             "pipeline_cache",
             "pipeline",

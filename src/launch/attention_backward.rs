@@ -1,6 +1,7 @@
 //! Launching `shaders/attention_backward.wgsl`: the buffers, parameters and four dispatches of a
 //! checked backward call (the variant itself is `kernels/attention_backward.rs`).
 
+use crate::backward_call::{AttentionBackwardCall, AttentionGradOutputs};
 use crate::context::Context;
 use crate::error::Result;
 use crate::kernels::attention_backward::{AttentionBackwardKernel, Pass, WG};
@@ -10,34 +11,14 @@ use crate::plan::{Grid, Rows};
 use crate::problem::AttentionProblem;
 use crate::record::{Arg, Launch};
 use crate::shape::Shape;
-use crate::tensor::{Mask, Tensor};
-
-/// The inputs of a backward launch (checked: shapes, dtypes, context).
-pub(crate) struct Inputs<'a> {
-    pub q: &'a Tensor,
-    pub k: &'a Tensor,
-    pub v: &'a Tensor,
-    pub mask: Option<&'a Mask>,
-    pub o: &'a Tensor,
-    pub lse: &'a Tensor,
-    pub d_o: &'a Tensor,
-}
-
-/// Where the gradients go: f32, BHSD, contiguous from offset 0 (checked by the caller).
-pub(crate) struct Outputs<'a> {
-    pub dq: &'a Tensor,
-    pub dk: &'a Tensor,
-    pub dv: &'a Tensor,
-    pub d_sinks: Option<&'a Tensor>,
-}
 
 /// Records the backward passes of a checked call into `encoder`.
 pub(crate) async fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     p: &AttentionProblem<'_>,
-    x: &Inputs<'_>,
-    g: &Outputs<'_>,
+    x: &AttentionBackwardCall<'_>,
+    g: &AttentionGradOutputs<'_>,
 ) -> Result<()> {
     let d = p.dims;
     let transform = p.transform()?;

@@ -6,63 +6,12 @@
 use super::{check_aliasing, Region};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::launch::attention_backward::{record, Inputs, Outputs};
+use crate::backward_call::{AttentionBackwardCall, AttentionGradOutputs, AttentionGradTensors};
+use crate::launch::attention_backward::record;
 use crate::options::AttentionOptions;
 use crate::problem::{AttentionProblem, Operand};
 use crate::shape::{DType, Layout, Shape};
-use crate::tensor::{Mask, Tensor};
-
-/// The tensors of a backward call on the GPU: the forward's inputs and mask (with the same
-/// [`AttentionOptions`]), its output `o` and log-sum-exp `lse` (as
-/// [`Context::attention_with_lse`] returns them), and `d_o`, the loss's gradient with respect to
-/// `o` (`q`'s shape and dtype, any layout).
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionBackwardCall<'a> {
-    /// Queries `[batch, heads, nq, d]`, f32 or f16, any layout or strided view.
-    pub q: &'a Tensor,
-    /// Keys `[batch, kv_heads, nk, d]`.
-    pub k: &'a Tensor,
-    /// Values, as `k`.
-    pub v: &'a Tensor,
-    /// The forward's mask, if any (no gradient flows to it).
-    pub mask: Option<&'a Mask>,
-    /// The forward's output, `q`'s shape and dtype.
-    pub o: &'a Tensor,
-    /// The forward's natural log-sum-exp, f32 `[batch, heads, nq, 1]`.
-    pub lse: &'a Tensor,
-    /// The output's gradient, `q`'s shape and dtype.
-    pub d_o: &'a Tensor,
-}
-
-/// Gradients on the GPU: f32 tensors in BHSD layout, `dq` with `q`'s shape, `dk` and `dv` with
-/// `k`'s (summed over the query heads that share each key/value head), `d_sinks` `[1, heads, 1,
-/// 1]` when the call has sinks.
-#[derive(Clone, Debug)]
-pub struct AttentionGradTensors {
-    /// With respect to `q`.
-    pub dq: Tensor,
-    /// With respect to `k`.
-    pub dk: Tensor,
-    /// With respect to `v`.
-    pub dv: Tensor,
-    /// With respect to the sink logits, one per query head (`AttentionOptions::sinks`).
-    pub d_sinks: Option<Tensor>,
-}
-
-/// A caller's tensors for the gradients ([`Context::encode_attention_backward`]): each f32,
-/// BHSD and contiguous from the start of its buffer, with the shapes of
-/// [`AttentionGradTensors`]; `d_sinks` exactly when the call has sinks.
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionGradOutputs<'a> {
-    /// `q`'s shape.
-    pub dq: &'a Tensor,
-    /// `k`'s shape.
-    pub dk: &'a Tensor,
-    /// `k`'s shape.
-    pub dv: &'a Tensor,
-    /// `[1, heads, 1, 1]`, with sinks.
-    pub d_sinks: Option<&'a Tensor>,
-}
+use crate::tensor::Tensor;
 
 impl Context {
     /// The gradients of attention with respect to `q`, `k`, `v` (and the sink logits): the
@@ -116,7 +65,7 @@ impl Context {
             Some(_) => Some(self.zeros_async(Shape::new(1, d.heads, 1, 1), Layout::Bhsd, DType::F32).await?),
             None => None,
         };
-        let outs = Outputs { dq: &dq, dk: &dk, dv: &dv, d_sinks: d_sinks.as_ref() };
+        let outs = AttentionGradOutputs { dq: &dq, dk: &dk, dv: &dv, d_sinks: d_sinks.as_ref() };
         let mut enc = self.encoder()?;
         self.record_backward(&mut enc, &p, call, &outs).await?;
         self.submit_async(enc).await?;
@@ -157,7 +106,7 @@ impl Context {
         let mut outs = vec![("dq", grads.dq), ("dk", grads.dk), ("dv", grads.dv)];
         outs.extend(grads.d_sinks.map(|t| ("d_sinks", t)));
         self.check_outputs(&outs)?;
-        let outs = Outputs { dq: grads.dq, dk: grads.dk, dv: grads.dv, d_sinks: grads.d_sinks };
+        let outs = *grads;
         pollster::block_on(self.record_backward(encoder, &p, call, &outs))
     }
 
@@ -184,7 +133,7 @@ impl Context {
         encoder: &mut wgpu::CommandEncoder,
         p: &AttentionProblem<'_>,
         call: &AttentionBackwardCall<'_>,
-        outs: &Outputs<'_>,
+        outs: &AttentionGradOutputs<'_>,
     ) -> Result<()> {
         let mut outputs =
             vec![Region::tensor("dq", outs.dq), Region::tensor("dk", outs.dk), Region::tensor("dv", outs.dv)];
@@ -199,8 +148,7 @@ impl Context {
         ];
         inputs.extend(call.mask.map(Region::mask));
         check_aliasing(&outputs, &inputs)?;
-        let x = Inputs { q: call.q, k: call.k, v: call.v, mask: call.mask, o: call.o, lse: call.lse, d_o: call.d_o };
-        record(self, encoder, p, &x, outs).await
+        record(self, encoder, p, call, outs).await
     }
 }
 

@@ -25,7 +25,6 @@ mod varlen_device;
 mod weighted_sum;
 
 pub use attention::AttentionCall;
-pub use attention_backward::{AttentionBackwardCall, AttentionGradOutputs, AttentionGradTensors};
 pub use paged::PagedAttentionCall;
 pub use prepare::AttentionShapes;
 pub use tensor_cores::TensorCoreCheck;

@@ -7,6 +7,8 @@
 #   2. the hardware correctness tests (tensor cores: layouts, every attention case at d 16-128
 #      against the f64 reference, extremes, paged, determinism): a failure drops tensor cores
 #      from the sweeps (--tensor-cores off)
+#   2a. the tensor-core microbenchmarks (attn-bench --mma-probe; mma-probe.json in the logs, its
+#      table in summary.txt)
 #   3. the sweeps: every kernel configuration of the tuning cases (suite `sweep`: f16 d 128,
 #      causal, d 64, GQA 32/8) beside Auto's choice, and f16 similarity on tensor cores and on
 #      the SIMT kernel
@@ -56,6 +58,13 @@ if step hardware-tests 75 "$bin/tests/tensor_cores" --ignored --test-threads 1; 
 else
   tc=off
   note "tensor cores: the hardware tests did not pass (hardware-tests.log): the sweeps run without them"
+fi
+
+# 2a. the tensor-core primitives as wgpu compiles them (multiply-add from registers and from
+# workgroup memory, the attention kernel's softmax hand-off, a barrier): what bounds the kernels
+if [ "$tc" != off ]; then
+  step mma-probe 30 "$bin/attn-bench" --mma-probe "$w/mma-probe.json" --tensor-cores required
+  grep -E '^(mma-|softmax-handoff|barrier)' "$w/mma-probe.log" >> "$final/summary.txt"
 fi
 
 # 3. the sweeps

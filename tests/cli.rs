@@ -77,6 +77,16 @@ fn attn_bench_help_lists_every_suite_and_refuses_bad_values() {
 }
 
 #[test]
+fn attn_bench_mma_probe_needs_the_gpu_and_says_so() {
+    // (on a GPU without hardware cooperative matrices it refuses too, naming them)
+    let o = bench(&["--backend", "cpu", "--mma-probe", "probe.json"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--mma-probe runs on the GPU"), "{err}");
+    assert!(bench(&["--help"]).stdout.windows(11).any(|w| w == b"--mma-probe"));
+}
+
+#[test]
 fn attn_bench_times_the_backward_on_both_paths_and_checks_it() {
     let o = bench(&[
         "--backend", "both", "--op", "attention_backward", "--bh", "2", "--nq", "20", "--nk", "30", "--d", "8", "--causal",

@@ -13,6 +13,7 @@
 mod measure;
 mod output;
 mod suites;
+mod mma_probe;
 mod sweep;
 
 use std::process::ExitCode;
@@ -159,6 +160,11 @@ struct Args {
     /// candidate's time and error and the winner to this JSON file (after each case).
     #[arg(long)]
     sweep: Option<std::path::PathBuf>,
+    /// Instead of cases: microbenchmarks of the tensor-core primitives as wgpu compiles them
+    /// (multiply-add from registers and from workgroup memory, the attention kernel's softmax
+    /// hand-off, a barrier), written to this JSON file; hardware cooperative matrices only.
+    #[arg(long)]
+    mma_probe: Option<std::path::PathBuf>,
     /// List the adapters wgpu sees and exit.
     #[arg(long)]
     list_adapters: bool,
@@ -329,6 +335,13 @@ fn main() -> ExitCode {
         gpu_budget: args.gpu_budget,
     };
 
+    if let Some(path) = &args.mma_probe {
+        let Some(ctx) = &ctx else {
+            eprintln!("error: --mma-probe runs on the GPU (not with --backend cpu)");
+            return ExitCode::FAILURE;
+        };
+        return run_mma_probe(ctx, &context, path);
+    }
     if let (Some(path), Some(ctx)) = (&args.sweep, &ctx) {
         let only: Vec<AttentionVariant> = variants.iter().copied().filter(|v| *v != AttentionVariant::Auto).collect();
         return run_sweeps(ctx, &cases, &only, &st, &context, path);
@@ -423,6 +436,33 @@ fn main() -> ExitCode {
     }
     if let Err(e) = write_reports(&args, &context, &records) {
         eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--mma-probe`: the tensor-core microbenchmarks, printed and written to `path` as JSON.
+fn run_mma_probe(ctx: &Context, context: &output::Context, path: &std::path::Path) -> ExitCode {
+    #[derive(serde::Serialize)]
+    struct ProbeReport<'a> {
+        #[serde(flatten)]
+        context: &'a output::Context,
+        probes: &'a [mma_probe::Probe],
+    }
+    let probes = match mma_probe::run(ctx) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = serde_json::to_string_pretty(&ProbeReport { context, probes: &probes })
+        .map_err(|e| e.to_string())
+        .and_then(|t| std::fs::write(path, t).map_err(|e| format!("writing {}: {e}", path.display())));
+    println!("{}", context.header());
+    print!("{}", mma_probe::table(&probes));
+    if let Err(e) = written {
+        eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

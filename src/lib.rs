@@ -108,7 +108,7 @@ pub use kernels::attention_plan::{AttentionPlan, FIXED_ORDER_BLOCK};
 pub use launch::top_k::TopKOutput;
 pub use retrieval::{Metric, TopK, MAX_K};
 pub use backward_call::{AttentionBackwardCall, AttentionGradOutputs, AttentionGradTensors};
-pub use ops::{AttentionCall, AttentionShapes, PagedAttentionCall, TensorCoreCheck, VarlenBuffers, VarlenBuffersCall, VarlenCall};
+pub use ops::{AttentionCall, AttentionShapes, PagedAttentionCall, SimilarityPlan, TensorCoreCheck, VarlenBuffers, VarlenBuffersCall, VarlenCall};
 pub use options::{AttentionConfig, AttentionOptions, AttentionVariant, Loads, Similarity, SoftmaxOptions, Window};
 pub use kv_dtype::{
     dequantize_q4_0, dequantize_q8_0, fp8_e4m3_from_f32, fp8_e4m3_to_f32, fp8_scales_for, quantize_q4_0, quantize_q8_0,
@@ -120,7 +120,7 @@ pub use problem::{MAX_ALIBI_SLOPE, SCALE_RANGE};
 pub use shape::{DType, Element, Layout, Shape, Strides, MAX_HEAD_DIM};
 pub use tensor::{Mask, Tensor};
 pub use tensor_cores::{TensorCoreState, TensorCores};
-pub use tuning::{ShapeClass, TunedChoice, Tuning, TuningTable};
+pub use tuning::{ShapeClass, SimilarityKernel, TunedChoice, Tuning, TuningTable};
 pub use varlen::Varlen;
 
 /// Re-export of `half` (for `f16`).

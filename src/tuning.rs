@@ -160,9 +160,39 @@ pub struct TunedChoice {
     pub config: AttentionConfig,
 }
 
+/// The similarity kernel a tuning entry names: the SIMT kernel (`shaders/similarity.wgsl`) or
+/// the tensor-core one (`shaders/similarity_mma.wgsl`, f16 on a context with tensor cores).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SimilarityKernel {
+    /// The SIMT kernel.
+    Simt,
+    /// The tensor-core kernel (where the context has tensor cores and its workgroup memory fits).
+    TensorCores,
+}
+
+impl SimilarityKernel {
+    /// Both, in the order the text form lists them.
+    pub const ALL: [SimilarityKernel; 2] = [SimilarityKernel::Simt, SimilarityKernel::TensorCores];
+
+    /// The name in a table's text form: `simt` or `tensor-cores`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimilarityKernel::Simt => "simt",
+            SimilarityKernel::TensorCores => "tensor-cores",
+        }
+    }
+}
+
+impl std::fmt::Display for SimilarityKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Tuned choices per [`ShapeClass`] for one adapter and driver (`adapter`, as
 /// the crate writes it: PCI vendor and device ids, driver and version; a table is used only on
-/// the adapter and driver it was made on).
+/// the adapter and driver it was made on): attention's variant and configuration, and which
+/// similarity kernel runs (`Context::similarity`; its classes have group 1 and `full`).
 ///
 /// Its text form (`Display` / `FromStr`) is what an application persists:
 ///
@@ -170,36 +200,46 @@ pub struct TunedChoice {
 /// wgpu-attention tuning v1
 /// adapter 0x10de:0x2335 NVIDIA 570.86
 /// f16 d128 q4096 k4096 s16 g1 full = tensor-cores tc_rows=64
+/// similarity f16 d128 q4096 k4096 s16 g1 full = simt
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TuningTable {
     /// The adapter and driver the entries were measured on.
     pub adapter: String,
-    /// The choices.
+    /// Attention's choices.
     pub entries: BTreeMap<ShapeClass, TunedChoice>,
+    /// Similarity's choices.
+    pub similarity: BTreeMap<ShapeClass, SimilarityKernel>,
 }
 
 const HEADER: &str = "wgpu-attention tuning v1";
+/// What starts a similarity entry's line.
+const SIMILARITY: &str = "similarity ";
 
 impl TuningTable {
     /// An empty table for `adapter`.
     pub fn new(adapter: &str) -> Self {
-        TuningTable { adapter: adapter.to_string(), entries: BTreeMap::new() }
+        TuningTable { adapter: adapter.to_string(), entries: BTreeMap::new(), similarity: BTreeMap::new() }
     }
 
-    /// Entries.
+    /// Entries (attention's and similarity's).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.similarity.len()
     }
 
     /// Whether there is no entry.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.similarity.is_empty()
     }
 
-    /// The choice for `class`, if any.
+    /// Attention's choice for `class`, if any.
     pub fn get(&self, class: &ShapeClass) -> Option<TunedChoice> {
         self.entries.get(class).copied()
+    }
+
+    /// Similarity's kernel for `class`, if any.
+    pub fn get_similarity(&self, class: &ShapeClass) -> Option<SimilarityKernel> {
+        self.similarity.get(class).copied()
     }
 }
 
@@ -209,6 +249,9 @@ impl std::fmt::Display for TuningTable {
         writeln!(f, "adapter {}", self.adapter)?;
         for (class, c) in &self.entries {
             writeln!(f, "{class} = {} {}", c.variant, c.config)?;
+        }
+        for (class, k) in &self.similarity {
+            writeln!(f, "{SIMILARITY}{class} = {k}")?;
         }
         Ok(())
     }
@@ -237,7 +280,21 @@ impl std::str::FromStr for TuningTable {
         };
         let mut table = TuningTable::new(&adapter);
         for (i, l) in lines {
-            let (class, choice) = l.split_once('=').ok_or_else(|| bad(i, "expected `<class> = <variant> <config>`".into()))?;
+            if let Some(rest) = l.strip_prefix(SIMILARITY) {
+                let (class, kernel) =
+                    rest.split_once('=').ok_or_else(|| bad(i, "expected `similarity <class> = <kernel>`".into()))?;
+                let class: ShapeClass = class.trim().parse().map_err(|e| bad(i, e))?;
+                let kernel =
+                    SimilarityKernel::ALL.into_iter().find(|k| k.name() == kernel.trim()).ok_or_else(|| {
+                        bad(i, format!("{:?}: not a similarity kernel (simt, tensor-cores)", kernel.trim()))
+                    })?;
+                if table.similarity.insert(class, kernel).is_some() {
+                    return Err(bad(i, format!("similarity {class} given twice")));
+                }
+                continue;
+            }
+            let (class, choice) =
+                l.split_once('=').ok_or_else(|| bad(i, "expected `<class> = <variant> <config>`".into()))?;
             let class: ShapeClass = class.trim().parse().map_err(|e| bad(i, e))?;
             let mut w = choice.split_whitespace();
             let name = w.next().ok_or_else(|| bad(i, "no variant".into()))?;
@@ -266,13 +323,16 @@ pub fn adapter_key(info: &wgpu::AdapterInfo) -> String {
 const BUILT_IN: &[&str] = &[
     // NVIDIA H200, driver 580.159.04, Vulkan, 2026-12-04 (benchmarks/device/2026-12-04-h200/
     // sweep.json): the tensor-core kernel as written wins at d 128 unmasked; the SIMT split-K
-    // kernel at d 64 (1.38x) and causal (1.07x)
+    // kernel at d 64 (1.38x) and causal (1.07x). Similarity (the device script's
+    // similarity-tc-auto/off steps, same run): f16 16x4096² d 128 took 8.1 ms on tensor cores
+    // and 3.8 ms on the SIMT kernel
     "wgpu-attention tuning v1
 adapter 0x10de:0x2335 NVIDIA 580.159.04
 f16 d64 q4096 k4096 s32 g1 full = split-k-vec4 simt_chunk=8
 f16 d128 q4096 k4096 s16 g1 full = tensor-cores tc_rows=64,tc_keys=32,tc_stages=1,tc_softmax=0
 f16 d128 q4096 k4096 s16 g1 causal = split-k-vec4 simt_chunk=32
 f16 d128 q4096 k4096 s32 g4 full = tensor-cores tc_rows=64,tc_keys=32,tc_stages=1,tc_softmax=0
+similarity f16 d128 q4096 k4096 s16 g1 full = simt
 ",
 ];
 
@@ -302,10 +362,13 @@ mod tests {
     fn table() -> TuningTable {
         let mut t = TuningTable::new("0x10de:0x2335 NVIDIA 570.86");
         let c = ShapeClass::of(DType::F16, 16, 4096, 4096, 128, 1, false);
-        t.entries.insert(c, TunedChoice { variant: AttentionVariant::TensorCores, config: "tc_rows=64".parse().unwrap() });
+        t.entries
+            .insert(c, TunedChoice { variant: AttentionVariant::TensorCores, config: "tc_rows=64".parse().unwrap() });
         let c = ShapeClass::of(DType::F32, 32, 1, 30000, 100, 4, true);
         let config = "decode_split=512".parse().unwrap();
         t.entries.insert(c, TunedChoice { variant: AttentionVariant::Decode(Loads::Vec4), config });
+        t.similarity.insert(ShapeClass::of(DType::F16, 16, 4096, 4096, 128, 1, false), SimilarityKernel::Simt);
+        t.similarity.insert(ShapeClass::of(DType::F16, 1, 100, 2000, 64, 1, false), SimilarityKernel::TensorCores);
         t
     }
 
@@ -326,6 +389,9 @@ mod tests {
         let text = t.to_string();
         assert!(text.starts_with("wgpu-attention tuning v1\nadapter 0x10de:0x2335 NVIDIA 570.86\n"), "{text}");
         assert!(text.contains("f16 d128 q4096 k4096 s16 g1 full = tensor-cores tc_rows=64"), "{text}");
+        assert!(text.contains("\nsimilarity f16 d128 q4096 k4096 s16 g1 full = simt\n"), "{text}");
+        assert!(text.contains("\nsimilarity f16 d64 q128 k2048 s1 g1 full = tensor-cores\n"), "{text}");
+        assert_eq!(t.len(), 4);
         assert_eq!(text.parse::<TuningTable>().unwrap(), t);
         // comments and blank lines
         let commented = format!("# saved\n\n{text}\n# end\n");
@@ -338,11 +404,22 @@ mod tests {
             ("wgpu-attention tuning v1\nadapter x\nf16 d16 q1 k1 s1 g1 full = fused-vec4 simt_chunk=x", "not a number"),
             ("wgpu-attention tuning v1\nadapter x\nf16 d16 q1 k1 s1 g1 full fused-vec4", "expected"),
             ("wgpu-attention tuning v1\nadapter x\nf16 d16 q1 k1 s1 g1 full = auto", "not a variant"),
+            (
+                "wgpu-attention tuning v1\nadapter x\nsimilarity f16 d16 q1 k1 s1 g1 full = fast",
+                "not a similarity kernel",
+            ),
+            ("wgpu-attention tuning v1\nadapter x\nsimilarity f16 d16 q1 k1 s1 g1 full", "line 3"),
+            ("wgpu-attention tuning v1\nadapter x\nsimilarity f16 d17 q1 k1 s1 g1 full = simt", "line 3"),
         ] {
             let e = bad.parse::<TuningTable>().unwrap_err();
-            assert!(matches!(e, Error::InvalidArgument { argument: "tuning table", .. }) && e.to_string().contains(want), "{bad:?}: {e}");
+            assert!(
+                matches!(e, Error::InvalidArgument { argument: "tuning table", .. }) && e.to_string().contains(want),
+                "{bad:?}: {e}"
+            );
         }
         let twice = format!("{text}f16 d128 q4096 k4096 s16 g1 full = fused-vec4\n");
+        assert!(twice.parse::<TuningTable>().unwrap_err().to_string().contains("twice"));
+        let twice = format!("{text}similarity f16 d128 q4096 k4096 s16 g1 full = tensor-cores\n");
         assert!(twice.parse::<TuningTable>().unwrap_err().to_string().contains("twice"));
     }
 

@@ -189,3 +189,73 @@ fn the_tuner_picks_a_valid_candidate_and_its_table_round_trips() {
     assert!(third.tuning_table().is_empty());
 }
 }
+
+gpu_test! {
+fn similarity_follows_its_tuning_entries() {
+    // f16 similarity on a context with (emulated) tensor cores: the heuristic's tensor cores, an
+    // imported entry's SIMT kernel (the same bits as a context without tensor cores), tuning
+    // off, and OnFirstUse timing both kernels on the first call of a class
+    let h = |n: usize, seed: u64| rand_vec(seed, n, 1.0).into_iter().map(f16::from_f32).collect::<Vec<f16>>();
+    let (qs, ks) = (Shape::new(1, 2, 40, 32), Shape::new(1, 2, 70, 32));
+    let (qh, kh) = (h(qs.numel(), 1), h(ks.numel(), 2));
+    let run = |ctx: &Context| {
+        let (q, k) = (ctx.upload(&qh, qs).unwrap(), ctx.upload(&kh, ks).unwrap());
+        let plan = ctx.plan_similarity(&q, &k, Similarity::ScaledDot(None)).unwrap();
+        (plan, ctx.similarity(&q, &k, Similarity::ScaledDot(None)).unwrap().download_blocking(ctx).unwrap())
+    };
+    let simt_ctx = Context::with_options_blocking(ContextOptions { tensor_cores: TensorCores::Off, ..Default::default() })
+        .unwrap_or_else(|e| panic!("GPU test found no adapter ({e})"));
+    let (plan, simt) = run(&simt_ctx);
+    assert_eq!(plan.kernel, SimilarityKernel::Simt, "{}", plan.reason);
+    // the f64 reference
+    let (qf, kf): (Vec<f64>, Vec<f64>) =
+        (qh.iter().map(|x| x.to_f64()).collect(), kh.iter().map(|x| x.to_f64()).collect());
+    let want: Vec<f64> = (0..2)
+        .flat_map(|hd| (0..40).flat_map(move |i| (0..70).map(move |j| (hd, i, j))))
+        .map(|(hd, i, j)| {
+            let dot: f64 = (0..32).map(|c| qf[(hd * 40 + i) * 32 + c] * kf[(hd * 70 + j) * 32 + c]).sum();
+            dot / (32f64).sqrt()
+        })
+        .collect();
+    assert_close("SIMT", &simt, &want, 1e-5);
+
+    let ctx = emulated();
+    // (the two kernels can give the same bits: which one ran shows in the pipelines compiled)
+    let compiled = || ctx.diagnostics().compiled_pipelines;
+    let (plan, tc) = run(&ctx);
+    assert_eq!(plan.kernel, SimilarityKernel::TensorCores, "{}", plan.reason);
+    assert!(plan.reason.contains("heuristic"), "{}", plan.reason);
+    assert_close("tensor cores (emulated)", &tc, &want, 1e-5);
+    let after_tc = compiled();
+    run(&ctx);
+    assert_eq!(compiled(), after_tc, "the same kernel again");
+    let class = ShapeClass::of(DType::F16, 2, 40, 70, 32, 1, false);
+    let text = format!("wgpu-attention tuning v1\nadapter {}\nsimilarity {class} = simt\n", ctx.tuning_table().adapter);
+    assert_eq!(ctx.import_tuning(&text.parse().unwrap()), 1);
+    let (plan, tuned) = run(&ctx);
+    assert_eq!(plan.kernel, SimilarityKernel::Simt, "{}", plan.reason);
+    assert!(plan.reason.contains("tuned entry for f16 d32 q64 k128 s2 g1 full"), "{}", plan.reason);
+    assert_eq!(tuned, simt, "the entry's SIMT kernel");
+    assert_eq!(compiled(), after_tc + 1, "the SIMT kernel compiled for the entry");
+    ctx.set_tuning(Tuning::Off);
+    assert_eq!(run(&ctx).0.kernel, SimilarityKernel::TensorCores);
+    assert_eq!(compiled(), after_tc + 1, "tuning off: the tensor-core kernel again");
+
+    let timing = Context::with_options_blocking(ContextOptions {
+        tensor_cores: TensorCores::Emulated,
+        tuning: Tuning::OnFirstUse { budget: std::time::Duration::from_secs(5) },
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(run(&timing).0.reason.contains("heuristic"), "planning does not time");
+    let (_, got) = run(&timing);
+    assert_close("tuned on first use", &got, &want, 1e-5);
+    let table = timing.tuning_table();
+    assert_eq!((table.len(), table.similarity.len()), (1, 1), "{table}");
+    let chosen = table.get_similarity(&class).unwrap();
+    let (plan, _) = run(&timing);
+    assert_eq!(plan.kernel, chosen, "{}", plan.reason);
+    assert!(plan.reason.contains("tuned entry"), "{}", plan.reason);
+    assert_eq!(table.to_string().parse::<TuningTable>().unwrap(), table);
+}
+}

@@ -28,6 +28,32 @@ pub(crate) struct Thresholded<'a> {
     pub idx0: usize,
 }
 
+/// The SIMT kernel of a checked call (`vec_out`: the output takes vector stores), and the
+/// fragment kernel that runs it instead where `mma` says (f16, where its workgroup memory fits
+/// the device).
+pub(crate) fn kernels(
+    ctx: &Context,
+    p: &SimilarityProblem,
+    q: &Tensor,
+    k: &Tensor,
+    vec_out: bool,
+    topk: bool,
+    mma: Option<Mma>,
+) -> (SimilarityKernel, Option<SimilarityMmaKernel>) {
+    let kernel = SimilarityKernel::for_metric(p.dtype, p.metric, vec_out, topk);
+    let fragments = mma
+        .filter(|_| p.dtype == DType::F16)
+        .map(|mma| SimilarityMmaKernel {
+            metric: kernel.metric,
+            vec_in: p.dims.d.is_multiple_of(4) && q.vec4_aligned() && k.vec4_aligned(),
+            vec_out: kernel.vec_out,
+            topk: kernel.topk,
+            mma,
+        })
+        .filter(|m| m.workgroup_bytes() <= ctx.caps().max_workgroup_storage);
+    (kernel, fragments)
+}
+
 /// Scores of `q` against `k` into `out` (f32) for a checked problem; with `topk`, only those
 /// above each row's threshold, as lists. On the fragment kernel where `mma` says (f16, where its
 /// workgroup memory fits the device; the operation decides, see `Context::mma`), else on the
@@ -46,17 +72,7 @@ pub(crate) async fn record(
     let d = p.dims;
     let sc = p.scaling();
     let vec_out = out.vec4_aligned() && out.shape.dim.is_multiple_of(4);
-    let kernel = SimilarityKernel::for_metric(p.dtype, p.metric, vec_out, topk.is_some());
-    let fragments = mma
-        .filter(|_| p.dtype == DType::F16)
-        .map(|mma| SimilarityMmaKernel {
-            metric: kernel.metric,
-            vec_in: d.d.is_multiple_of(4) && q.vec4_aligned() && k.vec4_aligned(),
-            vec_out: kernel.vec_out,
-            topk: kernel.topk,
-            mma,
-        })
-        .filter(|m| m.workgroup_bytes() <= ctx.caps().max_workgroup_storage);
+    let (kernel, fragments) = kernels(ctx, p, q, k, vec_out, topk.is_some(), mma);
     // cosine and L2: the rows' norms first, once per row
     let norms = if kernel.metric == 0 {
         None

@@ -273,8 +273,10 @@ impl Context {
         weights: &Tensor,
     ) -> Result<()> {
         let scores = self.zeros_async(p.scores_shape(), Layout::Bhsd, DType::F32).await?;
-        let mma = self.fragments_for(p.dtype).await;
-        similarity::record(self, encoder, &SimilarityProblem::of_attention(p), q, k, &scores, None, mma).await?;
+        // the scores' kernel as similarity's entries say (never timed here)
+        let sp = SimilarityProblem::of_attention(p);
+        let (mma, _) = self.similarity_route(&sp, None).await?;
+        similarity::record(self, encoder, &sp, q, k, &scores, None, mma).await?;
         softmax::record(self, encoder, &SoftmaxProblem::of_attention(p), &scores, mask, weights).await?;
         weighted_sum::record(self, encoder, &WeightedSumProblem::of_attention(p), weights, v, out).await
     }

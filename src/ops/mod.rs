@@ -27,6 +27,7 @@ mod weighted_sum;
 pub use attention::AttentionCall;
 pub use paged::PagedAttentionCall;
 pub use prepare::AttentionShapes;
+pub use similarity::SimilarityPlan;
 pub use tensor_cores::TensorCoreCheck;
 pub use varlen::VarlenCall;
 pub use varlen_device::{VarlenBuffers, VarlenBuffersCall};

@@ -8,6 +8,16 @@ use crate::options::Similarity;
 use crate::problem::{Operand, SimilarityProblem};
 use crate::shape::{DType, Layout};
 use crate::tensor::Tensor;
+use crate::tuning::SimilarityKernel;
+
+/// What [`Context::similarity`] runs for a call ([`Context::plan_similarity`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimilarityPlan {
+    /// The kernel.
+    pub kernel: SimilarityKernel,
+    /// Why: which table entry, or the heuristic.
+    pub reason: String,
+}
 
 impl Context {
     fn similarity_problem(&self, q: &Tensor, k: &Tensor, metric: Similarity) -> Result<SimilarityProblem> {
@@ -42,12 +52,48 @@ impl Context {
 
     /// Similarity for a checked problem.
     pub(crate) async fn similarity_checked(&self, p: &SimilarityProblem, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        let (mma, _) = self.similarity_route(p, Some((q, k))).await?;
         let out = self.zeros_async(p.out_shape(), Layout::Bhsd, DType::F32).await?;
         let mut enc = self.encoder()?;
-        let mma = self.fragments_for(p.dtype).await;
         similarity::record(self, &mut enc, p, q, k, &out, None, mma).await?;
         self.submit_async(enc).await?;
         Ok(out)
+    }
+
+    /// What [`Context::similarity`] would run for `q` and `k` on this context, and why: the SIMT
+    /// kernel or the tensor-core one (f16 on a context with tensor cores), by the context's
+    /// tuned entry for the call's [`ShapeClass`](crate::ShapeClass), the built-in table, or the
+    /// heuristic (tensor cores where the context has them). Nothing runs; under
+    /// `Tuning::OnFirstUse` a class with no entry is timed by the first call, not here.
+    ///
+    /// ```no_run
+    /// # use wgpu_attention::*;
+    /// # fn main() -> Result<()> {
+    /// let ctx = Context::new_blocking()?;
+    /// let q = ctx.upload(&vec![half::f16::ONE; 4 * 64], Shape::new(1, 1, 4, 64))?;
+    /// let plan = ctx.plan_similarity(&q, &q, Similarity::Dot)?;
+    /// println!("{}: {}", plan.kernel, plan.reason);
+    /// # Ok(()) }
+    /// ```
+    pub fn plan_similarity(&self, q: &Tensor, k: &Tensor, metric: Similarity) -> Result<SimilarityPlan> {
+        let p = self.similarity_problem(q, k, metric)?;
+        pollster::block_on(async {
+            let (mma, reason) = self.similarity_route(&p, None).await?;
+            // the fragment kernel runs where its workgroup memory fits (else SIMT); the
+            // output: a new BHSD tensor
+            let vec_out = p.out_shape().dim.is_multiple_of(4);
+            let fits = mma.is_some() && similarity::kernels(self, &p, q, k, vec_out, false, mma).1.is_some();
+            Ok(match (mma, fits) {
+                (Some(_), false) => SimilarityPlan {
+                    kernel: SimilarityKernel::Simt,
+                    reason: format!(
+                        "SIMT: the tensor-core kernel's workgroup memory does not fit this device ({reason})"
+                    ),
+                },
+                (Some(_), true) => SimilarityPlan { kernel: SimilarityKernel::TensorCores, reason },
+                (None, _) => SimilarityPlan { kernel: SimilarityKernel::Simt, reason },
+            })
+        })
     }
 
     /// Records [`Context::similarity`] into `encoder`, writing the f32 tensor `out`
@@ -65,7 +111,7 @@ impl Context {
         self.check_outputs(&[("out", out)])?;
         check_aliasing(&[Region::tensor("out", out)], &[Region::tensor("q", q), Region::tensor("k", k)])?;
         pollster::block_on(async {
-            let mma = self.fragments_for(p.dtype).await;
+            let (mma, _) = self.similarity_route(&p, Some((q, k))).await?;
             similarity::record(self, encoder, &p, q, k, out, None, mma).await
         })
     }

@@ -7,12 +7,15 @@ use std::time::Instant;
 use crate::context::Context;
 use crate::error::Result;
 use crate::kernels::attention_plan::{candidates, Resolved};
+use crate::kernels::similarity_mma::Mma;
 use crate::launch::attention::{record, KvSource};
+use crate::launch::similarity;
 use crate::options::AttentionVariant;
 use crate::problem::AttentionProblem;
+use crate::problem::SimilarityProblem;
 use crate::shape::Layout;
 use crate::tensor::{Mask, Tensor};
-use crate::tuning::{ShapeClass, TunedChoice, Tuning, TuningTable};
+use crate::tuning::{ShapeClass, SimilarityKernel, TunedChoice, Tuning, TuningTable};
 
 /// Timed runs per candidate (after one untimed run, which compiles it); the fastest counts.
 const TIMED_RUNS: usize = 3;
@@ -63,6 +66,7 @@ impl Context {
             return 0;
         }
         tuned.entries.extend(table.entries.iter().map(|(k, v)| (*k, *v)));
+        tuned.similarity.extend(table.similarity.iter().map(|(k, v)| (*k, *v)));
         table.len()
     }
 
@@ -179,5 +183,76 @@ impl Context {
             }
         }
         Ok(best.map(|(c, ms)| (c, ms, timed, all.len())))
+    }
+
+    /// The class of a similarity call: its dtype, head dim, rows, keys, slices and group
+    /// (never causal).
+    pub(crate) fn similarity_class(p: &SimilarityProblem) -> ShapeClass {
+        let d = p.dims;
+        ShapeClass::of(p.dtype, d.slices(), d.nq, d.nk, d.d, d.group(), false)
+    }
+
+    /// Which similarity kernel runs a checked call, and why. Without tensor cores for the
+    /// call's dtype: SIMT. Otherwise, unless tuning is off: the context's tuned entry for the
+    /// call's class, then the built-in table's; with `Tuning::OnFirstUse` and no entry, both
+    /// kernels timed on the call's own inputs (`timed`: q and k; `None` only reports what would
+    /// happen), writing a scratch output (never the caller's), and the faster kept for the
+    /// context. Last, the heuristic: tensor cores.
+    pub(crate) async fn similarity_route(
+        &self,
+        p: &SimilarityProblem,
+        timed: Option<(&Tensor, &Tensor)>,
+    ) -> Result<(Option<Mma>, String)> {
+        let Some(mma) = self.fragments_for(p.dtype).await else {
+            return Ok((None, "SIMT: no tensor cores for this dtype on this context".into()));
+        };
+        let pick = |k: SimilarityKernel| match k {
+            SimilarityKernel::Simt => None,
+            SimilarityKernel::TensorCores => Some(mma),
+        };
+        let tuning = self.tuning();
+        if tuning == Tuning::Off {
+            return Ok((Some(mma), "tensor cores: the heuristic (tuning is off)".into()));
+        }
+        let class = Self::similarity_class(p);
+        if let Some(k) = self.tuning_table().get_similarity(&class) {
+            return Ok((pick(k), format!("{k}: the context's tuned entry for {class}")));
+        }
+        if let Some(k) = self.inner.built_in.as_ref().and_then(|t| t.get_similarity(&class)) {
+            return Ok((pick(k), format!("{k}: the built-in entry for {class}")));
+        }
+        if let (Tuning::OnFirstUse { .. }, Some((q, k))) = (tuning, timed) {
+            let _one_at_a_time = self.inner.tuning_run.lock().await;
+            if let Some(k) = self.tuning_table().get_similarity(&class) {
+                return Ok((pick(k), format!("{k}: the context's tuned entry for {class}")));
+            }
+            let out = self.zeros_async(p.out_shape(), Layout::Bhsd, crate::shape::DType::F32).await?;
+            let out = &out;
+            let mut best: Option<(SimilarityKernel, f64)> = None;
+            for kernel in SimilarityKernel::ALL {
+                let run = || -> Result<f64> {
+                    let t = Instant::now();
+                    let gpu = self.time_gpu(|enc| {
+                        pollster::block_on(similarity::record(self, enc, p, q, k, out, None, pick(kernel)))
+                    })?;
+                    Ok(gpu.unwrap_or_else(|| t.elapsed().as_secs_f64()))
+                };
+                match run().and_then(|_| (0..TIMED_RUNS).map(|_| run()).collect::<Result<Vec<f64>>>()) {
+                    Ok(t) => {
+                        let ms = t.into_iter().fold(f64::INFINITY, f64::min) * 1e3;
+                        if best.is_none_or(|b| ms < b.1) {
+                            best = Some((kernel, ms));
+                        }
+                    }
+                    Err(e) => log::warn!("wgpu-attention: tuning similarity {class}: {kernel} failed: {e}"),
+                }
+            }
+            if let Some((kernel, ms)) = best {
+                log::info!("wgpu-attention: tuned similarity {class}: {kernel} ({ms:.3} ms)");
+                self.inner.tuned.lock().unwrap_or_else(|e| e.into_inner()).similarity.insert(class, kernel);
+                return Ok((pick(kernel), format!("{kernel}: timed on this call's inputs for {class} ({ms:.3} ms)")));
+            }
+        }
+        Ok((Some(mma), "tensor cores: the heuristic (f16 on a context with tensor cores)".into()))
     }
 }

@@ -46,6 +46,10 @@
 //      q, dO and dQ over L lanes; keys staged TQ at a time (K and V), only those inside the
 //      block's rows' key range; dQ written once.
 //   3: one workgroup per query head: d_sinks as a tree sum of the rows' sink shares.
+//   4: where pass 1 is split (P.start > 1 splits of P.split_len of the group's query rows, head
+//      after head, so that few keys still make many workgroups), one invocation per element of
+//      dK and dV: the splits' partial sums (in STATS from element P.idx0: per split, key/value
+//      slice and key, d of dK then d of dV) added in split order.
 //
 // Every accumulator is an array of constant size NC indexed only by constant-trip loops, so
 // that compilers keep them in registers (the first version held a whole head dim per
@@ -110,7 +114,8 @@ fn quad(x: u32, base: u32, c4: u32) -> vec4<f32> {
     return r;
 }
 
-// Writes quad c4 of a gradient row (elements below d) at `base` of DQ (0), DK (1) or DV (2).
+// Writes quad c4 of a gradient row (elements below d) at `base` of DQ (0), DK (1) or DV (2),
+// saturated, or (3) of a partial sum in STATS, as it is.
 fn store_quad(x: u32, base: u32, c4: u32, g: vec4<f32>) {
     let c = 4u * c4;
     for (var e = 0u; e < 4u; e++) {
@@ -119,7 +124,8 @@ fn store_quad(x: u32, base: u32, c4: u32, g: vec4<f32>) {
             switch x {
                 case 0u: { DQ[base + c + e] = v; }
                 case 1u: { DK[base + c + e] = v; }
-                default: { DV[base + c + e] = v; }
+                case 2u: { DV[base + c + e] = v; }
+                default: { STATS[base + c + e] = g[e]; }
             }
         }
     }
@@ -168,6 +174,26 @@ fn attention_backward(
         STATS[3u * gid + 2u] = share;
         return;
     }
+    if (PASS == 4u) {
+        // ---- dK and dV from pass 1's split partial sums, in split order
+        let e = w * WG + lid;
+        let n = batch * kvh * P.nk * d;
+        if (e >= n) {
+            return;
+        }
+        let c = e % d;
+        let row = e / d;
+        var sk = 0.0;
+        var sv = 0.0;
+        for (var s = 0u; s < P.start; s++) {
+            let o = P.idx0 + (s * batch * kvh * P.nk + row) * 2u * d + c;
+            sk += STATS[o];
+            sv += STATS[o + d];
+        }
+        DK[e] = fin(sk);
+        DV[e] = fin(sv);
+        return;
+    }
     if (PASS == 3u) {
         // ---- d_sinks, one workgroup per query head
         let h = w;
@@ -197,12 +223,16 @@ fn attention_backward(
     let lane = lid % ROW_LANES;
     if (PASS == 1u) {
         // ---- dK and dV: ROW_LANES invocations per KP keys (slot + x NS, x < KP)
+        // (split s of P.start takes the group's query rows [s P.split_len, (s + 1) P.split_len),
+        // counted head after head)
         let nkb = (P.nk + KB - 1u) / KB;
-        if (w >= batch * kvh * nkb) {
+        let ns = max(P.start, 1u);
+        if (w >= batch * kvh * nkb * ns) {
             return;
         }
-        let kb = w % nkb;
-        let bk = w / nkb;
+        let split = w % ns;
+        let kb = (w / ns) % nkb;
+        let bk = w / ns / nkb;
         let b = bk / kvh;
         let hk = bk % kvh;
         let j_lo = kb * KB;
@@ -228,13 +258,18 @@ fn attention_backward(
                 dv[x * NC + c] = vec4<f32>(0.0);
             }
         }
-        for (var hh = 0u; hh < P.group; hh++) {
+        let g_lo = split * P.split_len;
+        let g_hi = min(g_lo + P.split_len, P.group * P.nq);
+        for (var hh = g_lo / max(P.nq, 1u); hh < P.group && hh * P.nq < g_hi; hh++) {
             let h = hk * P.group + hh;
-            for (var r0 = 0u; r0 < P.nq; r0 += TQ) {
+            // this split's rows of head h: [r_lo, r_end)
+            let r_lo = max(g_lo, hh * P.nq) - hh * P.nq;
+            let r_end = min(g_hi - hh * P.nq, P.nq);
+            for (var r0 = r_lo; r0 < r_end; r0 += TQ) {
                 // rows' key ranges only grow with the row: the tile touches this block iff
                 // its last row reaches past the block's first key and its first row starts
                 // before the block's end
-                let r1 = min(r0 + TQ, P.nq) - 1u;
+                let r1 = min(r0 + TQ, r_end) - 1u;
                 if (key_limit(b, r1) <= j_lo || key_start(b, r0) >= j_hi) {
                     continue;
                 }
@@ -243,7 +278,7 @@ fn attention_backward(
                     let r = r0 + t / D4;
                     var qv = vec4<f32>(0.0);
                     var gv = vec4<f32>(0.0);
-                    if (r < P.nq) {
+                    if (r < r_end) {
                         qv = quad(0u, vidx(P.v0, b, h, r), t % D4) * P.pre;
                         gv = quad(3u, vidx(P.v4, b, h, r), t % D4);
                     }
@@ -256,7 +291,7 @@ fn attention_backward(
                     var ke = 0u;
                     var dsum = 0.0;
                     var lz = F32_MAX;
-                    if (r < P.nq) {
+                    if (r < r_end) {
                         let g = 3u * ((b * P.heads + h) * P.nq + r);
                         dsum = STATS[g];
                         lz = STATS[g + 1u];
@@ -289,7 +324,7 @@ fn attention_backward(
                     for (var x = 0u; x < KP; x++) {
                         let j = j_lo + slot + x * NS;
                         var add = 0.0;
-                        if (j < P.nk && r < P.nq && j >= Rs[i] && j < Re[i] && Rl[i] < F32_MAX && mask_keep(b, h, r, j, &add)) {
+                        if (j < P.nk && r < r_end && j >= Rs[i] && j < Re[i] && Rl[i] < F32_MAX && mask_keep(b, h, r, j, &add)) {
                             let zd = acc[2u * x];
                             let z = score_z(zd, add, h, qpos(b, r), j);
                             let p = weight(z, Rl[i]);
@@ -313,11 +348,18 @@ fn attention_backward(
         }
         for (var x = 0u; x < KP; x++) {
             let j = j_lo + slot + x * NS;
-            if (j < P.nk) {
+            if (j < P.nk && ns == 1u) {
                 let o = ((b * kvh + hk) * P.nk + j) * d;
                 for (var c = 0u; c < NC; c++) {
                     store_quad(1u, o, lane + ROW_LANES * c, dk[x * NC + c]);
                     store_quad(2u, o, lane + ROW_LANES * c, dv[x * NC + c]);
+                }
+            } else if (j < P.nk) {
+                // this split's partial sums, summed by pass 4
+                let o = P.idx0 + ((split * batch * kvh + bk) * P.nk + j) * 2u * d;
+                for (var c = 0u; c < NC; c++) {
+                    store_quad(3u, o, lane + ROW_LANES * c, dk[x * NC + c]);
+                    store_quad(3u, o + d, lane + ROW_LANES * c, dv[x * NC + c]);
                 }
             }
         }

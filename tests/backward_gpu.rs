@@ -75,7 +75,8 @@ fn agree(what: &str, got: &Grads, want: &Grads, tol: f64) {
 
 /// The option families of tests/backward.rs, and shapes across the kernels' blocks (128, 64 and
 /// 32 keys per workgroup of pass 1 and rows of pass 2 for padded head dims 32, 64 and 128-256;
-/// staged steps of 32 down to 4 rows or keys), head dims 1 to 256.
+/// staged steps of 32 down to 4 rows or keys; pass 1 split over query rows where its key blocks
+/// are few), head dims 1 to 256.
 fn cases() -> Vec<Case> {
     let mut v = backward_cases();
     v.extend([
@@ -85,6 +86,9 @@ fn cases() -> Vec<Case> {
         Case::new(1, 2, 2, 1, 513, 128).key_lengths(&[300]),
         Case::new(1, 1, 1, 67, 70, 256).causal(),
         Case::new(1, 2, 1, 17, 200, 100).bshd(),
+        // pass 1 split over the group's rows (few key blocks, 600 rows: two splits, the second
+        // starting inside the second head)
+        Case::new(1, 3, 1, 200, 220, 32).causal().sinks(),
     ]);
     v
 }

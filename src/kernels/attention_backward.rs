@@ -21,6 +21,8 @@ pub(crate) enum Pass {
     QueryBlocks = 2,
     /// d_sinks, one workgroup per query head.
     Sinks = 3,
+    /// dK and dV as the sums of a split pass 1's partial sums, one invocation per element.
+    SplitSums = 4,
 }
 
 /// One pipeline of the backward: the inputs' dtype, the pass, the padded head dim and how a
@@ -74,11 +76,13 @@ impl AttentionBackwardKernel {
     #[cfg(test)]
     pub fn all() -> impl Iterator<Item = AttentionBackwardKernel> {
         [DType::F32, DType::F16].into_iter().flat_map(|dtype| {
-            [Pass::RowStats, Pass::KeyBlocks, Pass::QueryBlocks, Pass::Sinks].into_iter().flat_map(move |pass| {
-                [32u32, 64, 128, 256].into_iter().flat_map(move |dp| {
-                    [true, false].into_iter().map(move |sg| AttentionBackwardKernel { dtype, pass, dp, sg })
-                })
-            })
+            [Pass::RowStats, Pass::KeyBlocks, Pass::QueryBlocks, Pass::Sinks, Pass::SplitSums].into_iter().flat_map(
+                move |pass| {
+                    [32u32, 64, 128, 256].into_iter().flat_map(move |dp| {
+                        [true, false].into_iter().map(move |sg| AttentionBackwardKernel { dtype, pass, dp, sg })
+                    })
+                },
+            )
         })
     }
 }

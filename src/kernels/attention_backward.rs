@@ -40,8 +40,18 @@ pub(crate) struct AttentionBackwardKernel {
 impl AttentionBackwardKernel {
     /// The kernel of `pass` for head dim `d` (1 to `MAX_HEAD_DIM`, 256: padded to 32, 64, 128
     /// or 256), with subgroup sums when `caps` allow them.
+    ///
+    /// Passes 0, 3 and 4 walk the head dim at run time and reduce nothing over lanes: they are
+    /// built once (padded dim 32, no subgroups) whatever the head dim and device.
     pub fn new(dtype: DType, pass: Pass, d: usize, caps: &Caps) -> Self {
-        AttentionBackwardKernel { dtype, pass, dp: padded_dim(d), sg: subgroups_of_8(caps) }
+        match pass {
+            Pass::KeyBlocks | Pass::QueryBlocks => {
+                AttentionBackwardKernel { dtype, pass, dp: padded_dim(d), sg: subgroups_of_8(caps) }
+            }
+            Pass::RowStats | Pass::Sinks | Pass::SplitSums => {
+                AttentionBackwardKernel { dtype, pass, dp: 32, sg: false }
+            }
+        }
     }
 
     /// Invocations sharing one key (pass 1) or one query row (pass 2): each holds 16 of the
@@ -76,13 +86,15 @@ impl AttentionBackwardKernel {
     #[cfg(test)]
     pub fn all() -> impl Iterator<Item = AttentionBackwardKernel> {
         [DType::F32, DType::F16].into_iter().flat_map(|dtype| {
-            [Pass::RowStats, Pass::KeyBlocks, Pass::QueryBlocks, Pass::Sinks, Pass::SplitSums].into_iter().flat_map(
-                move |pass| {
-                    [32u32, 64, 128, 256].into_iter().flat_map(move |dp| {
-                        [true, false].into_iter().map(move |sg| AttentionBackwardKernel { dtype, pass, dp, sg })
-                    })
-                },
-            )
+            let lanes = [Pass::KeyBlocks, Pass::QueryBlocks].into_iter().flat_map(move |pass| {
+                [32u32, 64, 128, 256].into_iter().flat_map(move |dp| {
+                    [true, false].into_iter().map(move |sg| AttentionBackwardKernel { dtype, pass, dp, sg })
+                })
+            });
+            let once = [Pass::RowStats, Pass::Sinks, Pass::SplitSums]
+                .into_iter()
+                .map(move |pass| AttentionBackwardKernel { dtype, pass, dp: 32, sg: false });
+            lanes.chain(once)
         })
     }
 }

@@ -120,11 +120,7 @@ pub(crate) fn preludes(paged: bool, sg: bool) -> Vec<&'static str> {
         } else {
             include_str!("../../shaders/kv_contiguous.wgsl")
         },
-        if sg {
-            include_str!("../../shaders/rows_subgroup.wgsl")
-        } else {
-            include_str!("../../shaders/rows_workgroup.wgsl")
-        },
+        super::row_reductions(sg),
     ]
 }
 

@@ -147,13 +147,6 @@ impl Variant for AttentionBackwardKernel {
         4 * (2 * t * self.dp + WG + 3 * t + red)
     }
     fn preludes(&self) -> Vec<&'static str> {
-        vec![
-            include_str!("../../shaders/masking.wgsl"),
-            if self.sg {
-                include_str!("../../shaders/rows_subgroup.wgsl")
-            } else {
-                include_str!("../../shaders/rows_workgroup.wgsl")
-            },
-        ]
+        vec![include_str!("../../shaders/masking.wgsl"), super::row_reductions(self.sg)]
     }
 }

@@ -100,11 +100,7 @@ impl Variant for AttentionMmaKernel {
             } else {
                 include_str!("../../shaders/kv_contiguous.wgsl")
             },
-            if self.sg {
-                include_str!("../../shaders/rows_subgroup.wgsl")
-            } else {
-                include_str!("../../shaders/rows_workgroup.wgsl")
-            },
+            super::row_reductions(self.sg),
         ]
     }
     fn enables(&self) -> Vec<&'static str> {

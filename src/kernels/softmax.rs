@@ -58,14 +58,7 @@ impl Variant for SoftmaxKernel {
         4 * (WG / 8 + if self.sg { 0 } else { 2 * WG })
     }
     fn preludes(&self) -> Vec<&'static str> {
-        vec![
-            include_str!("../../shaders/masking.wgsl"),
-            if self.sg {
-                include_str!("../../shaders/rows_subgroup.wgsl")
-            } else {
-                include_str!("../../shaders/rows_workgroup.wgsl")
-            },
-        ]
+        vec![include_str!("../../shaders/masking.wgsl"), super::row_reductions(self.sg)]
     }
 }
 

@@ -24,7 +24,9 @@ impl Context {
     /// inputs' dtype (f16 inputs are widened; sums run in f32) and saturate at ±`f32::MAX`.
     ///
     /// Values that the GPU holds are not scanned: a NaN in `o`, `d_o` or `lse` gives
-    /// unspecified (finite) gradients.
+    /// unspecified (finite) gradients. The options' `variant`, `config` and `fixed_order` choose
+    /// among forward kernels and do not apply here (the backward has one kernel family, and its
+    /// results are always the same bits run to run).
     ///
     /// ```no_run
     /// # use wgpu_attention::*;

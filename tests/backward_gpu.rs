@@ -89,6 +89,8 @@ fn cases() -> Vec<Case> {
         // pass 1 split over the group's rows (few key blocks, 600 rows: two splits, the second
         // starting inside the second head)
         Case::new(1, 3, 1, 200, 220, 32).causal().sinks(),
+        // MQA, 8 heads over one key/value head: 9 splits of 267 rows, most starting inside a head
+        Case::new(1, 8, 1, 300, 100, 16).window(60, None),
     ]);
     v
 }

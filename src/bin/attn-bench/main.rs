@@ -221,9 +221,9 @@ fn main() -> ExitCode {
             Op::Softmax => Case::new("custom", op, args.dtype, args.bh, args.nq, nk, 0, false),
             _ => {
                 let kv_group = match args.kv_heads {
-                    Some(kv) if kv > 0 && args.bh % kv == 0 && op == Op::Attention => args.bh / kv,
+                    Some(kv) if kv > 0 && args.bh % kv == 0 && matches!(op, Op::Attention | Op::AttentionBackward) => args.bh / kv,
                     Some(kv) => {
-                        eprintln!("error: --kv-heads {kv} must divide --bh {} (attention only)", args.bh);
+                        eprintln!("error: --kv-heads {kv} must divide --bh {} (attention and its backward only)", args.bh);
                         return ExitCode::FAILURE;
                     }
                     None => 1,

@@ -84,6 +84,8 @@ pub struct Record {
     pub page_size: usize,
     /// Sliding window (keys before each query), if any.
     pub window: Option<usize>,
+    /// Query heads per key/value head (GQA; 1 otherwise).
+    pub kv_group: usize,
     /// The paged cache's element type (`--kv-dtype`), if not the case's dtype.
     pub kv_dtype: Option<String>,
     /// A packed pack of variable-length sequences (`attention_varlen`).
@@ -130,6 +132,7 @@ impl Record {
             lens: c.lens.clone(),
             page_size: c.page_size,
             window: c.window,
+            kv_group: c.kv_group.max(1),
             kv_dtype: c.kv_dtype.clone(),
             varlen: c.varlen,
             device_offsets: c.device_offsets,

@@ -204,6 +204,9 @@ pub fn kv_note(r: &Record) -> String {
     } else if r.page_size > 0 {
         parts.push(format!("paged {}", r.page_size));
     }
+    if r.kv_group > 1 {
+        parts.push(format!("GQA {} per kv head", r.kv_group));
+    }
     if let Some(w) = r.window {
         parts.push(format!("window {w}"));
     }
@@ -465,6 +468,9 @@ pub fn list_suites() -> String {
             }
             if c.varlen {
                 extra.push(if c.device_offsets { "packed (varlen, device offsets)" } else { "packed (varlen)" }.into());
+            }
+            if c.kv_group > 1 {
+                extra.push(format!("GQA {} per kv head", c.kv_group));
             }
             if let Some(w) = c.window {
                 extra.push(format!("window {w}"));

@@ -367,6 +367,12 @@ pub fn suite(which: Suite) -> Vec<Case> {
                 v.push(Case::new(s, Attention, dt, bh, n, n, d, causal));
                 v.push(Case::new(s, AttentionBackward, dt, bh, n, n, d, causal));
             }
+            if which == Suite::Backward {
+                // GQA, 32 query heads over 8 key/value heads (the backward's pass 1 walks each
+                // group's 4 heads)
+                v.push(Case { kv_group: 4, ..Case::new(s, Attention, F16, 32, 4096, 4096, 128, false) });
+                v.push(Case { kv_group: 4, ..Case::new(s, AttentionBackward, F16, 32, 4096, 4096, 128, false) });
+            }
         }
         Suite::Varlen | Suite::VarlenCpu => {
             // a pack of sequences of lengths drawn from 16..=max (a fixed xorshift), causal
@@ -515,7 +521,7 @@ pub enum Suite {
     /// The CPU path's comparison with PyTorch CPU and faiss: attention, similarity, softmax, top-k.
     Cpu,
     /// The backward of fused attention beside its forward (issue 23's targets): f16 16x4096² d 128
-    /// (and causal), 32x4096² d 64, f32 16x4096² d 128.
+    /// (and causal), 32x4096² d 64, f32 16x4096² d 128, f16 GQA 32/8 heads 4096² d 128.
     Backward,
     /// The backward beside its forward at sizes the CPU path and lavapipe finish (4 x 512², d 64,
     /// f32, and causal): the comparison with PyTorch's CPU backward.

@@ -158,6 +158,14 @@ impl<T: Element> Ctx<'_, T> {
 /// dQ, dK and dV, BHSD.
 type Grads = (Vec<f32>, Vec<f32>, Vec<f32>);
 
+/// The slices one after another, a copy per slice (the element-by-element iterator this
+/// replaced took 8% of a 4 x 512² d 64 backward's time here).
+fn concat<'a>(parts: impl Iterator<Item = &'a [f32]> + Clone) -> Vec<f32> {
+    let mut out = Vec::with_capacity(parts.clone().map(<[f32]>::len).sum());
+    parts.for_each(|p| out.extend_from_slice(p));
+    out
+}
+
 /// Row blocks `[start, end)` of `n` in steps of `step`.
 fn blocks(n: usize, step: usize) -> impl Iterator<Item = (usize, usize)> + Clone {
     (0..n.div_ceil(step)).map(move |x| (x * step, ((x + 1) * step).min(n)))
@@ -256,8 +264,8 @@ fn two_passes<T: Element>(cx: &Ctx<T>) -> Grads {
         })
         .collect();
     let dq: Vec<f32> = q_parts.concat();
-    let dk: Vec<f32> = kv_parts.iter().flat_map(|x| x.0.iter().copied()).collect();
-    let dv: Vec<f32> = kv_parts.iter().flat_map(|x| x.1.iter().copied()).collect();
+    let dk = concat(kv_parts.iter().map(|x| &x.0[..]));
+    let dv = concat(kv_parts.iter().map(|x| &x.1[..]));
     (dq, dk, dv)
 }
 
@@ -296,8 +304,11 @@ fn one_pass<T: Element>(cx: &Ctx<T>) -> Grads {
             (dq, dk, dv)
         })
         .collect();
-    let cat = |f: fn(&Grads) -> &Vec<f32>| parts.iter().flat_map(|x| f(x).iter().copied()).collect();
-    (cat(|x| &x.0), cat(|x| &x.1), cat(|x| &x.2))
+    (
+        concat(parts.iter().map(|x| &x.0[..])),
+        concat(parts.iter().map(|x| &x.1[..])),
+        concat(parts.iter().map(|x| &x.2[..])),
+    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 // result is the same bits run to run). CPU twin: cpu::attention_backward (and its f64
 // reference, cpu::reference::attention_backward).
 //
-// Header constants (src/kernels/attention_backward.rs): PASS (which of the four passes this
+// Header constants (src/kernels/attention_backward.rs): PASS (which of the five passes this
 // pipeline runs), WG (256 invocations), DP (head dim padded to 32/64/128/256), ROW_LANES (L:
 // the invocations that share KP keys in pass 1, KP query rows in pass 2), NC = DP / (4 L) (the
 // vec4 registers each of them holds per vector and key or row), NS = WG / L (groups of lanes
@@ -15,7 +15,8 @@
 // Bindings: 1 q, 2 mask (masking.wgsl), 3 key lengths, 4 k, 5 v, 6 o, 7 d_o, 8 per-head
 // parameters (ALiBi slope and sink, z units), 9 lse (natural, f32), 10 row statistics (f32,
 // three per query row: D = rowsum(dO * O), the log-sum-exp in z units, the sink's share of
-// d_sinks), 11 dq, 12 dk, 13 dv (f32, BHSD, contiguous), 14 d_sinks (f32, one per query head).
+// d_sinks; then, where pass 1 is split, its partial sums), 11 dq, 12 dk, 13 dv (f32, BHSD,
+// contiguous), 14 d_sinks (f32, one per query head).
 // Views: v0 q (pass 0: lse, row length 1), v1 k, v2 v, v3 mask, v4 d_o, v5 o.
 //
 // Scores follow the forward exactly (masking.wgsl): Q is multiplied by P.pre, so q·k is the z
@@ -30,7 +31,8 @@
 // A row whose log-sum-exp is not finite (-inf: nothing kept; +inf: beyond f32) contributes
 // nothing. Results are saturated to +-F32_MAX, NaN-free.
 //
-// Passes (each its own dispatch, in this order):
+// Passes (each its own dispatch, in the order 0, 1, 4, 2, 3; 4 only where pass 1 is split, 3
+// only with sinks):
 //   0: one invocation per query row: D, lse_z and the sink share into the row statistics.
 //   1: one workgroup per (batch, key/value head, block of KB keys). The L consecutive
 //      invocations of group s hold keys s, s + NS (KP of them): each NC vec4 of every key's
@@ -41,7 +43,8 @@
 //      dot products q·k and dO·v, which are summed over the L lanes in one four-wide sum
 //      (rows_subgroup.wgsl by shuffles, or rows_workgroup.wgsl); then each lane updates its
 //      quads. Row tiles whose keys lie wholly outside this block's (causal, windows, key
-//      lengths) are skipped. dK and dV are written once.
+//      lengths) are skipped. dK and dV are written once (split: the group's rows divided
+//      among P.start workgroups per key block, each writing its partial sums for pass 4).
 //   2: one workgroup per (batch x head, block of KB query rows), the same split of KP rows'
 //      q, dO and dQ over L lanes; keys staged TQ at a time (K and V), only those inside the
 //      block's rows' key range; dQ written once.
@@ -51,7 +54,7 @@
 //      dK and dV: the splits' partial sums (in STATS from element P.idx0: per split, key/value
 //      slice and key, d of dK then d of dV) added in split order.
 //
-// Every accumulator is an array of constant size NC indexed only by constant-trip loops, so
+// Every accumulator is an array of constant size KP NC indexed only by constant-trip loops, so
 // that compilers keep them in registers (the first version held a whole head dim per
 // invocation in arrays indexed by the runtime head dim: local memory, 53-169x the forward's
 // time on an H200).

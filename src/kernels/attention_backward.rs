@@ -1,6 +1,6 @@
-//! Host side of `shaders/attention_backward.wgsl`: the four passes of the attention backward
-//! (row statistics, dK/dV over key blocks, dQ over query blocks, the sinks' gradient; CPU twin:
-//! `cpu::attention_backward`).
+//! Host side of `shaders/attention_backward.wgsl`: the five passes of the attention backward
+//! (row statistics, dK/dV over key blocks, the sums of a split pass 1, dQ over query blocks, the
+//! sinks' gradient; CPU twin: `cpu::attention_backward`).
 
 use super::attention::{padded_dim, subgroups_of_8};
 use super::{b, Access, Binding, Variant, PARAMS};

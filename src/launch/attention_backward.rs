@@ -1,4 +1,4 @@
-//! Launching `shaders/attention_backward.wgsl`: the buffers, parameters and four dispatches of a
+//! Launching `shaders/attention_backward.wgsl`: the buffers, parameters and three to five dispatches of a
 //! checked backward call (the variant itself is `kernels/attention_backward.rs`).
 
 use crate::backward_call::{AttentionBackwardCall, AttentionGradOutputs};

@@ -1,6 +1,6 @@
 //! The backward pass of attention on the GPU ([`Context::attention_backward`]): dQ, dK, dV (and
 //! the sink logits' gradient) from the forward's inputs, output and log-sum-exp and the output's
-//! gradient, in four dispatches of `shaders/attention_backward.wgsl` (FlashAttention-2's shape:
+//! gradient, in three to five dispatches of `shaders/attention_backward.wgsl` (FlashAttention-2's shape:
 //! no `nq x nk` buffer, no atomics, the same bits run to run).
 
 use super::{check_aliasing, Region};

@@ -110,6 +110,67 @@ gpu_test! {
     }
 }
 
+/// Seeded random cases: shapes across the kernels' blocks and pass 1's splits (GQA groups up to
+/// 4, up to 300 rows and keys, fewer at large head dims), head dims of every padded class,
+/// options drawn independently.
+fn random_cases(n: usize, seed: u64) -> Vec<Case> {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let (b, hkv, group) = (r.random_range(1..=2), r.random_range(1..=2), r.random_range(1..=4));
+            let (mut nq, mut nk): (usize, usize) = (r.random_range(1..=300), r.random_range(1..=300));
+            let d = [1, 3, 8, 16, 24, 33, 64, 100, 128, 256][r.random_range(0..10)];
+            // (the f64 reference's cost: at most ~2M score-dims a case)
+            while b * hkv * group * nq * nk * d > 2 << 20 {
+                if nq > nk {
+                    nq = nq.div_ceil(2);
+                } else {
+                    nk = nk.div_ceil(2);
+                }
+            }
+            let mut c = Case { seed: 1000 + i as u64, ..Case::new(b, hkv * group, hkv, nq, nk, d) };
+            if r.random_bool(0.5) {
+                c = c.causal();
+            }
+            if r.random_bool(0.3) {
+                c = c.window(r.random_range(0..100), r.random_bool(0.5).then(|| r.random_range(0..20)));
+            }
+            if r.random_bool(0.3) {
+                c = c.softcap(r.random_range(2.0..30.0));
+            }
+            if r.random_bool(0.3) {
+                c = c.alibi();
+            }
+            if r.random_bool(0.3) {
+                c = c.sinks();
+            }
+            if r.random_bool(0.3) {
+                c = c.bshd();
+            }
+            if r.random_bool(0.2) {
+                c = c.key_lengths(&(0..b).map(|_| r.random_range(0..=nk as u32)).collect::<Vec<_>>());
+            } else if r.random_bool(0.2) {
+                c = Case { bool_mask: Some([b, hkv * group, nq, nk]), ..c };
+            }
+            c
+        })
+        .collect()
+}
+
+gpu_test! {
+    fn random_cases_match_the_reference() {
+        // (BACKWARD_CASES and BACKWARD_SEED change the count, 32, and the seed, 23)
+        let var = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        let ctx = shared_gpu();
+        for c in random_cases(var("BACKWARD_CASES", 32) as usize, var("BACKWARD_SEED", 23)) {
+            let data = case_data(&c);
+            let d_o = rand_vec(c.seed + 11, data.qs.numel(), 1.0);
+            agree(&format!("{c:?}"), &on_gpu(&ctx, &c, &data, &d_o), &reference(&c, &data, &d_o), 1e-4);
+        }
+    }
+}
+
 gpu_test! {
     fn lanes_sum_through_workgroup_memory_without_subgroups() {
         // a key's (row's) lanes sum their partial dot products through workgroup memory on

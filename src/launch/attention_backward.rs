@@ -1,5 +1,5 @@
-//! Launching `shaders/attention_backward.wgsl`: the buffers, parameters and three to five dispatches of a
-//! checked backward call (the variant itself is `kernels/attention_backward.rs`).
+//! Launching `shaders/attention_backward.wgsl`: the buffers, parameters and three to five
+//! dispatches of a checked backward call (the variant itself is `kernels/attention_backward.rs`).
 
 use crate::backward_call::{AttentionBackwardCall, AttentionGradOutputs};
 use crate::context::Context;
@@ -25,8 +25,6 @@ pub(crate) async fn record(
     let so = ScoreArgs::new(ctx, &p.score_options(), &transform, d.heads).await?;
     let (fl, kl) = masking_flags(ctx, p, x.mask).await?;
     let rows = d.slices() * d.nq;
-    // D, the log-sum-exp in z units and the sink's share, per query row: pass 0 writes every
-    // entry before passes 1-3 read, so the context's shared scratch serves
     let kernel = |pass| AttentionBackwardKernel::new(p.dtype, pass, d.d, ctx.caps());
     // keys (pass 1) and query rows (pass 2) per workgroup
     let kb = kernel(Pass::KeyBlocks).block() as usize;
@@ -43,6 +41,9 @@ pub(crate) async fn record(
     let split_len = group_rows.div_ceil(splits).max(1);
     let splits = group_rows.div_ceil(split_len).max(1);
     let partials = if splits > 1 { splits * per_split } else { 0 };
+    // D, the log-sum-exp in z units and the sink's share, per query row, then the partial sums:
+    // each pass writes every entry it leaves for a later one, so the context's shared scratch
+    // serves
     let stats = ctx.scratch_f32(Shape::new(1, 1, (3 * rows + partials).max(1), 1)).await?;
     let params = so.apply(
         Params {

@@ -40,9 +40,11 @@ pub(crate) mod top_k;
 pub(crate) mod weighted_sum;
 
 mod abi;
+mod preludes;
 pub(crate) mod attention_plan;
 
 pub(crate) use abi::{b, flags, Access, Binding, Params, Variant, ViewParams, PARAMS};
+pub(crate) use preludes::row_reductions;
 
 use crate::problem::{ZNONE, ZSAT};
 use crate::shape::DType;
@@ -190,17 +192,6 @@ impl Kernel {
             Kernel::AttentionMma(k) => hw(&k.mma),
             _ => false,
         }
-    }
-}
-
-/// The prelude of a row's reductions over `ROW_LANES` consecutive invocations (`row_max`,
-/// `row_sum`, `row_sum4`): subgroup shuffles where `sg` (the device's subgroups are at least
-/// that wide), else workgroup memory (the variant then counts its `red` buffer).
-pub(crate) fn row_reductions(sg: bool) -> &'static str {
-    if sg {
-        include_str!("../../shaders/rows_subgroup.wgsl")
-    } else {
-        include_str!("../../shaders/rows_workgroup.wgsl")
     }
 }
 

@@ -139,6 +139,18 @@ pub(crate) struct Params {
 }
 
 impl Params {
+    /// The problem's dimensions (heads, group, query rows, keys, head dim), the rest default.
+    pub fn of_dims(d: &crate::problem::Dims) -> Self {
+        Params {
+            heads: d.heads as u32,
+            group: d.group() as u32,
+            nq: d.nq as u32,
+            nk: d.nk as u32,
+            d: d.d as u32,
+            ..Params::default()
+        }
+    }
+
     /// Fills the score-transform fields.
     pub fn with_transform(mut self, t: &ScoreTransform) -> Self {
         self.pre = t.pre;

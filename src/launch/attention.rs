@@ -158,11 +158,6 @@ pub(crate) async fn record(
     };
     let params = so.apply(
         Params {
-            heads: d.heads as u32,
-            group: d.group() as u32,
-            nq: d.nq as u32,
-            nk: d.nk as u32,
-            d: d.d as u32,
             flags: fl,
             split_len: split.map_or(0, |s| s.0) as u32,
             max_blocks: kv.blocks_per_seq() as u32,
@@ -171,7 +166,7 @@ pub(crate) async fn record(
             kpre: vpre,
             post: vpost,
             post2: 1.0,
-            ..Params::default()
+            ..Params::of_dims(&d)
         }
         .with_transform(&transform),
     );

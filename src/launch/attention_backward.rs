@@ -47,11 +47,6 @@ pub(crate) async fn record(
     let stats = ctx.scratch_f32(Shape::new(1, 1, (3 * rows + partials).max(1), 1)).await?;
     let params = so.apply(
         Params {
-            heads: d.heads as u32,
-            group: d.group() as u32,
-            nq: d.nq as u32,
-            nk: d.nk as u32,
-            d: d.d as u32,
             flags: fl,
             post: 1.0,
             post2: 1.0,
@@ -59,7 +54,7 @@ pub(crate) async fn record(
             start: splits as u32,
             split_len: split_len as u32,
             idx0: (3 * rows) as u32,
-            ..Params::default()
+            ..Params::of_dims(&d)
         }
         .with_transform(&transform),
     );

@@ -133,17 +133,12 @@ pub(crate) async fn record(
         grid: Grid { bh: d.slices(), heads: d.heads, nq: d.nq, row_tile: 16 },
         args,
         params: Params {
-            heads: d.heads as u32,
-            group: d.group() as u32,
-            nq: d.nq as u32,
-            nk: d.nk as u32,
-            d: d.d as u32,
             pre: sc.q,
             kpre: sc.k,
             post: sc.post,
             post2: sc.post2,
             idx0: topk.map_or(0, |t| t.idx0 as u32),
-            ..Params::default()
+            ..Params::of_dims(&d)
         },
         workgroups: &workgroups,
     }

@@ -54,10 +54,12 @@
 //      dK and dV: the splits' partial sums (in STATS from element P.idx0: per split, key/value
 //      slice and key, d of dK then d of dV) added in split order.
 //
-// Every accumulator is an array of constant size KP NC indexed only by constant-trip loops, so
-// that compilers keep them in registers (the first version held a whole head dim per
-// invocation in arrays indexed by the runtime head dim: local memory, 53-169x the forward's
-// time on an H200).
+// Every register vector of passes 1 and 2 is a named variable, `k_{x}_{c}` for quad c of key
+// (row) x: the loops `//#for NAME in COUNT {` ... `//#}` are unrolled in the text before
+// compiling (src/kernels/unroll.rs), because NVIDIA's compiler (580) kept even constant-size
+// arrays indexed in constant-trip loops in local memory: the first version (whole head dims in
+// arrays indexed by the runtime head dim) ran at 53-169x the forward's time on an H200, the
+// second (arrays of KP NC vec4 indexed in constant-trip loops) at 16-18x.
 
 @group(0) @binding(1) var<storage, read> Q: array<elem>;
 @group(0) @binding(4) var<storage, read> K: array<elem>;
@@ -240,27 +242,26 @@ fn attention_backward(
         let hk = bk % kvh;
         let j_lo = kb * KB;
         let j_hi = min(j_lo + KB, P.nk);
-        var kj: array<vec4<f32>, KP * NC>;
-        var vj: array<vec4<f32>, KP * NC>;
-        var dk: array<vec4<f32>, KP * NC>;
-        var dv: array<vec4<f32>, KP * NC>;
-        for (var x = 0u; x < KP; x++) {
-            let j = j_lo + slot + x * NS;
+        // key x's quad c of k, v, dK and dV (named registers: see the header)
+        //#for x in KP {
+        //#for c in NC {
+        var k_{x}_{c} = vec4<f32>(0.0);
+        var v_{x}_{c} = vec4<f32>(0.0);
+        var dk_{x}_{c} = vec4<f32>(0.0);
+        var dv_{x}_{c} = vec4<f32>(0.0);
+        //#}
+        //#}
+        //#for x in KP {
+        if (j_lo + slot + {x}u * NS < P.nk) {
+            let j = j_lo + slot + {x}u * NS;
             let ik = vidx(P.v1, b, hk, j);
             let iv = vidx(P.v2, b, hk, j);
-            for (var c = 0u; c < NC; c++) {
-                var kq = vec4<f32>(0.0);
-                var vq = vec4<f32>(0.0);
-                if (j < P.nk) {
-                    kq = quad(1u, ik, lane + ROW_LANES * c);
-                    vq = quad(2u, iv, lane + ROW_LANES * c);
-                }
-                kj[x * NC + c] = kq;
-                vj[x * NC + c] = vq;
-                dk[x * NC + c] = vec4<f32>(0.0);
-                dv[x * NC + c] = vec4<f32>(0.0);
-            }
+            //#for c in NC {
+            k_{x}_{c} = quad(1u, ik, lane + ROW_LANES * {c}u);
+            v_{x}_{c} = quad(2u, iv, lane + ROW_LANES * {c}u);
+            //#}
         }
+        //#}
         let g_lo = split * P.split_len;
         let g_hi = min(g_lo + P.split_len, P.group * P.nq);
         for (var hh = g_lo / max(P.nq, 1u); hh < P.group && hh * P.nq < g_hi; hh++) {
@@ -311,61 +312,69 @@ fn attention_backward(
                     // (q·k, dO·v) of each of the KP keys, summed over the lanes: every
                     // invocation reduces (uniform control flow), then drops what it must
                     var acc = vec4<f32>(0.0);
-                    for (var c = 0u; c < NC; c++) {
-                        let a = i * D4 + lane + ROW_LANES * c;
+                    //#for c in NC {
+                    {
+                        let a = i * D4 + lane + ROW_LANES * {c}u;
                         let qa = A[a];
                         let ga = B[a];
-                        for (var x = 0u; x < KP; x++) {
-                            acc[2u * x] += dot(qa, kj[x * NC + c]);
-                            acc[2u * x + 1u] += dot(ga, vj[x * NC + c]);
-                        }
+                        //#for x in KP {
+                        acc[2u * {x}u] += dot(qa, k_{x}_{c});
+                        acc[2u * {x}u + 1u] += dot(ga, v_{x}_{c});
+                        //#}
                     }
+                    //#}
                     acc = row_sum4(acc, lid);
                     let r = r0 + i;
                     var pw = vec2<f32>(0.0);
                     var gw = vec2<f32>(0.0);
-                    for (var x = 0u; x < KP; x++) {
-                        let j = j_lo + slot + x * NS;
+                    //#for x in KP {
+                    {
+                        let j = j_lo + slot + {x}u * NS;
                         var add = 0.0;
                         if (j < P.nk && r < r_end && j >= Rs[i] && j < Re[i] && Rl[i] < F32_MAX && mask_keep(b, h, r, j, &add)) {
-                            let zd = acc[2u * x];
+                            let zd = acc[2u * {x}u];
                             let z = score_z(zd, add, h, qpos(b, r), j);
                             let p = weight(z, Rl[i]);
-                            pw[x] = p;
-                            gw[x] = p * (acc[2u * x + 1u] - Rd[i]) * cap_slope(zd) * P.unit;
+                            pw[{x}u] = p;
+                            gw[{x}u] = p * (acc[2u * {x}u + 1u] - Rd[i]) * cap_slope(zd) * P.unit;
                         }
                     }
+                    //#}
                     if (any(pw != vec2<f32>(0.0))) {
-                        for (var c = 0u; c < NC; c++) {
-                            let a = i * D4 + lane + ROW_LANES * c;
+                        //#for c in NC {
+                        {
+                            let a = i * D4 + lane + ROW_LANES * {c}u;
                             let qa = A[a];
                             let ga = B[a];
-                            for (var x = 0u; x < KP; x++) {
-                                dv[x * NC + c] += pw[x] * ga;
-                                dk[x * NC + c] += gw[x] * qa;
-                            }
+                            //#for x in KP {
+                            dv_{x}_{c} += pw[{x}u] * ga;
+                            dk_{x}_{c} += gw[{x}u] * qa;
+                            //#}
                         }
+                        //#}
                     }
                 }
             }
         }
-        for (var x = 0u; x < KP; x++) {
-            let j = j_lo + slot + x * NS;
+        //#for x in KP {
+        {
+            let j = j_lo + slot + {x}u * NS;
             if (j < P.nk && ns == 1u) {
                 let o = ((b * kvh + hk) * P.nk + j) * d;
-                for (var c = 0u; c < NC; c++) {
-                    store_quad(1u, o, lane + ROW_LANES * c, dk[x * NC + c]);
-                    store_quad(2u, o, lane + ROW_LANES * c, dv[x * NC + c]);
-                }
+                //#for c in NC {
+                store_quad(1u, o, lane + ROW_LANES * {c}u, dk_{x}_{c});
+                store_quad(2u, o, lane + ROW_LANES * {c}u, dv_{x}_{c});
+                //#}
             } else if (j < P.nk) {
                 // this split's partial sums, summed by pass 4
                 let o = P.idx0 + ((split * batch * kvh + bk) * P.nk + j) * 2u * d;
-                for (var c = 0u; c < NC; c++) {
-                    store_quad(3u, o, lane + ROW_LANES * c, dk[x * NC + c]);
-                    store_quad(3u, o + d, lane + ROW_LANES * c, dv[x * NC + c]);
-                }
+                //#for c in NC {
+                store_quad(3u, o, lane + ROW_LANES * {c}u, dk_{x}_{c});
+                store_quad(3u, o + d, lane + ROW_LANES * {c}u, dv_{x}_{c});
+                //#}
             }
         }
+        //#}
         return;
     }
     // ---- PASS 2, dQ: ROW_LANES invocations per KP query rows (slot + x NS, x < KP)
@@ -378,39 +387,37 @@ fn attention_backward(
     let b = bh / P.heads;
     let h = bh % P.heads;
     let hk = h / P.group;
-    var qi: array<vec4<f32>, KP * NC>;
-    var gi: array<vec4<f32>, KP * NC>;
-    var dq: array<vec4<f32>, KP * NC>;
+    // row x's quad c of q, dO and dQ (named registers: see the header)
+    //#for x in KP {
+    //#for c in NC {
+    var q_{x}_{c} = vec4<f32>(0.0);
+    var g_{x}_{c} = vec4<f32>(0.0);
+    var dq_{x}_{c} = vec4<f32>(0.0);
+    //#}
+    //#}
     // per row: D, lse_z, first key, key limit, position
     var dsum = vec2<f32>(0.0);
     var lz = vec2<f32>(F32_MAX);
     var ks = vec2<u32>(0u);
     var ke = vec2<u32>(0u);
     var qp = vec2<i32>(0i);
-    for (var x = 0u; x < KP; x++) {
-        let r = rb * KB + slot + x * NS;
+    //#for x in KP {
+    if (rb * KB + slot + {x}u * NS < P.nq) {
+        let r = rb * KB + slot + {x}u * NS;
         let iq = vidx(P.v0, b, h, r);
         let ig = vidx(P.v4, b, h, r);
-        for (var c = 0u; c < NC; c++) {
-            var qq = vec4<f32>(0.0);
-            var gq = vec4<f32>(0.0);
-            if (r < P.nq) {
-                qq = quad(0u, iq, lane + ROW_LANES * c) * P.pre;
-                gq = quad(3u, ig, lane + ROW_LANES * c);
-            }
-            qi[x * NC + c] = qq;
-            gi[x * NC + c] = gq;
-            dq[x * NC + c] = vec4<f32>(0.0);
-        }
-        if (r < P.nq) {
-            let g = 3u * (bh * P.nq + r);
-            dsum[x] = STATS[g];
-            lz[x] = STATS[g + 1u];
-            ks[x] = key_start(b, r);
-            ke[x] = key_limit(b, r);
-            qp[x] = qpos(b, r);
-        }
+        //#for c in NC {
+        q_{x}_{c} = quad(0u, iq, lane + ROW_LANES * {c}u) * P.pre;
+        g_{x}_{c} = quad(3u, ig, lane + ROW_LANES * {c}u);
+        //#}
+        let g = 3u * (bh * P.nq + r);
+        dsum[{x}u] = STATS[g];
+        lz[{x}u] = STATS[g + 1u];
+        ks[{x}u] = key_start(b, r);
+        ke[{x}u] = key_limit(b, r);
+        qp[{x}u] = qpos(b, r);
     }
+    //#}
     // the keys any row of the block can keep (key ranges only grow with the row)
     let r_last = min(rb * KB + KB, P.nq) - 1u;
     let k_lo = key_start(b, rb * KB);
@@ -431,45 +438,53 @@ fn attention_backward(
         workgroupBarrier();
         for (var i = 0u; i < TQ; i++) {
             var acc = vec4<f32>(0.0);
-            for (var c = 0u; c < NC; c++) {
-                let a = i * D4 + lane + ROW_LANES * c;
+            //#for c in NC {
+            {
+                let a = i * D4 + lane + ROW_LANES * {c}u;
                 let ka = A[a];
                 let va = B[a];
-                for (var x = 0u; x < KP; x++) {
-                    acc[2u * x] += dot(qi[x * NC + c], ka);
-                    acc[2u * x + 1u] += dot(gi[x * NC + c], va);
-                }
+                //#for x in KP {
+                acc[2u * {x}u] += dot(q_{x}_{c}, ka);
+                acc[2u * {x}u + 1u] += dot(g_{x}_{c}, va);
+                //#}
             }
+            //#}
             acc = row_sum4(acc, lid);
             let j = j0 + i;
             var gw = vec2<f32>(0.0);
-            for (var x = 0u; x < KP; x++) {
-                let r = rb * KB + slot + x * NS;
+            //#for x in KP {
+            {
+                let r = rb * KB + slot + {x}u * NS;
                 var add = 0.0;
-                if (r < P.nq && lz[x] < F32_MAX && j >= ks[x] && j < ke[x] && mask_keep(b, h, r, j, &add)) {
-                    let zd = acc[2u * x];
-                    let z = score_z(zd, add, h, qp[x], j);
-                    let p = weight(z, lz[x]);
-                    gw[x] = p * (acc[2u * x + 1u] - dsum[x]) * cap_slope(zd) * P.unit;
+                if (r < P.nq && lz[{x}u] < F32_MAX && j >= ks[{x}u] && j < ke[{x}u] && mask_keep(b, h, r, j, &add)) {
+                    let zd = acc[2u * {x}u];
+                    let z = score_z(zd, add, h, qp[{x}u], j);
+                    let p = weight(z, lz[{x}u]);
+                    gw[{x}u] = p * (acc[2u * {x}u + 1u] - dsum[{x}u]) * cap_slope(zd) * P.unit;
                 }
             }
+            //#}
             if (any(gw != vec2<f32>(0.0))) {
-                for (var c = 0u; c < NC; c++) {
-                    let ka = A[i * D4 + lane + ROW_LANES * c];
-                    for (var x = 0u; x < KP; x++) {
-                        dq[x * NC + c] += gw[x] * ka;
-                    }
+                //#for c in NC {
+                {
+                    let ka = A[i * D4 + lane + ROW_LANES * {c}u];
+                    //#for x in KP {
+                    dq_{x}_{c} += gw[{x}u] * ka;
+                    //#}
                 }
+                //#}
             }
         }
     }
-    for (var x = 0u; x < KP; x++) {
-        let r = rb * KB + slot + x * NS;
+    //#for x in KP {
+    {
+        let r = rb * KB + slot + {x}u * NS;
         if (r < P.nq) {
             let o = (bh * P.nq + r) * d;
-            for (var c = 0u; c < NC; c++) {
-                store_quad(0u, o, lane + ROW_LANES * c, dq[x * NC + c] * P.pre);
-            }
+            //#for c in NC {
+            store_quad(0u, o, lane + ROW_LANES * {c}u, dq_{x}_{c} * P.pre);
+            //#}
         }
     }
+    //#}
 }

@@ -227,6 +227,12 @@ pub struct AttentionConfig {
     /// Decode kernel: keys per split, a positive multiple of 16 (more splits give more
     /// workgroups and more partials to merge).
     pub decode_split: Option<u32>,
+    /// Backward (`Context::attention_backward`): keys per group of lanes in the dK/dV pass, and
+    /// query rows per group in the dQ pass, 1 or 2 (2 only up to head dim 128). 2 lets each
+    /// staged row feed two keys (fewer workgroup-memory reads: faster on a CPU adapter, the
+    /// default there); 1 holds half the registers (faster on GPUs: an H200 ran 16 x 4096² d 128
+    /// in 59 ms with 1 against 76 ms with 2; the default elsewhere).
+    pub backward_keys: Option<u32>,
 }
 
 impl AttentionConfig {
@@ -248,6 +254,7 @@ impl std::fmt::Display for AttentionConfig {
             ("tc_softmax", self.tc_softmax),
             ("simt_chunk", self.simt_chunk),
             ("decode_split", self.decode_split),
+            ("backward_keys", self.backward_keys),
         ];
         for (name, v) in fields {
             if let Some(v) = v {
@@ -274,9 +281,10 @@ impl std::str::FromStr for AttentionConfig {
                 "tc_softmax" => &mut c.tc_softmax,
                 "simt_chunk" => &mut c.simt_chunk,
                 "decode_split" => &mut c.decode_split,
+                "backward_keys" => &mut c.backward_keys,
                 other => {
                     return Err(format!(
-                        "unknown field {other:?} (tc_rows, tc_keys, tc_stages, tc_softmax, simt_chunk, decode_split)"
+                        "unknown field {other:?} (tc_rows, tc_keys, tc_stages, tc_softmax, simt_chunk, decode_split, backward_keys)"
                     ))
                 }
             };

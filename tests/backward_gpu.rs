@@ -45,13 +45,19 @@ fn reference(c: &Case, data: &CaseData, d_o: &[f32]) -> Grads {
 
 /// The GPU's forward (with the log-sum-exp) and backward of the same case.
 fn on_gpu(ctx: &Context, c: &Case, data: &CaseData, d_o: &[f32]) -> Grads {
+    on_gpu_with_keys(ctx, c, data, d_o, None)
+}
+
+/// As `on_gpu`, with `AttentionConfig::backward_keys` set to `keys` for the backward.
+fn on_gpu_with_keys(ctx: &Context, c: &Case, data: &CaseData, d_o: &[f32], keys: Option<u32>) -> Grads {
     let up = |v: &[f32], s| ctx.upload_with_layout(v, s, c.layout).unwrap();
     let (q, k, v) = (up(&data.q, data.qs), up(&data.k, data.ks), up(&data.v, data.ks));
     let mask = host_mask(c, data).map(|m| ctx.upload_mask(&m).unwrap());
-    let opts = c.opts();
+    let mut opts = c.opts();
     let (o, lse) = ctx.attention_with_lse(&q, &k, &v, mask.as_ref(), &opts).unwrap();
     let d_o = up(d_o, data.qs);
     let call = AttentionBackwardCall { q: &q, k: &k, v: &v, mask: mask.as_ref(), o: &o, lse: &lse, d_o: &d_o };
+    opts.config.backward_keys = keys;
     let g = ctx.attention_backward(&call, &opts).unwrap();
     assert_eq!((g.dq.dtype(), g.dq.layout()), (DType::F32, Layout::Bhsd));
     Grads {
@@ -163,10 +169,14 @@ gpu_test! {
         // (BACKWARD_CASES and BACKWARD_SEED change the count, 32, and the seed, 23)
         let var = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
         let ctx = shared_gpu();
-        for c in random_cases(var("BACKWARD_CASES", 32) as usize, var("BACKWARD_SEED", 23)) {
+        for (i, c) in random_cases(var("BACKWARD_CASES", 32) as usize, var("BACKWARD_SEED", 23)).into_iter().enumerate() {
             let data = case_data(&c);
             let d_o = rand_vec(c.seed + 11, data.qs.numel(), 1.0);
-            agree(&format!("{c:?}"), &on_gpu(&ctx, &c, &data, &d_o), &reference(&c, &data, &d_o), 1e-4);
+            // the adapter's default, then 1 and 2 keys per group of lanes in turn (2 only up to
+            // head dim 128)
+            let keys = [None, Some(1), Some(2)][i % 3].filter(|&k| k == 1 || c.d <= 128);
+            let got = on_gpu_with_keys(&ctx, &c, &data, &d_o, keys);
+            agree(&format!("{c:?} backward_keys {keys:?}"), &got, &reference(&c, &data, &d_o), 1e-4);
         }
     }
 }
@@ -179,7 +189,11 @@ gpu_test! {
         for c in [Case::new(2, 2, 2, 65, 129, 33).window(40, Some(7)).alibi(), Case::new(1, 4, 2, 20, 70, 128).causal().sinks().softcap(5.0)] {
             let data = case_data(&c);
             let d_o = rand_vec(c.seed + 11, data.qs.numel(), 1.0);
-            agree(&format!("no subgroups {c:?}"), &on_gpu(&ctx, &c, &data, &d_o), &reference(&c, &data, &d_o), 1e-4);
+            let want = reference(&c, &data, &d_o);
+            for keys in [1, 2] {
+                let got = on_gpu_with_keys(&ctx, &c, &data, &d_o, Some(keys));
+                agree(&format!("no subgroups, {keys} keys per group of lanes {c:?}"), &got, &want, 1e-4);
+            }
         }
     }
 }
@@ -318,5 +332,16 @@ gpu_test! {
         let call = AttentionBackwardCall { q: &x, k: &x, v: &x, mask: None, o: &x, lse: &lse, d_o: &x };
         let e = ctx.attention_backward(&call, &AttentionOptions::default()).unwrap_err();
         assert!(matches!(e, Error::UnsupportedHeadDim { argument: "q", max: 256, .. }), "{e}");
+        // keys per group of lanes: 1 or 2, and 2 only up to head dim 128
+        let s = Shape::new(1, 1, 2, 200);
+        let x = ctx.upload(&vec![0.5f32; s.numel()], s).unwrap();
+        let (o, lse) = ctx.attention_with_lse(&x, &x, &x, None, &AttentionOptions::default()).unwrap();
+        let wide = AttentionBackwardCall { q: &x, k: &x, v: &x, mask: None, o: &o, lse: &lse, d_o: &x };
+        for keys in [2, 3, 0] {
+            let bad = AttentionOptions { config: AttentionConfig { backward_keys: Some(keys), ..Default::default() }, ..Default::default() };
+            let e = ctx.attention_backward(&wide, &bad).unwrap_err();
+            assert!(matches!(&e, Error::Unsupported(m) if m.contains("config.backward_keys")), "{keys}: {e}");
+        }
+        assert!(ctx.attention_backward(&wide, &AttentionOptions { config: AttentionConfig { backward_keys: Some(1), ..Default::default() }, ..Default::default() }).is_ok());
     }
 }

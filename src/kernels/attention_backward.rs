@@ -5,6 +5,7 @@
 use super::attention::{padded_dim, subgroups_of_8};
 use super::{b, Access, Binding, Variant, PARAMS};
 use crate::caps::Caps;
+use crate::error::{Error, Result};
 use crate::shape::DType;
 
 /// Invocations per workgroup.
@@ -35,21 +36,24 @@ pub(crate) struct AttentionBackwardKernel {
     /// Sums over a key's lanes by subgroup shuffles (the device's subgroups are never narrower
     /// than 8 lanes), else through workgroup memory.
     pub sg: bool,
+    /// Keys (pass 1) or query rows (pass 2) per group of lanes: 1, or 2 up to padded dim 128.
+    pub kp: u32,
 }
 
 impl AttentionBackwardKernel {
     /// The kernel of `pass` for head dim `d` (1 to `MAX_HEAD_DIM`, 256: padded to 32, 64, 128
-    /// or 256), with subgroup sums when `caps` allow them.
+    /// or 256), with subgroup sums when `caps` allow them and `kp` keys (rows) per group of
+    /// lanes (see [`keys_per_lanes`]).
     ///
     /// Passes 0, 3 and 4 walk the head dim at run time and reduce nothing over lanes: they are
     /// built once (padded dim 32, no subgroups) whatever the head dim and device.
-    pub fn new(dtype: DType, pass: Pass, d: usize, caps: &Caps) -> Self {
+    pub fn new(dtype: DType, pass: Pass, d: usize, caps: &Caps, kp: u32) -> Self {
         match pass {
             Pass::KeyBlocks | Pass::QueryBlocks => {
-                AttentionBackwardKernel { dtype, pass, dp: padded_dim(d), sg: subgroups_of_8(caps) }
+                AttentionBackwardKernel { dtype, pass, dp: padded_dim(d), sg: subgroups_of_8(caps), kp }
             }
             Pass::RowStats | Pass::Sinks | Pass::SplitSums => {
-                AttentionBackwardKernel { dtype, pass, dp: 32, sg: false }
+                AttentionBackwardKernel { dtype, pass, dp: 32, sg: false, kp: 1 }
             }
         }
     }
@@ -60,15 +64,9 @@ impl AttentionBackwardKernel {
         (self.dp / 16).min(8)
     }
 
-    /// Keys (pass 1) or query rows (pass 2) per group of lanes: two up to head dim 128 (each
-    /// staged quad then feeds both, and one four-wide sum serves both), one at 256 (whose
-    /// vectors would not fit in registers twice).
+    /// Keys (pass 1) or query rows (pass 2) per group of lanes.
     pub fn per_lanes(&self) -> u32 {
-        if self.dp <= 128 {
-            2
-        } else {
-            1
-        }
+        self.kp
     }
 
     /// Keys (pass 1) or query rows (pass 2) per workgroup.
@@ -88,14 +86,34 @@ impl AttentionBackwardKernel {
         [DType::F32, DType::F16].into_iter().flat_map(|dtype| {
             let lanes = [Pass::KeyBlocks, Pass::QueryBlocks].into_iter().flat_map(move |pass| {
                 [32u32, 64, 128, 256].into_iter().flat_map(move |dp| {
-                    [true, false].into_iter().map(move |sg| AttentionBackwardKernel { dtype, pass, dp, sg })
+                    let kps: &[u32] = if dp <= 128 { &[1, 2] } else { &[1] };
+                    kps.iter().flat_map(move |&kp| {
+                        [true, false].into_iter().map(move |sg| AttentionBackwardKernel { dtype, pass, dp, sg, kp })
+                    })
                 })
             });
             let once = [Pass::RowStats, Pass::Sinks, Pass::SplitSums]
                 .into_iter()
-                .map(move |pass| AttentionBackwardKernel { dtype, pass, dp: 32, sg: false });
+                .map(move |pass| AttentionBackwardKernel { dtype, pass, dp: 32, sg: false, kp: 1 });
             lanes.chain(once)
         })
+    }
+}
+
+/// Keys (pass 1) or query rows (pass 2) per group of lanes for head dim `d`: `chosen`
+/// (`AttentionConfig::backward_keys`) where it is 1, or 2 up to padded head dim 128; else 2 on
+/// a CPU adapter (each staged row then feeds two keys: lavapipe's fastest) and 1 elsewhere
+/// (half the registers: an H200's fastest, 59 ms against 76 ms at 16 x 4096² d 128).
+pub(crate) fn keys_per_lanes(d: usize, cpu_adapter: bool, chosen: Option<u32>) -> Result<u32> {
+    let wide = padded_dim(d) <= 128;
+    match chosen {
+        Some(1) => Ok(1),
+        Some(2) if wide => Ok(2),
+        Some(2) => Err(Error::Unsupported(format!(
+            "config.backward_keys: 2 keys per group of lanes need head dim <= 128 (got {d}); use 1"
+        ))),
+        Some(k) => Err(Error::Unsupported(format!("config.backward_keys: 1 or 2 keys per group of lanes (got {k})"))),
+        None => Ok(if cpu_adapter && wide { 2 } else { 1 }),
     }
 }
 
@@ -145,6 +163,10 @@ impl Variant for AttentionBackwardKernel {
         // subgroups, the lanes' reduction buffer (2 WG floats)
         let red = if self.sg { 0 } else { 2 * WG };
         4 * (2 * t * self.dp + WG + 3 * t + red)
+    }
+    fn body(&self) -> std::borrow::Cow<'static, str> {
+        // the registers of passes 1 and 2 are named per (key or row, quad): unrolled here
+        std::borrow::Cow::Owned(super::unroll::unroll(Self::SOURCE, &self.constants()))
     }
     fn preludes(&self) -> Vec<&'static str> {
         vec![include_str!("../../shaders/masking.wgsl"), super::row_reductions(self.sg)]

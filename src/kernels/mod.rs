@@ -32,6 +32,7 @@ pub(crate) mod attention_mma;
 pub(crate) mod kv_append;
 pub(crate) mod kv_quantize;
 mod loads;
+mod unroll;
 pub(crate) mod row_norms;
 pub(crate) mod similarity;
 pub(crate) mod similarity_mma;
@@ -89,9 +90,6 @@ macro_rules! each_kernel {
 
 fn name_of<V: Variant>(_: &V) -> &'static str {
     V::NAME
-}
-fn source_of<V: Variant>(_: &V) -> &'static str {
-    V::SOURCE
 }
 
 impl Kernel {
@@ -153,7 +151,7 @@ impl Kernel {
             s.push_str(p);
         }
         s.push_str(&each_kernel!(self, v => v.generated()));
-        s.push_str(each_kernel!(self, v => source_of(v)));
+        s.push_str(&each_kernel!(self, v => v.body()));
         s
     }
 

@@ -4,7 +4,7 @@
 use crate::backward_call::{AttentionBackwardCall, AttentionGradOutputs};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::attention_backward::{AttentionBackwardKernel, Pass, WG};
+use crate::kernels::attention_backward::{keys_per_lanes, AttentionBackwardKernel, Pass, WG};
 use crate::kernels::{Kernel, Params};
 use crate::launch::{masking_flags, ScoreArgs};
 use crate::plan::{Grid, Rows};
@@ -25,7 +25,9 @@ pub(crate) async fn record(
     let so = ScoreArgs::new(ctx, &p.score_options(), &transform, d.heads).await?;
     let (fl, kl) = masking_flags(ctx, p, x.mask).await?;
     let rows = d.slices() * d.nq;
-    let kernel = |pass| AttentionBackwardKernel::new(p.dtype, pass, d.d, ctx.caps());
+    let cpu_adapter = ctx.info().device_type == wgpu::DeviceType::Cpu;
+    let kp = keys_per_lanes(d.d, cpu_adapter, p.config.backward_keys)?;
+    let kernel = |pass| AttentionBackwardKernel::new(p.dtype, pass, d.d, ctx.caps(), kp);
     // keys (pass 1) and query rows (pass 2) per workgroup
     let kb = kernel(Pass::KeyBlocks).block() as usize;
     let kv_heads = d.heads / d.group();
@@ -35,7 +37,7 @@ pub(crate) async fn record(
     let per_split = d.batch * kv_heads * d.nk * 2 * d.d;
     let room = (ctx.caps().max_binding / 4).min(MAX_PARTIALS) as usize;
     // (a software rasteriser runs a few workgroups at a time: more only cost it the partial sums)
-    let target = if ctx.info().device_type == wgpu::DeviceType::Cpu { CPU_SPLIT_TARGET } else { SPLIT_TARGET };
+    let target = if cpu_adapter { CPU_SPLIT_TARGET } else { SPLIT_TARGET };
     let key_groups = d.batch * kv_heads * d.nk.div_ceil(kb);
     let splits = split_count(key_groups, group_rows, per_split, room.saturating_sub(3 * rows), target);
     let split_len = group_rows.div_ceil(splits).max(1);

@@ -24,9 +24,10 @@ impl Context {
     /// inputs' dtype (f16 inputs are widened; sums run in f32) and saturate at ±`f32::MAX`.
     ///
     /// Values that the GPU holds are not scanned: a NaN in `o`, `d_o` or `lse` gives
-    /// unspecified (finite) gradients. The options' `variant`, `config` and `fixed_order` choose
-    /// among forward kernels and do not apply here (the backward has one kernel family, and its
-    /// results are always the same bits run to run).
+    /// unspecified (finite) gradients. The options' `variant` and `fixed_order` choose among
+    /// forward kernels and do not apply here (the backward has one kernel family, and its
+    /// results are always the same bits run to run); of `config`, only `backward_keys` applies
+    /// (the other fields name forward kernels).
     ///
     /// ```no_run
     /// # use wgpu_attention::*;

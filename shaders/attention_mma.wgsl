@@ -37,12 +37,11 @@
 const QP: u32 = DP + 8u;
 const PP: u32 = BC + 8u;
 const SP: u32 = BC + 4u;
-// columns of a key tile per invocation in the softmax
-const CPT: u32 = BC / TPR;
 // groups of 4 head dims per staged row (staging reads 4 elements at a time)
 const DG: u32 = DP / 4u;
-// a tile's groups per invocation (STAGES 2: held in registers between load and staging)
-const NPRE: u32 = (BC * DG + WG - 1u) / WG;
+// (header constants: CPT = BC / TPR, the columns of a key tile per invocation in the
+// softmax; NPRE, a tile's groups per invocation with STAGES 2, held in registers between load
+// and staging, 0 with STAGES 1)
 // Hs: Q (BR x QP), the K or V tile (BC x QP), the weights P (BR x PP)
 const KVB: u32 = BR * QP;
 const PB: u32 = KVB + BC * QP;
@@ -186,12 +185,16 @@ fn attention_mma(
     if (kend > k_begin) {
         ntiles = (kend - k_begin + BC - 1u) / BC;
     }
-    // STAGES 2: the tile in flight, this invocation's groups of it
-    var pre: array<vec4<f32>, NPRE>;
+    // STAGES 2: the tile in flight, this invocation's groups of it (named registers: the
+    // template loops are unrolled in the text, src/kernels/unroll.rs, since a private array
+    // indexed in a loop may live in local memory)
+    //#for n in NPRE {
+    var pre_{n} = vec4<f32>(0.0);
+    //#}
     if (STAGES == 2u && ntiles > 0u) {
-        for (var n = 0u; n < NPRE; n++) {
-            pre[n] = fetch(n * WG + t, k_begin, kend, b, hk, false);
-        }
+        //#for n in NPRE {
+        pre_{n} = fetch({n}u * WG + t, k_begin, kend, b, hk, false);
+        //#}
     }
     for (var kt = 0u; kt < ntiles; kt++) {
         let k0 = k_begin + kt * BC;
@@ -201,9 +204,9 @@ fn attention_mma(
             atomicStore(&moved, 0u);
         }
         if (STAGES == 2u) {
-            for (var n = 0u; n < NPRE; n++) {
-                stage(n * WG + t, pre[n]);
-            }
+            //#for n in NPRE {
+            stage({n}u * WG + t, pre_{n});
+            //#}
         } else {
             for (var i = t; i < BC * DG; i += WG) {
                 stage(i, fetch(i, k0, kend, b, hk, false));
@@ -212,9 +215,9 @@ fn attention_mma(
         workgroupBarrier();
         // STAGES 2: V's loads in flight during the products
         if (STAGES == 2u) {
-            for (var n = 0u; n < NPRE; n++) {
-                pre[n] = fetch(n * WG + t, k0, kend, b, hk, true);
-            }
+            //#for n in NPRE {
+            pre_{n} = fetch({n}u * WG + t, k0, kend, b, hk, true);
+            //#}
         }
         // S = Q Kᵀ: the subgroup's 16 rows x BC keys, 16 keys at a time
         for (var nb = 0u; nb < BC; nb += 16u) {
@@ -233,9 +236,9 @@ fn attention_mma(
 
         // V where K was (every fragment of K has been read)
         if (STAGES == 2u) {
-            for (var n = 0u; n < NPRE; n++) {
-                stage(n * WG + t, pre[n]);
-            }
+            //#for n in NPRE {
+            stage({n}u * WG + t, pre_{n});
+            //#}
         } else {
             for (var i = t; i < BC * DG; i += WG) {
                 stage(i, fetch(i, k0, kend, b, hk, true));
@@ -245,22 +248,24 @@ fn attention_mma(
         // z kept in registers for the second pass)
         var keep = 0u;
         var tmax = ZNONE;
-        var zr: array<f32, CPT>;
-        for (var c = 0u; c < CPT; c++) {
-            let col = part * CPT + c;
+        //#for c in CPT {
+        var zr_{c} = 0.0;
+        {
+            let col = part * CPT + {c}u;
             let j = k0 + col;
             var add = 0.0;
             if (ok && j >= lo && j < hi && mask_keep(b, h, row, j, &add)) {
                 let z = score_z(Fs[r * SP + col] * P.pre, add, h, qp, j);
                 if (SMR == 1u) {
-                    zr[c] = z;
+                    zr_{c} = z;
                 } else {
                     Fs[r * SP + col] = z;
                 }
-                keep |= 1u << c;
+                keep |= 1u << {c}u;
                 tmax = max(tmax, z);
             }
         }
+        //#}
         let mn = max(m, row_max(tmax, t, 0u));
         var alpha = 1.0;
         if ((mn - m) * P.ex > 8.0) {
@@ -274,12 +279,13 @@ fn attention_mma(
                 atomicStore(&moved, 1u);
             }
         }
-        for (var c = 0u; c < CPT; c++) {
-            let col = part * CPT + c;
+        //#for c in CPT {
+        {
+            let col = part * CPT + {c}u;
             var p = 0.0;
-            if ((keep & (1u << c)) != 0u) {
+            if ((keep & (1u << {c}u)) != 0u) {
                 if (SMR == 1u) {
-                    p = weight(zr[c], m);
+                    p = weight(zr_{c}, m);
                 } else {
                     p = weight(Fs[r * SP + col], m);
                 }
@@ -288,6 +294,7 @@ fn attention_mma(
             Hs[PB + r * PP + col] = ph;
             l += f32(ph);
         }
+        //#}
         workgroupBarrier();
         if (t == 0u) {
             wmoved = atomicLoad(&moved);
@@ -305,9 +312,9 @@ fn attention_mma(
         }
         // STAGES 2: the next K tile's loads in flight during the products
         if (STAGES == 2u && kt + 1u < ntiles) {
-            for (var n = 0u; n < NPRE; n++) {
-                pre[n] = fetch(n * WG + t, k0 + BC, kend, b, hk, false);
-            }
+            //#for n in NPRE {
+            pre_{n} = fetch({n}u * WG + t, k0 + BC, kend, b, hk, false);
+            //#}
         }
         // O += P V: the subgroup's 16 rows, 16 keys at a time
         for (var kk = 0u; kk < BC; kk += 16u) {

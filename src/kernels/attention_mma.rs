@@ -78,6 +78,8 @@ impl Variant for AttentionMmaKernel {
             ("SMR", self.softmax_regs as u32),
             ("TPR", tpr),
             ("ROW_LANES", tpr),
+            ("CPT", self.keys / tpr),
+            ("NPRE", if self.stages == 2 { (self.keys * self.dp / 4).div_ceil(self.threads()) } else { 0 }),
         ]
     }
     /// Q, the K/V tile and the weights (f16); the scores (f32); the rows' scales; the key
@@ -90,6 +92,10 @@ impl Variant for AttentionMmaKernel {
     /// The loads of Q, K and V (quantized pools dequantized in registers, then staged as f16).
     fn generated(&self) -> String {
         super::loads::qkv(self.loads, self.kv[0], self.kv[1])
+    }
+    fn body(&self) -> std::borrow::Cow<'static, str> {
+        // the softmax's z (SMR 1) and the tile in flight (STAGES 2) are named registers
+        std::borrow::Cow::Owned(super::unroll::unroll(Self::SOURCE, &self.constants()))
     }
     fn preludes(&self) -> Vec<&'static str> {
         vec![

@@ -35,7 +35,11 @@ fn weighted_sum(
     let tx = t % 16u;
     let ty = t / 16u;
 
-    var acc: array<vec4<f32>, 4>;
+    // a 4 x 4 tile per invocation: rows acc_0 .. acc_3 (named, not an indexed array)
+    var acc_0 = vec4<f32>(0.0);
+    var acc_1 = vec4<f32>(0.0);
+    var acc_2 = vec4<f32>(0.0);
+    var acc_3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < P.nk; k0 += TK) {
         for (var i = 0u; i < 4u; i++) {
             let e = t + i * WG;
@@ -60,10 +64,10 @@ fn weighted_sum(
         for (var kk = 0u; kk < TK; kk++) {
             let a = vec4<f32>(As[kk * TM + ty * 4u], As[kk * TM + ty * 4u + 1u], As[kk * TM + ty * 4u + 2u], As[kk * TM + ty * 4u + 3u]);
             let bb = vec4<f32>(Bs[kk * TN + tx * 4u], Bs[kk * TN + tx * 4u + 1u], Bs[kk * TN + tx * 4u + 2u], Bs[kk * TN + tx * 4u + 3u]);
-            acc[0] += a.x * bb;
-            acc[1] += a.y * bb;
-            acc[2] += a.z * bb;
-            acc[3] += a.w * bb;
+            acc_0 += a.x * bb;
+            acc_1 += a.y * bb;
+            acc_2 += a.z * bb;
+            acc_3 += a.w * bb;
         }
         workgroupBarrier();
     }
@@ -73,10 +77,12 @@ fn weighted_sum(
             continue;
         }
         let ob = vidx(P.v2, b, h, gr);
+        // (a select, not an index: an array indexed at run time may live in local memory)
+        let row = select(select(select(acc_3, acc_2, i == 2u), acc_1, i == 1u), acc_0, i == 0u);
         for (var j = 0u; j < 4u; j++) {
             let gc = col0 + tx * 4u + j;
             if (gc < P.d) {
-                O[ob + gc] = to_elem(acc[i][j] * P.post);
+                O[ob + gc] = to_elem(row[j] * P.post);
             }
         }
     }

@@ -6,7 +6,8 @@
 #   1. the adapter and its clocks; the tensor-core hardware tests
 #   2. the GPU backward's tests (tests/backward_gpu, its seeded random cases included)
 #   3. the tensor-core microbenchmarks (attn-bench --mma-probe: mma-probe.json)
-#   4. the backward suite (each backward case beside its forward) joined with PyTorch's SDPA
+#   4. the backward suite (each backward case beside its forward; the backward with 1 and with
+#      2 keys per group of lanes, AttentionConfig::backward_keys) joined with PyTorch's SDPA
 #      backward on the same card (backward.json, torch-backward-join.json, joined-backward.json)
 #   5. every other test executable, in the time left (those that need the build machine's files
 #      are skipped by name)
@@ -45,8 +46,8 @@ fi
 
 # 4. the backward beside the forward, and PyTorch's
 # shellcheck disable=SC2086
-step backward 75 "$bin/attn-bench" ${BACKWARD_CASES:---suite backward} --runs 5 --warmup 1 --e2e-runs 0 --gpu-budget 3 \
-  --json "$final/backward.json"
+step backward 100 "$bin/attn-bench" ${BACKWARD_CASES:---suite backward} --config backward_keys=1 --config backward_keys=2 \
+  --runs 5 --warmup 1 --e2e-runs 0 --gpu-budget 3 --json "$final/backward.json"
 grep -E '^attention' "$w/backward.log" >> "$final/summary.txt"
 if python3 -c 'import torch' 2>/dev/null; then
   step torch-backward 50 python3 benches/torch_reference.py --cases "$final/backward.json" --json "$final/torch-backward-join.json" --device cuda

@@ -3,7 +3,8 @@
 
     python3 scripts/join_bench.py ours.json torch.json [--markdown] [--json=joined.json]
 
-One row per case: our wgpu kernels and our CPU path (time, TFLOP/s or GB/s), each PyTorch
+One row per case and GPU kernel (its variant and configuration: runs with several `--variant`s
+or `--config`s have several rows per case): our wgpu kernel and our CPU path (time, TFLOP/s or GB/s), each PyTorch
 implementation's time, and the ratio columns ours/PyTorch = PyTorch time / our time against the
 fastest PyTorch implementation (> 1: we are faster). Times are kernel medians where the tool
 had them (timestamp queries, CUDA events), wall medians otherwise.
@@ -64,42 +65,56 @@ def main():
     torch = json.load(open(args[1]))
     key = lambda r: (r["op"], r["dtype"], r["bh"], r["nq"], r["nk"], r["d"], r["causal"], r.get("k", 0),
                      kv_note(r))
-    cases, ours_by, torch_by = [], {}, {}
+    # a row per case and GPU kernel (variant and configuration: `--variant` and `--config` runs
+    # have several per case); the CPU path's record joins every row of its case
+    kernel = lambda r: " ".join(x for x in (r.get("variant"), r.get("config")) if x)
+    cases, ours_by, cpu_by = [], {}, {}
     for r in ours["results"]:
-        if key(r) not in ours_by:
-            cases.append(key(r))
-        ours_by.setdefault(key(r), {})[r["impl"]] = r
+        if r["impl"] == "wgpu":
+            k = key(r) + (kernel(r),)
+            if k not in ours_by:
+                cases.append(k)
+            ours_by.setdefault(k, {})["wgpu"] = r
+        else:
+            cpu_by.setdefault(key(r), {})[r["impl"]] = r
+    for base in cpu_by:
+        if not any(k[:-1] == base for k in cases):
+            cases.append(base + ("",))
+    for k in cases:
+        ours_by.setdefault(k, {}).update(cpu_by.get(k[:-1], {}))
+    torch_by = {}
     torch_impls = []
     for r in torch["results"]:
         torch_by.setdefault(key(r), {})[r["impl"]] = r
         if r["impl"] not in torch_impls:
             torch_impls.append(r["impl"])
 
-    header = ["op", "dtype", "BH", "Nq", "Nk", "D", "causal", "k", "kv / window", "wgpu ms", "wgpu rate", "cpu ms"]
+    header = ["op", "dtype", "BH", "Nq", "Nk", "D", "causal", "k", "kv / window", "wgpu kernel", "wgpu ms", "wgpu rate",
+              "cpu ms"]
     header += [f"{t} ms" for t in torch_impls]
     header += ["best reference", "wgpu/ref", "cpu/ref"]
     rows = []
     for k in cases:
-        o, t = ours_by.get(k, {}), torch_by.get(k, {})
+        o, t = ours_by.get(k, {}), torch_by.get(k[:-1], {})
         g, c = o.get("wgpu"), o.get("cpu")
         tt = {name: t_ms(t.get(name)) for name in torch_impls}
         best = min(((v, n) for n, v in tt.items() if v), default=None)
         fmt = lambda v: f"{v:.3f}" if v is not None else "-"
         ratio = lambda ours_t: f"{best[0] / ours_t:.3f}" if best and ours_t else "-"
-        op, dt, bh, nq, nk, d, causal, kk, kv = k
+        op, dt, bh, nq, nk, d, causal, kk, kv, kern = k
         rows.append([op, dt, str(bh), str(nq), str(nk), str(d), "yes" if causal else "no", str(kk) if kk else "-", kv,
-                     fmt(t_ms(g)), rate(g), fmt(t_ms(c))]
+                     kern or "-", fmt(t_ms(g)), rate(g), fmt(t_ms(c))]
                     + [fmt(tt[n]) for n in torch_impls]
                     + [best[1] if best else "-", ratio(t_ms(g)), ratio(t_ms(c))])
     json_out = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--json=")), None)
     if json_out:
         joined = []
         for k in cases:
-            o, t = ours_by.get(k, {}), torch_by.get(k, {})
+            o, t = ours_by.get(k, {}), torch_by.get(k[:-1], {})
             g = o.get("wgpu")
             tt = {name: t_ms(t.get(name)) for name in torch_impls}
             best = min(((v, n) for n, v in tt.items() if v), default=None)
-            op, dt, bh, nq, nk, d, causal, kk, kv = k
+            op, dt, bh, nq, nk, d, causal, kk, kv, _ = k
             ours_t = t_ms(g)
             joined.append({
                 "op": op, "dtype": dt, "bh": bh, "nq": nq, "nk": nk, "d": d, "causal": causal, "k": kk, "kv": kv,

@@ -108,6 +108,23 @@ fn attn_bench_times_the_backward_on_both_paths_and_checks_it() {
 }
 
 #[test]
+fn attn_bench_runs_each_case_once_per_config_and_refuses_a_bad_one() {
+    let o = bench(&[
+        "--op", "attention_backward", "--bh", "2", "--nq", "20", "--nk", "30", "--d", "8", "--config", "backward_keys=1",
+        "--config", "backward_keys=2", "--runs", "2", "--warmup", "0", "--e2e-runs", "0",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    for c in ["backward_keys=1", "backward_keys=2"] {
+        assert!(out.lines().any(|l| l.starts_with("attention_backward") && l.contains(&format!("wgpu ({c})"))), "{c}:\n{out}");
+    }
+    let o = bench(&["--op", "attention", "--config", "frobnicate=1"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--config") && err.contains("frobnicate"), "{err}");
+}
+
+#[test]
 fn attn_bench_reports_are_labelled_scaled_and_carry_their_context() {
     let dir = std::env::temp_dir().join(format!("attn-bench-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

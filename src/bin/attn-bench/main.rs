@@ -19,7 +19,7 @@ mod sweep;
 use std::process::ExitCode;
 
 use clap::Parser;
-use wgpu_attention::{AttentionVariant, Context, ContextOptions, KvDType};
+use wgpu_attention::{AttentionConfig, AttentionVariant, Context, ContextOptions, KvDType};
 
 use measure::{Record, Settings};
 use suites::{Case, Dt, Op, Suite};
@@ -111,6 +111,13 @@ struct Args {
     /// variants in one run.
     #[arg(long, default_value = "auto")]
     variant: Vec<String>,
+    /// Kernel configuration(s) of attention and backward cases, as `AttentionConfig` writes
+    /// them (e.g. `tc_rows=32`, `simt_chunk=16`, `backward_keys=2`; `default` for none);
+    /// repeatable: each such case runs once per distinct configuration of the fields that apply
+    /// to it (`backward_keys` to the backward, the others to the forward), side by side, the
+    /// configuration in its record.
+    #[arg(long, default_value = "default")]
+    config: Vec<String>,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = BackendArg::Gpu)]
     backend: BackendArg,
@@ -247,6 +254,16 @@ fn main() -> ExitCode {
             }
         }
     }
+    let mut configs = vec![];
+    for text in &args.config {
+        match if text == "default" { Ok(AttentionConfig::default()) } else { text.parse::<AttentionConfig>() } {
+            Ok(c) => configs.push(c),
+            Err(e) => {
+                eprintln!("error: --config {text:?}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // each attention case once per KV-cache type asked for, over a paged cache
     let mut kv_types = vec![];
     for name in &args.kv_dtype {
@@ -305,6 +322,28 @@ fn main() -> ExitCode {
         .flat_map(|c| {
             let vs = if c.op == Op::Attention { variants.clone() } else { vec![AttentionVariant::Auto] };
             vs.into_iter().map(move |variant| Case { variant, ..c.clone() })
+        })
+        .collect();
+    // each attention and backward case once per configuration asked for, counting only the
+    // fields that apply to it (`backward_keys` to the backward, the others to the forward); a
+    // case that names its own configuration, as a suite's may, keeps it
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .flat_map(|c| {
+            let mut cs: Vec<AttentionConfig> = vec![];
+            if !c.config.is_default() || !matches!(c.op, Op::Attention | Op::AttentionBackward) {
+                return vec![c];
+            }
+            for &k in &configs {
+                let k = match c.op {
+                    Op::AttentionBackward => AttentionConfig { backward_keys: k.backward_keys, ..Default::default() },
+                    _ => AttentionConfig { backward_keys: None, ..k },
+                };
+                if !cs.contains(&k) {
+                    cs.push(k);
+                }
+            }
+            cs.into_iter().map(|config| Case { config, ..c.clone() }).collect()
         })
         .collect();
 

@@ -693,6 +693,8 @@ fn gpu_inner(ctx: &Context, c: &Case, st: &Settings, label: &str, rec: &mut Reco
         };
         rec.variant = Some(format!("{}{}", if g.paged.is_some() { "paged " } else { "" }, plan.variant));
         rec.config = Some(plan.config.to_string());
+    } else if c.op == Op::AttentionBackward && !c.config.is_default() {
+        rec.config = Some(c.config.to_string());
     }
     for _ in 0..st.warmup.max(1) {
         ctx.record_and_submit(|enc| encode(ctx, c, &g, enc))?;

@@ -254,8 +254,10 @@ pub fn table(records: &[Record]) -> String {
                 if r.op == Op::Softmax { "-".into() } else { r.d.to_string() },
                 if r.causal { "yes" } else { "no" }.into(),
                 kv_note(r),
-                match &r.variant {
-                    Some(v) if r.implementation == "wgpu" => format!("wgpu ({v})"),
+                match (&r.variant, &r.config) {
+                    (Some(v), _) if r.implementation == "wgpu" => format!("wgpu ({v})"),
+                    // a backward case's configuration, where one was asked for
+                    (None, Some(c)) if r.implementation == "wgpu" && !c.is_empty() => format!("wgpu ({c})"),
                     _ => r.implementation.clone(),
                 },
             ];

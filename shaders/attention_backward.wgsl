@@ -311,17 +311,17 @@ fn attention_backward(
                 for (var i = 0u; i < TQ; i++) {
                     // (q·k, dO·v) of each of the KP keys, summed over the lanes: every
                     // invocation reduces (uniform control flow), then drops what it must
+                    // this lane's quads of the staged row, read once for both uses
+                    //#for c in NC {
+                    let qa_{c} = A[i * D4 + lane + ROW_LANES * {c}u];
+                    let ga_{c} = B[i * D4 + lane + ROW_LANES * {c}u];
+                    //#}
                     var acc = vec4<f32>(0.0);
                     //#for c in NC {
-                    {
-                        let a = i * D4 + lane + ROW_LANES * {c}u;
-                        let qa = A[a];
-                        let ga = B[a];
-                        //#for x in KP {
-                        acc[2u * {x}u] += dot(qa, k_{x}_{c});
-                        acc[2u * {x}u + 1u] += dot(ga, v_{x}_{c});
-                        //#}
-                    }
+                    //#for x in KP {
+                    acc[2u * {x}u] += dot(qa_{c}, k_{x}_{c});
+                    acc[2u * {x}u + 1u] += dot(ga_{c}, v_{x}_{c});
+                    //#}
                     //#}
                     acc = row_sum4(acc, lid);
                     let r = r0 + i;
@@ -342,15 +342,10 @@ fn attention_backward(
                     //#}
                     if (any(pw != vec2<f32>(0.0))) {
                         //#for c in NC {
-                        {
-                            let a = i * D4 + lane + ROW_LANES * {c}u;
-                            let qa = A[a];
-                            let ga = B[a];
-                            //#for x in KP {
-                            dv_{x}_{c} += pw[{x}u] * ga;
-                            dk_{x}_{c} += gw[{x}u] * qa;
-                            //#}
-                        }
+                        //#for x in KP {
+                        dv_{x}_{c} += pw[{x}u] * ga_{c};
+                        dk_{x}_{c} += gw[{x}u] * qa_{c};
+                        //#}
                         //#}
                     }
                 }
@@ -437,17 +432,17 @@ fn attention_backward(
         }
         workgroupBarrier();
         for (var i = 0u; i < TQ; i++) {
+            // this lane's quads of the staged key, read once for both uses
+            //#for c in NC {
+            let ka_{c} = A[i * D4 + lane + ROW_LANES * {c}u];
+            let va_{c} = B[i * D4 + lane + ROW_LANES * {c}u];
+            //#}
             var acc = vec4<f32>(0.0);
             //#for c in NC {
-            {
-                let a = i * D4 + lane + ROW_LANES * {c}u;
-                let ka = A[a];
-                let va = B[a];
-                //#for x in KP {
-                acc[2u * {x}u] += dot(q_{x}_{c}, ka);
-                acc[2u * {x}u + 1u] += dot(g_{x}_{c}, va);
-                //#}
-            }
+            //#for x in KP {
+            acc[2u * {x}u] += dot(q_{x}_{c}, ka_{c});
+            acc[2u * {x}u + 1u] += dot(g_{x}_{c}, va_{c});
+            //#}
             //#}
             acc = row_sum4(acc, lid);
             let j = j0 + i;
@@ -466,12 +461,9 @@ fn attention_backward(
             //#}
             if (any(gw != vec2<f32>(0.0))) {
                 //#for c in NC {
-                {
-                    let ka = A[i * D4 + lane + ROW_LANES * {c}u];
-                    //#for x in KP {
-                    dq_{x}_{c} += gw[{x}u] * ka;
-                    //#}
-                }
+                //#for x in KP {
+                dq_{x}_{c} += gw[{x}u] * ka_{c};
+                //#}
                 //#}
             }
         }

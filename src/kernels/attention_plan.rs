@@ -106,7 +106,7 @@ pub(crate) fn resolve(
                 rows_per_workgroup: 0,
                 splits: 1,
                 keys_per_split: d.nk,
-                workgroup_bytes: super::similarity::SimilarityKernel {
+                workgroup_bytes: super::similarity::SimilaritySimtKernel {
                     dtype: p.dtype,
                     metric: 0,
                     vec_out: false,

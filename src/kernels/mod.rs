@@ -58,7 +58,7 @@ pub(crate) enum Kernel {
     AttentionDecode(attention_decode::DecodeKernel),
     AttentionMerge(attention_merge::MergeKernel),
     AttentionMma(attention_mma::AttentionMmaKernel),
-    Similarity(similarity::SimilarityKernel),
+    Similarity(similarity::SimilaritySimtKernel),
     SimilarityMma(similarity_mma::SimilarityMmaKernel),
     RowNorms(row_norms::RowNormsKernel),
     Softmax(softmax::SoftmaxKernel),
@@ -163,7 +163,7 @@ impl Kernel {
             v.extend(attention::AttentionKernel::all(dtype).map(Kernel::Attention));
             v.extend(attention_decode::DecodeKernel::all(dtype).map(Kernel::AttentionDecode));
             v.push(Kernel::AttentionMerge(attention_merge::MergeKernel { dtype }));
-            v.extend(similarity::SimilarityKernel::all(dtype).map(Kernel::Similarity));
+            v.extend(similarity::SimilaritySimtKernel::all(dtype).map(Kernel::Similarity));
             v.extend(row_norms::RowNormsKernel::all(dtype).map(Kernel::RowNorms));
             v.extend(softmax::SoftmaxKernel::all(dtype).map(Kernel::Softmax));
             v.push(Kernel::WeightedSum(weighted_sum::WeightedSumKernel { dtype }));

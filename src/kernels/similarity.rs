@@ -27,14 +27,14 @@ pub(crate) const BINDINGS: &[Binding] = &[
 /// vector stores of the output (`vec_out`: every output row whole vec4s), and top-k's
 /// thresholded scoring pass (`topk`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct SimilarityKernel {
+pub(crate) struct SimilaritySimtKernel {
     pub dtype: DType,
     pub metric: u32,
     pub vec_out: bool,
     pub topk: bool,
 }
 
-impl Variant for SimilarityKernel {
+impl Variant for SimilaritySimtKernel {
     const NAME: &'static str = "similarity";
     const SOURCE: &'static str = include_str!("../../shaders/similarity.wgsl");
     fn bindings(&self) -> &'static [Binding] {
@@ -68,14 +68,14 @@ pub(crate) fn epilogue_preludes(vec_out: bool) -> Vec<&'static str> {
     ]
 }
 
-impl SimilarityKernel {
+impl SimilaritySimtKernel {
     /// Every variant for `dtype`.
     #[cfg(test)]
-    pub fn all(dtype: DType) -> impl Iterator<Item = SimilarityKernel> {
+    pub fn all(dtype: DType) -> impl Iterator<Item = SimilaritySimtKernel> {
         (0..3).flat_map(move |metric| {
             [(false, false), (true, false), (false, true), (true, true)]
                 .into_iter()
-                .map(move |(vec_out, topk)| SimilarityKernel { dtype, metric, vec_out, topk })
+                .map(move |(vec_out, topk)| SimilaritySimtKernel { dtype, metric, vec_out, topk })
         })
     }
 
@@ -87,7 +87,7 @@ impl SimilarityKernel {
             Similarity::Cosine => 1,
             Similarity::L2 => 2,
         };
-        SimilarityKernel { dtype, metric, vec_out, topk }
+        SimilaritySimtKernel { dtype, metric, vec_out, topk }
     }
 }
 

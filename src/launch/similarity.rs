@@ -39,8 +39,8 @@ pub(crate) fn kernels(
     vec_out: bool,
     topk: bool,
     mma: Option<Mma>,
-) -> (SimilarityKernel, Option<SimilarityMmaKernel>) {
-    let kernel = SimilarityKernel::for_metric(p.dtype, p.metric, vec_out, topk);
+) -> (SimilaritySimtKernel, Option<SimilarityMmaKernel>) {
+    let kernel = SimilaritySimtKernel::for_metric(p.dtype, p.metric, vec_out, topk);
     let fragments = mma
         .filter(|_| p.dtype == DType::F16)
         .map(|mma| SimilarityMmaKernel {

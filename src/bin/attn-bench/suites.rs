@@ -469,6 +469,9 @@ pub fn suite(which: Suite) -> Vec<Case> {
             v.push(Case::new(s, Attention, F16, 16, 4096, 4096, 128, true));
             v.push(Case::new(s, Attention, F16, 32, 4096, 4096, 64, false));
             v.push(Case { kv_group: 4, ..Case::new(s, Attention, F16, 32, 4096, 4096, 128, false) });
+            // decode (one query, 32 heads over 32k keys, d 128): the decode kernel's splits
+            // beside the other kernels (the 2026-11-27 run read 0.23 ms, later runs 1.15 ms)
+            v.push(Case::new(s, Attention, F16, 32, 1, 32768, 128, false));
         }
         Suite::TopkCpu => {
             // the shape of the faiss / PyTorch CPU figures on a 2-core machine
@@ -514,7 +517,7 @@ pub enum Suite {
     /// One case per GPU speed target (issues 9 and 10), for a short run on a GPU machine.
     Targets,
     /// The attention cases the device run sweeps (`--sweep`): f16 prefill, d 128 (causal too),
-    /// d 64, and GQA 32/8 heads.
+    /// d 64, and GQA 32/8 heads; f16 decode, 32 heads x 32k keys, d 128.
     Sweep,
     /// Top-k at the sizes of the faiss / PyTorch CPU comparison.
     TopkCpu,

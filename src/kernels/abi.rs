@@ -196,10 +196,5 @@ pub(crate) trait Variant {
     fn generated(&self) -> String {
         String::new()
     }
-    /// The body as compiled: `SOURCE`, or `SOURCE` with its template loops unrolled
-    /// (`kernels/unroll.rs`) where the variant's registers are named per loop index.
-    fn body(&self) -> std::borrow::Cow<'static, str> {
-        std::borrow::Cow::Borrowed(Self::SOURCE)
-    }
 }
 

@@ -164,10 +164,6 @@ impl Variant for AttentionBackwardKernel {
         let red = if self.sg { 0 } else { 2 * WG };
         4 * (2 * t * self.dp + WG + 3 * t + red)
     }
-    fn body(&self) -> std::borrow::Cow<'static, str> {
-        // the registers of passes 1 and 2 are named per (key or row, quad): unrolled here
-        std::borrow::Cow::Owned(super::unroll::unroll(Self::SOURCE, &self.constants()))
-    }
     fn preludes(&self) -> Vec<&'static str> {
         vec![include_str!("../../shaders/masking.wgsl"), super::row_reductions(self.sg)]
     }

@@ -93,10 +93,6 @@ impl Variant for AttentionMmaKernel {
     fn generated(&self) -> String {
         super::loads::qkv(self.loads, self.kv[0], self.kv[1])
     }
-    fn body(&self) -> std::borrow::Cow<'static, str> {
-        // the softmax's z (SMR 1) and the tile in flight (STAGES 2) are named registers
-        std::borrow::Cow::Owned(super::unroll::unroll(Self::SOURCE, &self.constants()))
-    }
     fn preludes(&self) -> Vec<&'static str> {
         vec![
             self.mma.prelude(),

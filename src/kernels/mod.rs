@@ -91,6 +91,9 @@ macro_rules! each_kernel {
 fn name_of<V: Variant>(_: &V) -> &'static str {
     V::NAME
 }
+fn source_of<V: Variant>(_: &V) -> &'static str {
+    V::SOURCE
+}
 
 impl Kernel {
     /// The family name, which is also the entry point.
@@ -151,7 +154,9 @@ impl Kernel {
             s.push_str(p);
         }
         s.push_str(&each_kernel!(self, v => v.generated()));
-        s.push_str(&each_kernel!(self, v => v.body()));
+        // the body with its template loops unrolled over the header constants (kernels/unroll.rs:
+        // registers named per loop index; a body without such loops is unchanged)
+        s.push_str(&unroll::unroll(each_kernel!(self, v => source_of(v)), &self.constants()));
         s
     }
 

@@ -215,7 +215,8 @@ impl Context {
             return Ok((Some(mma), "tensor cores: the heuristic (tuning is off)".into()));
         }
         let class = Self::similarity_class(p);
-        if let Some(k) = self.inner.tuned.lock().unwrap_or_else(|e| e.into_inner()).get_similarity(&class) {
+        let tuned = || self.inner.tuned.lock().unwrap_or_else(|e| e.into_inner()).get_similarity(&class);
+        if let Some(k) = tuned() {
             return Ok((pick(k), format!("{k}: the context's tuned entry for {class}")));
         }
         if let Some(k) = self.inner.built_in.as_ref().and_then(|t| t.get_similarity(&class)) {
@@ -223,7 +224,7 @@ impl Context {
         }
         if let (Tuning::OnFirstUse { .. }, Some((q, k))) = (tuning, timed) {
             let _one_at_a_time = self.inner.tuning_run.lock().await;
-            if let Some(k) = self.inner.tuned.lock().unwrap_or_else(|e| e.into_inner()).get_similarity(&class) {
+            if let Some(k) = tuned() {
                 return Ok((pick(k), format!("{k}: the context's tuned entry for {class}")));
             }
             let out = self.zeros_async(p.out_shape(), Layout::Bhsd, crate::shape::DType::F32).await?;
